@@ -1,0 +1,35 @@
+# The README's commands. Everything honours BENTOML_HOME (default ~/bentoml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 3000
+export BENTOML_HOME ?= $(HOME)/bentoml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install models serve test train evaluate build
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+models: install            ## import the shipped models into the model store (idempotent)
+	$(BIN)/python -m train.import_models
+
+serve: models              ## start the service on http://localhost:$(PORT) (web page: /ui/)
+	$(BIN)/bentoml serve service:GenreDetector --port $(PORT)
+
+test: install              ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+train: install             ## retrain all four models and refresh models/
+	$(BIN)/python -m train --ship
+
+evaluate: models           ## evaluate the stored models on the Emotify clips
+	$(BIN)/python -m train.evaluate --data ../shared/data/emotify
+
+build: models              ## build the Bento
+	$(BIN)/bentoml build

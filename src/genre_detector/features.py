@@ -1,0 +1,119 @@
+"""Log-mel spectrogram windows: the one feature function shared by training and serving.
+
+    from genre_detector.features import FeatureSettings, extract_windows
+    batch = extract_windows("track.mp3", FeatureSettings())   # path, bytes or waveform
+    batch.windows.shape  # (n_windows, n_mels, window_frames)
+
+A track's log-mel spectrogram is in dB relative to its loudest bin, floored at -top_db,
+so values lie in [-top_db, 0] whatever the recording level. Fixed-size windows are cut
+from it with overlap; a long track keeps at most `max_windows`, spread evenly over its
+whole length (not only its start), so cost per request is bounded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioSource, load_audio
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that defines the model input; saved with every trained model."""
+
+    sample_rate: int = SAMPLE_RATE   # Hz
+    n_fft: int = 2048                # samples: 93 ms analysis frame
+    hop_length: int = 1024           # samples: 46.4 ms between frames
+    n_mels: int = 64                 # mel bands
+    fmin: float = 20.0               # Hz
+    fmax: float = 11025.0            # Hz (Nyquist at 22.05 kHz)
+    top_db: float = 80.0             # dB: floor below the track's loudest bin
+    window_frames: int = 64          # frames: 64 * 1024 / 22050 = 2.97 s per window
+    window_hop_frames: int = 32      # frames: 1.49 s between window starts (50 % overlap)
+    max_windows: int = 40            # cap per track: 40 windows cover ~60 s densely
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_frames * self.hop_length / self.sample_rate
+
+    @property
+    def min_samples(self) -> int:
+        """Samples needed for one full window (centered STFT frames)."""
+        return (self.window_frames - 1) * self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class WindowBatch:
+    windows: np.ndarray   # (n, n_mels, window_frames) float32 in [-top_db, 0] dB
+    start_s: np.ndarray   # (n,) start time of each window in seconds
+    end_s: np.ndarray     # (n,) end time of each window in seconds
+    duration_s: float     # decoded duration of the whole track in seconds
+    mel: np.ndarray       # (n_mels, frames) the whole track's log-mel, for pictures
+
+
+_MEL_BASIS: dict[FeatureSettings, np.ndarray] = {}
+
+
+def _mel_basis(s: FeatureSettings) -> np.ndarray:
+    if s not in _MEL_BASIS:
+        import librosa
+        _MEL_BASIS[s] = librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels,
+                                            fmin=s.fmin, fmax=s.fmax).astype(np.float32)
+    return _MEL_BASIS[s]
+
+
+def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
+    """(n_mels, frames) float32 log-mel power in dB re the loudest bin, in [-top_db, 0]."""
+    import librosa
+    spec = np.abs(librosa.stft(wave, n_fft=s.n_fft, hop_length=s.hop_length,
+                               center=True, dtype=np.complex64)) ** 2
+    mel = _mel_basis(s) @ spec
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    db -= db.max()
+    return np.maximum(db, -s.top_db).astype(np.float32)
+
+
+def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:
+    """Start frames of the windows: every window_hop_frames, thinned evenly to max_windows."""
+    last = max(n_frames - s.window_frames, 0)
+    starts = np.arange(0, last + 1, s.window_hop_frames)
+    if starts[-1] != last:                      # let the final window reach the track's end
+        starts = np.append(starts, last)
+    if len(starts) > s.max_windows:
+        starts = np.round(np.linspace(0, last, s.max_windows)).astype(int)
+    return starts
+
+
+def cut_windows(mel: np.ndarray, starts: np.ndarray, s: FeatureSettings) -> np.ndarray:
+    if mel.shape[1] < s.window_frames:         # pad a just-long-enough clip at the floor
+        mel = np.pad(mel, ((0, 0), (0, s.window_frames - mel.shape[1])),
+                     constant_values=-s.top_db)
+    return np.stack([mel[:, i:i + s.window_frames] for i in starts]).astype(np.float32)
+
+
+def extract_windows(source: AudioSource | np.ndarray, s: FeatureSettings = FeatureSettings(),
+                    **load_kwargs) -> WindowBatch:
+    """Decode (unless given a waveform at s.sample_rate) and cut log-mel windows."""
+    wave = source if isinstance(source, np.ndarray) else load_audio(source, **load_kwargs)
+    mel = log_mel(np.asarray(wave, dtype=np.float32), s)
+    starts = window_starts(mel.shape[1], s)
+    frame_s = s.hop_length / s.sample_rate
+    duration = len(wave) / s.sample_rate
+    return WindowBatch(windows=cut_windows(mel, starts, s), start_s=starts * frame_s,
+                       end_s=np.minimum((starts + s.window_frames) * frame_s, duration),
+                       duration_s=duration, mel=mel)

@@ -1,0 +1,87 @@
+"""Save trained models into BentoML's model store with their metadata, and load them back.
+
+Store names are `genre-<architecture>` (genre-cnn, genre-lstm, ...). Each entry holds
+`model.keras` and metadata: labels, feature settings, architecture, metrics, data
+fingerprint and code version. Loading rebuilds everything from that saved copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .features import FeatureSettings
+
+MODEL_FILE = "model.keras"
+STORE_PREFIX = "genre-"
+
+
+def store_name(architecture: str) -> str:
+    return f"{STORE_PREFIX}{architecture}"
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def file_sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    labels: list[str]
+    settings: FeatureSettings
+    metrics: dict
+    tag: str = ""
+    metadata: dict | None = None
+
+    @classmethod
+    def from_metadata(cls, md: dict, tag: str = "") -> "ModelInfo":
+        return cls(architecture=md["architecture"], labels=list(md["labels"]),
+                   settings=FeatureSettings.from_dict(md["feature_settings"]),
+                   metrics=dict(md.get("metrics", {})), tag=tag, metadata=md)
+
+
+def save_to_store(model_file: str | Path, metadata: dict) -> str:
+    """Copy a saved .keras file into the store under genre-<architecture>; return the tag."""
+    import shutil
+
+    import bentoml
+    md = {**metadata, "model_sha256": file_sha(model_file)}
+    with bentoml.models.create(store_name(md["architecture"]), metadata=md,
+                               labels={"task": "music-genre", "architecture": md["architecture"]}
+                               ) as bento_model:
+        shutil.copyfile(model_file, bento_model.path_of(MODEL_FILE))
+    return str(bento_model.tag)
+
+
+def resolve(ref: str):
+    """A store entry from a tag ('genre-cnn:abc'), a name ('genre-cnn') or an architecture ('cnn')."""
+    import bentoml
+    if ":" not in ref and not ref.startswith(STORE_PREFIX):
+        ref = store_name(ref)
+    return bentoml.models.get(ref)
+
+
+def load_from_store(ref: str):
+    """(keras model, ModelInfo) for a store reference; inference only (not compiled)."""
+    import keras
+
+    from . import architectures  # noqa: F401  registers the custom layers
+    entry = resolve(ref)
+    model = keras.models.load_model(entry.path_of(MODEL_FILE), compile=False)
+    return model, ModelInfo.from_metadata(dict(entry.info.metadata), str(entry.tag))
+
+
+def card_metadata(card_path: str | Path) -> dict:
+    return json.loads(Path(card_path).read_text())

@@ -1,0 +1,228 @@
+"""genre_detector.features: log-mel windows shared by training and serving."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from genre_detector.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
+from genre_detector.features import (FeatureSettings, WindowBatch, extract_windows, log_mel,
+                                     window_starts)
+
+S = FeatureSettings()
+FRAME_S = S.hop_length / S.sample_rate
+
+
+def _n_frames(n_samples: int, s: FeatureSettings = S) -> int:
+    """Centered STFT frames for a waveform of n_samples."""
+    return 1 + n_samples // s.hop_length
+
+
+def _check_batch(batch: WindowBatch, n_samples: int, s: FeatureSettings = S) -> None:
+    n = len(window_starts(_n_frames(n_samples, s), s))
+    assert isinstance(batch, WindowBatch)
+    assert batch.windows.shape == (n, s.n_mels, s.window_frames)
+    assert batch.windows.dtype == np.float32
+    assert np.isfinite(batch.windows).all()
+    assert batch.windows.min() >= -s.top_db and batch.windows.max() <= 0.0
+    assert batch.mel.shape == (s.n_mels, _n_frames(n_samples, s))
+    assert batch.mel.dtype == np.float32
+    assert batch.mel.max() == 0.0                  # dB re the loudest bin
+    assert batch.mel.min() >= -s.top_db
+    assert batch.duration_s == pytest.approx(n_samples / s.sample_rate)
+    assert batch.start_s.shape == batch.end_s.shape == (n,)
+    assert batch.start_s[0] == 0.0
+    assert np.all(np.diff(batch.start_s) > 0)
+    assert np.all(batch.end_s > batch.start_s)
+    assert batch.end_s[-1] == pytest.approx(batch.duration_s)
+    assert np.all(batch.end_s <= batch.duration_s + 1e-9)
+    # every window is exactly the mel at its start frame (except a padded short clip)
+    starts = np.round(batch.start_s / FRAME_S).astype(int)
+    for w, i in zip(batch.windows, starts):
+        if i + s.window_frames <= batch.mel.shape[1]:
+            np.testing.assert_array_equal(w, batch.mel[:, i:i + s.window_frames])
+
+
+@pytest.fixture(scope="module")
+def wave(wav_clip) -> np.ndarray:
+    return load_audio(wav_clip)
+
+
+@pytest.fixture(scope="module")
+def batch(wave) -> WindowBatch:
+    return extract_windows(wave, S)
+
+
+# ----------------------------------------------------------------------------- settings
+def test_default_settings_are_consistent():
+    assert S.sample_rate == SAMPLE_RATE
+    assert S.window_seconds == pytest.approx(S.window_frames * S.hop_length / S.sample_rate)
+    assert S.window_seconds == pytest.approx(2.97, abs=0.01)
+    # a MIN_SECONDS clip is long enough for one full window
+    assert S.min_samples <= MIN_SECONDS * SAMPLE_RATE
+    assert _n_frames(S.min_samples) == S.window_frames
+    assert _n_frames(S.min_samples - S.hop_length) < S.window_frames
+
+
+def test_settings_round_trip_and_fingerprint():
+    d = S.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(FeatureSettings)}
+    assert FeatureSettings.from_dict(d) == S
+    # unknown keys (e.g. from a newer version's metadata) are ignored
+    assert FeatureSettings.from_dict({**d, "future_field": 1}) == S
+    assert S.fingerprint() == FeatureSettings().fingerprint()
+    assert len(S.fingerprint()) == 12
+    seen = {S.fingerprint()}
+    for field, value in [("n_mels", 128), ("hop_length", 512), ("top_db", 60.0),
+                         ("max_windows", 10), ("fmin", 30.0)]:
+        changed = dataclasses.replace(S, **{field: value})
+        assert changed.fingerprint() not in seen, field
+        seen.add(changed.fingerprint())
+        assert FeatureSettings.from_dict(changed.to_dict()) == changed
+
+
+def test_settings_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        S.n_mels = 1  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- window_starts
+@pytest.mark.parametrize("n_frames", [64, 65, 95, 96, 97, 300, 647, 1000, 1312, 1313, 5000])
+def test_window_starts_cover_the_track(n_frames):
+    starts = window_starts(n_frames, S)
+    last = n_frames - S.window_frames
+    assert starts[0] == 0
+    assert starts[-1] == last                       # the final window reaches the end
+    assert np.all(np.diff(starts) > 0)
+    assert len(starts) <= S.max_windows
+    if len(starts) < S.max_windows:                 # dense: hop apart, no gaps
+        assert np.all(np.diff(starts) <= S.window_hop_frames)
+    else:                                           # thinned: evenly spread
+        gaps = np.diff(starts)
+        assert gaps.max() - gaps.min() <= 1
+
+
+def test_window_starts_short_track():
+    np.testing.assert_array_equal(window_starts(10, S), [0])
+    np.testing.assert_array_equal(window_starts(S.window_frames, S), [0])
+
+
+# ----------------------------------------------------------------------------- log_mel
+def test_log_mel_range_and_shape(wave):
+    mel = log_mel(wave, S)
+    assert mel.shape == (S.n_mels, _n_frames(len(wave)))
+    assert mel.dtype == np.float32
+    assert mel.max() == 0.0
+    assert mel.min() >= -S.top_db
+
+
+def test_log_mel_puts_a_tone_in_the_right_band():
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE
+    low = log_mel((0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), S)
+    high = log_mel((0.5 * np.sin(2 * np.pi * 5000 * t)).astype(np.float32), S)
+    band_low = int(np.argmax(low.mean(axis=1)))
+    band_high = int(np.argmax(high.mean(axis=1)))
+    assert band_low < S.n_mels // 3 < band_high
+    assert band_high > band_low + 20
+
+
+# ----------------------------------------------------------------------------- extract_windows
+def test_real_wav_windows(batch, wave):
+    _check_batch(batch, len(wave))
+    assert batch.duration_s == pytest.approx(30.013, abs=0.01)
+    # 30 s at 1.49 s hops: ~20 windows, under the cap
+    assert len(batch.windows) == 20
+    # the windows together cover every frame of the mel
+    covered = np.zeros(batch.mel.shape[1], bool)
+    for a in np.round(batch.start_s / FRAME_S).astype(int):
+        covered[a:a + S.window_frames] = True
+    assert covered.all()
+    # the loudest bin is in a window
+    assert batch.windows.max() == 0.0
+
+
+def test_path_bytes_and_waveform_agree(wav_clip, batch):
+    for source in (wav_clip, str(wav_clip), wav_clip.read_bytes()):
+        other = extract_windows(source, S)
+        np.testing.assert_array_equal(other.windows, batch.windows)
+        np.testing.assert_array_equal(other.start_s, batch.start_s)
+        np.testing.assert_array_equal(other.end_s, batch.end_s)
+        assert other.duration_s == batch.duration_s
+
+
+def test_load_kwargs_are_passed_to_load_audio(wav_clip):
+    from genre_detector.audio import AudioError
+    with pytest.raises(AudioError) as info:
+        extract_windows(wav_clip, S, max_seconds=10)
+    assert info.value.reason == "too_long"
+
+
+def test_long_track_is_capped_and_spread_over_the_whole_track():
+    rng = np.random.default_rng(0)
+    seconds = 600
+    t = np.arange(seconds * SAMPLE_RATE, dtype=np.float64) / SAMPLE_RATE
+    # noise plus a tone whose pitch changes every minute
+    tone = np.sin(2 * np.pi * (220.0 * (1 + np.floor(t / 60))) * t)
+    wave = (0.05 * rng.standard_normal(t.size) + 0.3 * tone).astype(np.float32)
+    batch = extract_windows(wave, S)
+    _check_batch(batch, len(wave))
+    assert len(batch.windows) == S.max_windows
+    assert batch.start_s[0] == 0.0
+    assert batch.end_s[-1] == pytest.approx(seconds)
+    gaps = np.diff(batch.start_s)
+    spacing = (seconds - S.window_seconds) / (S.max_windows - 1)
+    assert gaps.min() > 0.9 * spacing and gaps.max() < 1.1 * spacing
+    # every minute of the track is sampled by some window
+    minutes = set((batch.start_s // 60).astype(int))
+    assert minutes == set(range(10))
+
+
+def test_clip_of_exactly_min_samples_gives_one_window():
+    rng = np.random.default_rng(1)
+    wave = (0.1 * rng.standard_normal(S.min_samples)).astype(np.float32)
+    batch = extract_windows(wave, S)
+    _check_batch(batch, len(wave))
+    assert batch.windows.shape == (1, S.n_mels, S.window_frames)
+    assert batch.end_s[0] == pytest.approx(batch.duration_s)
+
+
+def test_clip_of_min_seconds_is_windowed_without_padding():
+    """A MIN_SECONDS (3 s) clip is 65 frames: one window at frame 0 and, so that the last
+    window reaches the end, a second one a single frame later."""
+    rng = np.random.default_rng(2)
+    wave = (0.1 * rng.standard_normal(int(MIN_SECONDS * SAMPLE_RATE))).astype(np.float32)
+    batch = extract_windows(wave, S)
+    _check_batch(batch, len(wave))
+    assert 1 <= len(batch.windows) <= 2
+    assert batch.mel.shape[1] >= S.window_frames
+    assert batch.end_s[-1] == pytest.approx(MIN_SECONDS, abs=1e-6)
+
+
+def test_clip_shorter_than_a_window_is_padded_at_the_floor():
+    rng = np.random.default_rng(3)
+    wave = (0.1 * rng.standard_normal(S.min_samples // 2)).astype(np.float32)
+    batch = extract_windows(wave, S)
+    n = batch.mel.shape[1]
+    assert n < S.window_frames
+    assert batch.windows.shape == (1, S.n_mels, S.window_frames)
+    np.testing.assert_array_equal(batch.windows[0, :, :n], batch.mel)
+    assert (batch.windows[0, :, n:] == -S.top_db).all()
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.125, 0.01])
+def test_loudness_invariance(wave, batch, scale):
+    quiet = extract_windows((wave * scale).astype(np.float32), S)
+    assert quiet.windows.shape == batch.windows.shape
+    np.testing.assert_allclose(quiet.windows, batch.windows, atol=1e-3)
+    np.testing.assert_allclose(quiet.mel, batch.mel, atol=1e-3)
+
+
+def test_other_settings_change_the_shape(wave):
+    s = FeatureSettings(n_mels=32, window_frames=32, window_hop_frames=16, max_windows=8,
+                        top_db=60.0)
+    b = extract_windows(wave[:10 * SAMPLE_RATE], s)
+    assert b.windows.shape[1:] == (32, 32)
+    assert 1 <= len(b.windows) <= 8
+    assert b.windows.min() >= -60.0 and b.mel.max() == 0.0
+    assert b.end_s[-1] == pytest.approx(10.0)

@@ -1,0 +1,197 @@
+"""The real service: `bentoml serve` on a free port, real clips over real HTTP."""
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+
+from tests.service_process import ServedService
+
+pytestmark = pytest.mark.slow
+UPLOAD_LIMIT = 4 * 1024 * 1024
+LEGACY_KEYS = {"CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"}
+
+
+@pytest.fixture(scope="module")
+def service(store_with_models):
+    svc = ServedService(env={"GENRE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
+    try:
+        svc.startup_s = svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _clip_bytes(path: Path, fmt: str, seconds: float = 30.0) -> bytes:
+    wave, sr = sf.read(path, dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, wave[: int(seconds * sr)], sr, format=fmt)
+    return buf.getvalue()
+
+
+def _post(service, data: bytes, name="clip.wav", field="audio", path="/predict", **params):
+    return requests.post(f"{service.url}{path}", files={field: (name, data)}, params=params,
+                         timeout=120)
+
+
+def _check_predict(body: dict, duration: float):
+    labels = body["labels"]
+    assert set(body) >= {"request_id", "duration_s", "sample_rate", "n_windows", "labels",
+                         "models", "ensemble", "timeline", "model_tags"}
+    assert body["sample_rate"] == 22050
+    assert abs(body["duration_s"] - duration) < 0.1
+    assert set(body["models"]) == {"feedforward", "lenet", "cnn", "lstm"}
+    for name, m in body["models"].items():
+        assert abs(sum(m["probabilities"].values()) - 1) < 1e-4
+        assert list(m["probabilities"]) == labels
+        assert m["top_genre"] == max(m["probabilities"], key=m["probabilities"].get)
+        assert 0.25 < m["metrics"]["accuracy"] <= 1
+        assert m["tag"].startswith(f"genre-{name}:") and body["model_tags"][name] == m["tag"]
+    assert abs(sum(body["ensemble"]["probabilities"].values()) - 1) < 1e-4
+    tl = body["timeline"]
+    assert len(tl) == body["n_windows"] >= 1
+    assert tl[0]["start_s"] == 0 and abs(tl[-1]["end_s"] - body["duration_s"]) < 0.05
+    assert all(a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"] for a, b in zip(tl, tl[1:]))
+    assert all(t["top_genre"] in labels and 0 < t["probability"] <= 1 for t in tl)
+
+
+@pytest.mark.parametrize("fmt,name", [("WAV", "clip.wav"), ("FLAC", "clip.flac"),
+                                      ("OGG", "clip.ogg")])
+def test_predict_real_clip_formats(service, wav_clip, fmt, name):
+    r = _post(service, _clip_bytes(wav_clip, fmt), name)
+    assert r.status_code == 200, r.text
+    _check_predict(r.json(), 30.0)
+
+
+def test_predict_real_mp3_and_model_subset(service, mp3_clip):
+    r = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models="cnn,lstm", spectrogram="true")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["models"]) == {"cnn", "lstm"}
+    assert body["spectrogram_png"].startswith("data:image/png;base64,")
+    assert 59 < body["duration_s"] < 61
+
+
+def test_classical_clip_is_heard_as_classical(service, gtzan_dir):
+    r = _post(service, (gtzan_dir / "classical.00000.wav").read_bytes())
+    assert r.status_code == 200
+    assert r.json()["ensemble"]["top_genre"] == "classical"
+
+
+def test_legacy_route_shape_and_cors(service, wav_clip):
+    r = requests.post(f"{service.url}/", files={"audio_file": ("a.wav", wav_clip.read_bytes())},
+                      headers={"Origin": "http://elsewhere.example"}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == LEGACY_KEYS
+    for entry in body.values():
+        assert set(entry) == {"data", "metrics"} and set(entry["metrics"]) == {"accuracy", "loss"}
+        assert all(isinstance(v, str) for v in [*entry["data"].values(), *entry["metrics"].values()])
+        assert abs(sum(float(v) for v in entry["data"].values()) - 1) < 1e-3
+    assert r.headers["access-control-allow-origin"] == "*"
+    pre = requests.options(f"{service.url}/", headers={
+        "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"}, timeout=10)
+    assert pre.status_code in (200, 204) and pre.headers["access-control-allow-origin"] == "*"
+
+
+def test_models_and_health_endpoints(service):
+    r = requests.get(f"{service.url}/models", timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["labels"] == ["classical", "electronic", "pop", "rock"]
+    assert set(body["models"]) == {"feedforward", "lenet", "cnn", "lstm"}
+    assert all(0 < m["metrics"]["accuracy"] <= 1 for m in body["models"].values())
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert requests.get(f"{service.url}{path}", timeout=10).status_code == 200
+    ui = requests.get(f"{service.url}/ui/", timeout=10)
+    assert ui.status_code == 200 and "Genre detector" in ui.text
+
+
+def _silence_wav(seconds: float) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * 22050), np.float32), 22050, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case,status,error", [
+    ("missing", 400, "missing_file"),
+    ("wrong_field", 400, "missing_file"),
+    ("not_audio", 415, "not_audio"),
+    ("empty", 415, "empty"),
+    ("too_short", 422, "too_short"),
+    ("silent", 422, "silent"),
+    ("too_large", 413, "payload_too_large"),
+    ("unknown_model", 400, "unknown_model"),
+])
+def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
+    url = f"{service.url}/predict"
+    tone = _clip_bytes(wav_clip, "WAV", 1.0)
+    if case == "missing":
+        r = requests.post(url, data={"x": "1"}, timeout=30)
+    elif case == "wrong_field":
+        r = requests.post(url, files={"file": ("a.wav", wav_clip.read_bytes())}, timeout=30)
+    elif case == "not_audio":
+        r = _post(service, b"this is a text file, not a song\n" * 200, "notes.txt")
+    elif case == "empty":
+        r = _post(service, b"", "empty.wav")
+    elif case == "too_short":
+        r = _post(service, tone)
+    elif case == "silent":
+        r = _post(service, _silence_wav(10))
+    elif case == "too_large":
+        r = _post(service, b"\0" * (UPLOAD_LIMIT + 1024), "big.wav")
+    else:
+        r = _post(service, wav_clip.read_bytes(), models="cnn,transformer")
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == error and isinstance(body["detail"], str) and body["detail"]
+    if case == "unknown_model":
+        assert "feedforward, lenet, cnn, lstm" in body["detail"]
+
+
+def test_chunked_upload_over_limit_is_413(service):
+    def chunks():
+        for _ in range(UPLOAD_LIMIT // 65536 + 8):
+            yield b"\0" * 65536
+    r = requests.post(f"{service.url}/predict", data=chunks(), timeout=60,
+                      headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+def test_concurrent_requests_all_succeed_and_batch(service, wav_clip):
+    payloads = [_clip_bytes(wav_clip, "WAV", 30.0 - i * 0.5) for i in range(16)]
+    bad = b"definitely not audio" * 100
+    before = len(re.findall(r"ran a batch of", service.logs()))
+    with ThreadPoolExecutor(20) as pool:
+        good = list(pool.map(lambda p: _post(service, p), payloads))
+        errors = list(pool.map(lambda _: _post(service, bad, "x.bin"), range(4)))
+    assert [r.status_code for r in good] == [200] * 16
+    assert [r.status_code for r in errors] == [415] * 4
+    for r, p in zip(good, payloads):
+        _check_predict(r.json(), len(sf.read(io.BytesIO(p))[0]) / 22050)
+    sizes = [int(n) for n in re.findall(r"model cnn ran a batch of (\d+) windows",
+                                        service.logs())[before // 4:]]
+    assert sum(sizes) >= 16 * 19
+    assert max(sizes) > 21, f"no batch merged windows of two requests: {sizes}"
+
+
+def test_no_temp_files_left_behind(service, wav_clip):
+    tmp = Path(tempfile.gettempdir())
+    before = {p.name for p in tmp.iterdir()}
+    for data in (wav_clip.read_bytes(), b"junk" * 100, _silence_wav(5)):
+        _post(service, data)
+    leftover = {p.name for p in tmp.iterdir()} - before
+    assert not [n for n in leftover if not n.startswith("bentoml-serve-")], leftover
+
+
+def test_service_still_healthy_after_abuse(service, wav_clip):
+    assert requests.get(f"{service.url}/readyz", timeout=10).status_code == 200
+    assert _post(service, wav_clip.read_bytes()).status_code == 200
+    assert service.startup_s < 120

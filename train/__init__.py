@@ -1,0 +1,1 @@
+"""Training, evaluation and model-store tooling for genre_detector (`python -m train --help`)."""

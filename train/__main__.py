@@ -1,0 +1,136 @@
+"""Train the four genre models, evaluate them per track, put them in BentoML's model store.
+
+    python -m train                                   # all four on ../shared/data/emotify
+    python -m train --models cnn,lstm --data DIR      # DIR laid out as GENRE/*.ext
+    python -m train --ship                            # also refresh models/ (shipped models)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = os.environ.get("GENRE_DATA_EMOTIFY", str(REPO.parent / "shared/data/emotify"))
+# Per-family wall-clock budgets (minutes) that keep all four under 20 minutes on 2 cores.
+DEFAULT_MINUTES = {"feedforward": 2.5, "lenet": 4.0, "cnn": 6.0, "lstm": 5.0}
+
+
+def parse_args(argv=None):
+    from genre_detector.architectures import ARCHITECTURES
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=DEFAULT_DATA, help="folder laid out as GENRE/*.ext "
+                   "(an optional tracks.csv with path,artist columns enables the artist split)")
+    p.add_argument("--models", default=",".join(ARCHITECTURES),
+                   help=f"comma-separated families to train; valid: {', '.join(ARCHITECTURES)}")
+    p.add_argument("--out", default=None, help="run folder for the report (default runs/<time>)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of artists held out")
+    p.add_argument("--epochs", type=int, default=30, help="upper bound on epochs per model")
+    p.add_argument("--crops", type=int, default=8, help="random windows per track per epoch")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget per model (default: per-family, 17.5 min in all)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the training")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes decoding audio")
+    p.add_argument("--ship", action="store_true",
+                   help="also write the trained models and cards into models/ (shipped models)")
+    p.add_argument("--no-store", action="store_true", help="do not save into the model store")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in ARCHITECTURES]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(ARCHITECTURES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    from genre_detector.architectures import build_model
+    from genre_detector.features import FeatureSettings
+    from genre_detector.store import code_version, save_to_store
+    from train.data import data_fingerprint, list_tracks, load_mels, split_by_artist
+    from train.fit import FitConfig, fit, track_probs, track_windows
+    from train.metrics import classification_metrics
+    from train.report import write_report
+
+    args = parse_args(argv)
+    t_start = time.time()
+    settings = FeatureSettings()
+    tracks = list_tracks(args.data)
+    by_artist = any(t.artist != t.path.relative_to(Path(args.data)).as_posix() for t in tracks)
+    train_tracks, val_tracks = split_by_artist(tracks, args.val_fraction, args.seed)
+    train_tracks, train_mels = load_mels(train_tracks, settings, args.workers, "decode train")
+    val_tracks, val_mels = load_mels(val_tracks, settings, args.workers, "decode val")
+    labels = sorted({t.genre for t in tracks})
+    y_train = np.array([labels.index(t.genre) for t in train_tracks])
+    y_val = np.array([labels.index(t.genre) for t in val_tracks])
+    print(f"{len(train_tracks)} training / {len(val_tracks)} validation tracks, "
+          f"split by {'artist' if by_artist else 'track'}; labels {labels}")
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or REPO / "runs" / run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(tracks)
+    windows = {"train": track_windows(train_mels, settings), "val": track_windows(val_mels, settings)}
+    results, val_probs = {}, []
+    for name in args.models:
+        model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
+        cfg = FitConfig(epochs=args.epochs, crops_per_track=args.crops, seed=args.seed,
+                        max_minutes=args.minutes or DEFAULT_MINUTES[name])
+        res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name)
+        # Inference-mode predictions on both sides: catches a model that collapsed to one class.
+        p_train = track_probs(model, *windows["train"], len(train_tracks))
+        p_val = track_probs(model, *windows["val"], len(val_tracks))
+        val_probs.append(p_val)
+        metrics = classification_metrics(y_val, p_val, labels)
+        train_metrics = classification_metrics(y_train, p_train, labels)
+        model_file = out / f"{name}.keras"
+        model.save(model_file)
+        metadata = {
+            "architecture": name, "labels": labels, "feature_settings": settings.to_dict(),
+            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "log_loss", "n_tracks")},
+            "per_genre": metrics["per_genre"], "confusion": metrics["confusion"],
+            "train_accuracy": train_metrics["accuracy"], "data": str(args.data),
+            "data_fingerprint": fingerprint, "split": f"by {'artist' if by_artist else 'track'}, "
+            f"val_fraction={args.val_fraction}, seed={args.seed}",
+            "code_version": code_version(), "best_epoch": res.best_epoch,
+            "train_seconds": round(res.seconds, 1), "params": int(model.count_params()),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        tag = "" if args.no_store else save_to_store(model_file, metadata)
+        results[name] = {"val": metrics, "train": train_metrics, "history": res.history,
+                         "best_epoch": res.best_epoch, "seconds": res.seconds, "tag": tag}
+        print(f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
+              f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
+              f"{res.seconds:.0f} s", flush=True)
+        if args.ship:
+            dest = REPO / "models" / name
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_file, dest / "model.keras")
+            (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    ensemble = classification_metrics(y_val, np.mean(val_probs, axis=0), labels)
+    report = {"run_id": run_id, "data": str(args.data), "data_fingerprint": fingerprint,
+              "labels": labels, "seconds": time.time() - t_start,
+              "split": {"by": "artist" if by_artist else "track", "n_train": len(train_tracks),
+                        "n_val": len(val_tracks),
+                        "val_tracks": [t.path.relative_to(Path(args.data)).as_posix()
+                                       for t in val_tracks]},
+              "models": results, "ensemble": {"val": ensemble}}
+    js, md = write_report(out, report)
+    print(f"ensemble: val accuracy {ensemble['accuracy']:.3f}, macro-F1 {ensemble['macro_f1']:.3f}")
+    print(f"report: {md} and {js}")
+    print(f"total training time: {report['seconds']:.0f} s")
+    for name, r in results.items():
+        print(f"model store tag: {r['tag'] or '(not stored)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Import the shipped models (models/<name>/model.keras + card.json) into BentoML's model
+store, unless an entry with the same weights is already there. Idempotent.
+
+    python -m train.import_models            # honours BENTOML_HOME
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from genre_detector.store import file_sha, save_to_store, store_name
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models"
+
+
+def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
+    """[(tag, newly_imported)] for every shipped model."""
+    import bentoml
+    results = []
+    cards = sorted(folder.glob("*/card.json"))
+    if not cards:
+        raise FileNotFoundError(f"no shipped models found under {folder}/<name>/card.json")
+    for card in cards:
+        metadata = json.loads(card.read_text())
+        model_file = card.parent / "model.keras"
+        sha = file_sha(model_file)
+        existing = [m for m in bentoml.models.list(store_name(metadata["architecture"]))
+                    if m.info.metadata.get("model_sha256") == sha]
+        if existing:
+            results.append((str(existing[0].tag), False))
+        else:
+            results.append((save_to_store(model_file, metadata), True))
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.import_models", description=__doc__)
+    p.add_argument("--models-dir", type=Path, default=SHIPPED, help="folder of shipped models")
+    args = p.parse_args(argv)
+    for tag, new in import_models(args.models_dir):
+        print(f"{'imported' if new else 'already in store'}: {tag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

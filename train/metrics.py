@@ -1,0 +1,24 @@
+"""Track-level classification metrics shared by training and `python -m train.evaluate`."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-genre precision/recall, confusion (rows = true genre)."""
+    y_pred = probs.argmax(axis=1)
+    idx = list(range(len(labels)))
+    prec, rec, _, support = precision_recall_fscore_support(y_true, y_pred, labels=idx,
+                                                            zero_division=0)
+    eps = 1e-7
+    log_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1))))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
+        "log_loss": log_loss,
+        "n_tracks": int(len(y_true)),
+        "per_genre": {g: {"precision": float(p), "recall": float(r), "support": int(n)}
+                      for g, p, r, n in zip(labels, prec, rec, support)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
+    }
