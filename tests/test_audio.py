@@ -211,10 +211,6 @@ def test_path_bytes_and_file_object_agree(wav_clip, mp3_clip):
 
 
 @needs_ffmpeg
-@pytest.mark.xfail(strict=True, raises=AudioError,
-                   reason="audio._decode_ffmpeg pipes the bytes to ffmpeg's stdin; "
-                   "the MP4 demuxer cannot seek a pipe, so an M4A whose moov atom comes after "
-                   "the audio (ffmpeg's default, many phone recordings) is rejected")
 def test_m4a_with_index_at_the_end_decodes(m4a_moov_last, ref):
     wave = load_audio(m4a_moov_last)
     _check_mono(wave)

@@ -96,8 +96,8 @@ def test_window_starts_cover_the_track(n_frames):
     assert starts[-1] == last                       # the final window reaches the end
     assert np.all(np.diff(starts) > 0)
     assert len(starts) <= S.max_windows
-    if len(starts) < S.max_windows:                 # dense: hop apart, no gaps
-        assert np.all(np.diff(starts) <= S.window_hop_frames)
+    if len(starts) < S.max_windows:                 # dense: at most 1.5 hops apart, overlapping
+        assert np.all(np.diff(starts) <= S.window_hop_frames * 3 // 2)
     else:                                           # thinned: evenly spread
         gaps = np.diff(starts)
         assert gaps.max() - gaps.min() <= 1
@@ -131,8 +131,8 @@ def test_log_mel_puts_a_tone_in_the_right_band():
 def test_real_wav_windows(batch, wave):
     _check_batch(batch, len(wave))
     assert batch.duration_s == pytest.approx(30.013, abs=0.01)
-    # 30 s at 1.49 s hops: ~20 windows, under the cap
-    assert len(batch.windows) == 20
+    # 30 s at 1.49 s hops: 19 full hops, the last one stretched to reach the end
+    assert len(batch.windows) == 19
     # the windows together cover every frame of the mel
     covered = np.zeros(batch.mel.shape[1], bool)
     for a in np.round(batch.start_s / FRAME_S).astype(int):

@@ -26,8 +26,11 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
         metadata = json.loads(card.read_text())
         model_file = card.parent / "model.keras"
         sha = file_sha(model_file)
-        existing = [m for m in bentoml.models.list(store_name(metadata["architecture"]))
-                    if m.info.metadata.get("model_sha256") == sha]
+        try:
+            stored = bentoml.models.list(store_name(metadata["architecture"]))
+        except bentoml.exceptions.NotFound:
+            stored = []
+        existing = [m for m in stored if m.info.metadata.get("model_sha256") == sha]
         if existing:
             results.append((str(existing[0].tag), False))
         else:

@@ -15,13 +15,15 @@ from typing import Callable
 import keras
 from keras import layers
 
+from .names import DISPLAY_NAMES, MODEL_NAMES  # noqa: F401  (re-exported)
+
 
 @keras.saving.register_keras_serializable(package="genre_detector")
 class SpecAugment(layers.Layer):
     """Zero (= band mean after standardisation) one random frequency band and time span per
     example while training; identity at inference."""
 
-    def __init__(self, max_freq: int = 16, max_time: int = 24, **kwargs):
+    def __init__(self, max_freq: int = 8, max_time: int = 12, **kwargs):
         super().__init__(**kwargs)
         self.max_freq, self.max_time = max_freq, max_time
 
@@ -82,10 +84,10 @@ def feedforward(input_shape, n_classes):
     """Research: one conv layer -> flatten -> small dense. Here the conv is strided and time
     is pooled before flattening, so the dense layer sees a spectral profile, not positions."""
     inputs, x = _stem(input_shape)
-    x = layers.Conv2D(24, (4, 4), strides=(2, 2), padding="same", name="conv")(x)
+    x = layers.Conv2D(32, (4, 4), strides=(2, 2), padding="same", name="conv")(x)
     x = layers.BatchNormalization(name="conv_bn")(x)
     x = layers.Activation("relu")(x)
-    return _head(_time_pool(x), inputs, 32, n_classes, 0.4, "feedforward")
+    return _head(_time_pool(x), inputs, 64, n_classes, 0.3, "feedforward")
 
 
 def lenet(input_shape, n_classes):
@@ -95,7 +97,7 @@ def lenet(input_shape, n_classes):
     x = layers.AveragePooling2D((4, 4))(x)
     x = _conv(x, 32, 5, "conv2")
     x = layers.AveragePooling2D((4, 4))(x)
-    return _head(_time_pool(x), inputs, 128, n_classes, 0.4, "lenet")
+    return _head(_time_pool(x), inputs, 128, n_classes, 0.3, "lenet")
 
 
 def cnn(input_shape, n_classes):
@@ -104,7 +106,7 @@ def cnn(input_shape, n_classes):
     x = layers.MaxPooling2D((2, 2))(_conv(x, 32, 3, "conv1"))
     x = layers.MaxPooling2D((2, 2))(_conv(x, 64, 3, "conv2"))
     x = layers.MaxPooling2D((2, 2))(_conv(x, 64, 3, "conv3"))
-    return _head(_time_pool(x), inputs, 64, n_classes, 0.4, "cnn")
+    return _head(_time_pool(x), inputs, 64, n_classes, 0.3, "cnn")
 
 
 def lstm(input_shape, n_classes):
@@ -119,7 +121,7 @@ def lstm(input_shape, n_classes):
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.Dropout(0.2)(x)
     x = layers.LSTM(128, name="lstm")(x)
-    return _head(x, inputs, 64, n_classes, 0.4, "lstm")
+    return _head(x, inputs, 64, n_classes, 0.3, "lstm")
 
 
 ARCHITECTURES: dict[str, Callable[[tuple[int, int], int], keras.Model]] = {
@@ -128,7 +130,7 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, int], int], keras.Model]] = {
     "cnn": cnn,
     "lstm": lstm,
 }
-DISPLAY_NAMES = {"feedforward": "Feed-Forward", "lenet": "LeNet", "cnn": "CNN", "lstm": "CNN+LSTM"}
+assert tuple(ARCHITECTURES) == MODEL_NAMES
 
 
 def build_model(name: str, input_shape: tuple[int, int], n_classes: int) -> keras.Model:

@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -74,19 +75,25 @@ def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]
         return wave, f.samplerate
 
 
-def _decode_ffmpeg(data: bytes, name: str) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise AudioError("ffmpeg_missing", f"{name} is not WAV/FLAC/OGG/MP3/AU/AIFF; decoding "
                          "other formats (M4A/AAC, ...) needs ffmpeg, which is not installed")
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-           "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
-    try:
-        proc = subprocess.run(cmd, input=data, capture_output=True, timeout=FFMPEG_TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        raise AudioError("not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s") from exc
+    # A file, not a pipe: MP4/M4A keep their index at the end, which ffmpeg cannot seek to
+    # on stdin. `-t` stops decoding just past the limit so huge uploads cost no memory.
+    with tempfile.NamedTemporaryFile(prefix="genre-decode-") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", tmp.name,
+               "-t", str(max_seconds + 1), "-vn", "-f", "f32le", "-ac", "1",
+               "-ar", str(SAMPLE_RATE), "pipe:1"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise AudioError("not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s") from exc
     if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        msg = proc.stderr.decode(errors="replace").replace(tmp.name, name).strip().splitlines()
         raise AudioError("not_audio", f"{name} is not decodable audio "
                          f"({msg[-1] if msg else 'no audio stream'})")
     return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), SAMPLE_RATE
@@ -115,7 +122,7 @@ def load_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
         try:
-            wave, sr = _decode_ffmpeg(data, name)
+            wave, sr = _decode_ffmpeg(data, name, max_seconds)
         except AudioError as exc:
             if exc.reason == "not_audio" and _has_audio_header(data):
                 raise AudioError("truncated", f"{name} starts like an audio file but cannot be "

@@ -93,7 +93,10 @@ def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:
     last = max(n_frames - s.window_frames, 0)
     starts = np.arange(0, last + 1, s.window_hop_frames)
     if starts[-1] != last:                      # let the final window reach the track's end
-        starts = np.append(starts, last)
+        if last - starts[-1] < s.window_hop_frames // 2 and len(starts) > 1:
+            starts[-1] = last                   # nudge rather than add a near-duplicate
+        else:
+            starts = np.append(starts, last)
     if len(starts) > s.max_windows:
         starts = np.round(np.linspace(0, last, s.max_windows)).astype(int)
     return starts

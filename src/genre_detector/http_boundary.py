@@ -3,12 +3,15 @@
 * Upload limit: 413 as soon as Content-Length, or the streamed (chunked) body, passes
   the limit, before BentoML buffers the body.
 * CORS for the research prototype's `POST /` (its page is served from another origin).
+* Multipart uploads to an API route may carry files only in that route's file field:
+  another file field is a 400 naming the right one, before any decoding or inference.
 * Every 4xx reply of ours or BentoML's has the JSON shape {"error": code, "detail": text}.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024       # bytes
 CORS_HEADERS = [(b"access-control-allow-origin", b"*"),
@@ -23,8 +26,11 @@ def max_upload_bytes() -> int:
     return int(os.environ.get("GENRE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD))
 
 
-class _TooLarge(Exception):
-    pass
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n} bytes"
+
+
+_FILE_PART = re.compile(rb'content-disposition:\s*form-data;\s*name="([^"]*)";\s*filename=', re.I)
 
 
 async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
@@ -36,10 +42,12 @@ async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
 
 
 class HttpBoundary:
-    def __init__(self, app, max_bytes: int | None = None, cors_paths: tuple[str, ...] = ("/",)):
+    def __init__(self, app, max_bytes: int | None = None, cors_paths: tuple[str, ...] = ("/",),
+                 file_fields: dict[str, str] | None = None):
         self.app = app
         self.max_bytes = max_bytes or max_upload_bytes()
         self.cors_paths = cors_paths
+        self.file_fields = file_fields or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -51,57 +59,93 @@ class HttpBoundary:
             return await send({"type": "http.response.body", "body": b""})
         limit = self.max_bytes
         too_large = {"error": "payload_too_large",
-                     "detail": f"upload exceeds the limit of {limit // (1024 * 1024)} MB"}
+                     "detail": f"upload exceeds the limit of {_size(limit)}"}
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await _send_json(send, 413, too_large, extra)
-        received = 0
+        received, tail = 0, b""
+        expected = self.file_fields.get(scope["path"]) if scope["method"] == "POST" else None
+        ctype = headers.get(b"content-type", b"").decode("latin-1")
+        boundary = None
+        if expected is not None and ctype.lower().startswith("multipart/"):
+            match = re.search(r'boundary="?([^";]+)"?', ctype)
+            if not match:
+                return await _send_json(send, 400, {"error": "bad_request", "detail":
+                                        "multipart/form-data without a boundary"}, extra)
+            boundary = b"--" + match.group(1).encode("latin-1")
+        state = {"violation": None, "held": None, "body": b"", "sent": False}
 
         async def limited_receive():
-            nonlocal received
+            # On a violation the app sees a disconnected client; its reply is replaced below
+            # (raising here would surface as a 500 from BentoML's endpoint wrapper).
+            nonlocal received, tail
+            if state["violation"]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
-                    raise _TooLarge()
+                    state["violation"] = (413, too_large)
+                elif boundary and received == len(chunk) and chunk and \
+                        not chunk.lstrip(b"\r\n").startswith(boundary[:len(chunk)]):
+                    state["violation"] = (400, {"error": "bad_request", "detail":
+                                                "malformed multipart/form-data body"})
+                elif expected is not None:          # part headers may straddle two chunks
+                    for name in _FILE_PART.findall(tail + chunk):
+                        if name.decode(errors="replace") != expected:
+                            state["violation"] = (400, {"error": "missing_file", "detail": (
+                                f"unexpected file field '{name.decode(errors='replace')}': send "
+                                f"the audio file as multipart/form-data field '{expected}'")})
+                    tail = chunk[-512:]
+                if state["violation"]:
+                    return {"type": "http.disconnect"}
             return message
 
-        started = {"status": 0, "held": None, "body": b""}
-
         async def shaping_send(message):
+            if state["sent"]:
+                return
+            if state["violation"]:
+                state["sent"] = True
+                return await _send_json(send, *state["violation"], extra)
             # Hold 4xx replies that are not JSON of our shape, then rewrite them.
             if message["type"] == "http.response.start":
                 message["headers"] = list(message.get("headers", [])) + list(extra)
-                started["status"] = message["status"]
                 if 400 <= message["status"] < 500:
-                    started["held"] = message
+                    state["held"] = message
                     return
                 return await send(message)
-            if started["held"] is None:
+            if state["held"] is None:
                 return await send(message)
-            started["body"] += message.get("body", b"")
+            state["body"] += message.get("body", b"")
             if message.get("more_body"):
                 return
-            await send_shaped(started["held"], started["body"])
+            await send_shaped(state["held"], state["body"])
 
         async def send_shaped(start, body: bytes):
             try:
                 parsed = json.loads(body or b"null")
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict) and {"error", "detail"} <= parsed.keys():
+            if isinstance(parsed, dict) and {"error", "detail"} <= parsed.keys() \
+                    and isinstance(parsed["detail"], str):
                 await send(start)
                 return await send({"type": "http.response.body", "body": body})
             status = start["status"]
-            detail = parsed if isinstance(parsed, str) else (
-                parsed.get("error") or parsed.get("detail") or json.dumps(parsed)
-                if isinstance(parsed, dict) else body.decode(errors="replace").strip())
+            if isinstance(parsed, str):
+                detail = parsed
+            elif isinstance(parsed, dict):
+                detail = "; ".join(str(parsed[k]) for k in ("error", "detail") if parsed.get(k))
+            else:
+                detail = body.decode(errors="replace").strip()
             await _send_json(send, status, {"error": ERROR_CODES.get(status, "client_error"),
                                             "detail": str(detail) or f"HTTP {status}"}, extra)
 
         try:
             await self.app(scope, limited_receive, shaping_send)
-        except _TooLarge:
-            if not started["status"]:
-                await _send_json(send, 413, too_large, extra)
+        except Exception:
+            if not state["violation"]:
+                raise
+        if state["violation"] and not state["sent"]:
+            await _send_json(send, *state["violation"], extra)

@@ -15,8 +15,8 @@ def track_probabilities(window_probs: np.ndarray) -> np.ndarray:
 
 def verdict(probs: np.ndarray, labels: list[str]) -> dict:
     top = int(np.argmax(probs))
-    return {"probabilities": {g: round(float(p), 6) for g, p in zip(labels, probs)},
-            "top_genre": labels[top], "top_probability": round(float(probs[top]), 6)}
+    return {"probabilities": {g: float(p) for g, p in zip(labels, probs)},
+            "top_genre": labels[top], "top_probability": float(probs[top])}
 
 
 def ensemble(track_probs: list[np.ndarray]) -> np.ndarray:

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .architectures import DISPLAY_NAMES
 from .features import WindowBatch
+from .names import DISPLAY_NAMES, LEGACY_NAMES
 from .predict import ensemble, timeline, track_probabilities, verdict
 
-# The research prototype's model keys, in the order its React page shows them.
-LEGACY_NAMES = {"cnn": "CNN Model", "lenet": "Le-Net Model", "lstm": "LSTM Model",
-                "feedforward": "Feed-Forward Model"}
 
 
 def predict_reply(batch: WindowBatch, window_probs: dict[str, np.ndarray], infos: dict,

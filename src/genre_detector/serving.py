@@ -5,7 +5,6 @@ whose four batchable methods run the four Keras models with adaptive batching.
 
 TensorFlow is imported only in the model service process, so the front stays light.
 """
-from __future__ import annotations
 
 import asyncio
 import logging
@@ -17,15 +16,14 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from .architectures import ARCHITECTURES
 from .audio import SAMPLE_RATE, AudioError
 from .features import extract_windows
 from .http_boundary import HttpBoundary
+from .names import MODEL_NAMES
 from .replies import legacy_reply, models_reply, predict_reply
 from .spectrogram_png import png_data_url
 from .store import ModelInfo, store_name
 
-MODEL_NAMES = list(ARCHITECTURES)
 # Adaptive batching, in windows (a 30 s clip is 20 windows, a long track at most 40).
 # Chosen from loadtests/benchmark.py: see README "Tuning".
 MAX_BATCH_WINDOWS = int(os.environ.get("GENRE_MAX_BATCH", "320"))
@@ -39,15 +37,17 @@ def model_ref(name: str) -> str:
     return os.environ.get(f"GENRE_MODEL_{name.upper()}", f"{store_name(name)}:latest")
 
 
-BENTO_MODELS = {name: bentoml.models.BentoModel(model_ref(name)) for name in MODEL_NAMES}
+# Resolved to concrete versions once, so every process of the service uses the same models.
+BENTO_MODELS = {name: bentoml.models.BentoModel(str(bentoml.models.get(model_ref(name)).tag))
+                for name in MODEL_NAMES}
 
 
 def _infos() -> dict[str, ModelInfo]:
-    return {n: ModelInfo.from_metadata(dict(m.info.metadata), str(m.tag))
+    return {n: ModelInfo.from_metadata(dict(m.stored.info.metadata), str(m.stored.tag))
             for n, m in BENTO_MODELS.items()}
 
 
-logger = logging.getLogger("genre_detector.batching")
+logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
 
 
 def _run(predictors: dict, name: str, windows: np.ndarray) -> np.ndarray:
@@ -152,21 +152,27 @@ class GenreDetector:
         return reply
 
     @bentoml.api(route="/predict")
-    async def predict(self, ctx: bentoml.Context, audio: Path | None = None,
+    # `audio: Path = None`, not Optional[Path]: BentoML 1.4 then treats it as a file field,
+    # and a missing field arrives as None so the reply can name it.
+    async def predict(self, ctx: bentoml.Context, audio: Path = None,  # type: ignore[assignment]
                       models: str = ",".join(MODEL_NAMES), spectrogram: bool = False) -> dict:
         """Genre probabilities of every model, the ensemble and a timeline for one track.
 
         multipart field `audio`; optional `models` (comma-separated subset of
         feedforward,lenet,cnn,lstm) and `spectrogram=true` for a PNG of the log-mel.
         """
-        names = [m.strip() for m in models.split(",") if m.strip()] or MODEL_NAMES
+        query = ctx.request.query_params          # the options work as query parameters too
+        models = query.get("models", models)
+        spectrogram = query.get("spectrogram", str(spectrogram)).lower() in {"1", "true", "yes"}
+        names = [m.strip() for m in models.split(",") if m.strip()] or list(MODEL_NAMES)
         return await self._analyse(ctx, audio, "audio", names, spectrogram)
 
     @bentoml.api(route="/")
-    async def legacy(self, ctx: bentoml.Context, audio_file: Path | None = None) -> dict:
+    async def legacy(self, ctx: bentoml.Context,
+                     audio_file: Path = None) -> dict:  # type: ignore[assignment]
         """The research prototype's API (multipart field `audio_file`), for its React page."""
-        reply = await self._analyse(ctx, audio_file, "audio_file", MODEL_NAMES)
+        reply = await self._analyse(ctx, audio_file, "audio_file", list(MODEL_NAMES))
         return reply if "error" in reply else legacy_reply(reply)
 
 
-GenreDetector.add_asgi_middleware(HttpBoundary)
+GenreDetector.add_asgi_middleware(HttpBoundary, file_fields={"/predict": "audio", "/": "audio_file"})

@@ -1,0 +1,167 @@
+"""Training, evaluation and model-store tooling, end to end through the real CLIs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO
+
+SR = 22050
+
+
+def _synthetic_genre(kind: str, seconds: float, rng) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "drone":        # low sustained tones
+        f = rng.uniform(80, 200)
+        x = np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2 * f * t)
+    elif kind == "hiss":       # high-passed noise bursts
+        x = np.diff(rng.standard_normal(len(t) + 1)) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.5 * t))
+    else:                      # "beat": clicks at a tempo
+        x = np.zeros_like(t)
+        period = int(SR * 60 / rng.uniform(90, 150))
+        for i in range(0, len(t) - 200, period):
+            x[i:i + 200] += np.hanning(200) * 3
+        x += 0.05 * rng.standard_normal(len(t))
+    return (0.3 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory) -> Path:
+    """3 synthetic genres x 10 clips of 8 s, with a tracks.csv naming 'artists'."""
+    root = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(1)
+    rows = ["path,genre,artist"]
+    for genre in ("drone", "hiss", "beat"):
+        (root / genre).mkdir()
+        for i in range(10):
+            sf.write(root / genre / f"{i}.wav", _synthetic_genre(genre, 8, rng), SR)
+            rows.append(f"{genre}/{i}.wav,{genre},{genre}-artist-{i // 2}")
+    (root / "tracks.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _run(*args, timeout=600) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_split_keeps_every_artist_on_one_side(emotify_dir):
+    from train.data import list_tracks, split_by_artist
+    tracks = list_tracks(emotify_dir)
+    assert len(tracks) >= 280 and {t.genre for t in tracks} == {"classical", "electronic", "pop", "rock"}
+    train, val = split_by_artist(tracks, 0.2, seed=0)
+    assert not {t.artist for t in train} & {t.artist for t in val}
+    assert 0.15 < len(val) / len(tracks) < 0.25
+    assert {t.genre for t in val} == {t.genre for t in train}
+
+
+@pytest.mark.slow
+def test_quick_training_beats_chance_and_lands_in_store(synthetic_data, tmp_path):
+    out = tmp_path / "run"
+    r = _run("-m", "train", "--data", str(synthetic_data), "--models", "feedforward,lstm",
+             "--epochs", "8", "--crops", "6", "--minutes", "1.5", "--val-fraction", "0.34",
+             "--out", str(out))
+    assert "split by artist" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    for name in ("feedforward", "lstm"):
+        val = report["models"][name]["val"]
+        assert val["n_tracks"] >= 6
+        assert val["accuracy"] > 0.6, f"{name} did not beat chance (1/3): {val['accuracy']}"
+        assert (out / f"confusion_{name}.png").stat().st_size > 1000
+        assert (out / f"curves_{name}.png").exists()
+    assert (out / "report.md").read_text().startswith("# Training run")
+    tags = [line.split(": ", 1)[1] for line in r.stdout.splitlines()
+            if line.startswith("model store tag: ")]
+    assert len(tags) == 2 and tags[0].startswith("genre-feedforward:")
+
+    from genre_detector.store import load_from_store
+    model, info = load_from_store(tags[0])
+    assert info.labels == ["beat", "drone", "hiss"] and info.architecture == "feedforward"
+    assert info.metrics["accuracy"] == report["models"]["feedforward"]["val"]["accuracy"]
+    assert info.metadata["data_fingerprint"] == report["data_fingerprint"]
+    assert info.metadata["code_version"]
+
+
+def test_store_round_trip_same_predictions(tmp_path):
+    import keras
+
+    from genre_detector.architectures import build_model
+    from genre_detector.features import FeatureSettings
+    from genre_detector.inference import Predictor
+    from genre_detector.store import load_from_store, save_to_store
+    s = FeatureSettings()
+    model = build_model("lenet", (s.n_mels, s.window_frames), 4)
+    x = np.random.default_rng(0).uniform(-80, 0, (5, s.n_mels, s.window_frames)).astype("float32")
+    model.get_layer("band_norm").adapt(x)
+    before = keras.ops.convert_to_numpy(model(x, training=False))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    md = {"architecture": "lenet", "labels": ["a", "b", "c", "d"], "feature_settings": s.to_dict(),
+          "metrics": {"accuracy": 0.5, "macro_f1": 0.4, "log_loss": 1.0, "n_tracks": 8},
+          "data_fingerprint": "abc", "code_version": "test"}
+    tag = save_to_store(path, md)
+    loaded, info = load_from_store(tag)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), before,
+                               rtol=1e-5, atol=1e-6)
+    assert info.settings == s and info.labels == md["labels"] and info.metrics == md["metrics"]
+    assert info.tag == tag
+    np.testing.assert_allclose(Predictor.from_store(tag)(x), before, rtol=1e-5, atol=1e-6)
+
+
+def test_import_models_is_idempotent(store_with_models):
+    from train.import_models import import_models
+    again = import_models()
+    assert len(again) == 4 and not any(new for _, new in again)
+    import bentoml
+    for tag, _ in again:
+        md = bentoml.models.get(tag).info.metadata
+        assert set(md) >= {"labels", "feature_settings", "architecture", "metrics",
+                           "data_fingerprint", "code_version"}
+
+
+@pytest.mark.slow
+def test_shipped_models_beat_chance_on_held_out_artists(store_with_models, emotify_dir, tmp_path):
+    """The validation artists were never trained on: every shipped model must beat 25 %."""
+    from train.data import list_tracks, split_by_artist
+    from train.evaluate import evaluate
+    _, val = split_by_artist(list_tracks(emotify_dir), 0.2, seed=0)
+    held_out = tmp_path / "held_out"
+    for t in val:
+        (held_out / t.genre).mkdir(parents=True, exist_ok=True)
+        (held_out / t.genre / t.path.name).symlink_to(t.path)
+    result = evaluate(held_out, [f"genre-{a}:latest" for a in ("feedforward", "lenet", "cnn", "lstm")])
+    assert result["n_tracks"] == len(val)
+    for name, m in result["models"].items():
+        assert m["accuracy"] >= 0.55, f"{name}: {m['accuracy']:.3f}"
+    assert result["ensemble"]["accuracy"] >= 0.6
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_documented_json(store_with_models, emotify_dir, tmp_path):
+    data = tmp_path / "few"
+    for genre in ("classical", "electronic", "pop", "rock"):
+        (data / genre).mkdir(parents=True)
+        for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:2]:
+            (data / genre / clip.name).symlink_to(clip)
+    wave, sr = sf.read(sorted((emotify_dir / "rock").glob("*.mp3"))[2])
+    sf.write(data / "rock" / "as_flac.flac", wave[: sr * 20], sr)   # any supported format
+    out = tmp_path / "eval.json"
+    r = _run("-m", "train.evaluate", "--data", str(data), "--json", str(out))
+    assert "ensemble" in r.stdout
+    result = json.loads(out.read_text())
+    assert result["labels"] == ["classical", "electronic", "pop", "rock"]
+    assert result["n_tracks"] == 9
+    assert set(result["models"]) == {"feedforward", "lenet", "cnn", "lstm"}
+    for m in [*result["models"].values(), result["ensemble"]]:
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
+        assert np.array(m["confusion"]).shape == (4, 4) and np.array(m["confusion"]).sum() == 9
+        assert isinstance(m["tag"], str) and m["tag"]
