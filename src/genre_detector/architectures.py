@@ -119,7 +119,7 @@ def lstm(input_shape, n_classes):
     x = layers.AveragePooling2D((4, 2))(x)              # (freq/16, time/4, 32)
     x = layers.Permute((2, 1, 3))(x)                    # (time, freq, ch)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
-    x = layers.Dropout(0.2)(x)
+    x = layers.Dropout(0.3)(x)
     x = layers.LSTM(128, name="lstm")(x)
     return _head(x, inputs, 64, n_classes, 0.3, "lstm")
 

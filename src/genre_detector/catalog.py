@@ -1,0 +1,262 @@
+"""The catalog side of batch tagging: which files, which shard, which rows, how written.
+
+    python -m genre_detector tag MUSIC/ --out results.csv      # or results.jsonl
+
+* Walking: files and folders, recursively; audio files by extension (AUDIO_EXTENSIONS),
+  hidden files/folders skipped, symlinked files followed (symlinked folders are not).
+  Order is sorted by path relative to the argument it was found under: deterministic.
+* Sharding (`--shard i/n`, 1 <= i <= n): a track belongs to shard
+  1 + sha1(relative path) mod n. The relative path is taken from the folder argument,
+  so machines that mount the catalog in different places agree, and adding files to the
+  catalog never moves existing tracks to another shard.
+* Rows: one per track, from a /predict reply (both engines build one); CSV or JSONL by
+  the output's extension. Every row is one write() plus flush(); `--resume` drops a
+  trailing partial line, then skips the paths already in the file and appends.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+# Same set as train/data.py (the package must not import `train`).
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".au", ".snd", ".aiff",
+                              ".aif", ".m4a", ".aac", ".mp4", ".opus", ".wma"})
+
+
+@dataclass(frozen=True)
+class Track:
+    path: str        # as written in the output: the argument joined with the relative path
+    key: str         # path relative to the folder argument (posix): what sharding hashes
+
+
+def _is_audio(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
+def walk(paths: Iterable[str | os.PathLike]) -> list[Track]:
+    """Every audio file under `paths` (files or folders), each once, in a stable order."""
+    tracks, seen = [], set()
+    for arg in paths:
+        root = Path(arg)
+        if root.is_file():
+            found = [Track(str(root), root.name)] if _is_audio(root.name) else []
+        elif root.is_dir():
+            found = []
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    full = Path(folder, name)
+                    if _is_audio(name) and full.is_file():
+                        found.append(Track(str(full), full.relative_to(root).as_posix()))
+            found.sort(key=lambda t: t.key)
+        else:
+            raise FileNotFoundError(f"{arg}: no such file or folder")
+        for t in found:
+            if t.path not in seen:
+                seen.add(t.path)
+                tracks.append(t)
+    return tracks
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4); shards are numbered 1..n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard wants i/n (e.g. 2/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {text}: need 1 <= i <= n")
+    return i, n
+
+
+def in_shard(track: Track, i: int, n: int) -> bool:
+    digest = hashlib.sha1(track.key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n == i - 1
+
+
+# ---------------------------------------------------------------- rows
+
+def compact_timeline(windows: list[dict], duration_s: float) -> str:
+    """'0-4.5:rock;4.5-60:pop': runs of windows with the same genre, cut where a run starts."""
+    runs: list[list] = []
+    for w in windows:
+        if runs and runs[-1][1] == w["top_genre"]:
+            continue
+        runs.append([w["start_s"], w["top_genre"]])
+    ends = [r[0] for r in runs[1:]] + [duration_s]
+    return ";".join(f"{round(a, 1):g}-{round(b, 1):g}:{g}" for (a, g), b in zip(runs, ends))
+
+
+def row_from_reply(path: str, reply: dict) -> dict:
+    """A row from a /predict reply (the service's, or one built in-process)."""
+    row = {"path": path, "duration_s": round(float(reply["duration_s"]), 3),
+           "n_windows": int(reply["n_windows"])}
+    for name, m in [*reply["models"].items(), ("ensemble", reply["ensemble"])]:
+        row[f"{name}_genre"] = m["top_genre"]
+        row[f"{name}_probability"] = round(float(m["top_probability"]), 4)
+    row["probabilities"] = {g: round(float(p), 4)
+                            for g, p in reply["ensemble"]["probabilities"].items()}
+    row["timeline"] = compact_timeline(reply["timeline"], float(reply["duration_s"]))
+    row["model_tags"] = dict(reply["model_tags"])
+    row["error"] = ""
+    return row
+
+
+def error_row(path: str, reason: str, detail: str) -> dict:
+    detail = " ".join(str(detail).split())          # one line, whatever the message held
+    return {"path": path, "error": f"{reason}: {detail}"}
+
+
+def error_reason(row: dict) -> str:
+    return row["error"].split(":", 1)[0] if row.get("error") else ""
+
+
+class Summary:
+    """Running counts over rows (nothing kept per track): successes, failures by reason,
+    and with labels_from_folders accuracy per model against each file's parent folder."""
+
+    def __init__(self, labels: list[str], labels_from_folders: bool = False):
+        self.labels, self.check = set(labels), labels_from_folders
+        self.ok, self.resumed, self.failed = 0, 0, Counter()
+        self.scored, self.correct, self.models = 0, Counter(), []
+
+    def add(self, row: dict, resumed: bool = False) -> None:
+        if resumed:
+            self.resumed += 1
+        elif row.get("error"):
+            self.failed[error_reason(row)] += 1
+        else:
+            self.ok += 1
+        truth = Path(row["path"]).parent.name
+        if not self.check or row.get("error") or truth not in self.labels:
+            return
+        self.scored += 1
+        for key, genre in row.items():
+            if key.endswith("_genre"):
+                name = key[:-len("_genre")]
+                if name not in self.models:
+                    self.models.append(name)
+                self.correct[name] += genre == truth
+
+    def report(self, seconds: float) -> str:
+        done = self.ok + sum(self.failed.values())
+        why = ", ".join(f"{r} {n}" for r, n in self.failed.most_common())
+        lines = [f"tagged {done} tracks in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} "
+                 f"tracks/s): {self.ok} ok, {sum(self.failed.values())} failed"
+                 + (f" ({why})" if why else "")
+                 + (f"; {self.resumed} already in the output" if self.resumed else "")]
+        if self.check:
+            acc = ", ".join(f"{m} {self.correct[m] / self.scored:.3f}" for m in self.models)
+            lines.append(f"accuracy over {self.scored} tracks whose folder is a label: "
+                         + (acc or "-"))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- writers
+
+def columns(model_names: list[str], labels: list[str]) -> list[str]:
+    cols = ["path", "duration_s", "n_windows"]
+    for name in [*model_names, "ensemble"]:
+        cols += [f"{name}_genre", f"{name}_probability"]
+    return cols + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "error"]
+
+
+def _flat(row: dict, cols: list[str]) -> list:
+    flat = {**row, **{f"p_{g}": p for g, p in (row.get("probabilities") or {}).items()}}
+    if row.get("model_tags"):
+        flat["model_tags"] = " ".join(row["model_tags"].values())
+    return [flat.get(c, "") for c in cols]
+
+
+def _nested(row: dict, cols: list[str]) -> dict:
+    out = {c: row.get(c) for c in cols if not c.startswith("p_")}
+    out["probabilities"] = row.get("probabilities")
+    out["model_tags"] = row.get("model_tags")
+    return out
+
+
+class RowWriter:
+    """Appends rows to a .csv or .jsonl file, one write()+flush() per row."""
+
+    def __init__(self, out: str | os.PathLike, model_names: list[str], labels: list[str],
+                 resume: bool = False, overwrite: bool = False, on_existing=None):
+        self.path = Path(out)
+        self.jsonl = self.path.suffix.lower() in {".jsonl", ".ndjson"}
+        if not self.jsonl and self.path.suffix.lower() != ".csv":
+            raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
+        self.cols = columns(model_names, labels)
+        self.done: set[str] = set()
+        if self.path.exists() and self.path.stat().st_size and not (resume or overwrite):
+            raise FileExistsError(f"{out} exists: pass --resume to continue it or "
+                                  "--overwrite to start over")
+        if resume and self.path.exists():
+            self.done = read_done(self.path, self.cols, on_existing)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "a" if resume else "w", encoding="utf-8", newline="")
+        if not self.jsonl and self.f.tell() == 0:
+            self._line(self.cols)
+
+    def _line(self, values: list) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        self.f.write(buf.getvalue())
+        self.f.flush()
+
+    def write(self, row: dict) -> None:
+        if self.jsonl:
+            self.f.write(json.dumps(_nested(row, self.cols), ensure_ascii=False) + "\n")
+            self.f.flush()
+        else:
+            self._line(_flat(row, self.cols))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Truncate a trailing line without its newline (a write cut short by a crash)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        while pos > 0:                     # scan back in blocks for the last newline
+            start = max(0, pos - 65536)
+            f.seek(start)
+            block = f.read(pos - start)
+            k = block.rfind(b"\n")
+            if k >= 0:
+                f.truncate(start + k + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
+def read_done(path: str | Path, cols: list[str] | None = None, on_row=None) -> set[str]:
+    """Paths of the complete rows of an output file; each row also goes to on_row(row)."""
+    path = Path(path)
+    _drop_partial_line(path)
+    done = set()
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.suffix.lower() in {".jsonl", ".ndjson"}:
+            rows = (json.loads(line) for line in f if line.strip())
+        else:
+            rows = csv.DictReader(f)
+            if cols is not None and rows.fieldnames not in (None, cols):
+                raise ValueError(f"{path} has other columns than this run would write (other "
+                                 "models or labels?): use another --out")
+        for row in rows:
+            done.add(row["path"])
+            if on_row is not None:
+                on_row(row)
+    return done

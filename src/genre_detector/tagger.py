@@ -1,0 +1,329 @@
+"""The two engines behind `python -m genre_detector tag`, and the run that drives them.
+
+    python -m genre_detector tag MUSIC/ --out tags.csv                          # in-process
+    python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
+
+Both engines turn an iterator of tracks into (track, row) pairs in catalog order, and
+both build every row from a /predict reply (replies.predict_reply in-process), so their
+outputs have one format.
+
+* In-process: decoding + log-mel windows run in a ProcessPoolExecutor of spawned workers
+  (no TensorFlow there) with at most `queue` tracks in flight; the windows of consecutive
+  tracks pile up to `batch_windows`, then each model runs once on the concatenation and
+  the probabilities are split back per track.
+* Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
+  each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError
+from .catalog import (RowWriter, Summary, Track, error_row, in_shard, row_from_reply, walk)
+from .features import FeatureSettings, WindowBatch, extract_windows
+from .names import MODEL_NAMES
+from .store import store_name
+
+DEFAULT_REFS = tuple(f"{store_name(n)}:latest" for n in MODEL_NAMES)
+RETRY_STATUS = {502, 503, 504}
+_ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+# ---------------------------------------------------------------- in-process
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
+    extract_windows(np.random.default_rng(0).standard_normal(SAMPLE_RATE * 4)
+                    .astype(np.float32) * 0.1)          # librosa's first call is slow
+
+
+def _features(path: str, settings: FeatureSettings) -> WindowBatch | tuple[str, str]:
+    """Windows of one file, or (reason, detail) when it cannot be used."""
+    try:
+        b = extract_windows(path, settings)
+    except AudioError as exc:
+        return exc.reason, exc.detail
+    except Exception as exc:                             # noqa: BLE001  one bad file != the run
+        return "failed", f"{type(exc).__name__}: {exc}"
+    return WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+
+
+class InProcessEngine:
+    def __init__(self, refs: Iterable[str] = DEFAULT_REFS, workers: int | None = None,
+                 batch_windows: int = 512, queue: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+        self.batch_windows = batch_windows
+        self.pool = self._new_pool()                     # workers warm up while models load
+        from .inference import Predictor
+        self.predictors = {}
+        for ref in refs:
+            p = Predictor.from_store(ref)
+            self.predictors[p.info.architecture] = p
+        first = next(iter(self.predictors.values())).info
+        for p in self.predictors.values():
+            if p.info.labels != first.labels or p.info.settings != first.settings:
+                raise SystemExit(f"{p.info.tag} has other labels or features than {first.tag}")
+            p(np.zeros((1, first.settings.n_mels, first.settings.window_frames), np.float32))
+        self.infos = {n: p.info for n, p in self.predictors.items()}
+        self.labels, self.settings = first.labels, first.settings
+        self.model_names = list(self.predictors)
+        # Enough tracks in flight to fill the next batch while this one runs the models.
+        self.queue = queue or 2 * self.workers + 2 * -(-batch_windows // self.settings.max_windows)
+        self.seconds = {"models": 0.0, "waiting for features": 0.0}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+        saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+        os.environ.update(_ONE_THREAD)   # workers inherit it: one BLAS thread each, no
+        try:                             # oversubscription next to the other workers and TF
+            for _ in range(self.workers):                # start every worker now
+                pool.submit(int)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return pool
+
+    def _submit(self, track: Track) -> Future:
+        try:
+            return self.pool.submit(_features, track.path, self.settings)
+        except BrokenProcessPool as exc:                 # _result replaces the pool
+            future = Future()
+            future.set_exception(exc)
+            return future
+
+    def _result(self, track: Track, future) -> tuple[object, bool]:
+        """(features or (reason, detail), whether the pool had to be replaced)."""
+        t0 = time.perf_counter()
+        try:
+            return future.result(), False
+        except BrokenProcessPool:      # a decoder crashed a worker; which track is unknown,
+            for _ in range(2):          # so retry this one alone in a fresh pool
+                self.pool.shutdown(wait=False)
+                self.pool = self._new_pool()
+                try:
+                    return self.pool.submit(_features, track.path, self.settings).result(), True
+                except BrokenProcessPool:
+                    pass
+            return ("worker_crashed", "decoding this file killed its worker process twice"), True
+        finally:
+            self.seconds["waiting for features"] += time.perf_counter() - t0
+
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+        pending: deque = deque()
+        ready, n_windows = [], 0
+        while True:
+            while len(pending) < self.queue and (t := next(tracks, None)) is not None:
+                pending.append((t, self._submit(t)))
+            if not pending:
+                break
+            track, future = pending.popleft()
+            result, new_pool = self._result(track, future)
+            if new_pool:                # the old pool took the other pending tracks with it
+                pending = deque((t, self._submit(t)) for t, _ in pending)
+            ready.append((track, result))
+            n_windows += len(result.windows) if isinstance(result, WindowBatch) else 0
+            if n_windows >= self.batch_windows:
+                yield from self._infer(ready)
+                ready, n_windows = [], 0
+        yield from self._infer(ready)
+
+    def _infer(self, ready: list) -> Iterator[tuple[Track, dict]]:
+        from .replies import predict_reply
+        batches = [r for _, r in ready if isinstance(r, WindowBatch)]
+        if batches:
+            t0 = time.perf_counter()
+            windows = np.concatenate([b.windows for b in batches])
+            probs = {n: p(windows) for n, p in self.predictors.items()}
+            self.seconds["models"] += time.perf_counter() - t0
+        offset = 0
+        for track, r in ready:
+            if not isinstance(r, WindowBatch):
+                yield track, error_row(track.path, *r)
+                continue
+            window_probs = {n: p[offset:offset + len(r.windows)] for n, p in probs.items()}
+            offset += len(r.windows)
+            yield track, row_from_reply(track.path, predict_reply(r, window_probs, self.infos,
+                                                                  "", SAMPLE_RATE))
+
+    def stats(self) -> str:
+        return "in-process: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- remote
+
+class RemoteEngine:
+    def __init__(self, urls: list[str], per_url: int = 4, timeout: float = 300):
+        import requests
+        self.urls, self.timeout = [u.rstrip("/") for u in urls], timeout
+        try:
+            infos = [requests.get(f"{u}/models", timeout=30).json() for u in self.urls]
+        except (requests.RequestException, ValueError) as exc:
+            raise SystemExit(f"cannot read the models of the --url services: {exc}") from exc
+        tags = [{n: m["tag"] for n, m in i["models"].items()} for i in infos]
+        if any(i["labels"] != infos[0]["labels"] or t != tags[0] for i, t in zip(infos, tags)):
+            raise SystemExit("the --url services serve different models: "
+                             + "; ".join(f"{u}: {t}" for u, t in zip(self.urls, tags)))
+        self.labels, self.model_names = infos[0]["labels"], list(tags[0])
+        self.pools = [ThreadPoolExecutor(per_url, thread_name_prefix=f"url{i}")
+                      for i in range(len(self.urls))]
+        self.queue = 2 * per_url * len(self.urls)
+        self.local = threading.local()
+
+    def _post(self, url: str, path: str) -> dict:
+        import requests
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = requests.Session()
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return error_row(path, "not_audio", f"cannot read {path}: {exc.strerror or exc}")
+        last = ("unreachable", url)
+        for attempt in range(4):
+            if attempt:
+                time.sleep(2 ** attempt)
+            try:
+                r = session.post(f"{url}/predict", files={"audio": (Path(path).name, data)},
+                                 timeout=self.timeout)
+            except requests.RequestException as exc:
+                last = ("unreachable", f"{url}: {exc}")
+                continue
+            if r.status_code == 200:
+                return row_from_reply(path, r.json())
+            try:
+                body = r.json()
+            except ValueError:
+                body = {}
+            last = (body.get("error") or f"http_{r.status_code}",
+                    body.get("detail") or r.text[:300])
+            if r.status_code not in RETRY_STATUS:
+                break
+        return error_row(path, *last)
+
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+        pending: deque = deque()
+        i = 0
+        while True:
+            while len(pending) < self.queue and (t := next(tracks, None)) is not None:
+                k = i % len(self.urls)
+                pending.append((t, self.pools[k].submit(self._post, self.urls[k], t.path)))
+                i += 1
+            if not pending:
+                break
+            track, future = pending.popleft()
+            yield track, future.result()
+
+    def stats(self) -> str:
+        return f"remote: {len(self.urls)} URL(s)"
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- compute floor
+
+def measure_floor(paths: list[str], refs=DEFAULT_REFS, workers: int | None = None,
+                  batch_sizes=(128, 256, 512, 1024, 2048), sweep_windows: int = 2048) -> str:
+    """Seconds per stage with nothing else running: decode + features for every track in
+    the worker pool, then each model over all windows at its fastest batch size (picked on
+    the first `sweep_windows` windows). Holds every window in memory: use a sample."""
+    tracks = walk(paths)
+    engine = InProcessEngine(refs, workers)
+    try:
+        list(engine.pool.map(int, range(4 * engine.workers)))        # workers are warm
+        t0 = time.perf_counter()
+        results = list(engine.pool.map(_features, [t.path for t in tracks],
+                                       [engine.settings] * len(tracks), chunksize=1))
+        seconds = {"decode+features": time.perf_counter() - t0}
+    finally:
+        engine.close()
+    windows = np.concatenate([r.windows for r in results if isinstance(r, WindowBatch)])
+    lines, sample = [], windows[:sweep_windows]
+    for name, predictor in engine.predictors.items():
+        sweep = {}
+        for bs in batch_sizes:
+            predictor(sample[:bs])                                    # first call per shape
+            t0 = time.perf_counter()
+            for i in range(0, len(sample), bs):
+                predictor(sample[i:i + bs])
+            sweep[bs] = (time.perf_counter() - t0) / len(sample)
+        best = min(sweep, key=sweep.get)
+        t0 = time.perf_counter()
+        for i in range(0, len(windows), best):
+            predictor(windows[i:i + best])
+        seconds[name] = time.perf_counter() - t0
+        lines.append(f"  {name:<12} best batch {best:>5}: " + " ".join(
+            f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items()) + " ms/window")
+    total = sum(seconds.values())
+    head = [f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
+            f"{engine.workers} decoding workers:"]
+    head += [f"  {k:<16} {v:7.1f} s" for k, v in seconds.items()]
+    head += [f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
+             "model batch-size sweep:"]
+    return "\n".join(head + lines)
+
+
+# ---------------------------------------------------------------- the run
+
+def tag_catalog(paths: list[str], out: str, *, urls: list[str] = (), refs=DEFAULT_REFS,
+                workers: int | None = None, batch_windows: int = 512, per_url: int = 4,
+                resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
+                labels_from_folders: bool = False, progress: bool = True,
+                engine=None) -> tuple[Summary, str]:
+    """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
+
+    `engine`: an engine to use (and leave open) instead of building one from the options."""
+    from tqdm import tqdm
+    tracks = walk(paths)
+    if shard:
+        tracks = [t for t in tracks if in_shard(t, *shard)]
+    if Path(out).exists() and Path(out).stat().st_size and not (resume or overwrite):
+        raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite "
+                              "to start over")
+    own = engine is None
+    if own:
+        engine = (RemoteEngine(list(urls), per_url) if urls
+                  else InProcessEngine(refs, workers, batch_windows))
+    try:
+        summary = Summary(engine.labels, labels_from_folders)
+        writer = RowWriter(out, engine.model_names, engine.labels, resume, overwrite,
+                           on_existing=lambda row: summary.add(row, resumed=True))
+        todo = [t for t in tracks if t.path not in writer.done]
+        bar = tqdm(total=len(todo), unit="track", disable=not progress, file=sys.stderr,
+                   smoothing=0.1, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            for _, row in engine.tag(iter(todo)):
+                writer.write(row)
+                summary.add(row)
+                bar.update()
+                if row.get("error"):
+                    bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            bar.close()
+            writer.close()
+    finally:
+        if own:
+            engine.close()
+    return summary, engine.stats()
