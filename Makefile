@@ -6,7 +6,8 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install models serve test train evaluate build
+.PHONY: install models serve test train evaluate build container
+CONTAINER_PORT ?= 3300
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +34,6 @@ evaluate: models           ## evaluate the stored models on the Emotify clips
 
 build: models              ## build the Bento
 	$(BIN)/bentoml build
+
+container: models          ## build the Bento, containerize it with podman, smoke-test the image (root)
+	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/build_container.sh --port $(CONTAINER_PORT)

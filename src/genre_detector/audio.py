@@ -56,14 +56,14 @@ class AudioError(ValueError):
 def _read_bytes(source: AudioSource) -> tuple[bytes, str]:
     """Return (bytes, name for messages)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "<bytes>"
+        return bytes(source), "the uploaded data"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
             return path.read_bytes(), str(path)
         except OSError as exc:
             raise AudioError("not_audio", f"cannot read {path}: {exc.strerror or exc}") from exc
-    return source.read(), getattr(source, "name", "<stream>")
+    return source.read(), str(getattr(source, "name", "the audio stream"))
 
 
 def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
@@ -93,7 +93,8 @@ def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarr
         except subprocess.TimeoutExpired as exc:
             raise AudioError("not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s") from exc
     if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").replace(tmp.name, name).strip().splitlines()
+        msg = proc.stderr.decode(errors="replace").replace(f"{tmp.name}: ", "") \
+            .replace(tmp.name, name).strip().splitlines()
         raise AudioError("not_audio", f"{name} is not decodable audio "
                          f"({msg[-1] if msg else 'no audio stream'})")
     return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), SAMPLE_RATE
