@@ -182,20 +182,26 @@ def _nested(row: dict, cols: list[str]) -> dict:
     return out
 
 
+def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> str:
+    """'csv' or 'jsonl' by the extension; refuses to clobber a file without resume/overwrite."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in {".csv", ".jsonl", ".ndjson"}:
+        raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
+    if Path(out).exists() and Path(out).stat().st_size and not (resume or overwrite):
+        raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite "
+                              "to start over")
+    return "csv" if suffix == ".csv" else "jsonl"
+
+
 class RowWriter:
     """Appends rows to a .csv or .jsonl file, one write()+flush() per row."""
 
     def __init__(self, out: str | os.PathLike, model_names: list[str], labels: list[str],
                  resume: bool = False, overwrite: bool = False, on_existing=None):
         self.path = Path(out)
-        self.jsonl = self.path.suffix.lower() in {".jsonl", ".ndjson"}
-        if not self.jsonl and self.path.suffix.lower() != ".csv":
-            raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
+        self.jsonl = check_output(out, resume, overwrite) == "jsonl"
         self.cols = columns(model_names, labels)
         self.done: set[str] = set()
-        if self.path.exists() and self.path.stat().st_size and not (resume or overwrite):
-            raise FileExistsError(f"{out} exists: pass --resume to continue it or "
-                                  "--overwrite to start over")
         if resume and self.path.exists():
             self.done = read_done(self.path, self.cols, on_existing)
         self.path.parent.mkdir(parents=True, exist_ok=True)

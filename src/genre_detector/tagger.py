@@ -31,7 +31,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError
-from .catalog import (RowWriter, Summary, Track, error_row, in_shard, row_from_reply, walk)
+from .catalog import (RowWriter, Summary, Track, check_output, error_row, in_shard,
+                      row_from_reply, walk)
 from .features import FeatureSettings, WindowBatch, extract_windows
 from .names import MODEL_NAMES
 from .store import store_name
@@ -60,22 +61,39 @@ def _features(path: str, settings: FeatureSettings) -> WindowBatch | tuple[str, 
     return WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
 
 
+def _load(refs: Iterable[str]) -> dict:
+    """architecture -> Predictor, checked to share labels and features, traced once."""
+    from .inference import Predictor
+    predictors = {}
+    for ref in refs:
+        try:
+            p = Predictor.from_store(ref)
+        except Exception as exc:                          # noqa: BLE001  say which and where
+            raise SystemExit(f"cannot load model {ref} from the BentoML store "
+                             f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}") from exc
+        if p.info.architecture in predictors:
+            raise SystemExit(f"two models of architecture {p.info.architecture}: tag separately")
+        predictors[p.info.architecture] = p
+    first = next(iter(predictors.values())).info
+    for p in predictors.values():
+        if p.info.labels != first.labels or p.info.settings != first.settings:
+            raise SystemExit(f"{p.info.tag} has other labels or features than {first.tag}")
+        p(np.zeros((1, first.settings.n_mels, first.settings.window_frames), np.float32))
+    return predictors
+
+
 class InProcessEngine:
     def __init__(self, refs: Iterable[str] = DEFAULT_REFS, workers: int | None = None,
                  batch_windows: int = 512, queue: int | None = None):
         self.workers = workers or os.cpu_count() or 1
         self.batch_windows = batch_windows
         self.pool = self._new_pool()                     # workers warm up while models load
-        from .inference import Predictor
-        self.predictors = {}
-        for ref in refs:
-            p = Predictor.from_store(ref)
-            self.predictors[p.info.architecture] = p
+        try:
+            self.predictors = _load(refs)
+        except BaseException:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
         first = next(iter(self.predictors.values())).info
-        for p in self.predictors.values():
-            if p.info.labels != first.labels or p.info.settings != first.settings:
-                raise SystemExit(f"{p.info.tag} has other labels or features than {first.tag}")
-            p(np.zeros((1, first.settings.n_mels, first.settings.window_frames), np.float32))
         self.infos = {n: p.info for n, p in self.predictors.items()}
         self.labels, self.settings = first.labels, first.settings
         self.model_names = list(self.predictors)
@@ -297,9 +315,7 @@ def tag_catalog(paths: list[str], out: str, *, urls: list[str] = (), refs=DEFAUL
     tracks = walk(paths)
     if shard:
         tracks = [t for t in tracks if in_shard(t, *shard)]
-    if Path(out).exists() and Path(out).stat().st_size and not (resume or overwrite):
-        raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite "
-                              "to start over")
+    check_output(out, resume, overwrite)                 # before minutes of model loading
     own = engine is None
     if own:
         engine = (RemoteEngine(list(urls), per_url) if urls

@@ -1,0 +1,190 @@
+"""Batch tagging (`python -m genre_detector tag`): real clips, broken files, resume, shards,
+and the --url engine against a live `bentoml serve`.
+
+The catalog is built in tmp_path from symlinks to the shared clips (nothing is copied
+into the repository) plus a few bad files made on the spot.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genre_detector.catalog import in_shard, parse_shard, read_done, walk
+from genre_detector.tagger import InProcessEngine, tag_catalog
+from tests.service_process import ServedService
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}      # emotify clips per genre
+BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
+NAMES = ("feedforward", "lenet", "cnn", "lstm")
+N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)                        # + one nested GTZAN WAV
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
+    root = tmp_path_factory.mktemp("catalog")
+    for genre, n in CLIPS.items():
+        (root / genre).mkdir()
+        for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:n]:
+            (root / genre / clip.name).symlink_to(clip)
+    (root / "more" / "deeper").mkdir(parents=True)
+    (root / "more" / "deeper" / "classical.00000.wav").symlink_to(gtzan_dir / "classical.00000.wav")
+    (root / "broken").mkdir()
+    (root / "broken" / "cut.wav").write_bytes((gtzan_dir / "pop.00000.wav").read_bytes()[:100])
+    (root / "broken" / "junk.mp3").write_bytes(b"ID3\x04\0\0\0\0\0\0"
+                                               + np.random.default_rng(0).bytes(3000))
+    (root / "notes.mp3").write_text("not music, just notes\n" * 20)
+    (root / "readme.txt").write_text("not audio and not named like it: no row\n")
+    (root / ".hidden.mp3").write_text("hidden files are skipped")
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(store_with_models):
+    svc = ServedService()                 # starts now, in parallel with the in-process work
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def engine(store_with_models, service):
+    eng = InProcessEngine(workers=2)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def reference(catalog, engine, tmp_path_factory):
+    """An uninterrupted in-process run: (csv path, summary)."""
+    out = tmp_path_factory.mktemp("ref") / "tags.csv"
+    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, labels_from_folders=True,
+                             progress=False)
+    return out, summary
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return math.isclose(float(a), float(b), abs_tol=2e-4)
+    except ValueError:
+        return a == b
+
+
+def test_walk_and_shards_cover_every_track_once(catalog):
+    tracks = walk([str(catalog)])
+    keys = [t.key for t in tracks]
+    assert len(tracks) == N_TRACKS and keys == sorted(keys)
+    assert "readme.txt" not in keys and ".hidden.mp3" not in keys
+    assert "more/deeper/classical.00000.wav" in keys
+    assert walk([str(catalog), str(catalog / "rock")]) == tracks          # each file once
+    shards = [[t.key for t in tracks if in_shard(t, i, 3)] for i in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == keys and all(shards)
+    # the same catalog reached by another path is sharded the same way
+    other = [t.key for t in walk([f"{catalog}/../{catalog.name}"]) if in_shard(t, 2, 3)]
+    assert other == shards[1]
+    with pytest.raises(ValueError):
+        parse_shard("0/3")
+
+
+def test_rows_errors_and_accuracy(catalog, reference):
+    out, summary = reference
+    rows = _rows(out)
+    assert len(rows) == N_TRACKS
+    by_key = {Path(r["path"]).relative_to(catalog).as_posix(): r for r in rows}
+    for key, reason in BAD.items():
+        assert by_key[key]["error"].startswith(f"{reason}: "), by_key[key]["error"]
+        assert by_key[key]["ensemble_genre"] == ""
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == N_TRACKS - len(BAD)
+    labels = ["classical", "electronic", "pop", "rock"]
+    for r in good:
+        p = [float(r[f"p_{g}"]) for g in labels]
+        assert abs(sum(p) - 1) < 1e-3 and r["ensemble_genre"] == labels[int(np.argmax(p))]
+        tags = r["model_tags"].split()
+        assert [t.split(":")[0] for t in tags] == [f"genre-{n}" for n in NAMES]
+        spans = [s.split(":")[0].split("-") for s in r["timeline"].split(";")]
+        assert spans[0][0] == "0" and abs(float(spans[-1][1]) - float(r["duration_s"])) < 0.1
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))       # contiguous
+    assert by_key["more/deeper/classical.00000.wav"]["ensemble_genre"] == "classical"
+    assert summary.ok == len(good) and dict(summary.failed) == {r: 1 for r in BAD.values()}
+    assert summary.scored == sum(CLIPS.values())       # "deeper", "broken": not labels
+    acc = summary.correct["ensemble"] / summary.scored
+    assert acc >= 0.6 and "ensemble" in summary.report(1.0)
+
+
+def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference, tmp_path):
+    out = tmp_path / "tags.csv"
+    cmd = [sys.executable, "-m", "genre_detector", "tag", str(catalog), "--out", str(out),
+           "--workers", "1", "--batch-windows", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 1 + len(BAD) + 2:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    text = out.read_text()
+    assert text.endswith("\n") and 1 + 3 <= text.count("\n") < 1 + N_TRACKS
+    done = len(_rows(out))
+    with open(out, "a") as f:                       # as if killed in the middle of a write
+        f.write(f"{catalog}/pop/partial.mp3,60.0,39,po")
+    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, resume=True,
+                             progress=False)
+    assert summary.resumed == done and summary.ok + sum(summary.failed.values()) == N_TRACKS - done
+    got, want = _rows(out), _rows(reference[0])
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    for g, w in zip(got, want):
+        assert all(_same(g[k], w[k]) for k in w), (g, w)
+
+
+def test_jsonl_has_the_csv_content(catalog, engine, reference, tmp_path):
+    out = tmp_path / "tags.jsonl"
+    tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
+    with pytest.raises(FileExistsError):                       # no silent overwrite
+        tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(read_done(out)) == len(lines) == N_TRACKS
+    for j, c in zip(lines, _rows(reference[0])):
+        assert j["path"] == c["path"] and (j["error"] or "") == c["error"]
+        if not j["error"]:
+            assert all(_same(str(p), c[f"p_{g}"]) for g, p in j["probabilities"].items())
+            assert list(j["model_tags"].values()) == c["model_tags"].split()
+            assert j["timeline"] == c["timeline"] and j["cnn_genre"] == c["cnn_genre"]
+
+
+def test_url_engine_matches_in_process(catalog, service, reference, tmp_path):
+    service.wait_ready()
+    out = tmp_path / "remote.csv"
+    summary, stats = tag_catalog([str(catalog)], str(out), urls=[service.url, service.url],
+                                 per_url=2,
+                                 progress=False)
+    got, want = _rows(out), _rows(reference[0])
+    assert list(got[0]) == list(want[0])                        # same columns
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    for g, w in zip(got, want):
+        assert g["error"].split(":")[0] == w["error"].split(":")[0]
+        for name in (*NAMES, "ensemble"):
+            assert g[f"{name}_genre"] == w[f"{name}_genre"], (name, g["path"])
+            assert _same(g[f"{name}_probability"], w[f"{name}_probability"])
+        assert g["model_tags"] == w["model_tags"]
+    assert summary.ok == N_TRACKS - len(BAD) and "remote" in stats
