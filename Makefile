@@ -6,7 +6,7 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install models serve test train evaluate build container
+.PHONY: install models serve test train evaluate build container loadtest bench
 CONTAINER_PORT ?= 3300
 
 $(BIN)/.installed: pyproject.toml
@@ -37,3 +37,9 @@ build: models              ## build the Bento
 
 container: models          ## build the Bento, containerize it with podman, smoke-test the image (root)
 	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/build_container.sh --port $(CONTAINER_PORT)
+
+loadtest: models           ## start the service, short headless locust run, stop; fails on any failed request
+	VENV_BIN=$(CURDIR)/$(BIN) loadtests/run_loadtest.sh
+
+bench: models              ## benchmark vs the research pipeline (starts and stops everything itself)
+	$(BIN)/python loadtests/benchmark.py
