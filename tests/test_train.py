@@ -47,9 +47,10 @@ def synthetic_data(tmp_path_factory) -> Path:
     return root
 
 
-def _run(*args, timeout=600) -> subprocess.CompletedProcess:
+def _run(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"})
+                       timeout=timeout,
+                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}", **(env or {})})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -67,9 +68,10 @@ def test_split_keeps_every_artist_on_one_side(emotify_dir):
 @pytest.mark.slow
 def test_quick_training_beats_chance_and_lands_in_store(synthetic_data, tmp_path):
     out = tmp_path / "run"
+    store = {"BENTOML_HOME": str(tmp_path / "store")}   # keep the shared test store clean
     r = _run("-m", "train", "--data", str(synthetic_data), "--models", "feedforward,lstm",
              "--epochs", "8", "--crops", "6", "--minutes", "1.5", "--val-fraction", "0.34",
-             "--out", str(out))
+             "--out", str(out), env=store)
     assert "split by artist" in r.stdout
     report = json.loads((out / "report.json").read_text())
     for name in ("feedforward", "lstm"):
@@ -83,12 +85,18 @@ def test_quick_training_beats_chance_and_lands_in_store(synthetic_data, tmp_path
             if line.startswith("model store tag: ")]
     assert len(tags) == 2 and tags[0].startswith("genre-feedforward:")
 
-    from genre_detector.store import load_from_store
-    model, info = load_from_store(tags[0])
-    assert info.labels == ["beat", "drone", "hiss"] and info.architecture == "feedforward"
-    assert info.metrics["accuracy"] == report["models"]["feedforward"]["val"]["accuracy"]
-    assert info.metadata["data_fingerprint"] == report["data_fingerprint"]
-    assert info.metadata["code_version"]
+    check = _run("-c", f"""
+import json
+from genre_detector.store import load_from_store
+model, info = load_from_store({tags[0]!r})
+print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
+                  "metrics": info.metrics, "metadata": info.metadata}}))
+""", env=store)
+    info = json.loads(check.stdout.strip().splitlines()[-1])
+    assert info["labels"] == ["beat", "drone", "hiss"] and info["architecture"] == "feedforward"
+    assert info["metrics"]["accuracy"] == report["models"]["feedforward"]["val"]["accuracy"]
+    assert info["metadata"]["data_fingerprint"] == report["data_fingerprint"]
+    assert info["metadata"]["code_version"]
 
 
 def test_store_round_trip_same_predictions(tmp_path):
@@ -115,6 +123,10 @@ def test_store_round_trip_same_predictions(tmp_path):
     assert info.settings == s and info.labels == md["labels"] and info.metrics == md["metrics"]
     assert info.tag == tag
     np.testing.assert_allclose(Predictor.from_store(tag)(x), before, rtol=1e-5, atol=1e-6)
+    import bentoml
+    bentoml.models.delete(tag)          # the shared test store keeps only the shipped models
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.models.get(tag)
 
 
 def test_import_models_is_idempotent(store_with_models):
