@@ -30,6 +30,18 @@ def _size(n: int) -> str:
     return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n} bytes"
 
 
+def _part_names(data: bytes, boundary: bytes | None) -> list[bytes]:
+    """Names of the file parts whose headers start in data: the regex runs only on the 1 KB
+    after each boundary (a regex over the whole upload cost ~30 ms per MB on the event loop)."""
+    if not boundary:
+        return []
+    names, at = [], data.find(boundary)
+    while at >= 0:
+        names += _FILE_PART.findall(data, at, at + 1024)
+        at = data.find(boundary, at + len(boundary))
+    return names
+
+
 _FILE_PART = re.compile(rb'content-disposition:\s*form-data;\s*name="([^"]*)";\s*filename=', re.I)
 
 
@@ -93,7 +105,7 @@ class HttpBoundary:
                     state["violation"] = (400, {"error": "bad_request", "detail":
                                                 "malformed multipart/form-data body"})
                 elif expected is not None:          # part headers may straddle two chunks
-                    for name in _FILE_PART.findall(tail + chunk):
+                    for name in _part_names(tail + chunk, boundary):
                         if name.decode(errors="replace") != expected:
                             state["violation"] = (400, {"error": "missing_file", "detail": (
                                 f"unexpected file field '{name.decode(errors='replace')}': send "

@@ -26,7 +26,7 @@ from .store import ModelInfo, store_name
 
 # Adaptive batching, in windows (a 30 s clip is 20 windows, a long track at most 40).
 # Chosen from loadtests/benchmark.py: see README "Tuning".
-MAX_BATCH_WINDOWS = int(os.environ.get("GENRE_MAX_BATCH", "320"))
+MAX_BATCH_WINDOWS = int(os.environ.get("GENRE_MAX_BATCH", "80"))
 MAX_LATENCY_MS = int(os.environ.get("GENRE_MAX_LATENCY_MS", "10000"))
 FEATURE_THREADS = int(os.environ.get("GENRE_FEATURE_THREADS", "2"))
 WEB_DIR = Path(__file__).parent / "web"
@@ -55,7 +55,10 @@ def _run(predictors: dict, name: str, windows: np.ndarray) -> np.ndarray:
     return predictors[name](windows)
 
 
-@bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120})
+# BentoML's default recycles the front's connection to this service every 100 calls / 300 s
+# by closing it, which aborted calls in flight (HTTP 500 under load): keep it open instead.
+@bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120},
+                 runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})
 class GenreModels:
     """The four Keras models, each behind its own batchable method."""
 
@@ -120,6 +123,9 @@ class GenreDetector:
     models = bentoml.depends(GenreModels)
 
     def __init__(self) -> None:
+        from threadpoolctl import threadpool_limits
+        # One BLAS thread: the mel projection is tiny, and threads only contend with TF.
+        threadpool_limits(1)
         self.infos = _infos()
         self.settings = next(iter(self.infos.values())).settings
         self.pool = ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="features")
