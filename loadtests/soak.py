@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from loadtests.benchmark import CpuMeter  # noqa: E402
 from loadtests.latency import tree_rss_mb  # noqa: E402
 from tests.service_process import ServedService  # noqa: E402
 
@@ -133,7 +134,10 @@ def main() -> int:
                "-t", f"{args.duration}s", "--host", svc.url, "--csv", str(prefix),
                "--html", f"{prefix}.html", "--only-summary", "--exit-code-on-error", "0"]
         print("running:", " ".join(cmd[2:]), flush=True)
+        meter = CpuMeter(lambda: [svc.proc.pid, os.getpid()])
+        meter.start()
         rc = subprocess.run(cmd, env=locust_env, cwd=REPO).returncode
+        cpu = meter.stop()
         stop.set()
         sampler.join()
         rss_end = tree_rss_mb(svc.proc.pid)
@@ -151,6 +155,7 @@ def main() -> int:
     res = {"date": dt.datetime.now().isoformat(timespec="seconds"), "users": args.users,
            "duration_s": args.duration, "service_env": env, "wait_scale": args.wait_scale,
            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "locust_rc": rc,
+           "cpu": cpu,
            "rss_mb": {"start": round(rss_start), "after_settle": round(settled),
                       "end": round(rss_end), "peak": round(peak),
                       "growth_pct_since_start": round(growth_total, 2),
@@ -176,6 +181,8 @@ def main() -> int:
         print(f"  by process, first sample {roles[0][1]} -> last {roles[-1][1]}")
     for target, passed in ok.items():
         print(f"  {'PASS' if passed else 'FAIL'}  {target}")
+    print(f"CPU during the run: service + locust {cpu['ours_cores']} cores, other jobs "
+          f"{cpu['others_cores']} cores (of {os.cpu_count()})")
     print(f"load average at end: {res['loadavg_at_end']}; results: {out}")
     return 0 if all(ok.values()) else 1
 
