@@ -39,14 +39,17 @@ stop_service() {
 }
 trap stop_service EXIT
 
-for i in $(seq 360); do
-    if curl -sf -o /dev/null "$HOST/readyz"; then echo "service ready after $((i / 2)) s"; break; fi
+START=$SECONDS
+until curl -sf --max-time 5 -o /dev/null "$HOST/readyz"; do
     if ! kill -0 "$SERVE_PID" 2>/dev/null; then
         echo "bentoml serve exited before it was ready:" >&2; tail -n 40 "$OUT-serve.log" >&2; exit 2
     fi
-    if [[ $i == 360 ]]; then echo "service not ready after 180 s" >&2; tail -n 40 "$OUT-serve.log" >&2; exit 2; fi
+    if (( SECONDS - START > 180 )); then
+        echo "service not ready after 180 s" >&2; tail -n 40 "$OUT-serve.log" >&2; exit 2
+    fi
     sleep 0.5
 done
+echo "service ready after $((SECONDS - START)) s"
 
 echo "locust: -u $USERS -r $SPAWN_RATE -t $DURATION (reports: ${OUT}_stats.csv, $OUT.html)"
 set +e
