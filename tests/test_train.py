@@ -65,6 +65,45 @@ def test_split_keeps_every_artist_on_one_side(emotify_dir):
     assert {t.genre for t in val} == {t.genre for t in train}
 
 
+def test_artist_balance_weights_and_crop_counts():
+    from genre_detector.features import FeatureSettings
+    from train.fit import crop_weights, random_crops
+    y = np.array([0, 0, 0, 0, 1, 1])
+    artists = ["a", "a", "a", "b", "c", "d"]            # "a" has three tracks of class 0
+    assert crop_weights(y, artists, 0.0) is None and crop_weights(y, None, 0.5) is None
+    w = crop_weights(y, artists, 1.0)
+    np.testing.assert_allclose([w[y == c].mean() for c in (0, 1)], 1.0)
+    assert w[:3].sum() == pytest.approx(w[3])           # power 1: artist "a" weighs as "b"
+    s = FeatureSettings()
+    mels = [np.zeros((s.n_mels, 200), np.float32) + i for i in range(6)]
+    rng = np.random.default_rng(0)
+    counts = np.zeros(6)
+    for _ in range(200):
+        x, _ = random_crops(mels, y, np.array([6, 6]), s, rng, w)
+        assert x.shape[1:] == (s.n_mels, s.window_frames)
+        counts += np.bincount(x[:, 0, 0].astype(int), minlength=6)
+    np.testing.assert_allclose(counts / 200, 6 * w, rtol=0.1)   # expected crops honour weights
+    x, yy = random_crops(mels, y, np.array([3, 3]), s, np.random.default_rng(0))
+    assert len(x) == 18 and sorted(np.bincount(yy)) == [6, 12]
+
+
+@pytest.mark.slow
+def test_weight_averaging_keeps_training_working(tmp_path):
+    from genre_detector.architectures import build_model
+    from genre_detector.features import FeatureSettings
+    from train.fit import FitConfig, fit
+    s = FeatureSettings()
+    rng = np.random.default_rng(1)
+    mels = [(rng.normal(-40, 3, (s.n_mels, 96)) + (20 if i % 2 else 0) * (np.arange(s.n_mels)
+             [:, None] > 32)).astype(np.float32) for i in range(12)]
+    y = np.arange(12) % 2
+    model = build_model("feedforward", (s.n_mels, s.window_frames), 2)
+    res = fit(model, mels[:8], y[:8], mels[8:], y[8:], 2, s,
+              FitConfig(epochs=4, crops_per_track=4, weight_ema=0.5, artist_balance=0.5),
+              groups=["a", "a", "b", "b", "c", "d", "e", "f"])
+    assert len(res.history) >= 1 and res.history[res.best_epoch - 1]["val_accuracy"] == 1.0
+
+
 @pytest.mark.slow
 def test_quick_training_beats_chance_and_lands_in_store(synthetic_data, tmp_path):
     out = tmp_path / "run"

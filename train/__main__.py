@@ -21,6 +21,8 @@ DEFAULT_DATA = os.environ.get("GENRE_DATA_EMOTIFY", str(REPO.parent / "shared/da
 # Epochs per family: all four train in under 20 minutes on 2 CPU cores (README "Training").
 # Fixed counts, not time budgets, so a retrain reproduces the shipped models on any machine.
 DEFAULT_EPOCHS = {"feedforward": 60, "lenet": 30, "cnn": 24, "lstm": 24}
+ARTIST_BALANCE = 0.0
+WEIGHT_EMA = 0.0
 
 
 def parse_args(argv=None):
@@ -37,6 +39,11 @@ def parse_args(argv=None):
                    help=f"epochs per model (default per family: {DEFAULT_EPOCHS}); early "
                    "stopping on the validation loss may end sooner")
     p.add_argument("--crops", type=int, default=8, help="random windows per track per epoch")
+    p.add_argument("--artist-balance", type=float, default=ARTIST_BALANCE,
+                   help="crops per track ~ (tracks by its artist) ** -this: 0 = every track "
+                   "alike, 1 = every artist alike")
+    p.add_argument("--weight-ema", type=float, default=WEIGHT_EMA,
+                   help="per-epoch moving average of the weights (0 disables)")
     p.add_argument("--minutes", type=float, default=15.0,
                    help="safety limit on wall-clock minutes per model")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the training")
@@ -86,8 +93,10 @@ def main(argv=None) -> int:
     for name in args.models:
         model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
         cfg = FitConfig(epochs=args.epochs or DEFAULT_EPOCHS[name], crops_per_track=args.crops,
-                        seed=args.seed, max_minutes=args.minutes)
-        res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name)
+                        seed=args.seed, max_minutes=args.minutes,
+                        artist_balance=args.artist_balance, weight_ema=args.weight_ema)
+        res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name,
+                  groups=[t.artist for t in train_tracks])
         # Inference-mode predictions on both sides: catches a model that collapsed to one class.
         p_train = track_probs(model, *windows["train"], len(train_tracks))
         p_val = track_probs(model, *windows["val"], len(val_tracks))

@@ -20,6 +20,8 @@ class FitConfig:
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0       # 0 disables mixing of example pairs
+    artist_balance: float = 0.0    # crops per track ~ n_tracks_of_its_artist ** -this
+    weight_ema: float = 0.0        # per-epoch moving average of the weights; 0 disables
     max_minutes: float = 8.0       # wall-clock budget per model
     seed: int = 0
 
@@ -32,15 +34,34 @@ class FitResult:
     seconds: float = 0.0
 
 
-def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng):
+def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weight=None):
+    """Random training windows: on average `n_per_class_track[label] * track_weight[i]` per
+    track (the weights are 1 unless artists are balanced, see `crop_weights`)."""
     xs, ys = [], []
-    for mel, label in zip(mels, y):
+    for i, (mel, label) in enumerate(zip(mels, y)):
+        n = n_per_class_track[label]
+        if track_weight is not None:   # stochastic rounding keeps the expected count exact
+            n = int(np.floor(n * track_weight[i] + rng.random()))
         last = mel.shape[1] - s.window_frames
-        for start in rng.integers(0, max(last, 0) + 1, n_per_class_track[label]):
+        for start in rng.integers(0, max(last, 0) + 1, n):
             xs.append(mel[:, start:start + s.window_frames])
             ys.append(label)
     order = rng.permutation(len(xs))
     return np.stack(xs).astype(np.float32)[order], np.asarray(ys)[order]
+
+
+def crop_weights(y, groups, power: float) -> np.ndarray | None:
+    """Per-track weights (mean 1 within each class) proportional to n_artist_tracks**-power:
+    an artist with 16 clips weighs 4x one clip at power 0.5, not 16x, so a few prolific
+    artists do not define a genre. None when power is 0 or there are no groups."""
+    if not power or groups is None:
+        return None
+    groups = list(groups)
+    counts = {g: groups.count(g) for g in set(groups)}
+    w = np.array([counts[g] ** -power for g in groups], dtype=float)
+    for c in np.unique(y):
+        w[y == c] /= w[y == c].mean()
+    return w
 
 
 def track_windows(mels, s: FeatureSettings):
@@ -61,13 +82,15 @@ def track_probs(model, windows, owner, n_tracks, batch_size=256):
 
 
 def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettings,
-        cfg: FitConfig, name: str = "model") -> FitResult:
+        cfg: FitConfig, name: str = "model", groups=None) -> FitResult:
+    """`groups`: the artist of each training track (for `cfg.artist_balance`)."""
     import keras
     rng = np.random.default_rng(cfg.seed)
     keras.utils.set_random_seed(cfg.seed)
     counts = np.bincount(y_train, minlength=n_classes)
     per_track = np.maximum(1, np.round(cfg.crops_per_track * counts.mean() / counts)).astype(int)
-    sample, _ = random_crops(train_mels, y_train, per_track, s, rng)
+    weight = crop_weights(y_train, groups, cfg.artist_balance)
+    sample, _ = random_crops(train_mels, y_train, per_track, s, rng, weight)
     model.get_layer("band_norm").adapt(sample[:4000])
     steps = cfg.epochs * int(np.ceil(len(sample) / cfg.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
@@ -75,10 +98,10 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"])
     val_windows, val_owner = track_windows(val_mels, s)
-    best, best_loss, history, t0 = None, np.inf, [], time.time()
+    best, best_loss, history, t0, ema = None, np.inf, [], time.time(), None
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", unit="epoch")
     for epoch in bar:
-        x, yi = random_crops(train_mels, y_train, per_track, s, rng)
+        x, yi = random_crops(train_mels, y_train, per_track, s, rng, weight)
         yy = np.eye(n_classes, dtype=np.float32)[yi]
         if cfg.mixup_alpha > 0:
             lam = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha, (len(x), 1)).astype(np.float32)
@@ -87,6 +110,11 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
             x = lam[:, :, None] * x + (1 - lam[:, :, None]) * x[j]
             yy = lam * yy + (1 - lam) * yy[j]
         h = model.fit(x, yy, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
+        if cfg.weight_ema > 0:          # evaluate (and keep) the averaged weights
+            current = model.get_weights()
+            ema = current if ema is None else [cfg.weight_ema * e + (1 - cfg.weight_ema) * w
+                                                for e, w in zip(ema, current)]
+            model.set_weights(ema)
         probs = track_probs(model, val_windows, val_owner, len(val_mels))
         val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1))))
         val_acc = float((probs.argmax(1) == y_val).mean())
@@ -95,6 +123,8 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
                         "val_loss": val_loss, "val_accuracy": val_acc})
         if val_loss < best_loss:
             best_loss, best, best_epoch = val_loss, model.get_weights(), epoch
+        if cfg.weight_ema > 0:
+            model.set_weights(current)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{val_acc:.3f}", best=best_epoch)
         if epoch - best_epoch >= cfg.patience or time.time() - t0 > cfg.max_minutes * 60:
