@@ -81,6 +81,20 @@ def test_predict_real_mp3_and_model_subset(service, mp3_clip):
     assert 59 < body["duration_s"] < 61
 
 
+def test_all_models_call_matches_per_model_calls(service, mp3_clip):
+    """All four models go through one batched call; a subset through one call per model.
+    Both must give every model its own probabilities (not a neighbour's in the stack)."""
+    full = _post(service, mp3_clip.read_bytes(), mp3_clip.name).json()
+    for subset in ("lenet,feedforward", "lstm,cnn"):
+        part = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models=subset).json()
+        for name in subset.split(","):
+            a, b = full["models"][name]["probabilities"], part["models"][name]["probabilities"]
+            assert max(abs(a[g] - b[g]) for g in a) < 1e-4, (name, a, b)
+    distinct = {tuple(round(v, 3) for v in m["probabilities"].values())
+                for m in full["models"].values()}
+    assert len(distinct) == 4
+
+
 def test_classical_clip_is_heard_as_classical(service, gtzan_dir):
     r = _post(service, (gtzan_dir / "classical.00000.wav").read_bytes())
     assert r.status_code == 200
