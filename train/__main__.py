@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
             f"val_fraction={args.val_fraction}, seed={args.seed}",
             "code_version": code_version(), "best_epoch": res.best_epoch,
             "train_seconds": round(res.seconds, 1), "params": int(model.count_params()),
+            "fit_config": dataclasses.asdict(cfg),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tag = "" if args.no_store else save_to_store(model_file, metadata)
