@@ -1,5 +1,6 @@
 """BentoML services: a front service (decode + features + replies) and a model service
-whose four batchable methods run the four Keras models with adaptive batching.
+whose batchable methods run the Keras models with adaptive batching: `all_models` (all four
+on one batch, used when a request wants all four) and one method per model (for subsets).
 
     bentoml serve service:GenreDetector        # from the repository root (see service.py)
 
@@ -60,7 +61,7 @@ def _run(predictors: dict, name: str, windows: np.ndarray) -> np.ndarray:
 @bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120},
                  runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})
 class GenreModels:
-    """The four Keras models, each behind its own batchable method."""
+    """The four Keras models behind batchable methods: all four at once, or one each."""
 
     feedforward_model = BENTO_MODELS["feedforward"]
     lenet_model = BENTO_MODELS["lenet"]
