@@ -3,6 +3,7 @@ early stopping on the validation tracks' loss (window probabilities averaged per
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,8 +57,7 @@ def crop_weights(y, groups, power: float) -> np.ndarray | None:
     artists do not define a genre. None when power is 0 or there are no groups."""
     if not power or groups is None:
         return None
-    groups = list(groups)
-    counts = {g: groups.count(g) for g in set(groups)}
+    counts = Counter(groups)
     w = np.array([counts[g] ** -power for g in groups], dtype=float)
     for c in np.unique(y):
         w[y == c] /= w[y == c].mean()
