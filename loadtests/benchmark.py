@@ -49,7 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 from loadtests.latency import tree_rss_mb  # noqa: E402
-from tests.service_process import ServedService, free_port  # noqa: E402
+from tests.service_process import ServedService, free_port, wait_http_ready  # noqa: E402
 
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 BATCH_LOG = re.compile(r"model (\w+) ran a batch of (\d+) windows")
@@ -271,17 +271,8 @@ class BaselineServer:
                                      stderr=subprocess.STDOUT, cwd=REPO)
 
     def wait_ready(self, timeout: float = 180) -> float:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"research baseline exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return time.time() - t0
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("research baseline not ready")
+        return wait_http_ready(self.proc, f"{self.url}/healthz", timeout, "research baseline",
+                               lambda: Path(self.log.name).read_text(errors="replace"))
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -21,6 +21,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str,
+                    logs) -> float:
+    """Seconds until GET url answers 200; raises with the tail of logs() if proc exits first
+    or timeout passes."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{logs()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return time.time() - t0
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout} s:\n{logs()[-4000:]}")
+
+
 class ServedService:
     def __init__(self, env: dict | None = None, target: str = "service:GenreDetector",
                  cwd: Path = REPO):
@@ -34,17 +51,8 @@ class ServedService:
             start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> float:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return time.time() - t0
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"service not ready after {timeout} s:\n{self.logs()[-4000:]}")
+        return wait_http_ready(self.proc, f"{self.url}/readyz", timeout, "bentoml serve",
+                               self.logs)
 
     def logs(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
