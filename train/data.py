@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from genre_detector.audio import AudioError, load_audio
+from genre_detector.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from genre_detector.features import FeatureSettings, log_mel
 
-AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".au", ".snd", ".aiff", ".aif",
-                    ".m4a", ".aac", ".mp4", ".opus", ".wma"}
 CACHE_DIR = Path(".cache/features")
 
 

@@ -25,6 +25,9 @@ MIN_SECONDS = 3.0            # s: shorter clips cannot fill one analysis window 
 MAX_SECONDS = 15 * 60.0      # s: default limit on decoded duration
 SILENCE_PEAK = 1e-4          # full-scale amplitude: a clip whose peak stays below this is silent
 FFMPEG_TIMEOUT = 120         # s: wall-clock limit for one ffmpeg decode
+# File name extensions treated as audio when walking folders (training data, catalogs).
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".au", ".snd", ".aiff",
+                              ".aif", ".m4a", ".aac", ".mp4", ".opus", ".wma"})
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 

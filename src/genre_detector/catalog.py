@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-# Same set as train/data.py (the package must not import `train`).
-AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".au", ".snd", ".aiff",
-                              ".aif", ".m4a", ".aac", ".mp4", ".opus", ".wma"})
+from .audio import AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True)
