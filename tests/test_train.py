@@ -138,7 +138,7 @@ print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
     assert info["metadata"]["code_version"]
     fit_config = info["metadata"]["fit_config"]        # how it was trained, for a rerun
     assert fit_config["epochs"] == 8 and fit_config["crops_per_track"] == 6
-    assert fit_config["artist_balance"] == 0.0 and fit_config["weight_ema"] == 0.0
+    assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0   # CLI defaults
 
 
 def test_store_round_trip_same_predictions(tmp_path):
