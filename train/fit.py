@@ -21,7 +21,7 @@ class FitConfig:
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0       # 0 disables mixing of example pairs
-    artist_balance: float = 0.0    # crops per track ~ n_tracks_of_its_artist ** -this
+    artist_balance: float = 0.0    # crops per track ~ n_tracks_of_its_artist ** -this (python -m train: 0.5)
     weight_ema: float = 0.0        # per-epoch moving average of the weights; 0 disables
     max_minutes: float = 8.0       # wall-clock budget per model
     seed: int = 0
