@@ -139,6 +139,21 @@ print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
     fit_config = info["metadata"]["fit_config"]        # how it was trained, for a rerun
     assert fit_config["epochs"] == 8 and fit_config["crops_per_track"] == 6
     assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0   # CLI defaults
+    assert info["metadata"]["inference_check"].startswith("ok")
+
+
+def test_collapse_check_names_the_missing_genres():
+    from train.metrics import collapse_check
+    labels = ["classical", "electronic", "pop", "rock"]
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    healthy = np.eye(4)[[0, 0, 1, 3, 2, 3, 3, 3]]          # mistakes, but every genre used
+    assert collapse_check(y, healthy, labels) == ""
+    collapsed = np.full((8, 4), 0.1)
+    collapsed[:, 3] = 0.7                                  # one genre for everything
+    msg = collapse_check(y, collapsed, labels)
+    assert msg.startswith("never predicts classical, electronic, pop on 8 tracks")
+    assert "rock for 100%" in msg
+    assert collapse_check(y[:4], np.eye(4)[[0, 0, 1, 1]], labels) == ""   # only genres in y count
 
 
 def test_store_round_trip_same_predictions(tmp_path):

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from genre_detector.store import code_version, save_to_store
     from train.data import data_fingerprint, list_tracks, load_mels, split_by_artist
     from train.fit import FitConfig, fit, track_probs, track_windows
-    from train.metrics import classification_metrics
+    from train.metrics import classification_metrics, collapse_check
     from train.report import write_report
 
     args = parse_args(argv)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(tracks)
     windows = {"train": track_windows(train_mels, settings), "val": track_windows(val_mels, settings)}
-    results, val_probs = {}, []
+    results, val_probs, failed = {}, [], {}
     for name in args.models:
         model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
         cfg = FitConfig(epochs=args.epochs or DEFAULT_EPOCHS[name], crops_per_track=args.crops,
@@ -108,6 +108,10 @@ def main(argv=None) -> int:
         val_probs.append(p_val)
         metrics = classification_metrics(y_val, p_val, labels)
         train_metrics = classification_metrics(y_train, p_train, labels)
+        collapsed = collapse_check(y_train, p_train, labels)
+        if collapsed:
+            failed[name] = collapsed
+            print(f"ERROR: {name} {collapsed}: not stored, not shipped", file=sys.stderr)
         model_file = out / f"{name}.keras"
         model.save(model_file)
         metadata = {
@@ -120,15 +124,16 @@ def main(argv=None) -> int:
             "code_version": code_version(), "best_epoch": res.best_epoch,
             "train_seconds": round(res.seconds, 1), "params": int(model.count_params()),
             "fit_config": dataclasses.asdict(cfg),
+            "inference_check": collapsed or "ok: predicts every genre on its training tracks",
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        tag = "" if args.no_store else save_to_store(model_file, metadata)
+        tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata)
         results[name] = {"val": metrics, "train": train_metrics, "history": res.history,
                          "best_epoch": res.best_epoch, "seconds": res.seconds, "tag": tag}
         print(f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
               f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
               f"{res.seconds:.0f} s", flush=True)
-        if args.ship:
+        if args.ship and not collapsed:
             dest = REPO / "models" / name
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_file, dest / "model.keras")
@@ -147,7 +152,10 @@ def main(argv=None) -> int:
     print(f"total training time: {report['seconds']:.0f} s")
     for name, r in results.items():
         print(f"model store tag: {r['tag'] or '(not stored)'}")
-    return 0
+    for name, why in failed.items():
+        print(f"ERROR: {name} {why}; it was not stored or shipped (train it again, e.g. "
+              "with another --seed)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
