@@ -234,3 +234,50 @@ def test_evaluate_cli_writes_documented_json(store_with_models, emotify_dir, tmp
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
         assert np.array(m["confusion"]).shape == (4, 4) and np.array(m["confusion"]).sum() == 9
         assert isinstance(m["tag"], str) and m["tag"]
+
+
+@pytest.mark.slow
+def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
+        synthetic_data, tmp_path):
+    from train.data import list_tracks, split_by_artist
+    out = tmp_path / "cv.json"
+    r = _run("-m", "train.crossval", "--data", str(synthetic_data), "--models", "feedforward",
+             "--folds", "3", "--epochs", "6", "--crops", "6", "--set", "eq_db=3",
+             "--json", str(out))
+    res = json.loads(out.read_text())
+    assert "3 of 3 artist-grouped folds, 30 of 30 tracks validated" in r.stdout
+    ff = res["models"]["feedforward"]
+    assert [f["fold"] for f in ff["per_fold"]] == [1, 2, 3]
+    assert ff["mean_accuracy"] > 0.6, f"did not beat chance (1/3): {ff['per_fold']}"
+    assert res["settings"]["feedforward"]["eq_db"] == 3
+    assert res["settings"]["feedforward"]["artist_balance"] == 0.5      # the training default
+    probs = np.array(ff["out_of_fold_probabilities"])
+    assert probs.shape == (30, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    folds = {}
+    for t in res["tracks"]:
+        folds.setdefault(t["fold"], set()).add(t["path"])
+    artists = {f: {t["artist"] for t in res["tracks"] if t["fold"] == f} for f in folds}
+    assert not (artists[1] & artists[2] or artists[1] & artists[3] or artists[2] & artists[3])
+    _, val = split_by_artist(list_tracks(synthetic_data), 1 / 3, seed=0)
+    assert folds[1] == {t.path.relative_to(synthetic_data).as_posix() for t in val}
+
+
+def test_crossval_rejects_unknown_settings(synthetic_data):
+    r = subprocess.run([sys.executable, "-m", "train.crossval", "--data", str(synthetic_data),
+                        "--set", "learning_rat=0.1"], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"}, timeout=120)
+    assert r.returncode == 2
+    assert "unknown FitConfig field(s) learning_rat" in r.stderr and "learning_rate" in r.stderr
+
+
+def test_random_eq_and_band_shift_keep_shapes_and_move_bands():
+    from train.fit import random_eq, shift_bands
+    rng = np.random.default_rng(0)
+    x = np.tile(np.linspace(-80, 0, 64, dtype=np.float32)[None, :, None], (5, 1, 16))
+    eq = random_eq(x, 6.0, rng)
+    assert eq.shape == x.shape and eq.dtype == np.float32
+    delta = eq - x                                          # one smooth curve per window
+    assert np.allclose(delta, delta[:, :, :1]) and 0 < np.abs(delta).max() <= 6 * (1 + 1 + 1 / 2 + 1 / 3)
+    shifted = shift_bands(x, 2, np.random.default_rng(1))
+    moved = np.rint((shifted[:, 32, 0] - x[:, 32, 0]) / (80 / 63))   # bands moved per window
+    assert shifted.shape == x.shape and set(moved) <= {-2, -1, 0, 1, 2} and len(set(moved)) > 1

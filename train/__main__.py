@@ -18,50 +18,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = os.environ.get("GENRE_DATA_EMOTIFY", str(REPO.parent / "shared/data/emotify"))
-# Epochs per family: all four train in under 20 minutes on 2 CPU cores (README "Training").
-# Fixed counts, not time budgets, so a retrain reproduces the shipped models on any machine.
-DEFAULT_EPOCHS = {"feedforward": 60, "lenet": 30, "cnn": 24, "lstm": 24}
-# Artists balanced (0.5: a band with 16 clips counts 4x a one-clip artist, not 16x): in 5-fold
-# artist-grouped cross-validation it raised the mean and, above all, the worst fold of the
-# feed-forward net (66.7 -> 71.1 %, worst 44.1 -> 68.4 %) and LeNet (68.7 -> 70.1 %, worst
-# 60.3 -> 67.2 %); README "Models and how good they are".
-ARTIST_BALANCE = 0.5
-WEIGHT_EMA = 0.0
 
 
 def parse_args(argv=None):
-    from genre_detector.architectures import ARCHITECTURES
+    from train.options import add_data_and_fit_options, check_models
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=DEFAULT_DATA, help="folder laid out as GENRE/*.ext "
-                   "(an optional tracks.csv with path,artist columns enables the artist split)")
-    p.add_argument("--models", default=",".join(ARCHITECTURES),
-                   help=f"comma-separated families to train; valid: {', '.join(ARCHITECTURES)}")
+    add_data_and_fit_options(p)
     p.add_argument("--out", default=None, help="run folder for the report (default runs/<time>)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of artists held out")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs per model (default per family: {DEFAULT_EPOCHS}); early "
-                   "stopping on the validation loss may end sooner")
-    p.add_argument("--crops", type=int, default=8, help="random windows per track per epoch")
-    p.add_argument("--artist-balance", type=float, default=ARTIST_BALANCE,
-                   help="crops per track ~ (tracks by its artist) ** -this: 0 = every track "
-                   "alike, 1 = every artist alike")
-    p.add_argument("--weight-ema", type=float, default=WEIGHT_EMA,
-                   help="per-epoch moving average of the weights (0 disables)")
-    p.add_argument("--minutes", type=float, default=15.0,
-                   help="safety limit on wall-clock minutes per model")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the training")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes decoding audio")
     p.add_argument("--ship", action="store_true",
                    help="also write the trained models and cards into models/ (shipped models)")
     p.add_argument("--no-store", action="store_true", help="do not save into the model store")
     args = p.parse_args(argv)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in ARCHITECTURES]
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(ARCHITECTURES)}")
+    check_models(p, args)
     return args
 
 
@@ -72,8 +42,9 @@ def main(argv=None) -> int:
     from genre_detector.features import FeatureSettings
     from genre_detector.store import code_version, save_to_store
     from train.data import data_fingerprint, list_tracks, load_mels, split_by_artist
-    from train.fit import FitConfig, fit, track_probs, track_windows
+    from train.fit import fit, track_probs, track_windows
     from train.metrics import classification_metrics, collapse_check
+    from train.options import fit_config
     from train.report import write_report
 
     args = parse_args(argv)
@@ -97,9 +68,7 @@ def main(argv=None) -> int:
     results, val_probs, failed = {}, [], {}
     for name in args.models:
         model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
-        cfg = FitConfig(epochs=args.epochs or DEFAULT_EPOCHS[name], crops_per_track=args.crops,
-                        seed=args.seed, max_minutes=args.minutes,
-                        artist_balance=args.artist_balance, weight_ema=args.weight_ema)
+        cfg = fit_config(args, name)
         res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name,
                   groups=[t.artist for t in train_tracks])
         # Inference-mode predictions on both sides: catches a model that collapsed to one class.

@@ -50,14 +50,22 @@ def list_tracks(root: str | Path) -> list[Track]:
     return tracks
 
 
+def artist_folds(tracks: list[Track], n_splits: int = 5,
+                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train indices, validation indices) of n_splits stratified folds; no artist (or,
+    without tracks.csv, no track) is on both sides of any fold, and every track is validated
+    in exactly one fold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(tracks)), [t.genre for t in tracks],
+                         [t.artist for t in tracks]))
+
+
 def split_by_artist(tracks: list[Track], val_fraction: float = 0.2,
                     seed: int = 0) -> tuple[list[Track], list[Track]]:
-    """Stratified split where no artist (or, without tracks.csv, no track) is on both sides."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    n_splits = max(2, round(1 / val_fraction))
-    genres = [t.genre for t in tracks]
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(cv.split(np.zeros(len(tracks)), genres, [t.artist for t in tracks]))
+    """Stratified split where no artist (or, without tracks.csv, no track) is on both sides:
+    the first of `artist_folds(tracks, round(1 / val_fraction), seed)`."""
+    train_idx, val_idx = artist_folds(tracks, max(2, round(1 / val_fraction)), seed)[0]
     return [tracks[i] for i in train_idx], [tracks[i] for i in val_idx]
 
 

@@ -23,6 +23,8 @@ class FitConfig:
     mixup_alpha: float = 0.0       # 0 disables mixing of example pairs
     artist_balance: float = 0.0    # crops per track ~ n_tracks_of_its_artist ** -this (python -m train: 0.5)
     weight_ema: float = 0.0        # per-epoch moving average of the weights; 0 disables
+    eq_db: float = 0.0             # random smooth EQ per training window, up to +-this dB; 0 off
+    freq_shift: int = 0            # random shift of training windows by up to +-this mel bands
     max_minutes: float = 8.0       # wall-clock budget per model
     seed: int = 0
 
@@ -49,6 +51,24 @@ def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weig
             ys.append(label)
     order = rng.permutation(len(xs))
     return np.stack(xs).astype(np.float32)[order], np.asarray(ys)[order]
+
+
+def random_eq(x: np.ndarray, max_db: float, rng) -> np.ndarray:
+    """Add a smooth random curve over the mel bands of each window (a tilt and three cosines,
+    the k-th at most max_db / k): another microphone, mix or master, same music."""
+    n, f = x.shape[0], x.shape[1]
+    pos = np.linspace(0.0, 1.0, f)
+    basis = np.stack([2 * pos - 1] + [np.cos(np.pi * k * pos) / k for k in (1, 2, 3)])
+    curve = rng.uniform(-max_db, max_db, (n, len(basis))) @ basis
+    return x + curve[:, :, None].astype(x.dtype)
+
+
+def shift_bands(x: np.ndarray, max_shift: int, rng) -> np.ndarray:
+    """Move each window up or down by up to max_shift mel bands (edge bands repeated)."""
+    n, f = x.shape[0], x.shape[1]
+    shift = rng.integers(-max_shift, max_shift + 1, n)
+    idx = np.clip(np.arange(f)[None, :] - shift[:, None], 0, f - 1)
+    return np.take_along_axis(x, idx[:, :, None], axis=1)
 
 
 def crop_weights(y, groups, power: float) -> np.ndarray | None:
@@ -103,6 +123,10 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
     for epoch in bar:
         x, yi = random_crops(train_mels, y_train, per_track, s, rng, weight)
         yy = np.eye(n_classes, dtype=np.float32)[yi]
+        if cfg.freq_shift > 0:
+            x = shift_bands(x, cfg.freq_shift, rng)
+        if cfg.eq_db > 0:
+            x = random_eq(x, cfg.eq_db, rng)
         if cfg.mixup_alpha > 0:
             lam = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha, (len(x), 1)).astype(np.float32)
             lam = np.maximum(lam, 1 - lam)
