@@ -241,7 +241,7 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
         synthetic_data, tmp_path):
     from train.data import list_tracks, split_by_artist
     out = tmp_path / "cv.json"
-    r = _run("-m", "train.crossval", "--data", str(synthetic_data), "--models", "feedforward",
+    r = _run("-m", "train.crossval", "--data", str(synthetic_data), "--models", "feedforward,lenet",
              "--folds", "3", "--epochs", "6", "--crops", "6", "--set", "eq_db=3",
              "--json", str(out))
     res = json.loads(out.read_text())
@@ -251,8 +251,10 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
     assert ff["mean_accuracy"] > 0.6, f"did not beat chance (1/3): {ff['per_fold']}"
     assert res["settings"]["feedforward"]["eq_db"] == 3
     assert res["settings"]["feedforward"]["artist_balance"] == 0.5      # the training default
-    probs = np.array(ff["out_of_fold_probabilities"])
-    assert probs.shape == (30, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    for name in ("feedforward", "lenet", "ensemble"):
+        probs = np.array(res["models"][name]["out_of_fold_probabilities"])
+        assert probs.shape == (30, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    assert len(res["models"]["ensemble"]["per_fold"]) == 3 and "ensemble" in r.stdout
     folds = {}
     for t in res["tracks"]:
         folds.setdefault(t["fold"], set()).add(t["path"])

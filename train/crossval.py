@@ -73,6 +73,45 @@ def summarize(accuracies: list[float]) -> str:
             + f" %   mean {a.mean():.1f} %, worst {a.min():.1f} %")
 
 
+def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out: Path,
+           final: bool) -> None:
+    """Write the results so far to `out` (after every fold, so a crash loses one fold at most)
+    and, when final, print the summary table."""
+    from train.metrics import classification_metrics
+    done = np.concatenate([folds[r["fold"] - 1][1] for r in next(iter(per_fold.values()))])
+    results = {"data": str(args.data), "labels": labels, "folds": args.folds,
+               "seed": args.seed, "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
+               "seconds": round(seconds, 1), "models": {}}
+    lines = [f"\n{len(per_fold[args.models[0]])} of {args.folds} artist-grouped folds, "
+             f"{len(done)} of {len(tracks)} tracks validated; track-level accuracy per fold:"]
+    for name, rows in per_fold.items():
+        if not rows:
+            continue
+        lines.append(f"  {name:12s} {summarize([r['accuracy'] for r in rows])}")
+        entry = {"per_fold": rows,
+                 "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
+                 "worst_accuracy": float(np.min([r["accuracy"] for r in rows]))}
+        if name in oof:
+            pooled = classification_metrics(y[done], oof[name][done], labels)
+            entry["pooled"] = {k: pooled[k] for k in ("accuracy", "macro_f1", "confusion")}
+            entry["recall"] = {g: v["recall"] for g, v in pooled["per_genre"].items()}
+            entry["out_of_fold_probabilities"] = [   # null for tracks of folds not run
+                None if np.isnan(row[0]) else np.round(row, 5).tolist() for row in oof[name]]
+            lines.append(f"  {'':12s} recall " + ", ".join(f"{g} {r:.2f}"
+                                                           for g, r in entry["recall"].items()))
+        results["models"][name] = entry
+    fold_of = {int(i): k for k, (_, val_idx) in enumerate(folds, 1) for i in val_idx}
+    results["tracks"] = [{"path": t.path.relative_to(Path(args.data)).as_posix(),
+                          "genre": t.genre, "artist": t.artist, "fold": fold_of[i]}
+                         for i, t in enumerate(tracks)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out)
+    if final:
+        print("\n".join(lines) + f"\nresults: {out}  ({seconds:.0f} s)")
+
+
 def main(argv=None) -> int:
     import keras
 
@@ -92,6 +131,7 @@ def main(argv=None) -> int:
     folds = artist_folds(tracks, args.folds, args.seed)
     oof = {name: np.full((len(tracks), len(labels)), np.nan) for name in args.models}
     per_fold: dict[str, list[dict]] = {name: [] for name in [*args.models, "ensemble"]}
+    out = Path(args.json or REPO / "runs" / f"crossval-{time.strftime('%Y%m%d-%H%M%S')}.json")
     t0 = time.time()
     for k in args.only_folds:
         train_idx, val_idx = folds[k - 1]
@@ -114,39 +154,12 @@ def main(argv=None) -> int:
             keras.backend.clear_session()
         if len(args.models) > 1:
             p = np.mean([oof[name][val_idx] for name in args.models], axis=0)
+            oof.setdefault("ensemble", np.full_like(oof[args.models[0]], np.nan))[val_idx] = p
             m = classification_metrics(y[val_idx], p, labels)
             per_fold["ensemble"].append({"fold": k, "accuracy": m["accuracy"],
                                          "macro_f1": m["macro_f1"]})
-    done = np.concatenate([folds[k - 1][1] for k in args.only_folds])
-    results = {"data": str(args.data), "labels": labels, "folds": args.folds,
-               "seed": args.seed, "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
-               "seconds": round(time.time() - t0, 1), "models": {}}
-    print(f"\n{len(args.only_folds)} of {args.folds} artist-grouped folds, "
-          f"{len(done)} of {len(tracks)} tracks validated; track-level accuracy per fold:")
-    for name, rows in per_fold.items():
-        if not rows:
-            continue
-        print(f"  {name:12s} {summarize([r['accuracy'] for r in rows])}")
-        entry = {"per_fold": rows,
-                 "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
-                 "worst_accuracy": float(np.min([r["accuracy"] for r in rows]))}
-        if name in oof:
-            pooled = classification_metrics(y[done], oof[name][done], labels)
-            entry["pooled"] = {k: pooled[k] for k in ("accuracy", "macro_f1", "confusion")}
-            entry["recall"] = {g: v["recall"] for g, v in pooled["per_genre"].items()}
-            entry["out_of_fold_probabilities"] = [   # null for tracks of folds not run
-                None if np.isnan(row[0]) else np.round(row, 5).tolist() for row in oof[name]]
-            print(f"  {'':12s} recall " + ", ".join(f"{g} {r:.2f}"
-                                                    for g, r in entry["recall"].items()))
-        results["models"][name] = entry
-    fold_of = {int(i): k for k, (_, val_idx) in enumerate(folds, 1) for i in val_idx}
-    results["tracks"] = [{"path": t.path.relative_to(Path(args.data)).as_posix(),
-                          "genre": t.genre, "artist": t.artist, "fold": fold_of[i]}
-                         for i, t in enumerate(tracks)]
-    out = Path(args.json or REPO / "runs" / f"crossval-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"results: {out}  ({time.time() - t0:.0f} s)")
+        report(args, configs, tracks, labels, y, folds, oof, per_fold, time.time() - t0, out,
+               final=k == args.only_folds[-1])
     return 0
 
 
