@@ -264,12 +264,37 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
     assert folds[1] == {t.path.relative_to(synthetic_data).as_posix() for t in val}
 
 
-def test_crossval_rejects_unknown_settings(synthetic_data):
+@pytest.mark.parametrize("args, message", [
+    (["--set", "learning_rat=0.1"], "unknown FitConfig field(s) learning_rat; valid: "),
+    (["--set", "eq_db=loud"], "eq_db='loud' is not a float"),
+    (["--set", "seed=3"], "set the seed with --seed"),
+    (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
+    (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),
+    (["--models", ","], "--models names no model"),
+    (["--models", "cnn,rnn"], "unknown model(s) rnn; valid names: feedforward, lenet, cnn, lstm"),
+])
+def test_crossval_rejects_bad_options_before_any_work(synthetic_data, args, message):
     r = subprocess.run([sys.executable, "-m", "train.crossval", "--data", str(synthetic_data),
-                        "--set", "learning_rat=0.1"], cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"}, timeout=120)
-    assert r.returncode == 2
-    assert "unknown FitConfig field(s) learning_rat" in r.stderr and "learning_rate" in r.stderr
+                        *args], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"}, timeout=300)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-1000:]
+
+
+def test_ship_copies_models_cards_and_report(tmp_path):
+    from train.__main__ import ship
+    run, models = tmp_path / "run", tmp_path / "models"
+    run.mkdir()
+    for name in ("cnn", "lstm"):
+        (run / f"{name}.keras").write_bytes(name.encode())
+        (run / f"confusion_{name}.png").write_bytes(b"png")
+    (run / "report.json").write_text("{}")
+    (run / "report.md").write_text("# Training run x\n\n![cnn](confusion_cnn.png)\n")
+    ship(run, {"cnn": {"architecture": "cnn"}, "lstm": {"architecture": "lstm"}}, models)
+    assert (models / "lstm" / "model.keras").read_bytes() == b"lstm"
+    assert json.loads((models / "cnn" / "card.json").read_text()) == {"architecture": "cnn"}
+    assert sorted(p.name for p in (models / "report").iterdir()) == [
+        "confusion_cnn.png", "confusion_lstm.png", "report.json"]
+    assert "![cnn](report/confusion_cnn.png)" in (models / "TRAINING_REPORT.md").read_text()
 
 
 def test_random_eq_and_band_shift_keep_shapes_and_move_bands():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parent.parent
+from train.options import REPO  # noqa: E402  (after the TF log level is set)
 
 
 def parse_args(argv=None):
@@ -28,14 +28,30 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="run folder for the report (default runs/<time>)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of artists held out")
     p.add_argument("--ship", action="store_true",
-                   help="also write the trained models and cards into models/ (shipped models)")
+                   help="also write the trained models, cards and report into models/ (the shipped "
+                   "models), only if every model passes the inference check")
     p.add_argument("--no-store", action="store_true", help="do not save into the model store")
     args = p.parse_args(argv)
     check_models(p, args)
     return args
 
 
+def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> None:
+    """Copy a run's models, cards and report into models/ (what `make serve` imports)."""
+    for name, metadata in cards.items():
+        dest = models / name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / f"{name}.keras", dest / "model.keras")
+        (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    (models / "report").mkdir(exist_ok=True)
+    for f in [run / "report.json", *run.glob("*.png")]:
+        shutil.copyfile(f, models / "report" / f.name)
+    md = (run / "report.md").read_text()
+    (models / "TRAINING_REPORT.md").write_text(md.replace("](", "](report/"))
+
+
 def main(argv=None) -> int:
+    import keras
     import numpy as np
 
     from genre_detector.architectures import build_model
@@ -65,22 +81,26 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(tracks)
     windows = {"train": track_windows(train_mels, settings), "val": track_windows(val_mels, settings)}
-    results, val_probs, failed = {}, [], {}
+    results, val_probs, failed, cards = {}, [], {}, {}
     for name in args.models:
-        model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
         cfg = fit_config(args, name)
+        # Seed before building: Keras draws initial weights when the layers are made, so
+        # without this the first family started from different weights on every run.
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
         res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name,
                   groups=[t.artist for t in train_tracks])
         # Inference-mode predictions on both sides: catches a model that collapsed to one class.
         p_train = track_probs(model, *windows["train"], len(train_tracks))
         p_val = track_probs(model, *windows["val"], len(val_tracks))
-        val_probs.append(p_val)
         metrics = classification_metrics(y_val, p_val, labels)
         train_metrics = classification_metrics(y_train, p_train, labels)
         collapsed = collapse_check(y_train, p_train, labels)
         if collapsed:
             failed[name] = collapsed
             print(f"ERROR: {name} {collapsed}: not stored, not shipped", file=sys.stderr)
+        else:
+            val_probs.append(p_val)
         model_file = out / f"{name}.keras"
         model.save(model_file)
         metadata = {
@@ -98,32 +118,35 @@ def main(argv=None) -> int:
         }
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata)
         results[name] = {"val": metrics, "train": train_metrics, "history": res.history,
-                         "best_epoch": res.best_epoch, "seconds": res.seconds, "tag": tag}
+                         "best_epoch": res.best_epoch, "seconds": res.seconds, "tag": tag,
+                         "inference_check": metadata["inference_check"]}
         print(f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
               f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
               f"{res.seconds:.0f} s", flush=True)
-        if args.ship and not collapsed:
-            dest = REPO / "models" / name
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model_file, dest / "model.keras")
-            (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
-    ensemble = classification_metrics(y_val, np.mean(val_probs, axis=0), labels)
+        cards[name] = metadata
+    # The ensemble of the models that passed the inference check (all of them, normally)
+    ensemble = classification_metrics(y_val, np.mean(val_probs, axis=0), labels) if val_probs else {}
     report = {"run_id": run_id, "data": str(args.data), "data_fingerprint": fingerprint,
               "labels": labels, "seconds": time.time() - t_start,
               "split": {"by": "artist" if by_artist else "track", "n_train": len(train_tracks),
                         "n_val": len(val_tracks),
                         "val_tracks": [t.path.relative_to(Path(args.data)).as_posix()
                                        for t in val_tracks]},
-              "models": results, "ensemble": {"val": ensemble}}
+              "models": results, "ensemble": {"val": ensemble} if ensemble else {}}
     js, md = write_report(out, report)
-    print(f"ensemble: val accuracy {ensemble['accuracy']:.3f}, macro-F1 {ensemble['macro_f1']:.3f}")
+    if ensemble:
+        print(f"ensemble: val accuracy {ensemble['accuracy']:.3f}, "
+              f"macro-F1 {ensemble['macro_f1']:.3f}")
     print(f"report: {md} and {js}")
+    if args.ship and not failed:      # all or nothing: models/ never mixes two runs
+        ship(out, cards)
+        print(f"shipped: {', '.join(cards)} and the report into {REPO / 'models'}")
     print(f"total training time: {report['seconds']:.0f} s")
     for name, r in results.items():
         print(f"model store tag: {r['tag'] or '(not stored)'}")
     for name, why in failed.items():
-        print(f"ERROR: {name} {why}; it was not stored or shipped (train it again, e.g. "
-              "with another --seed)", file=sys.stderr)
+        print(f"ERROR: {name} {why}; it was not stored{', and models/ was left as it was' if args.ship else ''} "
+              "(train it again, e.g. with another --seed)", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -26,15 +26,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_args(argv=None):
     from train.options import add_data_and_fit_options, check_models, fit_config
     p = argparse.ArgumentParser(prog="python -m train.crossval", description=__doc__,
@@ -51,18 +42,22 @@ def parse_args(argv=None):
     check_models(p, args)
     if args.folds < 2:
         p.error("--folds must be at least 2")
-    args.only_folds = (sorted({int(f) for f in args.only_folds.split(",")}) if args.only_folds
-                       else list(range(1, args.folds + 1)))
-    if not all(1 <= f <= args.folds for f in args.only_folds):
+    try:
+        args.only_folds = (sorted({int(f) for f in args.only_folds.split(",") if f.strip()})
+                           if args.only_folds else list(range(1, args.folds + 1)))
+    except ValueError:
+        p.error("--only-folds takes fold numbers, e.g. 1,3")
+    if not args.only_folds or not all(1 <= f <= args.folds for f in args.only_folds):
         p.error(f"--only-folds must lie between 1 and {args.folds}")
     try:
         args.set = dict(kv.split("=", 1) for kv in args.set)
     except ValueError:
         p.error("--set takes FIELD=VALUE")
-    args.set = {k.strip(): _value(v.strip()) for k, v in args.set.items()}
+    args.set = {k.strip(): v.strip() for k, v in args.set.items()}
     try:
-        fit_config(args, args.models[0], **args.set)
-    except (TypeError, ValueError) as exc:
+        cfg = fit_config(args, args.models[0], **args.set)      # checks names and types
+        args.set = {k: getattr(cfg, k) for k in args.set}
+    except ValueError as exc:
         p.error(str(exc))
     return args
 
@@ -75,12 +70,12 @@ def summarize(accuracies: list[float]) -> str:
 
 def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out: Path,
            final: bool) -> None:
-    """Write the results so far to `out` (after every fold, so a crash loses one fold at most)
-    and, when final, print the summary table."""
+    """Write the results so far to `out` (after every fold, so a crash keeps the folds done;
+    `folds_run` lists them) and, when final, print the summary table."""
     from train.metrics import classification_metrics
     done = np.concatenate([folds[r["fold"] - 1][1] for r in next(iter(per_fold.values()))])
     results = {"data": str(args.data), "labels": labels, "folds": args.folds,
-               "seed": args.seed, "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
+               "folds_run": [r["fold"] for r in per_fold[args.models[0]]], "seed": args.seed, "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
                "seconds": round(seconds, 1), "models": {}}
     lines = [f"\n{len(per_fold[args.models[0]])} of {args.folds} artist-grouped folds, "
              f"{len(done)} of {len(tracks)} tracks validated; track-level accuracy per fold:"]

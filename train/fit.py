@@ -23,7 +23,7 @@ class FitConfig:
     mixup_alpha: float = 0.0       # 0 disables mixing of example pairs
     artist_balance: float = 0.0    # crops per track ~ n_tracks_of_its_artist ** -this (python -m train: 0.5)
     weight_ema: float = 0.0        # per-epoch moving average of the weights; 0 disables
-    eq_db: float = 0.0             # random smooth EQ per training window, up to +-this dB; 0 off
+    eq_db: float = 0.0             # random smooth EQ per training window (tilt and cosines up to this dB each); 0 off
     freq_shift: int = 0            # random shift of training windows by up to +-this mel bands
     max_minutes: float = 8.0       # wall-clock budget per model
     seed: int = 0

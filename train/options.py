@@ -47,7 +47,9 @@ def add_data_and_fit_options(p: argparse.ArgumentParser) -> None:
 def check_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Turn args.models into a list of known family names (or exit with the valid ones)."""
     from genre_detector.architectures import ARCHITECTURES
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.models = list(dict.fromkeys(m.strip() for m in args.models.split(",") if m.strip()))
+    if not args.models:
+        p.error("--models names no model")
     unknown = [m for m in args.models if m not in ARCHITECTURES]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(ARCHITECTURES)}")
@@ -55,11 +57,19 @@ def check_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
     """The FitConfig of family `name` under these options; `extra` sets any other field."""
-    names = {f.name for f in dataclasses.fields(FitConfig)}
-    unknown = sorted(set(extra) - names)
+    types = {f.name: f.type for f in dataclasses.fields(FitConfig)}
+    unknown = sorted(set(extra) - set(types))
     if unknown:
         raise ValueError(f"unknown FitConfig field(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(names))}")
+                         f"valid: {', '.join(sorted(types))}")
+    if "seed" in extra:
+        raise ValueError("set the seed with --seed (it also chooses the folds)")
+    cast = {"int": int, "float": float}
+    for k, v in extra.items():   # field types are strings under `from __future__ import annotations`
+        try:
+            extra[k] = cast[types[k]](v)
+        except (KeyError, ValueError):
+            raise ValueError(f"{k}={v!r} is not a {types[k]}") from None
     return FitConfig(**{"epochs": args.epochs or DEFAULT_EPOCHS[name],
                         "crops_per_track": args.crops, "seed": args.seed,
                         "max_minutes": args.minutes, "artist_balance": args.artist_balance,

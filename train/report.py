@@ -56,7 +56,9 @@ def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
              "| model | val accuracy | val macro-F1 | train accuracy | "
              + " | ".join(f"recall {g}" for g in labels) + " | epochs | seconds | tag |",
              "|---" * (7 + len(labels)) + "|"]
-    rows = dict(report["models"], ensemble=report["ensemble"])
+    rows = dict(report["models"])
+    if report.get("ensemble"):
+        rows["ensemble"] = report["ensemble"]
     for name, r in rows.items():
         v = r["val"]
         recalls = " | ".join(f"{v['per_genre'][g]['recall']:.2f}" for g in labels)
@@ -68,6 +70,8 @@ def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
                        f"{name}: validation tracks")
         if r.get("history"):
             plot_curves(r["history"], out_dir / f"curves_{name}.png", name)
+    lines += [f"\n**{n} not stored:** {r['inference_check']}" for n, r in report["models"].items()
+              if not r.get("inference_check", "ok").startswith("ok")]
     lines += [""] + [f"![{n}](confusion_{n}.png)" for n in rows] \
         + [f"![{n}](curves_{n}.png)" for n in report["models"]]
     md, js = out_dir / "report.md", out_dir / "report.json"
