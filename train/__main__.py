@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         print(f"ensemble: val accuracy {ensemble['accuracy']:.3f}, "
               f"macro-F1 {ensemble['macro_f1']:.3f}")
     print(f"report: {md} and {js}")
-    if args.ship and not failed:      # all or nothing: models/ never mixes two runs
+    if args.ship and not failed:      # all or nothing: one collapsed model ships none of the run
         ship(out, cards)
         print(f"shipped: {', '.join(cards)} and the report into {REPO / 'models'}")
     print(f"total training time: {report['seconds']:.0f} s")
