@@ -51,14 +51,12 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
 
 
 def main(argv=None) -> int:
-    import keras
     import numpy as np
 
-    from genre_detector.architectures import build_model
     from genre_detector.features import FeatureSettings
     from genre_detector.store import code_version, save_to_store
     from train.data import data_fingerprint, list_tracks, load_mels, split_by_artist
-    from train.fit import fit, track_probs, track_windows
+    from train.fit import fit, new_model, track_probs, track_windows
     from train.metrics import classification_metrics, collapse_check
     from train.options import fit_config
     from train.report import write_report
@@ -84,10 +82,7 @@ def main(argv=None) -> int:
     results, val_probs, failed, cards = {}, [], {}, {}
     for name in args.models:
         cfg = fit_config(args, name)
-        # Seed before building: Keras draws initial weights when the layers are made, so
-        # without this the first family started from different weights on every run.
-        keras.utils.set_random_seed(cfg.seed)
-        model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
+        model = new_model(name, settings, len(labels), cfg.seed)
         res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name,
                   groups=[t.artist for t in train_tracks])
         # Inference-mode predictions on both sides: catches a model that collapsed to one class.

@@ -75,7 +75,8 @@ def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out:
     from train.metrics import classification_metrics
     done = np.concatenate([folds[r["fold"] - 1][1] for r in next(iter(per_fold.values()))])
     results = {"data": str(args.data), "labels": labels, "folds": args.folds,
-               "folds_run": [r["fold"] for r in per_fold[args.models[0]]], "seed": args.seed, "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
+               "folds_run": [r["fold"] for r in per_fold[args.models[0]]], "seed": args.seed,
+               "settings": {n: dataclasses.asdict(c) for n, c in configs.items()},
                "seconds": round(seconds, 1), "models": {}}
     lines = [f"\n{len(per_fold[args.models[0]])} of {args.folds} artist-grouped folds, "
              f"{len(done)} of {len(tracks)} tracks validated; track-level accuracy per fold:"]
@@ -110,10 +111,9 @@ def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out:
 def main(argv=None) -> int:
     import keras
 
-    from genre_detector.architectures import build_model
     from genre_detector.features import FeatureSettings
     from train.data import artist_folds, list_tracks, load_mels
-    from train.fit import fit, track_probs, track_windows
+    from train.fit import fit, new_model, track_probs, track_windows
     from train.metrics import classification_metrics
     from train.options import REPO, fit_config
 
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
         train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
         val_windows = track_windows(val_mels, settings)
         for name in args.models:
-            keras.utils.set_random_seed(args.seed)
-            model = build_model(name, (settings.n_mels, settings.window_frames), len(labels))
+            model = new_model(name, settings, len(labels), configs[name].seed)
             res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], len(labels),
                       settings, configs[name], f"{name} fold {k}",
                       groups=[tracks[i].artist for i in train_idx])

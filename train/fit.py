@@ -101,6 +101,16 @@ def track_probs(model, windows, owner, n_tracks, batch_size=256):
     return out / np.bincount(owner, minlength=n_tracks)[:, None]
 
 
+def new_model(name: str, s: FeatureSettings, n_classes: int, seed: int):
+    """A fresh model of family `name`, its initial weights fixed by `seed`: Keras draws them
+    when the layers are built, so seeding only inside `fit` leaves them to chance."""
+    import keras
+
+    from genre_detector.architectures import build_model
+    keras.utils.set_random_seed(seed)
+    return build_model(name, (s.n_mels, s.window_frames), n_classes)
+
+
 def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettings,
         cfg: FitConfig, name: str = "model", groups=None) -> FitResult:
     """`groups`: the artist of each training track (for `cfg.artist_balance`)."""
