@@ -6,7 +6,7 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install models serve test train evaluate build container loadtest bench
+.PHONY: install models serve test test-fast lint format train crossval evaluate build container loadtest bench
 CONTAINER_PORT ?= 3300
 
 $(BIN)/.installed: pyproject.toml
@@ -26,11 +26,25 @@ serve: models              ## start the service on http://localhost:$(PORT) (web
 test: install              ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-train: install             ## retrain all four models and refresh models/
+test-fast: install         ## the quick loop: everything not marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install              ## ruff: lint and format check (CI runs it)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install            ## ruff: fix what it can, format everything
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+train: install             ## retrain all five models + the calibrated ensemble, refresh models/
 	$(BIN)/python -m train --ship
 
-evaluate: models           ## evaluate the stored models on the Emotify clips
-	$(BIN)/python -m train.evaluate --data ../shared/data/emotify
+crossval: install          ## 5-fold artist-grouped cross-validation of all five + the ensemble
+	$(BIN)/python -m train.crossval --json runs/crossval.json
+
+evaluate: models           ## score the shipped models on the artists their training held out
+	$(BIN)/python -m train.evaluate --held-out
 
 build: models              ## build the Bento
 	$(BIN)/bentoml build

@@ -206,33 +206,44 @@ def _best_of(fn, n: int = 5, cpu: list | None = None) -> float:
 
 def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)) -> dict:
     """Decode / features / model times per 30 s track with the package's own functions."""
-    from genre_detector.audio import load_audio
-    from genre_detector.features import extract_windows
-    from genre_detector.inference import Predictor, limit_threads
-    from genre_detector.names import MODEL_NAMES
-    from genre_detector.store import store_name
+    import bentoml
 
+    from genre_detector.audio import decode as decode_audio
+    from genre_detector.families import model_names
+    from genre_detector.features import extract_feature_sets
+    from genre_detector.inference import Predictor, limit_threads
+    from genre_detector.store import store_name
     limit_threads()
-    # the tags the service uses (serving.model_ref, without importing the service module)
-    preds = {n: Predictor.from_store(os.environ.get(f"GENRE_MODEL_{n.upper()}",
-                                                    f"{store_name(n)}:latest"))
-             for n in MODEL_NAMES}
-    settings = next(iter(preds.values())).info.settings
-    extract_windows(load_audio(clips[0][1]), settings)           # librosa/numba warm-up
-    decode = [_best_of(lambda d=d: load_audio(d), 3) for _, d in clips]
-    waves = [load_audio(d) for _, d in clips]
-    features = [_best_of(lambda w=w: extract_windows(w, settings), 3) for w in waves]
+    # the tags the service uses (serving.model_ref, without importing the service module);
+    # like the service, every registered family that has a model in the store
+    preds = {}
+    for n in model_names():
+        try:
+            preds[n] = Predictor.from_store(os.environ.get(f"GENRE_MODEL_{n.upper()}",
+                                                           f"{store_name(n)}:latest"))
+        except bentoml.exceptions.NotFound:
+            continue
+    # every feature set the models need (the research families share one, musicnn has its own)
+    settings = list(dict.fromkeys(p.info.settings for p in preds.values()))
+    extract_feature_sets(clips[0][1], settings)                  # librosa/numba warm-up
+    decode = [_best_of(lambda d=d: decode_audio(d), 3) for _, d in clips]
+    waves = [decode_audio(d) for _, d in clips]                  # (native wave, rate)
+    features = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3) for w in waves]
     # numpy's OpenBLAS (the mel projection) with its default threads and with one thread:
     # the floor takes the cheaper; the service gets it by limiting BLAS threads (README).
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1, user_api="blas"):
-        features_blas1 = [_best_of(lambda w=w: extract_windows(w, settings), 3) for w in waves]
-    batches = [extract_windows(w, settings).windows for w in waves]
-    per_track = int(round(statistics.fmean(len(b) for b in batches)))
-    pool = np.concatenate(batches)
+        features_blas1 = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3)
+                          for w in waves]
+    sets = [extract_feature_sets(w, settings) for w in waves]
+    windows = {s: [b[s].windows for b in sets] for s in settings}
+    track_windows = {s: int(round(statistics.fmean(len(b) for b in windows[s])))
+                     for s in settings}
     models = {}
     for name, p in preds.items():
         row = {}
+        pool = np.concatenate(windows[p.info.settings])
+        per_track = track_windows[p.info.settings]
         for m in batch_multiples:
             x = np.resize(pool, (per_track * m, *pool.shape[1:]))
             p(x)                                                    # trace this shape
@@ -248,7 +259,10 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
     feat = min(feat_default, feat_blas1)
     request_models = sum(m["request_batch_s"] for m in models.values())
     floor_s = dec + feat + sum(m["best_per_track_s"] for m in models.values())
-    return {"windows_per_track": per_track, "decode_s": round(dec, 5),
+    return {"windows_per_track": track_windows[settings[0]],
+            "windows_per_track_by_model": {n: track_windows[p.info.settings]
+                                           for n, p in preds.items()},
+            "decode_s": round(dec, 5),
             "features_s": round(feat, 5), "features_default_blas_s": round(feat_default, 5),
             "features_blas1_s": round(feat_blas1, 5), "models": models,
             "request_compute_s": round(dec + feat + request_models, 5),
@@ -314,8 +328,8 @@ def report(res: dict) -> str:
     lines.append("")
     lines.append("| stage | ms per track (request batch) | best batch | ms per track (best batch) |")
     lines.append("|---|---:|---:|---:|")
-    lines.append(f"| decode (load_audio) | {st['decode_s'] * 1e3:.1f} | | {st['decode_s'] * 1e3:.1f} |")
-    lines.append(f"| features (extract_windows; numpy BLAS default {st['features_default_blas_s'] * 1e3:.1f} ms, "
+    lines.append(f"| decode (audio.decode) | {st['decode_s'] * 1e3:.1f} | | {st['decode_s'] * 1e3:.1f} |")
+    lines.append(f"| features (extract_feature_sets, every model's; numpy BLAS default {st['features_default_blas_s'] * 1e3:.1f} ms, "
                  f"1 thread {st['features_blas1_s'] * 1e3:.1f} ms) | {st['features_s'] * 1e3:.1f} | | "
                  f"{st['features_s'] * 1e3:.1f} |")
     for name, m in st["models"].items():
@@ -324,20 +338,25 @@ def report(res: dict) -> str:
     lines.append(f"| **sum** | **{st['request_compute_s'] * 1e3:.1f}** | | "
                  f"**{st['floor_s_per_track'] * 1e3:.1f}** = floor {floor:.2f} tracks/s |")
     lines.append("")
-    sizes = list(next(iter(st["models"].values()))["by_batch"])
-    lines.append("Model cost in ms per track by batch size (windows), in-process:")
+    # Columns: tracks per batch (a model's batch in windows is that times its windows per
+    # track, which differ between feature sets); by_batch keys are windows, in that order.
+    by_pos = {n: list(m["by_batch"].values()) for n, m in st["models"].items()}
+    n_cols = min(len(v) for v in by_pos.values())
+    first = next(iter(st["models"].values()))["by_batch"]
+    tracks = [int(b) // int(next(iter(first))) for b in list(first)[:n_cols]]
+    lines.append("Model cost in ms per track by batch size (tracks per batch), in-process:")
     lines.append("")
-    lines.append("| model | " + " | ".join(str(b) for b in sizes) + " |")
-    lines.append("|---|" + "---:|" * len(sizes))
-    for name, m in st["models"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{m['by_batch'][b]['per_track_s'] * 1e3:.1f}"
-                                               for b in sizes) + " |")
-    lines.append("| all four | " + " | ".join(
-        f"{sum(m['by_batch'][b]['per_track_s'] for m in st['models'].values()) * 1e3:.1f}"
-        for b in sizes) + " |")
-    lines.append("| all four, CPU ms (all threads) | " + " | ".join(
-        f"{sum(m['by_batch'][b]['cpu_per_track_s'] for m in st['models'].values()) * 1e3:.1f}"
-        for b in sizes) + " |")
+    lines.append("| model | " + " | ".join(str(t) for t in tracks) + " |")
+    lines.append("|---|" + "---:|" * n_cols)
+    for name, rows in by_pos.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['per_track_s'] * 1e3:.1f}"
+                                               for r in rows[:n_cols]) + " |")
+    lines.append(f"| all {len(by_pos)} | " + " | ".join(
+        f"{sum(rows[i]['per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
+        for i in range(n_cols)) + " |")
+    lines.append(f"| all {len(by_pos)}, CPU ms (all threads) | " + " | ".join(
+        f"{sum(rows[i]['cpu_per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
+        for i in range(n_cols)) + " |")
     lines.append("")
     lines.append("| users | ours p50 (s) | compute of one request (s) | queueing + transport p50 (s) "
                  "| mean windows per model batch | service CPU ms per track (front / models / client) |")

@@ -21,8 +21,9 @@ Environment knobs:
     LOADTEST_WAIT_SCALE   multiplies every wait (default 1 = realistic think times;
                           0 = no waits, a closed-loop stress test)
 
-Every reply is checked (status 200, JSON keys, four models, duration); anything else is
-marked as a failure with a reason, so `Failure Count` in the CSV is the number to watch.
+Every reply is checked (status 200, JSON keys, every registered model family, duration);
+anything else is marked as a failure with a reason, so `Failure Count` in the CSV is the
+number to watch.
 """
 from __future__ import annotations
 
@@ -41,10 +42,12 @@ import numpy as np
 import soundfile as sf
 from locust import HttpUser, between, constant, task
 
+from genre_detector.families import model_names
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 WAIT_SCALE = float(os.environ.get("LOADTEST_WAIT_SCALE", "1"))
-MODEL_NAMES = {"feedforward", "lenet", "cnn", "lstm"}
+MODEL_NAMES = set(model_names())      # the registry's families (GENRE_PLUGINS included)
 LEGACY_KEYS = {"CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"}
 TIMEOUT = 120  # s: the service's own request timeout
 
@@ -107,7 +110,8 @@ def _check_predict(resp, clip: Clip) -> None:
         return
     try:
         body = resp.json()
-        missing = {"models", "ensemble", "n_windows", "duration_s", "labels", "timeline"} - set(body)
+        keys = {"models", "ensemble", "n_windows", "duration_s", "labels", "timeline"}
+        missing = keys - set(body)
         if missing:
             raise ValueError(f"missing keys {sorted(missing)}")
         if set(body["models"]) != MODEL_NAMES:

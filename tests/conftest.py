@@ -13,6 +13,7 @@ DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never touch the user's model store: a private one, set before bentoml is imported.
 import tempfile  # noqa: E402
+
 os.environ["BENTOML_HOME"] = os.environ.get("GENRE_TEST_BENTOML_HOME") or tempfile.mkdtemp(
     prefix="genre-test-bentoml-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "True"

@@ -1,17 +1,20 @@
-"""genre_detector.architectures: the four model families build, predict, save and load."""
+"""genre_detector.architectures: the four research families (and musicnn, through the
+registry) build, predict, save and load."""
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
 
-from genre_detector.architectures import (ARCHITECTURES, DISPLAY_NAMES, SpecAugment,
-                                          build_model)
-from genre_detector.features import FeatureSettings
+from genre_detector.architectures import SpecAugment, build_model
+from genre_detector.families import FAMILIES, family, model_names, research_names
+from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings
+
+ARCHITECTURES = research_names()           # the families built by architectures.py
 
 S = FeatureSettings()
 INPUT_SHAPE = (S.n_mels, S.window_frames)
-N_CLASSES = 4
+N_CLASSES = 9
 MAX_TOTAL_BYTES = 40 * 1024 * 1024
 
 # Keras' own saving code calls np.array(tensor) the NumPy-1 way; not ours to fix here.
@@ -44,9 +47,12 @@ def saved(tmp_path_factory):
     return result
 
 
-def test_the_four_families():
-    assert set(ARCHITECTURES) == {"feedforward", "lenet", "cnn", "lstm"}
-    assert set(DISPLAY_NAMES) == set(ARCHITECTURES)
+def test_the_four_research_families_are_built_here():
+    assert ARCHITECTURES == ("feedforward", "lenet", "cnn", "lstm")
+    assert model_names() == (*ARCHITECTURES, "musicnn")
+    for name in ARCHITECTURES:
+        assert family(name).builder == f"genre_detector.architectures:{name}"
+        assert family(name).settings == S
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -120,7 +126,7 @@ def test_unknown_name_lists_the_valid_ones():
         build_model("nope", INPUT_SHAPE, N_CLASSES)
     msg = str(info.value)
     assert "nope" in msg
-    for name in ARCHITECTURES:
+    for name in FAMILIES:
         assert name in msg
 
 
@@ -135,3 +141,21 @@ def test_lstm_runs_over_time(saved):
     # the other families have no recurrent layer
     for name in ("feedforward", "lenet", "cnn"):
         assert not any(isinstance(layer, keras.layers.RNN) for layer in saved[name][0].layers)
+
+
+def test_musicnn_family_builds_through_the_registry():
+    """The fifth family: frozen pretrained backbones + a trainable head, on its own windows."""
+    keras.utils.set_random_seed(0)
+    s = family("musicnn").settings
+    assert s == MUSICNN_SETTINGS
+    model = build_model("musicnn", (s.n_mels, s.window_frames), N_CLASSES)
+    assert tuple(model.input_shape) == (None, 96, 187)
+    assert tuple(model.output_shape) == (None, N_CLASSES)
+    backbones, head = model.get_layer("backbones"), model.get_layer("head")
+    assert backbones.weights and not backbones.trainable_weights        # frozen
+    assert head.trainable_weights
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
+    x = np.random.default_rng(0).uniform(0, 3, (2, 96, 187)).astype(np.float32)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (2, N_CLASSES)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)

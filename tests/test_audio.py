@@ -340,3 +340,36 @@ def test_reason_sets():
     assert isinstance(exc, ValueError)
     assert exc.reason == "silent" and exc.detail == "quiet"
     assert str(exc) == "silent: quiet"
+
+
+# ----------------------------------------------------------------------------- decode once
+def test_decode_gives_the_native_rate_and_load_audio_resamples_it(wav_clip, mp3_clip, ref):
+    from genre_detector.audio import decode, resample
+    wave, sr = decode(wav_clip)
+    _check_mono(wave)
+    assert sr == sf.info(str(wav_clip)).samplerate == SAMPLE_RATE
+    np.testing.assert_array_equal(wave, ref)
+    mp3, mp3_sr = decode(mp3_clip)
+    assert mp3_sr == sf.info(str(mp3_clip)).samplerate
+    assert abs(len(mp3) / mp3_sr - 60.0) < 0.1
+    for rate in (16000, SAMPLE_RATE):          # musicnn's rate and the research families'
+        at = load_audio(mp3_clip, sample_rate=rate)
+        _check_mono(at)
+        assert abs(len(at) / rate - 60.0) < 0.1
+        np.testing.assert_array_equal(at, resample(mp3, mp3_sr, rate))
+    w16 = load_audio(wav_clip, sample_rate=16000)
+    assert abs(len(w16) - len(ref) * 16000 / SAMPLE_RATE) <= 2
+    assert _corr(resample(w16, 16000, SAMPLE_RATE), ref) > 0.95   # same music, up to 8 kHz
+
+
+def test_decode_checks_the_clip_before_any_resampling(wav_clip, tmp_path, wav_native):
+    from genre_detector.audio import decode
+    data, sr = wav_native
+    path = tmp_path / "short.wav"
+    sf.write(path, data[:sr], sr)
+    with pytest.raises(AudioError, match="too_short"):
+        decode(path)
+    with pytest.raises(AudioError, match="too_long"):
+        decode(wav_clip, max_seconds=10)
+    with pytest.raises(AudioError, match="empty"):
+        decode(b"")

@@ -15,8 +15,16 @@ import pytest
 
 from train.collect import genres
 from train.collect.__main__ import main
-from train.collect.soundcloud import (CSV_COLUMNS, RateLimiter, SoundCloudClient, ApiError,
-                                      license_ok, pick_extension, retry_after_seconds, tag_list)
+from train.collect.soundcloud import (
+    CSV_COLUMNS,
+    ApiError,
+    RateLimiter,
+    SoundCloudClient,
+    license_ok,
+    pick_extension,
+    retry_after_seconds,
+    tag_list,
+)
 
 try:
     from tests.fake_soundcloud import FakeSoundCloud

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from genre_detector.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
-from genre_detector.features import (FeatureSettings, WindowBatch, extract_windows, log_mel,
-                                     window_starts)
+from genre_detector.features import (
+    MUSICNN_SETTINGS,
+    FeatureSettings,
+    WindowBatch,
+    extract_feature_sets,
+    extract_windows,
+    log_mel,
+    window_starts,
+)
 
 S = FeatureSettings()
 FRAME_S = S.hop_length / S.sample_rate
@@ -226,3 +233,78 @@ def test_other_settings_change_the_shape(wave):
     assert 1 <= len(b.windows) <= 8
     assert b.windows.min() >= -60.0 and b.mel.max() == 0.0
     assert b.end_s[-1] == pytest.approx(10.0)
+
+
+# ----------------------------------------------------------------------------- scales, musicnn
+def test_scale_is_checked_and_db_fingerprints_did_not_change():
+    import hashlib
+    import json
+    with pytest.raises(ValueError, match="unknown scale 'linear'"):
+        FeatureSettings(scale="linear")
+    assert S.scale == "db" and S.floor == -S.top_db and MUSICNN_SETTINGS.floor == 0.0
+    # the feature caches made before scales existed stay valid for the dB scale
+    before = {k: v for k, v in S.to_dict().items() if k != "scale"}
+    assert S.fingerprint() == hashlib.sha1(json.dumps(before, sort_keys=True).encode()
+                                           ).hexdigest()[:12]
+    assert dataclasses.replace(S, scale="log10").fingerprint() != S.fingerprint()
+    assert FeatureSettings.from_dict(MUSICNN_SETTINGS.to_dict()) == MUSICNN_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def both(wav_clip) -> dict:
+    return extract_feature_sets(wav_clip, [S, MUSICNN_SETTINGS])
+
+
+def test_musicnn_windows(both, wav_clip):
+    s = MUSICNN_SETTINGS
+    b = both[s]
+    n = len(b.windows)
+    assert b.windows.shape == (n, 96, 187) and b.windows.dtype == np.float32
+    assert 1 <= n <= s.max_windows
+    assert np.isfinite(b.windows).all() and b.windows.min() >= 0.0     # log10(1 + 1e4 x)
+    assert b.windows.max() > 1.0                                       # not silence
+    wave16 = load_audio(wav_clip, sample_rate=16000)
+    np.testing.assert_allclose(b.mel, log_mel(wave16, s), atol=1e-5)
+    assert b.mel.shape == (96, _n_frames(len(wave16), s))
+    # 3 s patches that do not overlap (musicnn's own extractor), the last reaching the end
+    starts = np.round(b.start_s * s.sample_rate / s.hop_length).astype(int)
+    assert np.all(np.diff(starts) >= s.window_frames)
+    assert starts[-1] == b.mel.shape[1] - s.window_frames
+    for w, i in zip(b.windows, starts):
+        np.testing.assert_array_equal(w, b.mel[:, i:i + s.window_frames])
+    assert b.end_s[-1] == pytest.approx(b.duration_s)
+
+
+def test_musicnn_short_clip_is_padded_with_silence():
+    s = MUSICNN_SETTINGS
+    wave = (0.1 * np.random.default_rng(4).standard_normal(s.min_samples // 2)).astype(np.float32)
+    b = extract_windows(wave, s)
+    n = b.mel.shape[1]
+    assert b.windows.shape == (1, 96, 187) and n < 187
+    assert (b.windows[0, :, n:] == 0.0).all()       # log10(1 + 0): silence on this scale
+
+
+def test_feature_sets_decode_once_and_agree_with_single_extraction(wav_clip, both, batch,
+                                                                   monkeypatch):
+    from genre_detector import features
+    calls = []
+    real = features.decode
+    monkeypatch.setattr(features, "decode", lambda *a, **k: calls.append(a) or real(*a, **k))
+    out = extract_feature_sets(wav_clip.read_bytes(), [S, MUSICNN_SETTINGS, S])
+    assert len(calls) == 1                           # one decode for every settings set
+    assert list(out) == [S, MUSICNN_SETTINGS]        # duplicates computed once, order kept
+    for s in out:
+        np.testing.assert_array_equal(out[s].windows, both[s].windows)
+    # the research windows are exactly what extract_windows gives at 22.05 kHz
+    np.testing.assert_array_equal(out[S].windows, batch.windows)
+    np.testing.assert_array_equal(out[S].start_s, batch.start_s)
+    # both describe the same track
+    assert out[S].duration_s == pytest.approx(out[MUSICNN_SETTINGS].duration_s, abs=1e-3)
+    assert out[S].duration_s == pytest.approx(30.013, abs=0.01)
+    assert out[S].end_s[-1] == pytest.approx(out[MUSICNN_SETTINGS].end_s[-1], abs=1e-3)
+    # an already decoded (waveform, rate) pair is not decoded again
+    wave, sr = real(wav_clip)
+    calls.clear()
+    again = extract_feature_sets((wave, sr), [MUSICNN_SETTINGS])
+    assert calls == [] and list(again) == [MUSICNN_SETTINGS]
+    np.testing.assert_array_equal(again[MUSICNN_SETTINGS].windows, both[MUSICNN_SETTINGS].windows)

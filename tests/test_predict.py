@@ -6,18 +6,32 @@ import json
 import numpy as np
 import pytest
 
-from genre_detector.architectures import DISPLAY_NAMES
-from genre_detector.features import FeatureSettings, WindowBatch
-from genre_detector.predict import ensemble, timeline, track_probabilities, verdict
-from genre_detector.replies import LEGACY_NAMES, legacy_reply, models_reply, predict_reply
+from genre_detector.calibration import Calibration, softmax
+from genre_detector.families import LEGACY_NAMES, display_name, family, model_names
+from genre_detector.features import (
+    MUSICNN_SETTINGS,
+    FeatureSettings,
+    WindowBatch,
+    extract_feature_sets,
+)
+from genre_detector.predict import (
+    BETWEEN_RATIO,
+    between_genres,
+    nearest_windows,
+    timeline,
+    track_probabilities,
+    verdict,
+)
+from genre_detector.replies import legacy_reply, models_reply, predict_reply
 from genre_detector.store import ModelInfo
 
-LABELS = ["happy", "sad", "angry", "relaxed"]
-NAMES = ["feedforward", "lenet", "cnn", "lstm"]
-S = FeatureSettings()
-# Each probability is rounded to 6 decimals; with 4 labels the rounding errors can add up to
-# exactly 1e-6 (e.g. 0.999999), which floating point may land a hair above 1e-6.
-SUM_TOL = 1e-6 + 1e-9
+LABELS = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock",
+          "reggae", "rnb"]
+NAMES = list(model_names())                      # the five families, registry order
+RESEARCH = ["feedforward", "lenet", "cnn", "lstm"]
+S, M = FeatureSettings(), MUSICNN_SETTINGS
+PROTOTYPE_KEYS = ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]
+SUM_TOL = 1e-9
 
 
 def _probs(rng, n: int, k: int = len(LABELS), sharp: float = 1.0) -> np.ndarray:
@@ -26,28 +40,35 @@ def _probs(rng, n: int, k: int = len(LABELS), sharp: float = 1.0) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _batch(n: int = 5) -> WindowBatch:
-    hop = S.window_hop_frames * S.hop_length / S.sample_rate
-    start = np.arange(n) * hop
-    duration = float(start[-1] + S.window_seconds - 0.2)
-    return WindowBatch(windows=np.zeros((n, S.n_mels, S.window_frames), np.float32),
-                       start_s=start, end_s=np.minimum(start + S.window_seconds, duration),
-                       duration_s=duration,
-                       mel=np.zeros((S.n_mels, 10), np.float32))
+@pytest.fixture(scope="module")
+def batches() -> dict[FeatureSettings, WindowBatch]:
+    """The real windows of a 9.5 s clip: 5 research windows (1.49 s hops), 3 musicnn ones."""
+    wave = (0.1 * np.random.default_rng(0).standard_normal(int(9.5 * 22050))).astype(np.float32)
+    out = extract_feature_sets((wave, 22050), [S, M])
+    assert (len(out[S].windows), len(out[M].windows)) == (5, 3)
+    return out
 
 
 def _infos(names=NAMES) -> dict[str, ModelInfo]:
-    return {n: ModelInfo(architecture=n, labels=list(LABELS), settings=S,
+    return {n: ModelInfo(architecture=n, labels=list(LABELS), settings=family(n).settings,
                          metrics={"accuracy": 0.5 + 0.1 * i, "log_loss": 1.2 - 0.1 * i,
                                   "macro_f1": 0.4 + 0.05 * i},
                          tag=f"genre-{n}:v{i}abc")
             for i, n in enumerate(names)}
 
 
+def _window_probs(rng, batches, names=NAMES, sharp: float = 2.0) -> dict[str, np.ndarray]:
+    return {n: _probs(rng, len(batches[family(n).settings].windows), sharp=sharp)
+            for n in names}
+
+
 @pytest.fixture
-def window_probs() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(42)
-    return {n: _probs(rng, 5, sharp=2.0) for n in NAMES}
+def window_probs(batches) -> dict[str, np.ndarray]:
+    return _window_probs(np.random.default_rng(42), batches)
+
+
+def _values(d: dict) -> np.ndarray:
+    return np.array([d[g] for g in LABELS])
 
 
 # ----------------------------------------------------------------------------- predict.py
@@ -64,29 +85,52 @@ def test_track_probabilities_is_the_normalised_mean():
     np.testing.assert_allclose(p, [0.5, 1 / 6, 1 / 6, 1 / 6], atol=1e-12)
 
 
-def test_verdict():
-    v = verdict(np.array([0.1, 0.6, 0.2, 0.1]), LABELS)
-    assert v["top_genre"] == "sad"
-    assert v["top_probability"] == pytest.approx(0.6)
+def test_verdict_with_top3():
+    p = np.array([0.05, 0.30, 0.02, 0.10, 0.03, 0.35, 0.05, 0.06, 0.04])
+    v = verdict(p, LABELS)
+    assert v["top_genre"] == "jazz"
+    assert v["top_probability"] == pytest.approx(0.35)
     assert list(v["probabilities"]) == LABELS
-    assert all(isinstance(p, float) for p in v["probabilities"].values())
+    assert all(isinstance(x, float) for x in v["probabilities"].values())
+    assert [t["genre"] for t in v["top3"]] == ["jazz", "classical", "electronic"]
+    assert [t["probability"] for t in v["top3"]] == pytest.approx([0.35, 0.30, 0.10])
+    json.dumps(v)
+    # float32 drift is renormalised, so the reply always sums to 1
+    v = verdict(np.float32(1.01) * p.astype(np.float32), LABELS)
+    assert abs(sum(v["probabilities"].values()) - 1) <= SUM_TOL
+    assert v["top3"][0] == {"genre": "jazz", "probability": v["top_probability"]}
 
 
-def test_ensemble_is_the_mean_of_the_models():
-    rng = np.random.default_rng(1)
-    tracks = [track_probabilities(_probs(rng, 6)) for _ in range(4)]
-    e = ensemble(tracks)
-    np.testing.assert_allclose(e, np.mean(tracks, axis=0), atol=1e-12)
-    assert abs(e.sum() - 1.0) < 1e-12
-    # one model: the ensemble is that model
-    np.testing.assert_allclose(ensemble(tracks[:1]), tracks[0], atol=1e-12)
+def test_between_genres():
+    base = np.full(len(LABELS), 0.01)
+    near = base.copy()
+    near[[6, 1]] = [0.5, 0.3]                     # runner-up 0.6 x the top: between the two
+    assert between_genres(near / near.sum(), LABELS) == ["pop-rock", "classical"]
+    clear = base.copy()
+    clear[[6, 1]] = [0.7, 0.2]                    # 0.29 x: one genre
+    assert between_genres(clear / clear.sum(), LABELS) == []
+    edge = base.copy()
+    edge[[3, 0]] = [0.4, 0.4 * BETWEEN_RATIO]     # exactly the ratio counts as between
+    assert between_genres(edge, LABELS) == ["electronic", "blues"]
 
 
-def test_timeline_matches_the_windows(window_probs):
-    b = _batch(5)
-    tl = timeline(list(window_probs.values()), b.start_s, b.end_s, LABELS)
+def test_nearest_windows():
+    ref = np.array([1.0, 2.5, 4.0, 5.5, 7.0])
+    centers = np.array([1.5, 4.5, 7.5])
+    np.testing.assert_array_equal(nearest_windows(ref, centers), [0, 0, 1, 1, 2])
+    np.testing.assert_array_equal(nearest_windows(centers, centers), [0, 1, 2])
+
+
+def _mean(d: dict) -> np.ndarray:
+    return np.mean(list(d.values()), axis=0)
+
+
+def test_timeline_matches_the_windows(batches, window_probs):
+    b = batches[S]
+    research = {n: window_probs[n] for n in RESEARCH}
+    tl = timeline(research, {n: (b.start_s, b.end_s) for n in research}, _mean, LABELS)
     assert len(tl) == len(b.windows)
-    mean = np.mean(np.stack(list(window_probs.values())), axis=0)
+    mean = _mean(research)
     for i, entry in enumerate(tl):
         assert set(entry) == {"start_s", "end_s", "top_genre", "probability"}
         assert entry["start_s"] == pytest.approx(b.start_s[i], abs=1e-3)
@@ -96,96 +140,151 @@ def test_timeline_matches_the_windows(window_probs):
         assert 1 / len(LABELS) - 1e-4 <= entry["probability"] <= 1.0
 
 
-def test_timeline_follows_a_genre_change():
-    w = np.array([[0.9, 0.05, 0.03, 0.02]] * 3 + [[0.05, 0.05, 0.85, 0.05]] * 2, np.float32)
-    b = _batch(5)
-    tl = timeline([w, w], b.start_s, b.end_s, LABELS)
-    assert [e["top_genre"] for e in tl] == ["happy"] * 3 + ["angry"] * 2
+def test_timeline_on_the_finest_grid_aligns_coarser_windows(batches):
+    """musicnn's 3 windows are matched to the research grid's 5 by nearest center."""
+    b, m = batches[S], batches[M]
+    one_hot = np.eye(len(LABELS), dtype=np.float32)
+    probs = {"cnn": np.full((5, len(LABELS)), 1 / len(LABELS), np.float32),
+             "musicnn": one_hot[[0, 5, 8]] * 0.9 + 0.1 / len(LABELS)}
+    spans = {"cnn": (b.start_s, b.end_s), "musicnn": (m.start_s, m.end_s)}
+    seen = []
+    tl = timeline(probs, spans, lambda d: seen.append(d) or _mean(d), LABELS)
+    assert [e["start_s"] for e in tl] == pytest.approx(list(b.start_s), abs=1e-3)
+    ref_c = (b.start_s + b.end_s) / 2
+    want = nearest_windows(ref_c, (m.start_s + m.end_s) / 2)
+    np.testing.assert_array_equal(seen[0]["musicnn"], probs["musicnn"][want])
+    assert [e["top_genre"] for e in tl] == [LABELS[[0, 5, 8][i]] for i in want]
+    assert want[0] == 0 and want[-1] == 2          # the ends map to the ends
+
+
+def test_timeline_follows_a_genre_change(batches):
+    b = batches[S]
+    w = np.full((5, len(LABELS)), 0.01, np.float32)
+    w[:3, 0], w[3:, 5] = 0.92, 0.92
+    spans = {"cnn": (b.start_s, b.end_s), "lstm": (b.start_s, b.end_s)}
+    tl = timeline({"cnn": w, "lstm": w}, spans, Calibration(LABELS).ensemble, LABELS)
+    assert [e["top_genre"] for e in tl] == ["blues"] * 3 + ["jazz"] * 2
 
 
 # ----------------------------------------------------------------------------- replies.py
-def test_predict_reply_shape(window_probs):
-    b, infos = _batch(5), _infos()
-    reply = predict_reply(b, window_probs, infos, "abc123", 22050)
+def test_predict_reply_shape(batches, window_probs):
+    infos = _infos()
+    reply = predict_reply(batches, window_probs, infos, None, "abc123")
     json.dumps(reply)                                # JSON-serialisable as is
     assert {"request_id", "duration_s", "sample_rate", "n_windows", "labels", "models",
             "ensemble", "timeline", "model_tags"} <= set(reply)
     assert reply["request_id"] == "abc123"
-    assert reply["duration_s"] == pytest.approx(b.duration_s, abs=1e-3)
-    assert reply["sample_rate"] == 22050
+    assert reply["duration_s"] == pytest.approx(9.5, abs=1e-3)
+    assert reply["sample_rate"] == 22050             # the finest window grid's
     assert reply["n_windows"] == 5
     assert reply["labels"] == LABELS
     assert list(reply["models"]) == NAMES
-    for i, name in enumerate(NAMES):
+    raw = {}
+    for name in NAMES:
         m = reply["models"][name]
-        assert {"display_name", "tag", "probabilities", "top_genre", "top_probability",
+        assert {"display_name", "tag", "probabilities", "top_genre", "top_probability", "top3",
                 "metrics"} <= set(m)
-        assert m["display_name"] == DISPLAY_NAMES[name]
+        assert m["display_name"] == display_name(name)
         assert m["tag"] == infos[name].tag
         assert m["metrics"] == infos[name].metrics
         assert list(m["probabilities"]) == LABELS
         assert abs(sum(m["probabilities"].values()) - 1) <= SUM_TOL
-        expected = track_probabilities(window_probs[name])
-        np.testing.assert_allclose(list(m["probabilities"].values()), expected, atol=1e-6)
-        assert m["top_genre"] == LABELS[int(np.argmax(expected))]
-        assert m["top_probability"] == pytest.approx(expected.max(), abs=1e-6)
+        raw[name] = track_probabilities(window_probs[name])
+        # no calibration: a model's probabilities are its own, unchanged
+        np.testing.assert_allclose(_values(m["probabilities"]), raw[name], atol=1e-6)
+        assert m["top_genre"] == LABELS[int(np.argmax(raw[name]))]
+        assert m["top_probability"] == pytest.approx(raw[name].max(), abs=1e-6)
+        assert [t["genre"] for t in m["top3"]] == [LABELS[i] for i in np.argsort(-raw[name])[:3]]
     e = reply["ensemble"]
-    assert {"probabilities", "top_genre", "top_probability", "agreeing_models",
-            "n_models"} <= set(e)
+    assert {"probabilities", "top_genre", "top_probability", "top3", "agreeing_models",
+            "n_models", "models", "between_genres", "calibrated", "metrics"} <= set(e)
     assert abs(sum(e["probabilities"].values()) - 1) <= SUM_TOL
-    combined = np.mean([track_probabilities(window_probs[n]) for n in NAMES], axis=0)
-    np.testing.assert_allclose(list(e["probabilities"].values()), combined, atol=1e-6)
-    assert e["top_genre"] == LABELS[int(np.argmax(combined))]
-    assert e["n_models"] == 4
+    # without a calibration: the normalised geometric mean of the models
+    pooled = softmax(np.mean([np.log(raw[n]) for n in NAMES], axis=0))
+    np.testing.assert_allclose(_values(e["probabilities"]), pooled, atol=1e-6)
+    assert e["top_genre"] == LABELS[int(np.argmax(pooled))]
+    assert e["top3"][0]["genre"] == e["top_genre"]
+    assert e["between_genres"] == between_genres(pooled, LABELS)
+    assert e["calibrated"] is False and e["metrics"] == {}
+    assert e["n_models"] == 5 and e["models"] == NAMES
     assert e["agreeing_models"] == sum(reply["models"][n]["top_genre"] == e["top_genre"]
                                        for n in NAMES)
-    assert 0 <= e["agreeing_models"] <= 4
+    assert 0 <= e["agreeing_models"] <= 5
     assert len(reply["timeline"]) == 5
     assert reply["model_tags"] == {n: infos[n].tag for n in NAMES}
 
 
-def test_predict_reply_agreement_counts():
-    b, infos = _batch(3), _infos()
-    happy = np.array([[0.7, 0.1, 0.1, 0.1]] * 3, np.float32)
-    sad = np.array([[0.1, 0.7, 0.1, 0.1]] * 3, np.float32)
-    probs = {"feedforward": happy, "lenet": happy, "cnn": happy, "lstm": sad}
-    e = predict_reply(b, probs, infos, "r", 22050)["ensemble"]
-    assert e["top_genre"] == "happy"
-    assert e["agreeing_models"] == 3 and e["n_models"] == 4
+def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batches,
+                                                                            window_probs):
+    cal = Calibration(LABELS, temperatures={n: 1.0 + 0.5 * i for i, n in enumerate(NAMES)},
+                      weights={n: 0.2 + 0.1 * i for i, n in enumerate(NAMES)},
+                      metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}})
+    reply = predict_reply(batches, window_probs, _infos(), cal, "r")
+    raw = {n: track_probabilities(window_probs[n]) for n in NAMES}
+    for n in NAMES:
+        np.testing.assert_allclose(_values(reply["models"][n]["probabilities"]),
+                                   cal.model(n, raw[n]), atol=1e-6)
+    # musicnn's temperature 3 flattens its probabilities
+    assert (reply["models"]["musicnn"]["top_probability"] < raw["musicnn"].max() - 0.01)
+    e = reply["ensemble"]
+    np.testing.assert_allclose(_values(e["probabilities"]), cal.ensemble(raw), atol=1e-6)
+    assert e["calibrated"] is True and e["metrics"] == {"accuracy": 0.7, "ece": 0.05}
+    # a subset: its members' weights, but not the calibrated ensemble (no metrics claimed)
+    sub = {n: window_probs[n] for n in ("cnn", "musicnn")}
+    e = predict_reply(batches, sub, _infos(), cal, "r")["ensemble"]
+    np.testing.assert_allclose(_values(e["probabilities"]),
+                               cal.ensemble({n: raw[n] for n in sub}), atol=1e-6)
+    assert e["calibrated"] is False and e["metrics"] == {} and e["n_models"] == 2
 
 
-def test_predict_reply_for_a_subset_of_models(window_probs):
+def test_predict_reply_agreement_counts(batches):
+    infos = _infos()
+    blues = np.full((5, len(LABELS)), 0.3 / 8, np.float32)
+    blues[:, 0] = 0.7
+    jazz = np.full((5, len(LABELS)), 0.3 / 8, np.float32)
+    jazz[:, 5] = 0.7
+    probs = {"feedforward": blues, "lenet": blues, "cnn": blues, "lstm": jazz,
+             "musicnn": jazz[:3]}
+    e = predict_reply(batches, probs, infos, None, "r")["ensemble"]
+    assert e["top_genre"] == "blues"
+    assert e["agreeing_models"] == 3 and e["n_models"] == 5
+
+
+def test_predict_reply_for_a_subset_of_models(batches, window_probs):
     sub = {n: window_probs[n] for n in ("cnn", "lstm")}
-    reply = predict_reply(_batch(5), sub, _infos(), "r", 22050)
+    reply = predict_reply(batches, sub, _infos(), None, "r")
     assert list(reply["models"]) == ["cnn", "lstm"]
     assert reply["ensemble"]["n_models"] == 2
     assert set(reply["model_tags"]) == {"cnn", "lstm"}
+    # musicnn alone: its own (coarser) grid and sample rate
+    alone = predict_reply({M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(),
+                          None, "r")
+    assert alone["sample_rate"] == 16000 and alone["n_windows"] == 3
+    assert [t["start_s"] for t in alone["timeline"]] == pytest.approx(list(batches[M].start_s),
+                                                                      abs=1e-3)
+    assert alone["duration_s"] == pytest.approx(9.5, abs=1e-3)
 
 
-def test_probabilities_sum_to_one_over_many_random_replies():
+def test_probabilities_sum_to_one_over_many_random_replies(batches):
     rng = np.random.default_rng(7)
-    infos, b = _infos(), _batch(4)
+    infos = _infos()
     worst = 0.0
     for _ in range(200):
-        probs = {n: _probs(rng, 4, sharp=3.0) for n in NAMES}
-        reply = predict_reply(b, probs, infos, "r", 22050)
+        reply = predict_reply(batches, _window_probs(rng, batches, sharp=3.0), infos, None, "r")
         for v in [*(m["probabilities"] for m in reply["models"].values()),
                   reply["ensemble"]["probabilities"]]:
             worst = max(worst, abs(sum(v.values()) - 1))
-    # the rounded values are multiples of 1e-6 and each is within 5e-7 of the exact one,
-    # so with 4 labels their sum is 1, 1 - 1e-6 or 1 + 1e-6
     assert worst <= SUM_TOL
 
 
-def test_legacy_reply_has_exactly_the_prototype_shape(window_probs):
-    reply = predict_reply(_batch(5), window_probs, _infos(), "r", 22050)
-    legacy = legacy_reply(reply)
-    assert set(legacy) == {"CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"}
-    assert list(legacy) == ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]
+def test_legacy_reply_has_exactly_the_prototype_shape(batches, window_probs):
+    reply = predict_reply(batches, window_probs, _infos(), None, "r")
+    legacy = legacy_reply(reply)                     # musicnn is in the reply, not here
+    assert list(legacy) == PROTOTYPE_KEYS            # the prototype's keys, in its order
     for name, key in LEGACY_NAMES.items():
         entry = legacy[key]
         assert set(entry) == {"data", "metrics"}
-        assert set(entry["data"]) == set(LABELS)
+        assert list(entry["data"]) == LABELS
         assert set(entry["metrics"]) == {"accuracy", "loss"}
         for value in [*entry["data"].values(), *entry["metrics"].values()]:
             assert isinstance(value, str)
@@ -201,11 +300,11 @@ def test_legacy_reply_has_exactly_the_prototype_shape(window_probs):
     json.dumps(legacy)
 
 
-def test_legacy_reply_without_log_loss_reports_zero(window_probs):
+def test_legacy_reply_without_log_loss_reports_zero(batches, window_probs):
     infos = _infos()
     for info in infos.values():
         info.metrics = {"accuracy": 0.75}
-    legacy = legacy_reply(predict_reply(_batch(5), window_probs, infos, "r", 22050))
+    legacy = legacy_reply(predict_reply(batches, window_probs, infos, None, "r"))
     assert all(v["metrics"] == {"accuracy": "0.75", "loss": "0.0"} for v in legacy.values())
 
 
@@ -214,12 +313,20 @@ def test_models_reply():
     r = models_reply(infos)
     assert r["labels"] == LABELS
     assert list(r["models"]) == NAMES
+    assert "ensemble" not in r
     for n in NAMES:
         m = r["models"][n]
-        assert m["display_name"] == DISPLAY_NAMES[n]
+        assert m["display_name"] == display_name(n)
         assert m["architecture"] == n
         assert m["tag"] == infos[n].tag
-        assert FeatureSettings.from_dict(m["feature_settings"]) == S
+        assert FeatureSettings.from_dict(m["feature_settings"]) == family(n).settings
+    assert FeatureSettings.from_dict(r["models"]["musicnn"]["feature_settings"]) == M
+    json.dumps(r)
+    cal = Calibration(LABELS, {"cnn": 1.3}, {"cnn": 0.9, "musicnn": 0.4},
+                      {"ensemble": {"accuracy": 0.7}})
+    r = models_reply(infos, cal)
+    assert r["ensemble"] == {"weights": {"cnn": 0.9, "musicnn": 0.4},
+                             "temperatures": {"cnn": 1.3}, "metrics": {"accuracy": 0.7}}
     json.dumps(r)
 
 
@@ -230,3 +337,6 @@ def test_model_info_from_metadata():
     assert info.architecture == "cnn" and info.labels == LABELS and info.settings == S
     assert info.metrics == {"accuracy": 0.8} and info.tag == "genre-cnn:x"
     assert info.metadata is md
+    # metadata from before feature scales existed reads as the dB scale
+    old = {**md, "feature_settings": {k: v for k, v in S.to_dict().items() if k != "scale"}}
+    assert ModelInfo.from_metadata(old).settings == S

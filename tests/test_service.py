@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import re
 import time
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,11 +12,15 @@ import pytest
 import requests
 import soundfile as sf
 
+from genre_detector.families import model_names
 from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 UPLOAD_LIMIT = 4 * 1024 * 1024
-LEGACY_KEYS = {"CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"}
+LEGACY_KEYS = ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]  # its order
+FIVE = list(model_names())
+NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
+        "rnb"]
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +47,44 @@ def _post(service, data: bytes, name="clip.wav", field="audio", path="/predict",
                          timeout=120)
 
 
-def _check_predict(body: dict, duration: float):
+def _check_top3(v: dict) -> None:
+    top3 = v["top3"]
+    assert len(top3) == 3 and top3[0]["genre"] == v["top_genre"]
+    assert [t["probability"] for t in top3] == sorted((t["probability"] for t in top3),
+                                                      reverse=True)
+    for t in top3:
+        assert abs(v["probabilities"][t["genre"]] - t["probability"]) < 1e-9
+
+
+def _check_predict(body: dict, duration: float, models=FIVE):
     labels = body["labels"]
+    assert labels == NINE
     assert set(body) >= {"request_id", "duration_s", "sample_rate", "n_windows", "labels",
                          "models", "ensemble", "timeline", "model_tags"}
-    assert body["sample_rate"] == 22050
+    assert body["sample_rate"] == 22050                # the research families' (finest) grid
     assert abs(body["duration_s"] - duration) < 0.1
-    assert set(body["models"]) == {"feedforward", "lenet", "cnn", "lstm"}
+    assert list(body["models"]) == list(models)
     for name, m in body["models"].items():
         assert abs(sum(m["probabilities"].values()) - 1) < 1e-4
         assert list(m["probabilities"]) == labels
         assert m["top_genre"] == max(m["probabilities"], key=m["probabilities"].get)
-        assert 0.25 < m["metrics"]["accuracy"] <= 1
+        _check_top3(m)
+        assert 1 / len(labels) < m["metrics"]["accuracy"] <= 1      # beat chance when trained
         assert m["tag"].startswith(f"genre-{name}:") and body["model_tags"][name] == m["tag"]
-    assert abs(sum(body["ensemble"]["probabilities"].values()) - 1) < 1e-4
+    e = body["ensemble"]
+    assert abs(sum(e["probabilities"].values()) - 1) < 1e-4
+    _check_top3(e)
+    assert e["models"] == list(models) and e["n_models"] == len(models)
+    assert e["between_genres"] == [] or (len(e["between_genres"]) == 2
+                                         and e["between_genres"][0] == e["top_genre"])
+    # the shipped calibration covers exactly the five families: the full request is calibrated
+    assert e["calibrated"] is (list(models) == FIVE)
+    assert bool(e["metrics"]) is e["calibrated"]
     tl = body["timeline"]
     assert len(tl) == body["n_windows"] >= 1
     assert tl[0]["start_s"] == 0 and abs(tl[-1]["end_s"] - body["duration_s"]) < 0.05
-    assert all(a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"] for a, b in zip(tl, tl[1:]))
+    assert all(a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"]
+               for a, b in zip(tl, tl[1:]))
     assert all(t["top_genre"] in labels and 0 < t["probability"] <= 1 for t in tl)
 
 
@@ -80,20 +103,37 @@ def test_predict_real_mp3_and_model_subset(service, mp3_clip):
     assert set(body["models"]) == {"cnn", "lstm"}
     assert body["spectrogram_png"].startswith("data:image/png;base64,")
     assert 59 < body["duration_s"] < 61
+    _check_predict(body, body["duration_s"], ["cnn", "lstm"])
+
+
+def test_musicnn_alone_on_its_own_features(service, mp3_clip):
+    """musicnn takes 16 kHz, 96-band, 3 s patches: alone, the reply is on its grid; a
+    spectrogram still comes (drawn from the dB features computed for it)."""
+    r = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models="musicnn",
+              spectrogram="true")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert list(body["models"]) == ["musicnn"] and body["sample_rate"] == 16000
+    assert 1 <= body["n_windows"] <= 10 and len(body["timeline"]) == body["n_windows"]
+    assert body["timeline"][0]["start_s"] == 0
+    assert abs(body["timeline"][-1]["end_s"] - body["duration_s"]) < 0.05
+    assert body["spectrogram_png"].startswith("data:image/png;base64,")
+    assert 59 < body["duration_s"] < 61
 
 
 def test_all_models_call_matches_per_model_calls(service, mp3_clip):
-    """All four models go through one batched call; a subset through one call per model.
-    Both must give every model its own probabilities (not a neighbour's in the stack)."""
+    """The four research families go through one batched call (they share features) and
+    musicnn through its own; a subset through one call per model. Every model must get its
+    own probabilities (not a neighbour's in the stack)."""
     full = _post(service, mp3_clip.read_bytes(), mp3_clip.name).json()
-    for subset in ("lenet,feedforward", "lstm,cnn"):
+    for subset in ("lenet,feedforward", "lstm,cnn", "musicnn,cnn"):
         part = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models=subset).json()
         for name in subset.split(","):
             a, b = full["models"][name]["probabilities"], part["models"][name]["probabilities"]
             assert max(abs(a[g] - b[g]) for g in a) < 1e-4, (name, a, b)
     distinct = {tuple(round(v, 3) for v in m["probabilities"].values())
                 for m in full["models"].values()}
-    assert len(distinct) == 4
+    assert len(distinct) == 5
 
 
 def test_classical_clip_is_heard_as_classical(service, gtzan_dir):
@@ -107,10 +147,11 @@ def test_legacy_route_shape_and_cors(service, wav_clip):
                       headers={"Origin": "http://elsewhere.example"}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == LEGACY_KEYS
+    assert list(body) == LEGACY_KEYS                   # no musicnn: the prototype knows four
     for entry in body.values():
         assert set(entry) == {"data", "metrics"} and set(entry["metrics"]) == {"accuracy", "loss"}
-        assert all(isinstance(v, str) for v in [*entry["data"].values(), *entry["metrics"].values()])
+        assert all(isinstance(v, str)
+                   for v in [*entry["data"].values(), *entry["metrics"].values()])
         assert abs(sum(float(v) for v in entry["data"].values()) - 1) < 1e-3
     assert r.headers["access-control-allow-origin"] == "*"
     pre = requests.options(f"{service.url}/", headers={
@@ -122,9 +163,15 @@ def test_models_and_health_endpoints(service):
     r = requests.get(f"{service.url}/models", timeout=10)
     assert r.status_code == 200
     body = r.json()
-    assert body["labels"] == ["classical", "electronic", "pop", "rock"]
-    assert set(body["models"]) == {"feedforward", "lenet", "cnn", "lstm"}
+    assert body["labels"] == NINE
+    assert list(body["models"]) == FIVE
     assert all(0 < m["metrics"]["accuracy"] <= 1 for m in body["models"].values())
+    assert body["models"]["musicnn"]["feature_settings"]["sample_rate"] == 16000
+    assert body["models"]["cnn"]["feature_settings"]["sample_rate"] == 22050
+    ens = body["ensemble"]                              # the shipped calibration
+    assert set(ens["weights"]) <= set(FIVE) and ens["weights"]
+    assert set(ens["temperatures"]) == set(ens["weights"])
+    assert 0 < ens["metrics"]["accuracy"] <= 1 and 0 <= ens["metrics"]["ece"] <= 1
     for path in ("/livez", "/readyz", "/metrics"):
         assert requests.get(f"{service.url}{path}", timeout=10).status_code == 200
     ui = requests.get(f"{service.url}/ui/", timeout=10)
@@ -174,7 +221,8 @@ def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
     body = r.json()
     assert body["error"] == error and isinstance(body["detail"], str) and body["detail"]
     if case == "unknown_model":
-        assert "feedforward, lenet, cnn, lstm" in body["detail"]
+        assert "transformer" in body["detail"]
+        assert "feedforward, lenet, cnn, lstm, musicnn" in body["detail"]
 
 
 def test_chunked_upload_over_limit_is_413(service):
@@ -210,8 +258,8 @@ def test_no_temp_files_left_behind(service, wav_clip):
     for data in (wav_clip.read_bytes(), b"junk" * 100, _silence_wav(5), b"ID3" + b"\0" * 5000):
         assert _post(service, data).status_code in (200, 415, 422)
     # BentoML keeps pools of per-request/per-client folders and a sockets' folder, and empties
-    # the pooled ones on release; TensorFlow writes its traced functions once at start-up. Nothing else may be
-    # left in the service's temp folder: no upload, no decoder temp file.
+    # the pooled ones on release; TensorFlow writes its traced functions once at start-up.
+    # Nothing else may be left in the service's temp folder: no upload, no decoder temp file.
     # BentoML empties a request's folder right *after* sending the reply, so the last reply
     # can reach us a few milliseconds before its upload is deleted: allow 5 s, a leak stays.
     deadline = time.monotonic() + 5

@@ -19,14 +19,21 @@ import numpy as np
 import pytest
 
 from genre_detector.catalog import in_shard, parse_shard, read_done, walk
+from genre_detector.families import model_names
 from genre_detector.tagger import InProcessEngine, tag_catalog
 from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}      # emotify clips per genre
+# The catalog's folders are the models' genres (emotify's pop and rock are pop-rock), so
+# --labels-from-folders scores every clip.
+FOLDER = {"rock": "pop-rock", "pop": "pop-rock", "classical": "classical",
+          "electronic": "electronic"}
 BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
-NAMES = ("feedforward", "lenet", "cnn", "lstm")
+NAMES = model_names()                                               # the five families
+NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
+        "rnb"]
 N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)                        # + one nested GTZAN WAV
 
 
@@ -34,9 +41,9 @@ N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)                        # + one nes
 def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
     root = tmp_path_factory.mktemp("catalog")
     for genre, n in CLIPS.items():
-        (root / genre).mkdir()
+        (root / FOLDER[genre]).mkdir(exist_ok=True)
         for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:n]:
-            (root / genre / clip.name).symlink_to(clip)
+            (root / FOLDER[genre] / f"{genre}-{clip.name}").symlink_to(clip)
     (root / "more" / "deeper").mkdir(parents=True)
     (root / "more" / "deeper" / "classical.00000.wav").symlink_to(gtzan_dir / "classical.00000.wav")
     (root / "broken").mkdir()
@@ -92,7 +99,7 @@ def test_walk_and_shards_cover_every_track_once(catalog):
     assert len(tracks) == N_TRACKS and keys == sorted(keys)
     assert "readme.txt" not in keys and ".hidden.mp3" not in keys
     assert "more/deeper/classical.00000.wav" in keys
-    assert walk([str(catalog), str(catalog / "rock")]) == tracks          # each file once
+    assert walk([str(catalog), str(catalog / "pop-rock")]) == tracks      # each file once
     shards = [[t.key for t in tracks if in_shard(t, i, 3)] for i in (1, 2, 3)]
     assert sorted(sum(shards, [])) == keys and all(shards)
     # the same catalog reached by another path is sharded the same way
@@ -112,7 +119,11 @@ def test_rows_errors_and_accuracy(catalog, reference):
         assert by_key[key]["ensemble_genre"] == ""
     good = [r for r in rows if not r["error"]]
     assert len(good) == N_TRACKS - len(BAD)
-    labels = ["classical", "electronic", "pop", "rock"]
+    labels = NINE
+    assert list(rows[0]) == (["path", "duration_s", "n_windows"]
+                             + [f"{n}_{c}" for n in (*NAMES, "ensemble")
+                                for c in ("genre", "probability")]
+                             + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "error"])
     for r in good:
         p = [float(r[f"p_{g}"]) for g in labels]
         assert abs(sum(p) - 1) < 1e-3 and r["ensemble_genre"] == labels[int(np.argmax(p))]
@@ -147,14 +158,15 @@ def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference
     if not sent:
         proc.kill()
     _, err = proc.communicate(timeout=120)
-    assert sent, f"no SIGINT sent: {wanted} lines never appeared (rc {proc.returncode}): {err[-2000:]}"
+    assert sent, (f"no SIGINT sent: {wanted} lines never appeared (rc {proc.returncode}): "
+                  f"{err[-2000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err
     text = out.read_text()
     assert text.endswith("\n") and 1 + 3 <= text.count("\n") < 1 + N_TRACKS
     done = len(_rows(out))
     with open(out, "a") as f:                       # as if killed in the middle of a write
-        f.write(f"{catalog}/pop/partial.mp3,60.0,39,po")
+        f.write(f"{catalog}/pop-rock/partial.mp3,60.0,39,po")
     summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, resume=True,
                              progress=False)
     assert summary.resumed == done and summary.ok + sum(summary.failed.values()) == N_TRACKS - done

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from genre_detector.families import model_names
 from tests.service_process import REPO, ServedService
 
 pytestmark = pytest.mark.slow
@@ -43,12 +44,15 @@ def test_upload_real_clip_and_see_results(service, page, wav_clip):
     page.set_input_files("#file-input", str(wav_clip))
     page.wait_for_selector("#results:not([hidden])", timeout=60_000)
     cards = page.locator(".model-card")
-    assert cards.count() == 4
-    assert page.locator(".model-card .bar").count() == 16
-    widths = page.eval_on_selector_all(".model-card .bar", "els => els.map(e => e.getBoundingClientRect().width)")
+    assert cards.count() == len(model_names()) == 5
+    assert page.locator(".model-card .bar").count() == 5 * 9        # a bar per genre per model
+    assert page.inner_text("#top3").startswith("Top three: ")
+    widths = page.eval_on_selector_all(
+        ".model-card .bar", "els => els.map(e => e.getBoundingClientRect().width)")
     assert max(widths) > 20          # bars are drawn, the top ones wide
     assert page.inner_text("#verdict").strip().startswith("This sounds like")
-    natural = page.eval_on_selector("#spectrogram", "img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    natural = page.eval_on_selector(
+        "#spectrogram", "img => [img.complete, img.naturalWidth, img.naturalHeight]")
     assert natural[0] and natural[1] > 100 and natural[2] > 10
     assert page.locator("#timeline .segment").count() >= 10
     assert page.locator("#error").is_hidden()

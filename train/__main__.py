@@ -1,7 +1,8 @@
-"""Train the four genre models, evaluate them per track, put them in BentoML's model store.
+"""Train the genre models (every registered family), evaluate them per track on artists they
+never heard, fit the calibrated ensemble, and put everything in BentoML's model store.
 
-    python -m train                                   # all four on ../shared/data/emotify
-    python -m train --models cnn,lstm --data DIR      # DIR laid out as GENRE/*.ext
+    python -m train                                   # all five families, both sources
+    python -m train --models cnn,musicnn --data DIR1 --data DIR2
     python -m train --ship                            # also refresh models/ (shipped models)
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train.options import REPO  # noqa: E402  (after the TF log level is set)
 
+SUMMARY_KEYS = ("accuracy", "macro_f1", "log_loss", "ece", "n_tracks")
+
 
 def parse_args(argv=None):
     from train.options import add_data_and_fit_options, check_models
@@ -28,8 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="run folder for the report (default runs/<time>)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of artists held out")
     p.add_argument("--ship", action="store_true",
-                   help="also write the trained models, cards and report into models/ (the shipped "
-                   "models), only if every model passes the inference check")
+                   help="also write the trained models, cards, calibration and report into "
+                   "models/ (the shipped models), only if every model passes the inference check")
     p.add_argument("--no-store", action="store_true", help="do not save into the model store")
     args = p.parse_args(argv)
     check_models(p, args)
@@ -37,12 +40,15 @@ def parse_args(argv=None):
 
 
 def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> None:
-    """Copy a run's models, cards and report into models/ (what `make serve` imports)."""
+    """Copy a run's models, cards, calibration and report into models/ (what `make serve`
+    imports)."""
     for name, metadata in cards.items():
         dest = models / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / f"{name}.keras", dest / "model.keras")
         (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    if (run / "calibration.json").exists():
+        shutil.copyfile(run / "calibration.json", models / "calibration.json")
     (models / "report").mkdir(exist_ok=True)
     for f in [run / "report.json", *run.glob("*.png")]:
         shutil.copyfile(f, models / "report" / f.name)
@@ -53,92 +59,109 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
 def main(argv=None) -> int:
     import numpy as np
 
-    from genre_detector.features import FeatureSettings
-    from genre_detector.store import code_version, save_to_store
-    from train.data import data_fingerprint, list_tracks, load_mels, split_by_artist
-    from train.fit import fit, new_model, track_probs, track_windows
+    from genre_detector.calibration import Calibration
+    from genre_detector.families import family
+    from genre_detector.store import code_version, save_calibration, save_to_store
+    from train.calibrate import cross_fitted
+    from train.data import artist_folds, data_fingerprint
     from train.metrics import classification_metrics, collapse_check
-    from train.options import fit_config
+    from train.options import fit_config, load_tracks
     from train.report import write_report
+    from train.trainer import Corpus, train_family
 
     args = parse_args(argv)
     t_start = time.time()
-    settings = FeatureSettings()
-    tracks = list_tracks(args.data)
-    by_artist = any(t.artist != t.path.relative_to(Path(args.data)).as_posix() for t in tracks)
-    train_tracks, val_tracks = split_by_artist(tracks, args.val_fraction, args.seed)
-    train_tracks, train_mels = load_mels(train_tracks, settings, args.workers, "decode train")
-    val_tracks, val_mels = load_mels(val_tracks, settings, args.workers, "decode val")
-    labels = sorted({t.genre for t in tracks})
-    y_train = np.array([labels.index(t.genre) for t in train_tracks])
-    y_val = np.array([labels.index(t.genre) for t in val_tracks])
-    print(f"{len(train_tracks)} training / {len(val_tracks)} validation tracks, "
-          f"split by {'artist' if by_artist else 'track'}; labels {labels}")
+    corpus = Corpus(load_tracks(args), args.workers).drop_undecodable(
+        [family(n).settings for n in args.models])
+    tracks, labels, y = corpus.tracks, corpus.labels, corpus.y
+    train_idx, val_idx = artist_folds(tracks, max(2, round(1 / args.val_fraction)), args.seed)[0]
+    sources = [t.source for t in tracks]
+    src_val = [sources[i] for i in val_idx]
+    print(f"{len(train_idx)} training / {len(val_idx)} validation tracks from "
+          f"{len(set(sources))} source(s), no artist on both sides; labels {labels}")
     run_id = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or REPO / "runs" / run_id)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(tracks)
-    windows = {"train": track_windows(train_mels, settings), "val": track_windows(val_mels, settings)}
-    results, val_probs, failed, cards = {}, [], {}, {}
+    results, val_probs, failed, cards, stored = {}, {}, {}, {}, {}
     for name in args.models:
         cfg = fit_config(args, name)
-        model = new_model(name, settings, len(labels), cfg.seed)
-        res = fit(model, train_mels, y_train, val_mels, y_val, len(labels), settings, cfg, name,
-                  groups=[t.artist for t in train_tracks])
-        # Inference-mode predictions on both sides: catches a model that collapsed to one class.
-        p_train = track_probs(model, *windows["train"], len(train_tracks))
-        p_val = track_probs(model, *windows["val"], len(val_tracks))
-        metrics = classification_metrics(y_val, p_val, labels)
-        train_metrics = classification_metrics(y_train, p_train, labels)
-        collapsed = collapse_check(y_train, p_train, labels)
+        tr = train_family(name, corpus, train_idx, val_idx, cfg)
+        metrics = classification_metrics(y[val_idx], tr.p_val, labels, src_val)
+        train_metrics = classification_metrics(y[train_idx], tr.p_train, labels)
+        # Inference-mode predictions of its own training tracks: catches a collapsed model.
+        collapsed = collapse_check(y[train_idx], tr.p_train, labels)
         if collapsed:
             failed[name] = collapsed
             print(f"ERROR: {name} {collapsed}: not stored, not shipped", file=sys.stderr)
         else:
-            val_probs.append(p_val)
+            val_probs[name] = tr.p_val
         model_file = out / f"{name}.keras"
-        model.save(model_file)
+        tr.model.save(model_file)
         metadata = {
-            "architecture": name, "labels": labels, "feature_settings": settings.to_dict(),
-            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "log_loss", "n_tracks")},
-            "per_genre": metrics["per_genre"], "confusion": metrics["confusion"],
-            "train_accuracy": train_metrics["accuracy"], "data": str(args.data),
-            "data_fingerprint": fingerprint, "split": f"by {'artist' if by_artist else 'track'}, "
-            f"val_fraction={args.val_fraction}, seed={args.seed}",
-            "code_version": code_version(), "best_epoch": res.best_epoch,
-            "train_seconds": round(res.seconds, 1), "params": int(model.count_params()),
+            "architecture": name, "labels": labels,
+            "feature_settings": family(name).settings.to_dict(),
+            "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
+            "per_genre": metrics["per_genre"], "per_source": metrics["per_source"],
+            "confusion": metrics["confusion"], "train_accuracy": train_metrics["accuracy"],
+            "data": [str(d) for d in args.data], "genre_map": str(args.genre_map),
+            "data_fingerprint": fingerprint,
+            "split": f"by artist across sources, val_fraction={args.val_fraction}, seed={args.seed}",
+            "code_version": code_version(), "best_epoch": tr.result.best_epoch,
+            "train_seconds": round(tr.result.seconds, 1), "params": int(tr.model.count_params()),
             "fit_config": dataclasses.asdict(cfg),
             "inference_check": collapsed or "ok: predicts every genre on its training tracks",
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata)
-        results[name] = {"val": metrics, "train": train_metrics, "history": res.history,
-                         "best_epoch": res.best_epoch, "seconds": res.seconds, "tag": tag,
-                         "inference_check": metadata["inference_check"]}
+        stored[name] = tag
+        results[name] = {"val": metrics, "train": train_metrics, "history": tr.result.history,
+                         "best_epoch": tr.result.best_epoch, "seconds": tr.result.seconds,
+                         "tag": tag, "inference_check": metadata["inference_check"]}
         print(f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
               f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
-              f"{res.seconds:.0f} s", flush=True)
+              f"{tr.result.seconds:.0f} s", flush=True)
         cards[name] = metadata
-    # The ensemble of the models that passed the inference check (all of them, normally)
-    ensemble = classification_metrics(y_val, np.mean(val_probs, axis=0), labels) if val_probs else {}
-    report = {"run_id": run_id, "data": str(args.data), "data_fingerprint": fingerprint,
-              "labels": labels, "seconds": time.time() - t_start,
-              "split": {"by": "artist" if by_artist else "track", "n_train": len(train_tracks),
-                        "n_val": len(val_tracks),
-                        "val_tracks": [t.path.relative_to(Path(args.data)).as_posix()
-                                       for t in val_tracks]},
-              "models": results, "ensemble": {"val": ensemble} if ensemble else {}}
+    report = {"run_id": run_id, "data": [str(d) for d in args.data],
+              "data_fingerprint": fingerprint, "labels": labels,
+              "split": {"by": "artist", "n_train": len(train_idx), "n_val": len(val_idx),
+                        "val_tracks": [tracks[i].rel for i in val_idx]},
+              "models": results, "ensemble": {}}
+    if val_probs:
+        # Calibration (temperatures, pooling weights) is fitted on the validation tracks, which
+        # no model heard; its own accuracy is measured cross-fitted (fit on 4/5 of the
+        # validation artists, scored on the other 1/5), so no track scores a fit it was in.
+        groups = [tracks[i].group for i in val_idx]
+        cal = Calibration.fit(val_probs, y[val_idx], labels)
+        honest = cross_fitted(val_probs, y[val_idx], labels, groups, args.seed)
+        ens = classification_metrics(y[val_idx], honest["ensemble"], labels, src_val)
+        raw = {n: classification_metrics(y[val_idx], honest[n], labels) for n in val_probs}
+        cal.metrics = {"ensemble": {k: ens[k] for k in SUMMARY_KEYS},
+                       "per_source": ens["per_source"],
+                       "models_calibrated": {n: {k: m[k] for k in SUMMARY_KEYS}
+                                             for n, m in raw.items()},
+                       "fitted_on": f"{len(val_idx)} validation tracks (artists never heard)",
+                       "members": {n: stored.get(n, "") for n in val_probs}}
+        (out / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=1) + "\n")
+        if not args.no_store:
+            save_calibration(cal)
+        report["ensemble"] = {"val": ens, "weights": cal.weights,
+                              "temperatures": cal.temperatures,
+                              "calibrated_models": raw, "reliability": honest["reliability"]}
+    report["seconds"] = time.time() - t_start
     js, md = write_report(out, report)
-    if ensemble:
-        print(f"ensemble: val accuracy {ensemble['accuracy']:.3f}, "
-              f"macro-F1 {ensemble['macro_f1']:.3f}")
+    if report["ensemble"]:
+        e = report["ensemble"]["val"]
+        print(f"ensemble (calibrated, cross-fitted): val accuracy {e['accuracy']:.3f}, "
+              f"macro-F1 {e['macro_f1']:.3f}, ECE {e['ece']:.3f}; weights "
+              + ", ".join(f"{n} {w:.2f}" for n, w in report["ensemble"]["weights"].items()))
     print(f"report: {md} and {js}")
     if args.ship and not failed:      # all or nothing: one collapsed model ships none of the run
         ship(out, cards)
-        print(f"shipped: {', '.join(cards)} and the report into {REPO / 'models'}")
+        print(f"shipped: {', '.join(cards)}, calibration and report into {REPO / 'models'}")
     print(f"total training time: {report['seconds']:.0f} s")
-    for name, r in results.items():
-        print(f"model store tag: {r['tag'] or '(not stored)'}")
+    for name, tag in stored.items():
+        print(f"model store tag: {tag or '(not stored)'}")
     for name, why in failed.items():
         print(f"ERROR: {name} {why}; it was not stored{', and models/ was left as it was' if args.ship else ''} "
               "(train it again, e.g. with another --seed)", file=sys.stderr)

@@ -7,9 +7,12 @@ never heard its artist. For choosing training settings on more than one 60-track
 
 Takes the same options as `python -m train` (plus --folds and --set FIELD=VALUE for any
 other FitConfig field). Fold 1 is the validation split `python -m train` uses with the same
---seed. Prints each fold's track-level accuracy and the mean and worst per family (and of the
-families' ensemble when there are several), and writes every clip's out-of-fold
-probabilities to the --json file. Nothing is stored or shipped.
+--seed. Prints each fold's track-level accuracy and the mean and worst per family, pooled
+per-genre recall and per-source accuracy, and, with several families, the calibrated
+ensemble: its temperatures and pooling weights are fitted on the out-of-fold predictions of
+the other folds' artists only (nested), so its accuracy and expected calibration error are
+honest. Writes every clip's out-of-fold probabilities to the --json file. Nothing is stored
+or shipped.
 """
 from __future__ import annotations
 
@@ -88,8 +91,13 @@ def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out:
                  "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
                  "worst_accuracy": float(np.min([r["accuracy"] for r in rows]))}
         if name in oof:
-            pooled = classification_metrics(y[done], oof[name][done], labels)
-            entry["pooled"] = {k: pooled[k] for k in ("accuracy", "macro_f1", "confusion")}
+            pooled = classification_metrics(y[done], oof[name][done], labels,
+                                            [tracks[i].source for i in done])
+            entry["pooled"] = {k: pooled[k] for k in ("accuracy", "macro_f1", "log_loss", "ece",
+                                                      "confusion", "per_source")}
+            lines.append(f"  {'':12s} pooled accuracy {pooled['accuracy']:.3f}, macro-F1 "
+                         f"{pooled['macro_f1']:.3f}, ECE {pooled['ece']:.3f}; " + ", ".join(
+                             f"{s} {v['accuracy']:.3f}" for s, v in pooled["per_source"].items()))
             entry["recall"] = {g: v["recall"] for g, v in pooled["per_genre"].items()}
             entry["out_of_fold_probabilities"] = [   # null for tracks of folds not run
                 None if np.isnan(row[0]) else np.round(row, 5).tolist() for row in oof[name]]
@@ -97,7 +105,7 @@ def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out:
                                                            for g, r in entry["recall"].items()))
         results["models"][name] = entry
     fold_of = {int(i): k for k, (_, val_idx) in enumerate(folds, 1) for i in val_idx}
-    results["tracks"] = [{"path": t.path.relative_to(Path(args.data)).as_posix(),
+    results["tracks"] = [{"path": t.rel, "source": t.source,
                           "genre": t.genre, "artist": t.artist, "fold": fold_of[i]}
                          for i, t in enumerate(tracks)]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,18 +119,18 @@ def report(args, configs, tracks, labels, y, folds, oof, per_fold, seconds, out:
 def main(argv=None) -> int:
     import keras
 
-    from genre_detector.features import FeatureSettings
-    from train.data import artist_folds, list_tracks, load_mels
-    from train.fit import fit, new_model, track_probs, track_windows
+    from genre_detector.families import family
+    from train.calibrate import cross_fitted
+    from train.data import artist_folds
     from train.metrics import classification_metrics
-    from train.options import REPO, fit_config
+    from train.options import REPO, fit_config, load_tracks
+    from train.trainer import Corpus, train_family
 
     args = parse_args(argv)
     configs = {name: fit_config(args, name, **args.set) for name in args.models}
-    settings = FeatureSettings()
-    tracks, mels = load_mels(list_tracks(args.data), settings, args.workers, "decode")
-    labels = sorted({t.genre for t in tracks})
-    y = np.array([labels.index(t.genre) for t in tracks])
+    corpus = Corpus(load_tracks(args), args.workers).drop_undecodable(
+        [family(n).settings for n in args.models])
+    tracks, labels, y = corpus.tracks, corpus.labels, corpus.y
     folds = artist_folds(tracks, args.folds, args.seed)
     oof = {name: np.full((len(tracks), len(labels)), np.nan) for name in args.models}
     per_fold: dict[str, list[dict]] = {name: [] for name in [*args.models, "ensemble"]}
@@ -130,30 +138,39 @@ def main(argv=None) -> int:
     t0 = time.time()
     for k in args.only_folds:
         train_idx, val_idx = folds[k - 1]
-        train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
-        val_windows = track_windows(val_mels, settings)
         for name in args.models:
-            model = new_model(name, settings, len(labels), configs[name].seed)
-            res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], len(labels),
-                      settings, configs[name], f"{name} fold {k}",
-                      groups=[tracks[i].artist for i in train_idx])
-            oof[name][val_idx] = track_probs(model, *val_windows, len(val_idx))
-            m = classification_metrics(y[val_idx], oof[name][val_idx], labels)
+            tr = train_family(name, corpus, train_idx, val_idx, configs[name])
+            oof[name][val_idx] = tr.p_val
+            m = classification_metrics(y[val_idx], tr.p_val, labels)
             per_fold[name].append({"fold": k, "accuracy": m["accuracy"],
-                                   "macro_f1": m["macro_f1"], "best_epoch": res.best_epoch,
+                                   "macro_f1": m["macro_f1"], "best_epoch": tr.result.best_epoch,
                                    "recall": {g: v["recall"] for g, v in m["per_genre"].items()},
-                                   "seconds": round(res.seconds, 1)})
+                                   "seconds": round(tr.result.seconds, 1)})
             print(f"fold {k}: {name} accuracy {m['accuracy']:.3f}, best epoch "
-                  f"{res.best_epoch}, {res.seconds:.0f} s", flush=True)
+                  f"{tr.result.best_epoch}, {tr.result.seconds:.0f} s", flush=True)
             keras.backend.clear_session()
-        if len(args.models) > 1:
-            p = np.mean([oof[name][val_idx] for name in args.models], axis=0)
-            oof.setdefault("ensemble", np.full_like(oof[args.models[0]], np.nan))[val_idx] = p
-            m = classification_metrics(y[val_idx], p, labels)
-            per_fold["ensemble"].append({"fold": k, "accuracy": m["accuracy"],
-                                         "macro_f1": m["macro_f1"]})
+        final = k == args.only_folds[-1]
+        if len(args.models) > 1 and final:
+            # The calibrated ensemble over the folds run: fitted on other artists' tracks only.
+            done = np.concatenate([folds[f - 1][1] for f in args.only_folds])
+            honest = cross_fitted({n: oof[n][done] for n in args.models}, y[done], labels,
+                                  [tracks[i].group for i in done], args.seed)
+            oof["ensemble"] = np.full_like(oof[args.models[0]], np.nan)
+            oof["ensemble"][done] = honest["ensemble"]
+            for f in args.only_folds:
+                idx = folds[f - 1][1]
+                m = classification_metrics(y[idx], oof["ensemble"][idx], labels)
+                per_fold["ensemble"].append({"fold": f, "accuracy": m["accuracy"],
+                                             "macro_f1": m["macro_f1"]})
+            for n in args.models:
+                oof[f"{n} (calibrated)"] = np.full_like(oof[n], np.nan)
+                oof[f"{n} (calibrated)"][done] = honest[n]
+                per_fold[f"{n} (calibrated)"] = [
+                    {"fold": f, "accuracy": classification_metrics(
+                        y[folds[f - 1][1]], oof[n][folds[f - 1][1]], labels)["accuracy"]}
+                    for f in args.only_folds]
         report(args, configs, tracks, labels, y, folds, oof, per_fold, time.time() - t0, out,
-               final=k == args.only_folds[-1])
+               final=final)
     return 0
 
 

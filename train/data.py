@@ -1,7 +1,15 @@
-"""Find labelled tracks in a `GENRE/*.ext` folder, split them by artist, cache their log-mels.
+"""Find labelled tracks in `GENRE/*.ext` folders (one per source), split them by artist,
+cache their log-mels.
 
-    from train.data import list_tracks, split_by_artist
-    tracks = list_tracks("../shared/data/emotify")
+    from train.data import list_tracks, read_genre_map, split_by_artist
+    tracks = list_tracks(["../shared/data/emotify", "../shared/data/4q"],
+                         read_genre_map("../shared/data/genre_map.csv"))
+
+A source is a folder of genre folders; its name (the folder's name) is the `dataset` column
+of the genre map, which turns (dataset, folder) into the canonical genre (Emotify's pop and
+rock both become pop-rock). An optional `tracks.csv` (path, artist) names each clip's artist;
+artists are compared case-insensitively across sources, so an artist is never on both sides
+of a split even when two data sets spell them alike.
 """
 from __future__ import annotations
 
@@ -23,13 +31,36 @@ CACHE_DIR = Path(".cache/features")
 @dataclass(frozen=True)
 class Track:
     path: Path
-    genre: str
-    artist: str   # the track's own path when no tracks.csv names an artist
+    genre: str    # canonical genre (after the genre map)
+    artist: str   # the track's own source/path when no tracks.csv names an artist
+    source: str = ""   # data set (its folder's name)
+    rel: str = ""      # source/path-in-source: a name that does not depend on the mount
+
+    @property
+    def group(self) -> str:
+        """The key that keeps an artist on one side of every split."""
+        return self.artist.casefold()
 
 
-def list_tracks(root: str | Path) -> list[Track]:
-    """Every audio file under root/GENRE/, with artists from root/tracks.csv when present."""
-    root = Path(root)
+def read_genre_map(path: str | Path | None) -> dict[tuple[str, str], str]:
+    """(dataset, folder) -> canonical genre from a CSV with dataset,folder,genre columns."""
+    if path is None or not Path(path).exists():
+        return {}
+    with Path(path).open(newline="") as f:
+        return {(r["dataset"].strip(), r["folder"].strip()): r["genre"].strip()
+                for r in csv.DictReader(f)}
+
+
+def list_tracks(roots: str | Path | list, genre_map: dict | None = None) -> list[Track]:
+    """Every audio file under each root/GENRE/ (genre folders mapped through `genre_map`; a
+    folder the map does not name keeps its own name), artists from root/tracks.csv."""
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    tracks = [t for root in roots for t in _list_source(Path(root), genre_map or {})]
+    return tracks
+
+
+def _list_source(root: Path, genre_map: dict) -> list[Track]:
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     artists: dict[str, str] = {}
@@ -44,7 +75,9 @@ def list_tracks(root: str | Path) -> list[Track]:
         for path in sorted(genre_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
                 rel = path.relative_to(root).as_posix()
-                tracks.append(Track(path, genre_dir.name, artists.get(rel, rel)))
+                genre = genre_map.get((root.name, genre_dir.name), genre_dir.name)
+                tracks.append(Track(path, genre, artists.get(rel, f"{root.name}/{rel}"),
+                                    root.name, f"{root.name}/{rel}"))
     if not tracks:
         raise FileNotFoundError(f"no audio files found under {root}/GENRE/")
     return tracks
@@ -58,7 +91,7 @@ def artist_folds(tracks: list[Track], n_splits: int = 5,
     from sklearn.model_selection import StratifiedGroupKFold
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(cv.split(np.zeros(len(tracks)), [t.genre for t in tracks],
-                         [t.artist for t in tracks]))
+                         [t.group for t in tracks]))
 
 
 def split_by_artist(tracks: list[Track], val_fraction: float = 0.2,
@@ -72,8 +105,8 @@ def split_by_artist(tracks: list[Track], val_fraction: float = 0.2,
 def data_fingerprint(tracks: list[Track]) -> str:
     """Hash of the labelled file list (relative names, sizes, genres, artists)."""
     h = hashlib.sha1()
-    for t in sorted(tracks, key=lambda t: (t.genre, t.path.name)):
-        h.update(f"{t.genre}/{t.path.name}:{t.path.stat().st_size}:{t.artist}\n".encode())
+    for t in sorted(tracks, key=lambda t: (t.genre, t.rel)):
+        h.update(f"{t.genre}/{t.rel}:{t.path.stat().st_size}:{t.artist}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -85,7 +118,7 @@ def _cached_mel(args: tuple[Path, FeatureSettings]) -> np.ndarray | str:
     if cache.exists():
         return np.load(cache)
     try:
-        mel = log_mel(load_audio(path), settings)
+        mel = log_mel(load_audio(path, sample_rate=settings.sample_rate), settings)
     except AudioError as exc:
         return f"{path}: {exc}"
     cache.parent.mkdir(parents=True, exist_ok=True)

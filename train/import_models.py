@@ -1,5 +1,6 @@
-"""Import the shipped models (models/<name>/model.keras + card.json) into BentoML's model
-store, unless an entry with the same weights is already there. Idempotent.
+"""Import the shipped models (models/<name>/model.keras + card.json) and the ensemble's
+calibration (models/calibration.json) into BentoML's model store, unless an entry with the
+same content is already there. Idempotent.
 
     python -m train.import_models            # honours BENTOML_HOME
 """
@@ -10,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from genre_detector.store import file_sha, save_to_store, store_name
+from genre_detector.store import (CALIBRATION_NAME, file_sha, save_calibration, save_to_store,
+                                  store_name)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 
@@ -35,7 +37,24 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
             results.append((str(existing[0].tag), False))
         else:
             results.append((save_to_store(model_file, metadata), True))
+    calibration = folder / "calibration.json"
+    if calibration.exists():
+        results.append(_import_calibration(json.loads(calibration.read_text())))
     return results
+
+
+def _import_calibration(data: dict) -> tuple[str, bool]:
+    import bentoml
+
+    from genre_detector.calibration import Calibration
+    cal = Calibration.from_dict(data)
+    try:
+        latest = bentoml.models.get(f"{CALIBRATION_NAME}:latest")
+        if dict(latest.info.metadata).get("calibration") == cal.to_dict():
+            return str(latest.tag), False
+    except bentoml.exceptions.NotFound:
+        pass
+    return save_calibration(cal), True
 
 
 def main(argv=None) -> int:

@@ -5,23 +5,36 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, macro-F1, per-genre precision/recall, confusion (rows = true genre)."""
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
+                           sources: list[str] | None = None) -> dict:
+    """Accuracy, macro-F1, log-loss, expected calibration error, per-genre precision/recall,
+    confusion (rows = true genre) and, given each track's source, accuracy per source."""
+    from genre_detector.calibration import expected_calibration_error
+    y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
     idx = list(range(len(labels)))
     prec, rec, _, support = precision_recall_fscore_support(y_true, y_pred, labels=idx,
                                                             zero_division=0)
     eps = 1e-7
     log_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1))))
-    return {
+    out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
         "log_loss": log_loss,
+        "ece": expected_calibration_error(probs, y_true),
         "n_tracks": int(len(y_true)),
         "per_genre": {g: {"precision": float(p), "recall": float(r), "support": int(n)}
                       for g, p, r, n in zip(labels, prec, rec, support)},
         "confusion": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
     }
+    if sources is not None:
+        src = np.asarray(sources)
+        out["per_source"] = {
+            s: {"accuracy": float(accuracy_score(y_true[src == s], y_pred[src == s])),
+                "macro_f1": float(f1_score(y_true[src == s], y_pred[src == s], average="macro",
+                                           labels=sorted(set(y_true[src == s])), zero_division=0)),
+                "n_tracks": int(np.sum(src == s))} for s in sorted(set(sources))}
+    return out
 
 
 def collapse_check(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> str:

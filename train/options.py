@@ -10,49 +10,58 @@ from pathlib import Path
 from train.fit import FitConfig
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = os.environ.get("GENRE_DATA_EMOTIFY", str(REPO.parent / "shared/data/emotify"))
-# Epochs per family: all four train in under 20 minutes on 2 CPU cores (README "Training").
-# Fixed counts, not time budgets, so a retrain reproduces the shipped models on any machine.
-DEFAULT_EPOCHS = {"feedforward": 60, "lenet": 30, "cnn": 24, "lstm": 24}
-# Artists balanced (0.5: a band with 16 clips counts 4x a one-clip artist, not 16x): in 5-fold
-# artist-grouped cross-validation it raised the mean and, above all, the worst fold of the
-# feed-forward net (66.7 -> 71.1 %, worst 44.1 -> 68.4 %) and LeNet (68.7 -> 70.1 %, worst
-# 60.3 -> 67.2 %); README "Models and how good they are".
-ARTIST_BALANCE = 0.5
-WEIGHT_EMA = 0.0
+DATA_ROOT = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
+# The two labelled sources and the map of their folders onto the nine genres.
+DEFAULT_DATA = [str(DATA_ROOT / "emotify"), str(DATA_ROOT / "4q")]
+DEFAULT_GENRE_MAP = str(DATA_ROOT / "genre_map.csv")
+DEFAULTS = FitConfig()   # the shipped training settings live in FitConfig, nowhere else
 
 
 def add_data_and_fit_options(p: argparse.ArgumentParser) -> None:
-    from genre_detector.architectures import ARCHITECTURES
-    p.add_argument("--data", default=DEFAULT_DATA, help="folder laid out as GENRE/*.ext "
-                   "(an optional tracks.csv with path,artist columns enables the artist split)")
-    p.add_argument("--models", default=",".join(ARCHITECTURES),
-                   help=f"comma-separated families to train; valid: {', '.join(ARCHITECTURES)}")
+    from genre_detector.families import FAMILIES
+    p.add_argument("--data", action="append", default=None,
+                   help="a source: folder laid out as GENRE/*.ext with an optional tracks.csv "
+                   f"(path,artist) for the artist split; repeatable (default: {DEFAULT_DATA})")
+    p.add_argument("--genre-map", default=DEFAULT_GENRE_MAP,
+                   help="CSV dataset,folder,genre mapping each source's folders to genres "
+                   "(a folder it does not name keeps its own name)")
+    p.add_argument("--models", default=",".join(FAMILIES),
+                   help=f"comma-separated families to train; valid: {', '.join(FAMILIES)}")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs per model (default per family: {DEFAULT_EPOCHS}); early "
+                   help="epochs per model (default per family: "
+                   f"{ {n: f.epochs for n, f in FAMILIES.items()} }); early "
                    "stopping on the validation loss may end sooner")
-    p.add_argument("--crops", type=int, default=8, help="random windows per track per epoch")
-    p.add_argument("--artist-balance", type=float, default=ARTIST_BALANCE,
+    p.add_argument("--crops", type=int, default=DEFAULTS.crops_per_track,
+                   help="random windows per track per epoch (before class balancing)")
+    p.add_argument("--artist-balance", type=float, default=DEFAULTS.artist_balance,
                    help="crops per track ~ (tracks by its artist) ** -this: 0 = every track "
                    "alike, 1 = every artist alike")
-    p.add_argument("--weight-ema", type=float, default=WEIGHT_EMA,
+    p.add_argument("--weight-ema", type=float, default=DEFAULTS.weight_ema,
                    help="per-epoch moving average of the weights (0 disables)")
-    p.add_argument("--minutes", type=float, default=15.0,
+    p.add_argument("--minutes", type=float, default=DEFAULTS.max_minutes,
                    help="safety limit on wall-clock minutes per model")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the training")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed for the split and the training")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes decoding audio")
 
 
+def load_tracks(args: argparse.Namespace):
+    """The labelled tracks of every --data source, genres mapped through --genre-map."""
+    from train.data import list_tracks, read_genre_map
+    args.data = args.data or DEFAULT_DATA
+    return list_tracks(args.data, read_genre_map(args.genre_map))
+
+
 def check_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Turn args.models into a list of known family names (or exit with the valid ones)."""
-    from genre_detector.architectures import ARCHITECTURES
+    from genre_detector.families import FAMILIES
     args.models = list(dict.fromkeys(m.strip() for m in args.models.split(",") if m.strip()))
     if not args.models:
         p.error("--models names no model")
-    unknown = [m for m in args.models if m not in ARCHITECTURES]
+    unknown = [m for m in args.models if m not in FAMILIES]
     if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(ARCHITECTURES)}")
+        p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(FAMILIES)}")
 
 
 def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
@@ -70,7 +79,8 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
             extra[k] = cast[types[k]](v)
         except (KeyError, ValueError):
             raise ValueError(f"{k}={v!r} is not a {types[k]}") from None
-    return FitConfig(**{"epochs": args.epochs or DEFAULT_EPOCHS[name],
+    from genre_detector.families import family
+    return FitConfig(**{**family(name).fit, "epochs": args.epochs or family(name).epochs,
                         "crops_per_track": args.crops, "seed": args.seed,
                         "max_minutes": args.minutes, "artist_balance": args.artist_balance,
                         "weight_ema": args.weight_ema, **extra})

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: every row in {args.out} is complete; run the same command "
               "with --resume to continue", file=sys.stderr)
         return 130
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary.report(summary.seconds))

@@ -1,7 +1,9 @@
 """The four model families of the research, adapted to one-channel log-mel windows.
 
-    from genre_detector.architectures import build_model, ARCHITECTURES
-    model = build_model("cnn", input_shape=(128, 128), n_classes=4)
+    from genre_detector.architectures import build_model
+    model = build_model("cnn", input_shape=(64, 64), n_classes=9)   # any registered family
+
+The registry (genre_detector.families) names the families and points at these builders.
 
 Every model takes (batch, n_mels, frames) windows in dB and returns class probabilities.
 Each starts with per-mel-band standardisation (a Normalization layer adapted on the
@@ -10,12 +12,9 @@ is active only while training. See models/MODEL_CARD.md for how each differs fro
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import keras
 from keras import layers
 
-from .names import DISPLAY_NAMES, MODEL_NAMES  # noqa: F401  (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="genre_detector")
@@ -124,16 +123,7 @@ def lstm(input_shape, n_classes):
     return _head(x, inputs, 64, n_classes, 0.3, "lstm")
 
 
-ARCHITECTURES: dict[str, Callable[[tuple[int, int], int], keras.Model]] = {
-    "feedforward": feedforward,
-    "lenet": lenet,
-    "cnn": cnn,
-    "lstm": lstm,
-}
-assert tuple(ARCHITECTURES) == MODEL_NAMES
-
-
 def build_model(name: str, input_shape: tuple[int, int], n_classes: int) -> keras.Model:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](tuple(input_shape), n_classes)
+    """A fresh model of the registered family `name` (ValueError names the valid ones)."""
+    from .families import family
+    return family(name).build(tuple(input_shape), n_classes)

@@ -1,7 +1,9 @@
-"""Decode any audio a user has into one mono float32 waveform at SAMPLE_RATE.
+"""Decode any audio a user has into one mono float32 waveform at the rate a model needs.
 
-    from genre_detector.audio import load_audio
-    wave = load_audio("track.mp3")          # or bytes, or a binary file object
+    from genre_detector.audio import decode, load_audio, resample
+    wave = load_audio("track.mp3")                    # or bytes, or a binary file object
+    wave16k = load_audio("track.mp3", sample_rate=16000)
+    native, sr = decode("track.mp3")                  # decode once, resample per model
 
 libsndfile (via soundfile) reads WAV, FLAC, OGG/Vorbis, MP3, AU and AIFF in-process;
 anything it cannot read (M4A/AAC, ...) goes through ffmpeg when it is installed.
@@ -20,7 +22,7 @@ from typing import BinaryIO, Union
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 22050          # Hz: every waveform is resampled to this rate
+SAMPLE_RATE = 22050          # Hz: default rate (the research families' features)
 MIN_SECONDS = 3.0            # s: shorter clips cannot fill one analysis window (see features.py)
 MAX_SECONDS = 15 * 60.0      # s: default limit on decoded duration
 SILENCE_PEAK = 1e-4          # full-scale amplitude: a clip whose peak stays below this is silent
@@ -78,6 +80,9 @@ def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]
         return wave, f.samplerate
 
 
+FFMPEG_RATE = 44100          # Hz: what ffmpeg decodes to before our own resampling
+
+
 def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
@@ -90,7 +95,7 @@ def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarr
         tmp.flush()
         cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", tmp.name,
                "-t", str(max_seconds + 1), "-vn", "-f", "f32le", "-ac", "1",
-               "-ar", str(SAMPLE_RATE), "pipe:1"]
+               "-ar", str(FFMPEG_RATE), "pipe:1"]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
@@ -100,7 +105,7 @@ def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarr
             .replace(tmp.name, name).strip().splitlines()
         raise AudioError("not_audio", f"{name} is not decodable audio "
                          f"({msg[-1] if msg else 'no audio stream'})")
-    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), SAMPLE_RATE
+    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), FFMPEG_RATE
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -111,11 +116,12 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np
     return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def load_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
-               min_seconds: float = MIN_SECONDS) -> np.ndarray:
-    """Decode `source` (path, bytes or binary file) to mono float32 at SAMPLE_RATE.
+def decode(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
+           min_seconds: float = MIN_SECONDS) -> tuple[np.ndarray, int]:
+    """Decode `source` (path, bytes or binary file) to (mono float32, its native rate).
 
-    Raises AudioError (see its docstring for the reasons).
+    Checks everything that does not depend on the target rate. Raises AudioError (see its
+    docstring for the reasons).
     """
     data, name = _read_bytes(source)
     if len(data) == 0:
@@ -137,8 +143,7 @@ def load_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
     mono = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError("non_finite", f"{name} contains NaN or infinite samples")
-    mono = resample(np.ascontiguousarray(mono), sr)
-    seconds = len(mono) / SAMPLE_RATE
+    seconds = len(mono) / sr
     if seconds < min_seconds:
         raise AudioError("too_short", f"{seconds:.2f} s of audio is shorter than the "
                          f"{min_seconds:.2f} s needed for one analysis window")
@@ -147,4 +152,14 @@ def load_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
                          f"{max_seconds:.0f} s")
     if float(np.max(np.abs(mono))) < SILENCE_PEAK:
         raise AudioError("silent", f"{name} is silent (peak below {SILENCE_PEAK:g} full scale)")
-    return mono
+    return np.ascontiguousarray(mono), sr
+
+
+def load_audio(source: AudioSource, *, sample_rate: int = SAMPLE_RATE,
+               max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS) -> np.ndarray:
+    """Decode `source` (path, bytes or binary file) to mono float32 at `sample_rate`.
+
+    Raises AudioError (see its docstring for the reasons).
+    """
+    mono, sr = decode(source, max_seconds=max_seconds, min_seconds=min_seconds)
+    return resample(mono, sr, sample_rate)

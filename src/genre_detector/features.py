@@ -1,13 +1,15 @@
 """Log-mel spectrogram windows: the one feature function shared by training and serving.
 
-    from genre_detector.features import FeatureSettings, extract_windows
+    from genre_detector.features import FeatureSettings, extract_windows, extract_feature_sets
     batch = extract_windows("track.mp3", FeatureSettings())   # path, bytes or waveform
     batch.windows.shape  # (n_windows, n_mels, window_frames)
+    batches = extract_feature_sets(data, [FeatureSettings(), MUSICNN_SETTINGS])  # one decode
 
-A track's log-mel spectrogram is in dB relative to its loudest bin, floored at -top_db,
-so values lie in [-top_db, 0] whatever the recording level. Fixed-size windows are cut
-from it with overlap; a long track keeps at most `max_windows`, spread evenly over its
-whole length (not only its start), so cost per request is bounded.
+Two scales. "db" (the research families): a track's log-mel in dB relative to its loudest
+bin, floored at -top_db, so values lie in [-top_db, 0] whatever the recording level.
+"log10" (musicnn): log10(1 + 10000 * mel power), the pretrained network's own input.
+Fixed-size windows are cut from it with overlap; a long track keeps at most `max_windows`,
+spread evenly over its whole length (not only its start), so cost per request is bounded.
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioSource, decode, resample
+
+
+SCALES = ("db", "log10")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,16 @@ class FeatureSettings:
     window_frames: int = 64          # frames: 64 * 1024 / 22050 = 2.97 s per window
     window_hop_frames: int = 32      # frames: 1.49 s between window starts (50 % overlap)
     max_windows: int = 40            # cap per track: 40 windows cover ~60 s densely
+    scale: str = "db"                # "db" (re loudest bin) or "log10" (log10(1 + 1e4 * power))
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown scale {self.scale!r}; valid: {', '.join(SCALES)}")
+
+    @property
+    def floor(self) -> float:
+        """The value of silence on this scale (pads a just-long-enough clip)."""
+        return -self.top_db if self.scale == "db" else 0.0
 
     @property
     def window_seconds(self) -> float:
@@ -54,7 +69,18 @@ class FeatureSettings:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        d = self.to_dict()
+        if d["scale"] == "db":        # the fingerprints (feature caches) from before scales
+            del d["scale"]
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# musicnn's input (Pons & Serra 2019): 16 kHz, 512-sample frames every 256 samples, 96 mel
+# bands, log10(1 + 10000 x); 187 frames = 3 s patches. Patches do not overlap (as in the
+# original extractor), and at most `max_windows` of them are kept, spread over the track.
+MUSICNN_SETTINGS = FeatureSettings(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
+                                   fmin=0.0, fmax=8000.0, window_frames=187,
+                                   window_hop_frames=187, max_windows=10, scale="log10")
 
 
 @dataclass
@@ -78,11 +104,14 @@ def _mel_basis(s: FeatureSettings) -> np.ndarray:
 
 
 def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
-    """(n_mels, frames) float32 log-mel power in dB re the loudest bin, in [-top_db, 0]."""
+    """(n_mels, frames) float32 log-mel: in dB re the loudest bin, in [-top_db, 0], or
+    log10(1 + 10000 * power) >= 0 (scale "log10")."""
     import librosa
     spec = np.abs(librosa.stft(wave, n_fft=s.n_fft, hop_length=s.hop_length,
                                center=True, dtype=np.complex64)) ** 2
     mel = _mel_basis(s) @ spec
+    if s.scale == "log10":
+        return np.log10(1.0 + 10000.0 * mel).astype(np.float32)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     db -= db.max()
     return np.maximum(db, -s.top_db).astype(np.float32)
@@ -105,14 +134,32 @@ def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:
 def cut_windows(mel: np.ndarray, starts: np.ndarray, s: FeatureSettings) -> np.ndarray:
     if mel.shape[1] < s.window_frames:         # pad a just-long-enough clip at the floor
         mel = np.pad(mel, ((0, 0), (0, s.window_frames - mel.shape[1])),
-                     constant_values=-s.top_db)
+                     constant_values=s.floor)
     return np.stack([mel[:, i:i + s.window_frames] for i in starts]).astype(np.float32)
 
 
 def extract_windows(source: AudioSource | np.ndarray, s: FeatureSettings = FeatureSettings(),
-                    **load_kwargs) -> WindowBatch:
+                    **decode_kwargs) -> WindowBatch:
     """Decode (unless given a waveform at s.sample_rate) and cut log-mel windows."""
-    wave = source if isinstance(source, np.ndarray) else load_audio(source, **load_kwargs)
+    if isinstance(source, np.ndarray):
+        return _windows(source, s)
+    return extract_feature_sets(source, [s], **decode_kwargs)[s]
+
+
+def extract_feature_sets(source: AudioSource | tuple[np.ndarray, int],
+                         settings: list[FeatureSettings] | tuple[FeatureSettings, ...],
+                         **decode_kwargs) -> dict[FeatureSettings, WindowBatch]:
+    """Decode once, then the windows of every settings set (each at its own sample rate).
+
+    `source` is anything `decode` takes, or an already decoded (waveform, rate) pair."""
+    wave, sr = source if isinstance(source, tuple) else decode(source, **decode_kwargs)
+    out: dict[FeatureSettings, WindowBatch] = {}
+    for s in dict.fromkeys(settings):
+        out[s] = _windows(resample(wave, sr, s.sample_rate), s)
+    return out
+
+
+def _windows(wave: np.ndarray, s: FeatureSettings) -> WindowBatch:
     mel = log_mel(np.asarray(wave, dtype=np.float32), s)
     starts = window_starts(mel.shape[1], s)
     frame_s = s.hop_length / s.sample_rate

@@ -1,7 +1,9 @@
-"""Run a stored Keras model on log-mel windows (imports TensorFlow: model processes only).
+"""Run stored Keras models on log-mel windows (imports TensorFlow: model processes only).
 
     predictor = Predictor.from_store("genre-cnn:latest")
     probs = predictor(windows)          # (n, n_mels, frames) -> (n, n_classes)
+    models = ModelSet.from_store()      # every registered family in the store, checked
+    probs = models.predict(batches)     # {settings: windows} -> {name: window probabilities}
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 
 import numpy as np
 
-from .store import ModelInfo, load_from_store
+from .store import ModelInfo, check_consistent, load_calibration, load_from_store, store_name
 
 
 def limit_threads(threads: int | None = None) -> None:
@@ -47,3 +49,62 @@ class Predictor:
         if len(windows) == 0:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
         return self._fn(windows).numpy()
+
+    def warm_up(self) -> None:
+        s = self.info.settings
+        self(np.zeros((1, s.n_mels, s.window_frames), np.float32))
+
+
+def default_refs() -> dict[str, str]:
+    """name -> `genre-<name>:latest` for every registered family that has a stored model."""
+    import bentoml
+
+    from .families import FAMILIES
+    refs = {}
+    for name in FAMILIES:
+        try:
+            bentoml.models.get(f"{store_name(name)}:latest")
+        except bentoml.exceptions.NotFound:
+            continue
+        refs[name] = f"{store_name(name)}:latest"
+    return refs
+
+
+class ModelSet:
+    """Models that are served together: one label list (checked), the feature settings each
+    needs, and the ensemble's calibration (None: none stored, plain pooling)."""
+
+    def __init__(self, predictors: dict[str, Predictor], calibration=None):
+        self.predictors, self.calibration = predictors, calibration
+        self.infos = {n: p.info for n, p in predictors.items()}
+        self.labels = check_consistent(self.infos, calibration)
+        self.settings = list(dict.fromkeys(i.settings for i in self.infos.values()))
+
+    @classmethod
+    def from_store(cls, refs: list[str] | None = None, calibration: str | None = None,
+                   warm_up: bool = True) -> "ModelSet":
+        """Load `refs` (store tags/names/families; default: every registered family in the
+        store). Raises InconsistentModels if they do not share labels."""
+        predictors = {}
+        for ref in refs or list(default_refs().values()):
+            try:
+                p = Predictor.from_store(ref)
+            except Exception as exc:                   # noqa: BLE001  say which and where
+                raise LookupError(f"cannot load model {ref} from the BentoML store "
+                                  f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}") from exc
+            if p.info.architecture in predictors:
+                raise ValueError(f"two models of family {p.info.architecture}: use one")
+            predictors[p.info.architecture] = p
+        if not predictors:
+            raise LookupError("no genre models in the BentoML store (run `make models` or "
+                              "python -m train)")
+        models = cls(predictors, load_calibration(calibration) if calibration
+                     else load_calibration())
+        if warm_up:
+            for p in predictors.values():
+                p.warm_up()
+        return models
+
+    def predict(self, windows: dict) -> dict[str, np.ndarray]:
+        """{FeatureSettings: (n, mels, frames)} -> {model: (n, n_classes)} for every model."""
+        return {n: p(windows[p.info.settings]) for n, p in self.predictors.items()}

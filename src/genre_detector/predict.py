@@ -1,10 +1,16 @@
-"""Turn window probabilities into track results: per-model verdicts, ensemble, timeline.
+"""Turn window probabilities into track results: per-model verdicts, the calibrated
+ensemble, top genres, and a genre-over-time timeline.
 
 Pure NumPy, so the front service, the evaluation CLI and the batch tagger share it.
 """
 from __future__ import annotations
 
 import numpy as np
+
+# The track "sits between genres" when the runner-up is at least this likely relative to the
+# top genre (0.5: the second genre has at least half the top one's probability).
+BETWEEN_RATIO = 0.5
+TOP_K = 3
 
 
 def track_probabilities(window_probs: np.ndarray) -> np.ndarray:
@@ -14,20 +20,40 @@ def track_probabilities(window_probs: np.ndarray) -> np.ndarray:
 
 
 def verdict(probs: np.ndarray, labels: list[str]) -> dict:
-    top = int(np.argmax(probs))
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    order = np.argsort(-probs)
     return {"probabilities": {g: float(p) for g, p in zip(labels, probs)},
-            "top_genre": labels[top], "top_probability": float(probs[top])}
+            "top_genre": labels[order[0]], "top_probability": float(probs[order[0]]),
+            "top3": [{"genre": labels[i], "probability": float(probs[i])}
+                     for i in order[:TOP_K]]}
 
 
-def ensemble(track_probs: list[np.ndarray]) -> np.ndarray:
-    """Mean of the models' track probabilities."""
-    return track_probabilities(np.stack(track_probs))
+def between_genres(probs: np.ndarray, labels: list[str]) -> list[str]:
+    """[top, runner-up] when the track sits between them (see BETWEEN_RATIO), else []."""
+    order = np.argsort(-np.asarray(probs))
+    a, b = probs[order[0]], probs[order[1]]
+    return [labels[order[0]], labels[order[1]]] if b >= BETWEEN_RATIO * a else []
 
 
-def timeline(window_probs_by_model: list[np.ndarray], start_s: np.ndarray, end_s: np.ndarray,
+def nearest_windows(ref_centers: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """For each reference window, the index of the window whose center is nearest."""
+    return np.abs(ref_centers[:, None] - centers[None, :]).argmin(axis=1)
+
+
+def timeline(window_probs: dict[str, np.ndarray], spans: dict[str, tuple], combine,
              labels: list[str]) -> list[dict]:
-    """Genre over time: the ensemble's verdict for each window."""
-    mean = np.mean(np.stack(window_probs_by_model), axis=0)
+    """Genre over time on the finest window grid among the models: for each of its windows,
+    every model's window nearest in time, combined by `combine({model: probs}) -> probs`
+    (the calibrated ensemble). spans: model -> (start_s, end_s) arrays of its windows."""
+    ref = max(spans, key=lambda n: len(spans[n][0]))
+    start, end = spans[ref]
+    ref_c = (np.asarray(start) + np.asarray(end)) / 2
+    aligned = {}
+    for n, p in window_probs.items():
+        c = (np.asarray(spans[n][0]) + np.asarray(spans[n][1])) / 2
+        aligned[n] = np.asarray(p)[nearest_windows(ref_c, c)]
+    mean = combine(aligned)
     return [{"start_s": round(float(a), 3), "end_s": round(float(b), 3),
              "top_genre": labels[int(np.argmax(p))], "probability": round(float(np.max(p)), 4)}
-            for a, b, p in zip(start_s, end_s, mean)]
+            for a, b, p in zip(start, end, mean)]

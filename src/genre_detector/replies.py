@@ -3,52 +3,81 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import WindowBatch
-from .names import DISPLAY_NAMES, LEGACY_NAMES
-from .predict import ensemble, timeline, track_probabilities, verdict
+from .calibration import Calibration
+from .families import LEGACY_NAMES, display_name, research_names
+from .features import FeatureSettings, WindowBatch
+from .predict import between_genres, timeline, track_probabilities, verdict
 
 
-
-def predict_reply(batch: WindowBatch, window_probs: dict[str, np.ndarray], infos: dict,
-                  request_id: str, sample_rate: int) -> dict:
-    """The /predict reply. infos: model name -> ModelInfo (labels, metrics, tag)."""
+def predict_reply(batches: dict[FeatureSettings, WindowBatch],
+                  window_probs: dict[str, np.ndarray], infos: dict,
+                  calibration: Calibration | None, request_id: str) -> dict:
+    """The /predict reply. batches: the track's windows per feature settings; infos: model
+    name -> ModelInfo (labels, settings, metrics, tag)."""
     labels = next(iter(infos.values())).labels
-    models, track = {}, {}
+    cal = calibration or Calibration(labels)
+    models, raw = {}, {}
     for name, probs in window_probs.items():
-        track[name] = track_probabilities(probs)
-        models[name] = {"display_name": DISPLAY_NAMES.get(name, name), "tag": infos[name].tag,
-                        **verdict(track[name], labels), "metrics": infos[name].metrics}
-    combined = ensemble(list(track.values()))
+        raw[name] = track_probabilities(probs)
+        models[name] = {"display_name": display_name(name), "tag": infos[name].tag,
+                        **verdict(cal.model(name, raw[name]), labels),
+                        "metrics": infos[name].metrics}
+    combined = cal.ensemble(raw)
     top = labels[int(np.argmax(combined))]
+    spans = {n: (batches[infos[n].settings].start_s, batches[infos[n].settings].end_s)
+             for n in window_probs}
+    first = batches[infos[next(iter(window_probs))].settings]
     return {
         "request_id": request_id,
-        "duration_s": round(batch.duration_s, 3),
-        "sample_rate": sample_rate,
-        "n_windows": int(len(batch.windows)),
+        "duration_s": round(first.duration_s, 3),
+        "sample_rate": first_rate(batches, infos, window_probs),
+        "n_windows": int(max(len(s[0]) for s in spans.values())),
         "labels": labels,
         "models": models,
         "ensemble": {**verdict(combined, labels), "models": list(models),
                      "agreeing_models": sum(m["top_genre"] == top for m in models.values()),
-                     "n_models": len(models)},
-        "timeline": timeline(list(window_probs.values()), batch.start_s, batch.end_s, labels),
+                     "n_models": len(models),
+                     "between_genres": between_genres(combined, labels),
+                     "calibrated": bool(cal.weights) and cal.covers(models),
+                     "metrics": cal.metrics.get("ensemble", {}) if cal.covers(models) else {}},
+        "timeline": timeline(window_probs, spans, cal.ensemble, labels),
         "model_tags": {n: infos[n].tag for n in models},
     }
 
 
+def first_rate(batches, infos, window_probs) -> int:
+    """The sample rate of the finest window grid (the timeline's)."""
+    name = max(window_probs, key=lambda n: len(batches[infos[n].settings].windows))
+    return int(infos[name].settings.sample_rate)
+
+
+# The research prototype's reply lists its models in this order (README's `POST /` too).
+PROTOTYPE_ORDER = ("CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model")
+
+
 def legacy_reply(reply: dict) -> dict:
-    """The research prototype's `POST /` shape: exactly four keys, strings inside."""
+    """The research prototype's `POST /` shape: exactly its four keys, in its order, strings
+    inside."""
     out = {}
-    for name, legacy in LEGACY_NAMES.items():
+    keys = {n: LEGACY_NAMES[n] for n in research_names()}
+    for name in sorted(keys, key=lambda n: PROTOTYPE_ORDER.index(keys[n])
+                       if keys[n] in PROTOTYPE_ORDER else len(PROTOTYPE_ORDER)):
         m = reply["models"][name]
-        out[legacy] = {"data": {g: str(p) for g, p in m["probabilities"].items()},
-                       "metrics": {"accuracy": str(round(m["metrics"]["accuracy"], 4)),
-                                   "loss": str(round(m["metrics"].get("log_loss", 0.0), 4))}}
+        out[keys[name]] = {
+            "data": {g: str(p) for g, p in m["probabilities"].items()},
+            "metrics": {"accuracy": str(round(m["metrics"]["accuracy"], 4)),
+                        "loss": str(round(m["metrics"].get("log_loss", 0.0), 4))}}
     return out
 
 
-def models_reply(infos: dict) -> dict:
+def models_reply(infos: dict, calibration: Calibration | None = None) -> dict:
     labels = next(iter(infos.values())).labels
-    return {"labels": labels,
-            "models": {n: {"display_name": DISPLAY_NAMES.get(n, n), "tag": i.tag,
-                           "architecture": i.architecture, "metrics": i.metrics,
-                           "feature_settings": i.settings.to_dict()} for n, i in infos.items()}}
+    reply = {"labels": labels,
+             "models": {n: {"display_name": display_name(n), "tag": i.tag,
+                            "architecture": i.architecture, "metrics": i.metrics,
+                            "feature_settings": i.settings.to_dict()} for n, i in infos.items()}}
+    if calibration is not None:
+        reply["ensemble"] = {"weights": calibration.weights,
+                             "temperatures": calibration.temperatures,
+                             "metrics": calibration.metrics.get("ensemble", {})}
+    return reply

@@ -1,6 +1,8 @@
 """BentoML services: a front service (decode + features + replies) and a model service
-whose batchable methods run the Keras models with adaptive batching: `all_models` (all four
-on one batch, used when a request wants all four) and one method per model (for subsets).
+whose batchable methods run the Keras models with adaptive batching. The model service is
+generated from the registry (genre_detector.families): per group of families that share
+feature settings one method running them all on one batch (what the default request uses),
+and one method per family (for requests that name a subset).
 
     bentoml serve service:GenreDetector        # from the repository root (see service.py)
 
@@ -17,20 +19,22 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError
-from .features import extract_windows
+from .audio import AudioError
+from .calibration import Calibration
+from .families import FAMILIES, research_names
+from .features import FeatureSettings, extract_feature_sets
 from .http_boundary import HttpBoundary
-from .names import MODEL_NAMES
 from .replies import legacy_reply, models_reply, predict_reply
 from .spectrogram_png import png_data_url
-from .store import ModelInfo, store_name
+from .store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
 
 # Adaptive batching, in windows (a 30 s clip is 20 windows, a long track at most 40).
-# Chosen from loadtests/benchmark.py: see README "Tuning".
+# Chosen from loadtests/benchmark.py: see loadtests/README.md.
 MAX_BATCH_WINDOWS = int(os.environ.get("GENRE_MAX_BATCH", "80"))
 MAX_LATENCY_MS = int(os.environ.get("GENRE_MAX_LATENCY_MS", "10000"))
 FEATURE_THREADS = int(os.environ.get("GENRE_FEATURE_THREADS", "2"))
 WEB_DIR = Path(__file__).parent / "web"
+logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
 
 
 def model_ref(name: str) -> str:
@@ -38,64 +42,84 @@ def model_ref(name: str) -> str:
     return os.environ.get(f"GENRE_MODEL_{name.upper()}", f"{store_name(name)}:latest")
 
 
-# Resolved to concrete versions once, so every process of the service uses the same models.
-BENTO_MODELS = {name: bentoml.models.BentoModel(str(bentoml.models.get(model_ref(name)).tag))
-                for name in MODEL_NAMES}
+def _resolve() -> dict[str, bentoml.models.BentoModel]:
+    """Every registered family with a model in the store, pinned to a concrete version so
+    every process of the service uses the same models (plus the ensemble's calibration)."""
+    found = {}
+    for name in [*FAMILIES, "ensemble"]:
+        ref = model_ref(name) if name != "ensemble" else f"{CALIBRATION_NAME}:latest"
+        try:
+            found[name] = bentoml.models.BentoModel(str(bentoml.models.get(ref).tag))
+        except bentoml.exceptions.NotFound:
+            if name != "ensemble":
+                logger.warning("no %s in the model store: not served", ref)
+    if len(found) - ("ensemble" in found) == 0:
+        raise bentoml.exceptions.NotFound("no genre models in the BentoML store: run "
+                                          "`make models` (shipped models) or python -m train")
+    return found
+
+
+BENTO_MODELS = _resolve()
+SERVED = [n for n in FAMILIES if n in BENTO_MODELS]
 
 
 def _infos() -> dict[str, ModelInfo]:
-    return {n: ModelInfo.from_metadata(dict(m.stored.info.metadata), str(m.stored.tag))
-            for n, m in BENTO_MODELS.items()}
+    return {n: ModelInfo.from_metadata(dict(BENTO_MODELS[n].stored.info.metadata),
+                                       str(BENTO_MODELS[n].stored.tag)) for n in SERVED}
 
 
-logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
+def _calibration() -> Calibration | None:
+    if "ensemble" not in BENTO_MODELS:
+        return None
+    return Calibration.from_dict(dict(BENTO_MODELS["ensemble"].stored.info.metadata)["calibration"])
 
 
-def _run(predictors: dict, name: str, windows: np.ndarray) -> np.ndarray:
-    logger.info("model %s ran a batch of %d windows", name, len(windows))
-    return predictors[name](windows)
+INFOS, CALIBRATION = _infos(), _calibration()
+LABELS = check_consistent(INFOS, CALIBRATION)      # refuses to start on mixed label lists
+# Families grouped by the features they take: one batchable method per group.
+GROUPS: dict[FeatureSettings, list[str]] = {}
+for _name in SERVED:
+    GROUPS.setdefault(INFOS[_name].settings, []).append(_name)
+GROUP_METHOD = {s: "group_" + "_".join(names) for s, names in GROUPS.items()}
 
 
-# BentoML's default recycles the front's connection to this service every 100 calls / 300 s
-# by closing it, which aborted calls in flight (HTTP 500 under load): keep it open instead.
-@bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120},
-                 runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})
-class GenreModels:
-    """The four Keras models behind batchable methods: all four at once, or one each."""
-
-    feedforward_model = BENTO_MODELS["feedforward"]
-    lenet_model = BENTO_MODELS["lenet"]
-    cnn_model = BENTO_MODELS["cnn"]
-    lstm_model = BENTO_MODELS["lstm"]
-
+def _model_service():
+    """The model service class, generated from what is served."""
     def __init__(self) -> None:
         from .inference import Predictor, limit_threads
         limit_threads()
-        self.predictors = {n: Predictor.from_store(str(m.tag)) for n, m in BENTO_MODELS.items()}
+        self.predictors = {n: Predictor.from_store(str(BENTO_MODELS[n].tag)) for n in SERVED}
         for p in self.predictors.values():   # trace once so the first request is fast
-            p(np.zeros((1, p.info.settings.n_mels, p.info.settings.window_frames), np.float32))
+            p.warm_up()
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS)
-    def all_models(self, windows: np.ndarray) -> np.ndarray:
-        """(n, 4, n_classes): the four models (MODEL_NAMES order) on one batch. A request that
-        wants all four makes one call and waits in one queue instead of four."""
-        return np.stack([_run(self.predictors, n, windows) for n in MODEL_NAMES], axis=1)
+    def method(names: list[str], method_name: str):
+        def run(self, windows: np.ndarray) -> np.ndarray:
+            for n in names:
+                logger.info("model %s ran a batch of %d windows", n, len(windows))
+            return np.stack([self.predictors[n](windows) for n in names], axis=1)
+        run.__name__ = run.__qualname__ = method_name
+        run.__doc__ = f"(n, {len(names)}, n_classes): {', '.join(names)} on one batch of windows."
+        return bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS,
+                           max_latency_ms=MAX_LATENCY_MS)(run)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS)
-    def feedforward(self, windows: np.ndarray) -> np.ndarray:
-        return _run(self.predictors, "feedforward", windows)
+    namespace = {"__init__": __init__, "__doc__": "The served models behind batchable methods "
+                 "(generated from genre_detector.families)."}
+    for n in SERVED:
+        namespace[f"{n}_model"] = BENTO_MODELS[n]      # declares the models the Bento packs
+        namespace[n] = method([n], n)
+    if "ensemble" in BENTO_MODELS:
+        namespace["ensemble_calibration"] = BENTO_MODELS["ensemble"]
+    for s, names in GROUPS.items():
+        if len(names) > 1:
+            namespace[GROUP_METHOD[s]] = method(names, GROUP_METHOD[s])
+    # BentoML's default recycles the front's connection to this service every 100 calls /
+    # 300 s by closing it, which aborted calls in flight (HTTP 500 under load): keep it open.
+    return bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120},
+                           runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})(
+        type("GenreModels", (), namespace))
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS)
-    def lenet(self, windows: np.ndarray) -> np.ndarray:
-        return _run(self.predictors, "lenet", windows)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS)
-    def cnn(self, windows: np.ndarray) -> np.ndarray:
-        return _run(self.predictors, "cnn", windows)
-
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS)
-    def lstm(self, windows: np.ndarray) -> np.ndarray:
-        return _run(self.predictors, "lstm", windows)
+GenreModels = _model_service()
 
 
 def _error(ctx: bentoml.Context, status: int, code: str, detail: str) -> dict:
@@ -107,7 +131,7 @@ def _models_app():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
-    reply = models_reply(_infos())
+    reply = models_reply(INFOS, CALIBRATION)
 
     async def models(_request):
         return JSONResponse(reply)
@@ -125,7 +149,7 @@ def _ui_app():
 @bentoml.asgi_app(_models_app(), path="/models")
 @bentoml.asgi_app(_ui_app(), path="/ui")
 class GenreDetector:
-    """Decodes uploads, computes log-mel windows, fans out to the four models."""
+    """Decodes uploads once, computes the windows every model needs, fans out to the models."""
 
     models = bentoml.depends(GenreModels)
 
@@ -133,12 +157,32 @@ class GenreDetector:
         from threadpoolctl import threadpool_limits
         # One BLAS thread: the mel projection is tiny, and threads only contend with TF.
         threadpool_limits(1)
-        self.infos = _infos()
-        self.settings = next(iter(self.infos.values())).settings
+        self.infos = INFOS
         self.pool = ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="features")
         # librosa/numba compile on first use (~seconds): do it now, not in a request.
-        extract_windows(np.random.default_rng(0).standard_normal(SAMPLE_RATE * 4)
-                        .astype(np.float32) * 0.1, self.settings)
+        wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
+        extract_feature_sets((wave, 16000), list(GROUPS))
+
+    async def _run_models(self, windows: dict, models: list[str]) -> dict[str, np.ndarray]:
+        """One call per feature group when the request wants the whole group, else one per
+        model; all concurrently."""
+        calls, names = [], []
+        for s, group in GROUPS.items():
+            wanted = [n for n in group if n in models]
+            if not wanted:
+                continue
+            if len(wanted) == len(group) and len(group) > 1:
+                calls.append(getattr(self.models.to_async, GROUP_METHOD[s])(windows[s]))
+                names.append(group)
+            else:
+                for n in wanted:
+                    calls.append(getattr(self.models.to_async, n)(windows[s]))
+                    names.append([n])
+        probs = {}
+        for group, out in zip(names, await asyncio.gather(*calls)):
+            out = np.asarray(out)
+            probs.update({n: out[:, k] for k, n in enumerate(group)})
+        return {n: probs[n] for n in models}
 
     async def _analyse(self, ctx: bentoml.Context, audio: Path | None, field: str,
                        models: list[str], spectrogram: bool = False) -> dict:
@@ -149,47 +193,44 @@ class GenreDetector:
         if unknown:
             return _error(ctx, 400, "unknown_model", f"unknown model(s) {', '.join(unknown)}; "
                           f"valid names: {', '.join(self.infos)}")
+        needed = list(dict.fromkeys(self.infos[m].settings for m in models))
+        if spectrogram and not any(s.scale == "db" for s in needed):
+            needed.append(FeatureSettings())          # the picture is drawn in dB
         loop = asyncio.get_running_loop()
         try:
-            batch = await loop.run_in_executor(self.pool, extract_windows,
-                                               Path(audio).read_bytes(), self.settings)
+            batches = await loop.run_in_executor(self.pool, extract_feature_sets,
+                                                 Path(audio).read_bytes(), needed)
         except AudioError as exc:
             status = 415 if exc.reason in AudioError.UNDECODABLE else 422
             return _error(ctx, status, exc.reason, exc.detail)
-        if set(models) == set(MODEL_NAMES):
-            stacked = np.asarray(await self.models.to_async.all_models(batch.windows))
-            probs = {m: stacked[:, MODEL_NAMES.index(m)] for m in models}
-        else:
-            outputs = await asyncio.gather(*(getattr(self.models.to_async, m)(batch.windows)
-                                             for m in models))
-            probs = dict(zip(models, map(np.asarray, outputs)))
-        reply = predict_reply(batch, probs,
-                              self.infos, uuid.uuid4().hex[:16], SAMPLE_RATE)
+        probs = await self._run_models({s: b.windows for s, b in batches.items()}, models)
+        reply = predict_reply(batches, probs, self.infos, CALIBRATION, uuid.uuid4().hex[:16])
         if spectrogram:
-            reply["spectrogram_png"] = png_data_url(batch.mel, -self.settings.top_db)
+            s = next(s for s in needed if s.scale == "db")
+            reply["spectrogram_png"] = png_data_url(batches[s].mel, s.floor)
         return reply
 
     @bentoml.api(route="/predict")
     # `audio: Path = None`, not Optional[Path]: BentoML 1.4 then treats it as a file field,
     # and a missing field arrives as None so the reply can name it.
     async def predict(self, ctx: bentoml.Context, audio: Path = None,  # type: ignore[assignment]
-                      models: str = ",".join(MODEL_NAMES), spectrogram: bool = False) -> dict:
+                      models: str = ",".join(SERVED), spectrogram: bool = False) -> dict:
         """Genre probabilities of every model, the ensemble and a timeline for one track.
 
-        multipart field `audio`; optional `models` (comma-separated subset of
-        feedforward,lenet,cnn,lstm) and `spectrogram=true` for a PNG of the log-mel.
+        multipart field `audio`; optional `models` (comma-separated subset of the served
+        models, see GET /models) and `spectrogram=true` for a PNG of the log-mel.
         """
         query = ctx.request.query_params          # the options work as query parameters too
         models = query.get("models", models)
         spectrogram = query.get("spectrogram", str(spectrogram)).lower() in {"1", "true", "yes"}
-        names = [m.strip() for m in models.split(",") if m.strip()] or list(MODEL_NAMES)
+        names = [m.strip() for m in models.split(",") if m.strip()] or list(SERVED)
         return await self._analyse(ctx, audio, "audio", names, spectrogram)
 
     @bentoml.api(route="/")
     async def legacy(self, ctx: bentoml.Context,
                      audio_file: Path = None) -> dict:  # type: ignore[assignment]
         """The research prototype's API (multipart field `audio_file`), for its React page."""
-        reply = await self._analyse(ctx, audio_file, "audio_file", list(MODEL_NAMES))
+        reply = await self._analyse(ctx, audio_file, "audio_file", list(research_names()))
         return reply if "error" in reply else legacy_reply(reply)
 
 

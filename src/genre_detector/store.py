@@ -85,3 +85,51 @@ def load_from_store(ref: str):
 
 def card_metadata(card_path: str | Path) -> dict:
     return json.loads(Path(card_path).read_text())
+
+
+CALIBRATION_NAME = f"{STORE_PREFIX}ensemble"
+
+
+def save_calibration(cal) -> str:
+    """Store the ensemble's calibration (genre_detector.calibration.Calibration) as metadata
+    of a `genre-ensemble` entry; return its tag."""
+    import bentoml
+    with bentoml.models.create(CALIBRATION_NAME, metadata={"calibration": cal.to_dict()},
+                               labels={"task": "music-genre", "architecture": "ensemble"}
+                               ) as entry:
+        pass
+    return str(entry.tag)
+
+
+def load_calibration(ref: str = f"{CALIBRATION_NAME}:latest"):
+    """The stored Calibration, or None when the store has none."""
+    import bentoml
+
+    from .calibration import Calibration
+    try:
+        entry = bentoml.models.get(ref)
+    except bentoml.exceptions.NotFound:
+        return None
+    return Calibration.from_dict(dict(entry.info.metadata)["calibration"])
+
+
+class InconsistentModels(ValueError):
+    """Models that cannot be served or averaged together (different labels)."""
+
+
+def check_consistent(infos: dict[str, ModelInfo], calibration=None) -> list[str]:
+    """The labels every model shares; InconsistentModels naming each model's labels when they
+    differ (retraining only some families with new genres must not mix label orders)."""
+    if not infos:
+        raise InconsistentModels("no models to serve")
+    label_sets = {n: list(i.labels) for n, i in infos.items()}
+    first = next(iter(label_sets.values()))
+    if calibration is not None and list(calibration.labels) != first:
+        label_sets["ensemble calibration"] = list(calibration.labels)
+    if any(labels != first for labels in label_sets.values()):
+        lines = "; ".join(f"{n} ({infos[n].tag if n in infos else 'genre-ensemble'}): "
+                          f"{', '.join(labels)}" for n, labels in label_sets.items())
+        raise InconsistentModels(f"the models do not share one label list, so their "
+                                 f"probabilities cannot be combined: {lines}. Retrain or "
+                                 "import a consistent set (python -m train, make models)")
+    return first

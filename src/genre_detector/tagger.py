@@ -7,10 +7,11 @@ Both engines turn an iterator of tracks into (track, row) pairs in catalog order
 both build every row from a /predict reply (replies.predict_reply in-process), so their
 outputs have one format.
 
-* In-process: decoding + log-mel windows run in a ProcessPoolExecutor of spawned workers
-  (no TensorFlow there) with at most `queue` tracks in flight; the windows of consecutive
-  tracks pile up to `batch_windows`, then each model runs once on the concatenation and
-  the probabilities are split back per track.
+* In-process: decoding + the windows of every feature set the models need run in a
+  ProcessPoolExecutor of spawned workers (no TensorFlow there) with at most `queue` tracks
+  in flight; the windows of consecutive tracks pile up to `batch_windows`, then each model
+  runs once on the concatenation of its windows and the probabilities are split back per
+  track.
 * Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
   each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
 """
@@ -30,14 +31,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError
+from .audio import AudioError
 from .catalog import (RowWriter, Summary, Track, check_output, error_row, in_shard,
                       row_from_reply, walk)
-from .features import FeatureSettings, WindowBatch, extract_windows
-from .names import MODEL_NAMES
-from .store import store_name
+from .features import FeatureSettings, WindowBatch, extract_feature_sets
 
-DEFAULT_REFS = tuple(f"{store_name(n)}:latest" for n in MODEL_NAMES)
+DEFAULT_REFS = None     # every registered family that has a model in the store
 RETRY_STATUS = {502, 503, 504}
 _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
@@ -46,59 +45,43 @@ _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
-    extract_windows(np.random.default_rng(0).standard_normal(SAMPLE_RATE * 4)
-                    .astype(np.float32) * 0.1)          # librosa's first call is slow
+    wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
+    extract_feature_sets((wave, 16000), [FeatureSettings()])   # librosa's first call is slow
 
 
-def _features(path: str, settings: FeatureSettings) -> WindowBatch | tuple[str, str]:
-    """Windows of one file, or (reason, detail) when it cannot be used."""
+Features = dict  # FeatureSettings -> WindowBatch (without the whole-track mel)
+
+
+def _features(path: str, settings: list[FeatureSettings]) -> Features | tuple[str, str]:
+    """Windows of one file for every settings set, or (reason, detail) when it cannot be used."""
     try:
-        b = extract_windows(path, settings)
+        batches = extract_feature_sets(path, settings)
     except AudioError as exc:
         return exc.reason, exc.detail
     except Exception as exc:                             # noqa: BLE001  one bad file != the run
         return "failed", f"{type(exc).__name__}: {exc}"
-    return WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
-
-
-def _load(refs: Iterable[str]) -> dict:
-    """architecture -> Predictor, checked to share labels and features, traced once."""
-    from .inference import Predictor
-    predictors = {}
-    for ref in refs:
-        try:
-            p = Predictor.from_store(ref)
-        except Exception as exc:                          # noqa: BLE001  say which and where
-            raise SystemExit(f"cannot load model {ref} from the BentoML store "
-                             f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}") from exc
-        if p.info.architecture in predictors:
-            raise SystemExit(f"two models of architecture {p.info.architecture}: tag separately")
-        predictors[p.info.architecture] = p
-    first = next(iter(predictors.values())).info
-    for p in predictors.values():
-        if p.info.labels != first.labels or p.info.settings != first.settings:
-            raise SystemExit(f"{p.info.tag} has other labels or features than {first.tag}")
-        p(np.zeros((1, first.settings.n_mels, first.settings.window_frames), np.float32))
-    return predictors
+    return {s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+            for s, b in batches.items()}
 
 
 class InProcessEngine:
-    def __init__(self, refs: Iterable[str] = DEFAULT_REFS, workers: int | None = None,
+    def __init__(self, refs: Iterable[str] | None = DEFAULT_REFS, workers: int | None = None,
                  batch_windows: int = 512, queue: int | None = None):
+        from .inference import ModelSet
         self.workers = workers or os.cpu_count() or 1
         self.batch_windows = batch_windows
         self.pool = self._new_pool()                     # workers warm up while models load
         try:
-            self.predictors = _load(refs)
+            self.models = ModelSet.from_store(list(refs) if refs else None)
         except BaseException:
             self.pool.shutdown(wait=False, cancel_futures=True)
             raise
-        first = next(iter(self.predictors.values())).info
-        self.infos = {n: p.info for n, p in self.predictors.items()}
-        self.labels, self.settings = first.labels, first.settings
+        self.predictors, self.infos = self.models.predictors, self.models.infos
+        self.labels, self.settings = self.models.labels, self.models.settings
         self.model_names = list(self.predictors)
         # Enough tracks in flight to fill the next batch while this one runs the models.
-        self.queue = queue or 2 * self.workers + 2 * -(-batch_windows // self.settings.max_windows)
+        per_track = max(s.max_windows for s in self.settings)
+        self.queue = queue or 2 * self.workers + 2 * -(-batch_windows // per_track)
         self.seconds = {"models": 0.0, "waiting for features": 0.0}
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -155,7 +138,8 @@ class InProcessEngine:
             if new_pool:                # the old pool took the other pending tracks with it
                 pending = deque((t, self._submit(t)) for t, _ in pending)
             ready.append((track, result))
-            n_windows += len(result.windows) if isinstance(result, WindowBatch) else 0
+            n_windows += (max(len(b.windows) for b in result.values())
+                          if isinstance(result, dict) else 0)
             if n_windows >= self.batch_windows:
                 yield from self._infer(ready)
                 ready, n_windows = [], 0
@@ -163,21 +147,25 @@ class InProcessEngine:
 
     def _infer(self, ready: list) -> Iterator[tuple[Track, dict]]:
         from .replies import predict_reply
-        batches = [r for _, r in ready if isinstance(r, WindowBatch)]
+        batches = [r for _, r in ready if isinstance(r, dict)]
         if batches:
             t0 = time.perf_counter()
-            windows = np.concatenate([b.windows for b in batches])
-            probs = {n: p(windows) for n, p in self.predictors.items()}
+            probs = self.models.predict({s: np.concatenate([b[s].windows for b in batches])
+                                         for s in self.settings})
             self.seconds["models"] += time.perf_counter() - t0
-        offset = 0
+        offset = {s: 0 for s in self.settings}
         for track, r in ready:
-            if not isinstance(r, WindowBatch):
+            if not isinstance(r, dict):
                 yield track, error_row(track.path, *r)
                 continue
-            window_probs = {n: p[offset:offset + len(r.windows)] for n, p in probs.items()}
-            offset += len(r.windows)
-            yield track, row_from_reply(track.path, predict_reply(r, window_probs, self.infos,
-                                                                  "", SAMPLE_RATE))
+            window_probs = {}
+            for n, p in probs.items():
+                s = self.infos[n].settings
+                window_probs[n] = p[offset[s]:offset[s] + len(r[s].windows)]
+            for s in self.settings:
+                offset[s] += len(r[s].windows)
+            yield track, row_from_reply(track.path, predict_reply(
+                r, window_probs, self.infos, self.models.calibration, ""))
 
     def stats(self) -> str:
         return "in-process: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
@@ -275,9 +263,13 @@ def measure_floor(paths: list[str], refs=DEFAULT_REFS, workers: int | None = Non
         seconds = {"decode+features": time.perf_counter() - t0}
     finally:
         engine.close()
-    windows = np.concatenate([r.windows for r in results if isinstance(r, WindowBatch)])
-    lines, sample = [], windows[:sweep_windows]
+    by_settings = {s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
+                   for s in engine.settings}
+    windows = by_settings[engine.settings[0]]
+    lines = []
     for name, predictor in engine.predictors.items():
+        windows = by_settings[predictor.info.settings]
+        sample = windows[:sweep_windows]
         sweep = {}
         for bs in batch_sizes:
             predictor(sample[:bs])                                    # first call per shape

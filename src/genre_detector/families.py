@@ -1,0 +1,89 @@
+"""The registry of model families: the one place that says which models exist.
+
+    from genre_detector.families import FAMILIES, family
+    for f in FAMILIES.values(): print(f.name, f.display_name, f.settings.sample_rate)
+
+Everything else is derived from it: store names (`genre-<name>`), the served batchable
+methods and the Bento's model list, the training CLI's `--models` and default epochs, the
+research page's keys of `POST /`, the load test and the tests. No Keras import here: the
+front service reads this too.
+
+Adding a model family:
+  1. write its builder `f(input_shape, n_classes) -> keras.Model` (windows in, class
+     probabilities out; e.g. in architectures.py);
+  2. add one `Family(...)` line to FAMILIES below, naming the builder as "module:function";
+  3. `python -m train --models <name>` trains it into the store; `bentoml serve` serves it.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+
+from .features import MUSICNN_SETTINGS, FeatureSettings
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str                       # store name genre-<name>, API name, CLI name
+    display_name: str               # what people read
+    builder: str                    # "module:function" building (input_shape, n_classes)
+    epochs: int = 30                # training default (fixed count: retrains reproduce)
+    legacy_name: str | None = None  # the research page's key in `POST /` (None: not there)
+    settings: FeatureSettings = FeatureSettings()   # its input features
+    pretrained: bool = False        # a pretrained backbone with a trained head
+    fit: dict = field(default_factory=dict, hash=False)  # FitConfig fields it trains with
+
+    def build(self, input_shape: tuple[int, int], n_classes: int):
+        module, func = self.builder.split(":")
+        return getattr(importlib.import_module(module), func)(tuple(input_shape), n_classes)
+
+
+_ARCH = "genre_detector.architectures"
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    # 2e-3 (FitConfig's default) left the feed-forward net at chance on nine genres
+    Family("feedforward", "Feed-Forward", f"{_ARCH}:feedforward", 60, "Feed-Forward Model",
+           fit={"learning_rate": 5e-4}),
+    Family("lenet", "LeNet", f"{_ARCH}:lenet", 30, "Le-Net Model"),
+    Family("cnn", "CNN", f"{_ARCH}:cnn", 24, "CNN Model"),
+    Family("lstm", "CNN+LSTM", f"{_ARCH}:lstm", 24, "LSTM Model"),
+    # The head is a logistic regression on the frozen backbones' window features (no epochs);
+    # artist balancing lowered its cross-validated accuracy (80.2 -> 78.4 %), so it is off.
+    Family("musicnn", "musicnn", "genre_detector.musicnn_head:build", 0,
+           settings=MUSICNN_SETTINGS, pretrained=True, fit={"artist_balance": 0.0}),
+)}
+
+
+
+LEGACY_NAMES = {n: f.legacy_name for n, f in FAMILIES.items() if f.legacy_name}
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def model_names() -> tuple[str, ...]:
+    """Every registered family, in registry order (the default request)."""
+    return tuple(FAMILIES)
+
+
+def research_names() -> tuple[str, ...]:
+    """The research prototype's families: the keys of `POST /`."""
+    return tuple(n for n, f in FAMILIES.items() if f.legacy_name)
+
+
+def display_name(name: str) -> str:
+    return FAMILIES[name].display_name if name in FAMILIES else name
+
+
+def register(f: Family) -> None:
+    """Add a family (a plugin, a test); everything reads FAMILIES, so it is served too."""
+    FAMILIES[f.name] = f
+
+
+# GENRE_PLUGINS=mod1,mod2: modules imported now, each calling register(Family(...)), so a
+# `bentoml serve` process serves families that live outside this package.
+for _module in filter(None, (m.strip() for m in os.environ.get("GENRE_PLUGINS", "").split(","))):
+    importlib.import_module(_module)

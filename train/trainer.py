@@ -1,0 +1,86 @@
+"""Train any registered family on a set of tracks: the one code path of `python -m train`
+and `python -m train.crossval`.
+
+    corpus = Corpus(tracks, workers=2)
+    trained = train_family("cnn", corpus, train_idx, val_idx, labels, cfg)
+    trained.p_val        # track probabilities of the validation tracks
+
+Window families learn from random crops of cached log-mels (train/fit.py); pretrained
+families (musicnn) embed the serving windows once and fit their head (train/pretrained.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from genre_detector.families import family
+from genre_detector.features import FeatureSettings
+from train.data import Track, load_mels
+from train.fit import FitConfig, FitResult, fit, new_model, track_probs, track_windows
+
+
+class Corpus:
+    """The tracks and, computed on first use and cached, their log-mels per feature settings."""
+
+    def __init__(self, tracks: list[Track], workers: int = 2):
+        self.tracks, self.workers = list(tracks), workers
+        self._mels: dict[FeatureSettings, list[np.ndarray]] = {}
+        self._embeddings: dict[str, list[np.ndarray]] = {}
+        self.labels = sorted({t.genre for t in self.tracks})
+        self.y = np.array([self.labels.index(t.genre) for t in self.tracks])
+
+    def drop_undecodable(self, settings: list[FeatureSettings]) -> "Corpus":
+        """Decode everything now (for every settings set), keeping the tracks that decode."""
+        ok = set(range(len(self.tracks)))
+        for s in dict.fromkeys(settings):
+            kept, mels = load_mels(self.tracks, s, self.workers, f"decode {s.sample_rate} Hz")
+            paths = {t.path for t in kept}
+            ok &= {i for i, t in enumerate(self.tracks) if t.path in paths}
+            self._mels[s] = mels if len(kept) == len(self.tracks) else None  # type: ignore
+        if len(ok) < len(self.tracks):
+            return Corpus([self.tracks[i] for i in sorted(ok)], self.workers)
+        return self
+
+    def mels(self, s: FeatureSettings) -> list[np.ndarray]:
+        if self._mels.get(s) is None:
+            kept, mels = load_mels(self.tracks, s, self.workers, f"decode {s.sample_rate} Hz")
+            if len(kept) != len(self.tracks):
+                raise ValueError("some tracks did not decode: call drop_undecodable first")
+            self._mels[s] = mels
+        return self._mels[s]
+
+    def embeddings(self, model, s: FeatureSettings) -> list[np.ndarray]:
+        from train.pretrained import embed
+        if model.name not in self._embeddings:
+            self._embeddings[model.name] = embed(model, self.mels(s), s,
+                                                 keys=[str(t.path.resolve()) for t in self.tracks])
+        return self._embeddings[model.name]
+
+
+@dataclass
+class Trained:
+    model: object
+    result: FitResult
+    p_train: np.ndarray     # inference-mode track probabilities of the training tracks
+    p_val: np.ndarray
+
+
+def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) -> Trained:
+    fam = family(name)
+    s, y, n = fam.settings, corpus.y, len(corpus.labels)
+    model = new_model(name, s, n, cfg.seed)
+    groups = [corpus.tracks[i].group for i in train_idx]
+    if fam.pretrained:
+        from train.pretrained import fit_head, head_track_probs
+        feats = corpus.embeddings(model, s)
+        f_train, f_val = [feats[i] for i in train_idx], [feats[i] for i in val_idx]
+        res = fit_head(model, f_train, y[train_idx], cfg, groups)
+        head = model.get_layer("head")
+        return Trained(model, res, head_track_probs(head, f_train), head_track_probs(head, f_val))
+    mels = corpus.mels(s)
+    train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
+    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name,
+              groups=groups)
+    return Trained(model, res, track_probs(model, *track_windows(train_mels, s), len(train_idx)),
+                   track_probs(model, *track_windows(val_mels, s), len(val_idx)))
