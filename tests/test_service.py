@@ -254,25 +254,67 @@ def test_concurrent_requests_all_succeed_and_batch(service, wav_clip):
     assert max(sizes) > 21, f"no batch merged windows of two requests: {sizes}"
 
 
+def _long_silent_flac(hours: float = 2.0, rate: int = 8000) -> bytes:
+    """Two hours of digital silence: under 1 MB as FLAC, 57.6 M samples decoded."""
+    buf = io.BytesIO()
+    block = np.zeros(rate * 60, np.int16)
+    with sf.SoundFile(buf, "w", rate, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(hours * 60)):
+            f.write(block)
+    return buf.getvalue()
+
+
+def _chunked_over_limit():
+    yield (b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+           b"Content-Type: audio/wav\r\n\r\n")
+    for _ in range(UPLOAD_LIMIT // 65536 + 8):
+        yield b"\0" * 65536
+    yield b"\r\n--xyz--\r\n"
+
+
+def _temp_entries(folder: Path) -> set[str]:
+    # TensorFlow (GENRE_RUNTIME=keras only) writes its traced functions once at start-up
+    return {str(f.relative_to(folder)) for f in folder.rglob("*")
+            if not f.name.startswith("__autograph_generated_file")}
+
+
 def test_no_temp_files_left_behind(service, wav_clip):
-    for data in (wav_clip.read_bytes(), b"junk" * 100, _silence_wav(5), b"ID3" + b"\0" * 5000):
-        assert _post(service, data).status_code in (200, 415, 422)
-    # BentoML keeps pools of per-request/per-client folders and a sockets' folder, and empties
-    # the pooled ones on release; TensorFlow writes its traced functions once at start-up.
-    # Nothing else may be left in the service's temp folder: no upload, no decoder temp file.
-    # BentoML empties a request's folder right *after* sending the reply, so the last reply
+    """Every request, good or bad (including uploads refused while they stream), leaves the
+    service's temp folder as it found it: no upload folder, no decoder temp file."""
+    flac = _long_silent_flac()
+    assert len(flac) < 1_000_000
+    url = f"{service.url}/predict"
+    before = _temp_entries(service.tmp)
+    expected = []
+    for data, name, status in ((wav_clip.read_bytes(), "clip.wav", 200),
+                               (b"junk" * 100, "clip.wav", 415),
+                               (_silence_wav(5), "clip.wav", 422),
+                               (b"ID3" + b"\0" * 5000, "clip.mp3", 415),
+                               (flac, "silence.flac", 422),
+                               (b"\0" * (UPLOAD_LIMIT + 1024), "big.wav", 413)):
+        r = _post(service, data, name)
+        expected.append((name, r.status_code, status, r.text[:200]))
+    r = requests.post(url, data=_chunked_over_limit(), timeout=60,
+                      headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    expected.append(("chunked", r.status_code, 413, r.text[:200]))
+    r = requests.post(url, data=b"garbage", timeout=30,
+                      headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    expected.append(("malformed", r.status_code, 400, r.text[:200]))
+    r = requests.post(url, files={"file": ("a.wav", b"RIFF" * 100)}, timeout=30)
+    expected.append(("wrong field", r.status_code, 400, r.text[:200]))
+    assert [e[1] for e in expected] == [e[2] for e in expected], expected
+    assert "too_long" in expected[4][3]
+    # BentoML removes a request's folder right *after* sending the reply, so the last reply
     # can reach us a few milliseconds before its upload is deleted: allow 5 s, a leak stays.
     deadline = time.monotonic() + 5
     while True:
-        files = [f for f in service.tmp.rglob("*") if f.is_file()
-                 and not f.name.startswith("__autograph_generated_file")]
-        if not files or time.monotonic() > deadline:
+        left = _temp_entries(service.tmp) - before
+        pooled = [e for e in _temp_entries(service.tmp) if e.startswith("bentoml-request-")]
+        if (not left and not pooled) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert not files, f"temp files left behind: {files}"
-    others = [d.name for d in service.tmp.iterdir() if d.is_dir()
-              and not d.name.startswith(("bentoml-request-", "bentoml-client-", "bentoml-uds-"))]
-    assert not others, others
+    assert not left, f"temp files left behind: {sorted(left)}"
+    assert not pooled, f"request folders left behind: {pooled}"
 
 
 def test_service_still_healthy_after_abuse(service, wav_clip):

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         tr.model.save(model_file)
         metadata = {
             "architecture": name, "labels": labels,
-            "feature_settings": family(name).settings.to_dict(),
+            "feature_settings": family(name).settings.to_dict(), "pooling": family(name).pooling,
             "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
             "per_genre": metrics["per_genre"], "per_source": metrics["per_source"],
             "confusion": metrics["confusion"], "train_accuracy": train_metrics["accuracy"],

@@ -51,7 +51,8 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
         # exhausted the memory and crashed TensorFlow on the 113 held-out tracks.
         wp = np.concatenate([predictor(windows[i:i + EVAL_BATCH])
                              for i in range(0, len(windows), EVAL_BATCH)])
-        raw[name] = np.stack([track_probabilities(wp[owner == i]) for i in range(len(tracks))])
+        raw[name] = np.stack([track_probabilities(wp[owner == i], predictor.info.pooling)
+                              for i in range(len(tracks))])
         out["models"][name] = {**classification_metrics(y, cal.model(name, raw[name]), labels,
                                                         sources), "tag": predictor.info.tag}
     out["ensemble"] = {**classification_metrics(y, cal.ensemble(raw), labels, sources),

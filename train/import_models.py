@@ -11,8 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from genre_detector.store import (CALIBRATION_NAME, file_sha, save_calibration, save_to_store,
-                                  store_name)
+from genre_detector.store import (
+    CALIBRATION_NAME,
+    add_onnx,
+    file_sha,
+    save_calibration,
+    save_to_store,
+    store_name,
+)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 
@@ -34,6 +40,8 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
             stored = []
         existing = [m for m in stored if m.info.metadata.get("model_sha256") == sha]
         if existing:
+            # entries imported before the ONNX export existed get their model.onnx now
+            add_onnx(existing[0])
             results.append((str(existing[0].tag), False))
         else:
             results.append((save_to_store(model_file, metadata), True))

@@ -2,6 +2,7 @@
 
     python -m genre_detector tag MUSIC/ --out tags.csv          # or tags.jsonl
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://host:3000 --resume
+    python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
 The work lives in genre_detector.tagger (engines, the run) and genre_detector.catalog
 (walking, sharding, rows, writers); this module only parses arguments.
@@ -29,14 +30,30 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--url", action="append", default=[], metavar="URL",
                    help="tag through running services (http://host:3000) instead of "
                    "in-process; repeat it or separate by commas to spread tracks round-robin")
+    t.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess",
+                   help="inprocess (default): decoding processes + the models in this "
+                   "process; ray: Ray Data decoding tasks + a model actor pool, on a local "
+                   "Ray or the cluster at --address")
+    t.add_argument("--address", metavar="ADDR",
+                   help="with --engine ray: join this running Ray cluster ('auto', "
+                   "'ray://head:10001'); default: start a local Ray with --workers CPUs")
+    t.add_argument("--model-actors", type=int, default=1, metavar="N",
+                   help="with --engine ray: model actors, each loading the models once "
+                   "(default: 1)")
+    t.add_argument("--model-cpus", type=float, metavar="X",
+                   help="with --engine ray: CPUs each model actor reserves, also its "
+                   "TensorFlow threads; 0 = reserve none, TensorFlow's default threads "
+                   "(default: 0 on a local Ray, as in-process; 1 with --address)")
+    t.add_argument("--decode-cpus", type=float, default=1.0, metavar="X",
+                   help="with --engine ray: CPUs each decoding task reserves (default: 1)")
     t.add_argument("--per-url", type=int, default=4, metavar="N",
                    help="with --url: requests in flight per service (default: 4)")
     t.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="in-process: decoding processes (default: number of CPUs, "
-                   f"{os.cpu_count()})")
+                   help="in-process: decoding processes; --engine ray: the local Ray's CPUs "
+                   f"(default: number of CPUs, {os.cpu_count()})")
     t.add_argument("--batch-windows", type=int, default=512, metavar="N",
-                   help="in-process: windows of consecutive tracks gathered into one model "
-                   "call (default: 512)")
+                   help="in-process and --engine ray: windows of consecutive tracks gathered "
+                   "into one model call (default: 512)")
     t.add_argument("--models", metavar="TAGS",
                    help="in-process: comma-separated model-store tags (default: "
                    "genre-feedforward:latest,genre-lenet:latest,genre-cnn:latest,"
@@ -49,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    "existing non-empty --out is an error)")
     t.add_argument("--shard", metavar="I/N",
                    help="tag only shard I of N (1 <= I <= N): a track's shard is 1 + "
-                   "sha1(path relative to its PATH argument) mod N, the same on every machine")
+                   "sha1(path relative to its PATH argument) mod N, the same on every machine "
+                   "(for runs that share nothing: machines without a common cluster, or "
+                   "several Ray clusters/jobs; one Ray cluster splits the work itself)")
     t.add_argument("--labels-from-folders", action="store_true",
                    help="treat each file's parent folder as its true genre and print the "
                    "accuracy of every model and the ensemble at the end")
@@ -70,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(tagger.measure_floor(args.paths, refs, args.workers))
         return 0
+    if urls and args.engine == "ray":
+        _parser().error("--url tags through services; it does not combine with --engine ray")
+    ray = ({"address": args.address, "model_actors": args.model_actors,
+            "model_cpus": args.model_cpus, "decode_cpus": args.decode_cpus}
+           if args.engine == "ray" else None)
     if not args.out:
         _parser().error("tag needs --out FILE.csv or FILE.jsonl (or --profile)")
     try:
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             args.paths, args.out, urls=urls, refs=refs, workers=args.workers,
             batch_windows=args.batch_windows, per_url=args.per_url, resume=args.resume,
             overwrite=args.overwrite, shard=shard, labels_from_folders=args.labels_from_folders,
-            progress=not args.no_progress)
+            progress=not args.no_progress, ray=ray)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every row in {args.out} is complete; run the same command "
               "with --resume to continue", file=sys.stderr)

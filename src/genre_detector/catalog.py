@@ -38,12 +38,51 @@ def _is_audio(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 
 
+def is_uri(path: str | os.PathLike) -> bool:
+    """s3://bucket/key, gs://..., file://...: read through pyarrow.fs, not the local OS."""
+    return "://" in str(path)
+
+
+def _walk_uri(uri: str) -> list[Track]:
+    from pyarrow import fs
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    scheme = uri.split("://", 1)[0]
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.File:
+        infos, base = [info], info.path.rsplit("/", 1)[0]
+    elif info.type == fs.FileType.Directory:
+        infos, base = filesystem.get_file_info(fs.FileSelector(root, recursive=True)), root
+    else:
+        raise FileNotFoundError(f"{uri}: no such file or folder")
+    base = base.rstrip("/")
+    found = []
+    for i in infos:
+        key = i.path[len(base):].lstrip("/")
+        if (i.type == fs.FileType.File and _is_audio(i.base_name)
+                and not any(part.startswith(".") for part in key.split("/"))):
+            found.append(Track(f"{scheme}://{i.path}", key))
+    return sorted(found, key=lambda t: t.key)
+
+
+def read_source(path: str):
+    """What the decoder reads: the path itself, or the bytes of a URI (via pyarrow.fs)."""
+    if not is_uri(path):
+        return path
+    from pyarrow import fs
+    filesystem, where = fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(where) as f:
+        return f.read()
+
+
 def walk(paths: Iterable[str | os.PathLike]) -> list[Track]:
-    """Every audio file under `paths` (files or folders), each once, in a stable order."""
+    """Every audio file under `paths` (files, folders or pyarrow.fs URIs such as
+    s3://bucket/prefix), each once, in a stable order."""
     tracks, seen = [], set()
     for arg in paths:
         root = Path(arg)
-        if root.is_file():
+        if is_uri(arg):
+            found = _walk_uri(str(arg))
+        elif root.is_file():
             found = [Track(str(root), root.name)] if _is_audio(root.name) else []
         elif root.is_dir():
             found = []

@@ -13,9 +13,22 @@ BETWEEN_RATIO = 0.5
 TOP_K = 3
 
 
-def track_probabilities(window_probs: np.ndarray) -> np.ndarray:
-    """Mean of the window probabilities, renormalised to sum to exactly 1."""
-    p = np.asarray(window_probs, dtype=np.float64).mean(axis=0)
+POOLINGS = ("mean", "geometric")
+
+
+def track_probabilities(window_probs: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """The track's probabilities from its windows', renormalised to sum to exactly 1:
+    "mean" averages the probabilities; "geometric" averages their logarithms (for a softmax
+    model that is the softmax of the mean logits: the prediction on the mean features when
+    the head is linear)."""
+    p = np.asarray(window_probs, dtype=np.float64)
+    if pooling == "geometric":
+        logp = np.log(np.clip(p, 1e-12, 1.0)).mean(axis=0)
+        p = np.exp(logp - logp.max())
+    elif pooling == "mean":
+        p = p.mean(axis=0)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
     return p / p.sum()
 
 

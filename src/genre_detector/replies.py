@@ -18,7 +18,7 @@ def predict_reply(batches: dict[FeatureSettings, WindowBatch],
     cal = calibration or Calibration(labels)
     models, raw = {}, {}
     for name, probs in window_probs.items():
-        raw[name] = track_probabilities(probs)
+        raw[name] = track_probabilities(probs, infos[name].pooling)
         models[name] = {"display_name": display_name(name), "tag": infos[name].tag,
                         **verdict(cal.model(name, raw[name]), labels),
                         "metrics": infos[name].metrics}

@@ -6,12 +6,18 @@ and one method per family (for requests that name a subset).
 
     bentoml serve service:GenreDetector        # from the repository root (see service.py)
 
-TensorFlow is imported only in the model service process, so the front stays light.
+The model service runs ONNX Runtime sessions when every served model has its exported
+model.onnx (GENRE_RUNTIME=onnx|keras|auto, default auto) and then never imports TensorFlow;
+with GENRE_RUNTIME=keras (or a model without model.onnx) it runs the Keras models. The front
+never imports TensorFlow. SIGTERM drains (install_drain_handler): GENRE_DRAIN_SECONDS.
 """
 
 import asyncio
 import logging
 import os
+import signal
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +29,14 @@ from .audio import AudioError
 from .calibration import Calibration
 from .families import FAMILIES, research_names
 from .features import FeatureSettings, extract_feature_sets
-from .http_boundary import HttpBoundary
+from .http_boundary import (
+    DRAIN,
+    MAX_CONCURRENCY,
+    TARGET_CONCURRENCY,
+    HttpBoundary,
+    drain_seconds,
+    unpooled_request_dirs,
+)
 from .replies import legacy_reply, models_reply, predict_reply
 from .spectrogram_png import png_data_url
 from .store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
@@ -35,6 +48,11 @@ MAX_LATENCY_MS = int(os.environ.get("GENRE_MAX_LATENCY_MS", "10000"))
 FEATURE_THREADS = int(os.environ.get("GENRE_FEATURE_THREADS", "2"))
 WEB_DIR = Path(__file__).parent / "web"
 logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
+# The front reaches the model service over loopback TCP, not a Unix socket: on SIGTERM
+# BentoML's supervisor (bentoml._internal.utils.circus.Arbiter.stop) deletes its Unix
+# sockets' folder *before* it stops the workers, so a draining front could no longer reach
+# the model service (HTTP 500s). Read by `bentoml serve` after it imports this module.
+os.environ.setdefault("BENTOML_NO_UDS", "1")
 
 
 def model_ref(name: str) -> str:
@@ -83,14 +101,119 @@ for _name in SERVED:
 GROUP_METHOD = {s: "group_" + "_".join(names) for s, names in GROUPS.items()}
 
 
+MODEL_SERVICE_NAME = "genre_models"
+
+
+def _front_alive() -> bool:
+    """Whether a worker of another service (the front) still runs beside this process under
+    the same `bentoml serve` supervisor."""
+    import psutil
+    try:
+        me = psutil.Process()
+        siblings = me.parent().children() if me.parent() else []
+    except psutil.Error:
+        return False
+    for p in siblings:
+        try:
+            cmd = p.cmdline()
+            if p.pid == me.pid or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if "_bentoml_impl.worker.service" in cmd and MODEL_SERVICE_NAME not in cmd:
+            return True
+    return False
+
+
+def install_drain_handler(role: str) -> bool:
+    """Replace uvicorn's SIGTERM handler in this worker with a drain (BentoML's supervisor
+    sends SIGTERM to every service's workers at once, and uvicorn alone would stop the model
+    service while the front still has requests for it):
+
+    * front: /readyz turns 503 and new requests get 503 at once (http_boundary.DRAIN); once
+      the accepted requests are answered, or after GENRE_DRAIN_SECONDS, uvicorn exits.
+    * model: keeps serving until no front worker is left beside it (or the drain limit plus
+      5 s has passed), then uvicorn exits after the batches in flight.
+
+    False (and uvicorn's own handling) when the worker is not run by uvicorn's Server."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    if server is None or not hasattr(server, "should_exit"):
+        logger.warning("SIGTERM handler is not uvicorn's (%r): no graceful drain", handler)
+        return False
+    limit = drain_seconds()
+    started = threading.Event()
+
+    def wait_front() -> None:
+        DRAIN.draining = True
+        t0, deadline = time.monotonic(), time.monotonic() + limit
+        logger.info("SIGTERM: draining %d request(s), at most %g s", DRAIN.in_flight, limit)
+        while DRAIN.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = DRAIN.in_flight
+        logger.info("drained in %.1f s (%d request(s) cut off): exiting", time.monotonic() - t0,
+                    left)
+        server.should_exit = True
+        if left:
+            server.force_exit = True
+
+    def wait_model() -> None:
+        t0, deadline = time.monotonic(), time.monotonic() + limit + 5
+        logger.info("SIGTERM: model service serves until the front has drained")
+        while _front_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        logger.info("front gone after %.1f s: model service exiting", time.monotonic() - t0)
+        server.should_exit = True
+
+    def on_sigterm(signum, frame) -> None:
+        if not started.is_set():
+            started.set()
+            threading.Thread(target=wait_front if role == "front" else wait_model,
+                             name=f"drain-{role}", daemon=True).start()
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:                       # not the main thread
+        logger.warning("cannot install the SIGTERM drain handler outside the main thread")
+        return False
+    return True
+
+
+def model_runtime() -> str:
+    """"onnx" (ONNX Runtime, no TensorFlow) or "keras". GENRE_RUNTIME=onnx|keras|auto;
+    auto (the default): onnx when every served model has its model.onnx."""
+    from .onnx_inference import has_onnx
+    wanted = os.environ.get("GENRE_RUNTIME", "auto").strip().lower() or "auto"
+    if wanted not in {"auto", "onnx", "keras"}:
+        raise ValueError(f"GENRE_RUNTIME={wanted!r}: use onnx, keras or auto")
+    if wanted == "keras":
+        return "keras"
+    missing = [n for n in SERVED if not has_onnx(str(BENTO_MODELS[n].tag))]
+    if not missing:
+        return "onnx"
+    if wanted == "onnx":
+        raise RuntimeError(f"GENRE_RUNTIME=onnx but {', '.join(missing)} have no model.onnx "
+                           "in the store: re-import (`make models`) to export them")
+    logger.warning("no model.onnx for %s: serving every model with Keras/TensorFlow",
+                   ", ".join(missing))
+    return "keras"
+
+
 def _model_service():
     """The model service class, generated from what is served."""
     def __init__(self) -> None:
-        from .inference import Predictor, limit_threads
-        limit_threads()
+        self.runtime = model_runtime()
+        if self.runtime == "onnx":
+            from .onnx_inference import OnnxPredictor as Predictor
+        else:
+            from .inference import Predictor, limit_threads
+            limit_threads()
         self.predictors = {n: Predictor.from_store(str(BENTO_MODELS[n].tag)) for n in SERVED}
-        for p in self.predictors.values():   # trace once so the first request is fast
+        for p in self.predictors.values():   # run once so the first request is fast
             p.warm_up()
+        import sys
+        logger.info("model runtime %s for %s (tensorflow imported: %s)", self.runtime,
+                    ", ".join(SERVED), "tensorflow" in sys.modules)
+        install_drain_handler("model")
 
     def method(names: list[str], method_name: str):
         def run(self, windows: np.ndarray) -> np.ndarray:
@@ -114,7 +237,7 @@ def _model_service():
             namespace[GROUP_METHOD[s]] = method(names, GROUP_METHOD[s])
     # BentoML's default recycles the front's connection to this service every 100 calls /
     # 300 s by closing it, which aborted calls in flight (HTTP 500 under load): keep it open.
-    return bentoml.service(name="genre_models", workers=1, traffic={"timeout": 120},
+    return bentoml.service(name=MODEL_SERVICE_NAME, workers=1, traffic={"timeout": 120},
                            runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})(
         type("GenreModels", (), namespace))
 
@@ -144,7 +267,8 @@ def _ui_app():
 
 
 @bentoml.service(name="genre_detector", workers=1,
-                 traffic={"timeout": 120, "max_concurrency": 64},
+                 traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY,
+                          "concurrency": TARGET_CONCURRENCY},
                  http={"cors": {"enabled": False}})
 @bentoml.asgi_app(_models_app(), path="/models")
 @bentoml.asgi_app(_ui_app(), path="/ui")
@@ -162,6 +286,9 @@ class GenreDetector:
         # librosa/numba compile on first use (~seconds): do it now, not in a request.
         wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
         extract_feature_sets((wave, 16000), list(GROUPS))
+        install_drain_handler("front")
+        if not unpooled_request_dirs():
+            logger.warning("BentoML's request folder pool not found: folders may stay in TMPDIR")
 
     async def _run_models(self, windows: dict, models: list[str]) -> dict[str, np.ndarray]:
         """One call per feature group when the request wants the whole group, else one per
@@ -234,4 +361,5 @@ class GenreDetector:
         return reply if "error" in reply else legacy_reply(reply)
 
 
-GenreDetector.add_asgi_middleware(HttpBoundary, file_fields={"/predict": "audio", "/": "audio_file"})
+GenreDetector.add_asgi_middleware(HttpBoundary,
+                                  file_fields={"/predict": "audio", "/": "audio_file"})

@@ -44,12 +44,14 @@ class ModelInfo:
     metrics: dict
     tag: str = ""
     metadata: dict | None = None
+    pooling: str = "mean"        # windows -> track (predict.track_probabilities)
 
     @classmethod
     def from_metadata(cls, md: dict, tag: str = "") -> "ModelInfo":
         return cls(architecture=md["architecture"], labels=list(md["labels"]),
                    settings=FeatureSettings.from_dict(md["feature_settings"]),
-                   metrics=dict(md.get("metrics", {})), tag=tag, metadata=md)
+                   metrics=dict(md.get("metrics", {})), tag=tag, metadata=md,
+                   pooling=md.get("pooling", "mean"))
 
 
 def save_to_store(model_file: str | Path, metadata: dict) -> str:
@@ -62,11 +64,39 @@ def save_to_store(model_file: str | Path, metadata: dict) -> str:
                                labels={"task": "music-genre", "architecture": md["architecture"]}
                                ) as bento_model:
         shutil.copyfile(model_file, bento_model.path_of(MODEL_FILE))
+        add_onnx(bento_model)
     return str(bento_model.tag)
 
 
+def add_onnx(entry) -> bool:
+    """Export the entry's model.keras to model.onnx in the same entry (what ONNX Runtime
+    serves, genre_detector.onnx_inference) unless it is there; True when the entry has one.
+    A model that cannot be exported is logged and stays servable with Keras
+    (GENRE_RUNTIME=keras); GENRE_ONNX_EXPORT=0 skips the export."""
+    import logging
+    import os
+
+    from .onnx_inference import ONNX_FILE
+    target = Path(entry.path_of(ONNX_FILE))
+    if target.exists():
+        return True
+    if os.environ.get("GENRE_ONNX_EXPORT", "1") == "0":
+        return False
+    from .onnx_export import OnnxExportError, export_onnx
+    md = dict(entry.info.metadata)
+    try:
+        export_onnx(entry.path_of(MODEL_FILE), target,
+                    FeatureSettings.from_dict(md["feature_settings"]))
+    except (OnnxExportError, OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("no ONNX export for %s (served with Keras only): "
+                                            "%s", md.get("architecture"), exc)
+        return False
+    return True
+
+
 def resolve(ref: str):
-    """A store entry from a tag ('genre-cnn:abc'), a name ('genre-cnn') or an architecture ('cnn')."""
+    """A store entry from a tag ('genre-cnn:abc'), a name ('genre-cnn') or an architecture
+    ('cnn')."""
     import bentoml
     if ":" not in ref and not ref.startswith(STORE_PREFIX):
         ref = store_name(ref)

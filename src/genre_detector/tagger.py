@@ -1,9 +1,10 @@
-"""The two engines behind `python -m genre_detector tag`, and the run that drives them.
+"""The engines behind `python -m genre_detector tag`, and the run that drives them.
 
     python -m genre_detector tag MUSIC/ --out tags.csv                          # in-process
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
+    python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
-Both engines turn an iterator of tracks into (track, row) pairs in catalog order, and
+The engines turn an iterator of tracks into (track, row) pairs in catalog order, and
 both build every row from a /predict reply (replies.predict_reply in-process), so their
 outputs have one format.
 
@@ -14,6 +15,8 @@ outputs have one format.
   track.
 * Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
   each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
+* Ray (--engine ray, genre_detector.ray_engine): the same two steps (_features, then
+  infer_rows on batches of tracks) as Ray Data stages: decoding tasks, a model actor pool.
 """
 from __future__ import annotations
 
@@ -32,8 +35,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .audio import AudioError
-from .catalog import (RowWriter, Summary, Track, check_output, error_row, in_shard,
-                      row_from_reply, walk)
+from .catalog import (
+    RowWriter,
+    Summary,
+    Track,
+    check_output,
+    error_row,
+    in_shard,
+    read_source,
+    row_from_reply,
+    walk,
+)
 from .features import FeatureSettings, WindowBatch, extract_feature_sets
 
 DEFAULT_REFS = None     # every registered family that has a model in the store
@@ -43,10 +55,15 @@ _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 
 # ---------------------------------------------------------------- in-process
 
+def warm_decoder() -> None:
+    """librosa's first call in a process is slow: make it on noise, before any track."""
+    wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
+    extract_feature_sets((wave, 16000), [FeatureSettings()])
+
+
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
-    wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
-    extract_feature_sets((wave, 16000), [FeatureSettings()])   # librosa's first call is slow
+    warm_decoder()
 
 
 Features = dict  # FeatureSettings -> WindowBatch (without the whole-track mel)
@@ -55,13 +72,51 @@ Features = dict  # FeatureSettings -> WindowBatch (without the whole-track mel)
 def _features(path: str, settings: list[FeatureSettings]) -> Features | tuple[str, str]:
     """Windows of one file for every settings set, or (reason, detail) when it cannot be used."""
     try:
-        batches = extract_feature_sets(path, settings)
+        batches = extract_feature_sets(read_source(path), settings)
     except AudioError as exc:
         return exc.reason, exc.detail
     except Exception as exc:                             # noqa: BLE001  one bad file != the run
         return "failed", f"{type(exc).__name__}: {exc}"
     return {s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
             for s, b in batches.items()}
+
+
+def windows_of(result) -> int:
+    """Windows a track sends to the models (its largest feature set); 0 for an error."""
+    return max(len(b.windows) for b in result.values()) if isinstance(result, dict) else 0
+
+
+def tracks_per_batch(settings: list[FeatureSettings], batch_windows: int) -> int:
+    """Whole tracks that fill `batch_windows` windows at the most windows per track."""
+    return max(1, -(-batch_windows // max(s.max_windows for s in settings)))
+
+
+def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tuple[Track, dict]]:
+    """Rows for (track, features or (reason, detail)) pairs: every model runs once on the
+    concatenated windows of the batch, the probabilities are split back per track.
+
+    `models`: an inference.ModelSet; `seconds["models"]` accumulates the time in the models."""
+    from .replies import predict_reply
+    batches = [r for _, r in ready if isinstance(r, dict)]
+    if batches:
+        t0 = time.perf_counter()
+        probs = models.predict({s: np.concatenate([b[s].windows for b in batches])
+                                for s in models.settings})
+        if seconds is not None:
+            seconds["models"] += time.perf_counter() - t0
+    offset = {s: 0 for s in models.settings}
+    for track, r in ready:
+        if not isinstance(r, dict):
+            yield track, error_row(track.path, *r)
+            continue
+        window_probs = {}
+        for n, p in probs.items():
+            s = models.infos[n].settings
+            window_probs[n] = p[offset[s]:offset[s] + len(r[s].windows)]
+        for s in models.settings:
+            offset[s] += len(r[s].windows)
+        yield track, row_from_reply(track.path, predict_reply(
+            r, window_probs, models.infos, models.calibration, ""))
 
 
 class InProcessEngine:
@@ -80,8 +135,8 @@ class InProcessEngine:
         self.labels, self.settings = self.models.labels, self.models.settings
         self.model_names = list(self.predictors)
         # Enough tracks in flight to fill the next batch while this one runs the models.
-        per_track = max(s.max_windows for s in self.settings)
-        self.queue = queue or 2 * self.workers + 2 * -(-batch_windows // per_track)
+        self.queue = queue or 2 * self.workers + 2 * tracks_per_batch(self.settings,
+                                                                      batch_windows)
         self.seconds = {"models": 0.0, "waiting for features": 0.0}
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -138,34 +193,14 @@ class InProcessEngine:
             if new_pool:                # the old pool took the other pending tracks with it
                 pending = deque((t, self._submit(t)) for t, _ in pending)
             ready.append((track, result))
-            n_windows += (max(len(b.windows) for b in result.values())
-                          if isinstance(result, dict) else 0)
+            n_windows += windows_of(result)
             if n_windows >= self.batch_windows:
                 yield from self._infer(ready)
                 ready, n_windows = [], 0
         yield from self._infer(ready)
 
     def _infer(self, ready: list) -> Iterator[tuple[Track, dict]]:
-        from .replies import predict_reply
-        batches = [r for _, r in ready if isinstance(r, dict)]
-        if batches:
-            t0 = time.perf_counter()
-            probs = self.models.predict({s: np.concatenate([b[s].windows for b in batches])
-                                         for s in self.settings})
-            self.seconds["models"] += time.perf_counter() - t0
-        offset = {s: 0 for s in self.settings}
-        for track, r in ready:
-            if not isinstance(r, dict):
-                yield track, error_row(track.path, *r)
-                continue
-            window_probs = {}
-            for n, p in probs.items():
-                s = self.infos[n].settings
-                window_probs[n] = p[offset[s]:offset[s] + len(r[s].windows)]
-            for s in self.settings:
-                offset[s] += len(r[s].windows)
-            yield track, row_from_reply(track.path, predict_reply(
-                r, window_probs, self.infos, self.models.calibration, ""))
+        return infer_rows(self.models, ready, self.seconds)
 
     def stats(self) -> str:
         return "in-process: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
@@ -299,10 +334,12 @@ def tag_catalog(paths: list[str], out: str, *, urls: list[str] = (), refs=DEFAUL
                 workers: int | None = None, batch_windows: int = 512, per_url: int = 4,
                 resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
                 labels_from_folders: bool = False, progress: bool = True,
-                engine=None) -> tuple[Summary, str]:
+                engine=None, ray: dict | None = None) -> tuple[Summary, str]:
     """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
 
-    `engine`: an engine to use (and leave open) instead of building one from the options."""
+    `engine`: an engine to use (and leave open) instead of building one from the options.
+    `ray`: run on Ray (genre_detector.ray_engine.RayEngine) with these keyword arguments
+    (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray."""
     from tqdm import tqdm
     tracks = walk(paths)
     if shard:
@@ -310,8 +347,13 @@ def tag_catalog(paths: list[str], out: str, *, urls: list[str] = (), refs=DEFAUL
     check_output(out, resume, overwrite)                 # before minutes of model loading
     own = engine is None
     if own:
-        engine = (RemoteEngine(list(urls), per_url) if urls
-                  else InProcessEngine(refs, workers, batch_windows))
+        if urls:
+            engine = RemoteEngine(list(urls), per_url)
+        elif ray is not None:
+            from .ray_engine import RayEngine
+            engine = RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
+        else:
+            engine = InProcessEngine(refs, workers, batch_windows)
     try:
         summary = Summary(engine.labels, labels_from_folders)
         writer = RowWriter(out, engine.model_names, engine.labels, resume, overwrite,

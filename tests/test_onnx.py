@@ -1,0 +1,122 @@
+"""The ONNX export of every stored model predicts what the Keras model predicts, and the
+model service's ONNX path never imports TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genre_detector.families import FAMILIES
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-5
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _real_windows(gtzan_dir, emotify_dir, settings) -> np.ndarray:
+    from genre_detector.features import extract_feature_sets
+
+    clips = [
+        gtzan_dir / "rock.00000.wav",
+        gtzan_dir / "classical.00000.wav",
+        sorted((emotify_dir / "electronic").glob("*.mp3"))[0],
+    ]
+    return np.concatenate(
+        [extract_feature_sets(c.read_bytes(), [settings])[settings].windows for c in clips]
+    )
+
+
+def test_every_stored_model_has_an_onnx_twin_that_agrees(store_with_models, gtzan_dir, emotify_dir):
+    from genre_detector.inference import Predictor, default_refs
+    from genre_detector.onnx_inference import OnnxPredictor, has_onnx
+
+    refs = default_refs()
+    assert refs, "no models in the store"
+    diffs = {}
+    for name, ref in refs.items():
+        assert has_onnx(ref), f"{ref} was stored without model.onnx"
+        keras_p, onnx_p = Predictor.from_store(ref), OnnxPredictor.from_store(ref)
+        windows = _real_windows(gtzan_dir, emotify_dir, keras_p.info.settings)
+        a, b = keras_p(windows), onnx_p(windows)
+        assert a.shape == b.shape == (len(windows), len(keras_p.info.labels))
+        diffs[name] = float(np.abs(a - b).max())
+        assert onnx_p(windows[:0]).shape == (0, len(keras_p.info.labels))
+    print("ONNX vs Keras max abs diff:", json.dumps(diffs))
+    assert all(d < TOLERANCE for d in diffs.values()), diffs
+
+
+def test_musicnn_exports_and_agrees(tmp_path, gtzan_dir, emotify_dir):
+    """The pretrained family (two nested backbones + a head) exports too, whether or not a
+    trained one is shipped yet: built from the pretrained weights with a seeded head."""
+    from genre_detector.musicnn import BACKBONES, weights_path
+
+    if not all(weights_path(b).exists() for b in BACKBONES):
+        pytest.skip("musicnn weights not in models/musicnn")
+    import keras
+
+    from genre_detector.musicnn_head import build
+    from genre_detector.onnx_export import export_onnx
+    from genre_detector.onnx_inference import OnnxPredictor
+    from genre_detector.store import ModelInfo
+
+    settings = FAMILIES["musicnn"].settings
+    keras.utils.set_random_seed(0)
+    model = build((settings.n_mels, settings.window_frames), 9)
+    model.save(tmp_path / "model.keras")
+    export_onnx(tmp_path / "model.keras", tmp_path / "model.onnx", settings)
+    info = ModelInfo("musicnn", [f"g{i}" for i in range(9)], settings, {})
+    windows = _real_windows(gtzan_dir, emotify_dir, settings)
+    a = model(windows, training=False).numpy()
+    b = OnnxPredictor(str(tmp_path / "model.onnx"), info)(windows)
+    print("musicnn ONNX vs Keras max abs diff:", float(np.abs(a - b).max()))
+    assert np.abs(a - b).max() < TOLERANCE
+
+
+def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
+    """The generated model service's own __init__ and batch methods, in a fresh process."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from genre_detector import serving
+        models = serving.GenreModels.inner()
+        assert models.runtime == "onnx", models.runtime
+        for name in serving.SERVED:
+            s = serving.INFOS[name].settings
+            out = getattr(models, name)(np.zeros((3, s.n_mels, s.window_frames), np.float32))
+            assert out.shape == (3, 1, len(serving.LABELS)), out.shape
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in
+                       {"tensorflow", "keras", "tf2onnx", "tf_keras"})
+        print("HEAVY", heavy)
+        assert not heavy, heavy
+    """)
+    env = {
+        **os.environ,
+        "GENRE_RUNTIME": "onnx",
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "HEAVY []" in proc.stdout
+
+
+def test_keras_runtime_still_selectable(store_with_models, monkeypatch):
+    from genre_detector import serving
+
+    monkeypatch.setenv("GENRE_RUNTIME", "keras")
+    assert serving.model_runtime() == "keras"
+    monkeypatch.setenv("GENRE_RUNTIME", "auto")
+    assert serving.model_runtime() == "onnx"
+    monkeypatch.setenv("GENRE_RUNTIME", "tpu")
+    with pytest.raises(ValueError):
+        serving.model_runtime()
