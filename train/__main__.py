@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         # no model heard; its own accuracy is measured cross-fitted (fit on 4/5 of the
         # validation artists, scored on the other 1/5), so no track scores a fit it was in.
         groups = [tracks[i].group for i in val_idx]
-        cal = Calibration.fit(val_probs, y[val_idx], labels)
+        cal = Calibration.fit(val_probs, y[val_idx], labels, groups=groups)
         honest = cross_fitted(val_probs, y[val_idx], labels, groups, args.seed)
         ens = classification_metrics(y[val_idx], honest["ensemble"], labels, src_val)
         raw = {n: classification_metrics(y[val_idx], honest[n], labels) for n in val_probs}

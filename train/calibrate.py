@@ -27,7 +27,8 @@ def cross_fitted(probs: dict[str, np.ndarray], y: np.ndarray, labels: list[str],
         folds = list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
                      .split(y, y, groups))
     for fit_idx, test_idx in folds:
-        cal = Calibration.fit({n: p[fit_idx] for n, p in probs.items()}, y[fit_idx], labels)
+        cal = Calibration.fit({n: p[fit_idx] for n, p in probs.items()}, y[fit_idx], labels,
+                              groups=[groups[i] for i in fit_idx])
         for n, p in probs.items():
             out[n][test_idx] = cal.model(n, p[test_idx])
         out["ensemble"][test_idx] = cal.ensemble({n: p[test_idx] for n, p in probs.items()})

@@ -31,15 +31,16 @@ def add_data_and_fit_options(p: argparse.ArgumentParser) -> None:
                    help="epochs per model (default per family: "
                    f"{ {n: f.epochs for n, f in FAMILIES.items()} }); early "
                    "stopping on the validation loss may end sooner")
-    p.add_argument("--crops", type=int, default=DEFAULTS.crops_per_track,
-                   help="random windows per track per epoch (before class balancing)")
-    p.add_argument("--artist-balance", type=float, default=DEFAULTS.artist_balance,
+    # Defaults None: a family's own settings (families.py) apply unless an option is given.
+    p.add_argument("--crops", type=int, default=None, help="random windows per track per epoch "
+                   f"(before class balancing; default {DEFAULTS.crops_per_track})")
+    p.add_argument("--artist-balance", type=float, default=None,
                    help="crops per track ~ (tracks by its artist) ** -this: 0 = every track "
-                   "alike, 1 = every artist alike")
-    p.add_argument("--weight-ema", type=float, default=DEFAULTS.weight_ema,
-                   help="per-epoch moving average of the weights (0 disables)")
-    p.add_argument("--minutes", type=float, default=DEFAULTS.max_minutes,
-                   help="safety limit on wall-clock minutes per model")
+                   f"alike, 1 = every artist alike (default {DEFAULTS.artist_balance})")
+    p.add_argument("--weight-ema", type=float, default=None, help="per-epoch moving average "
+                   f"of the weights (0 disables; default {DEFAULTS.weight_ema})")
+    p.add_argument("--minutes", type=float, default=None, help="safety limit on wall-clock "
+                   f"minutes per model (default {DEFAULTS.max_minutes})")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed,
                    help="seed for the split and the training")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -80,7 +81,9 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
         except (KeyError, ValueError):
             raise ValueError(f"{k}={v!r} is not a {types[k]}") from None
     from genre_detector.families import family
+    # Precedence: FitConfig's defaults < the family's own (registry) < options given < --set.
+    given = {"crops_per_track": args.crops, "max_minutes": args.minutes,
+             "artist_balance": args.artist_balance, "weight_ema": args.weight_ema}
     return FitConfig(**{**family(name).fit, "epochs": args.epochs or family(name).epochs,
-                        "crops_per_track": args.crops, "seed": args.seed,
-                        "max_minutes": args.minutes, "artist_balance": args.artist_balance,
-                        "weight_ema": args.weight_ema, **extra})
+                        "seed": args.seed, **{k: v for k, v in given.items() if v is not None},
+                        **extra})

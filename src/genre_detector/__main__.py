@@ -21,8 +21,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tag", help="classify every audio file under PATHs into a CSV/JSONL file",
-                       description="Classify every audio file under the PATHs with the four "
-                       "models and their ensemble; one row per track in --out.")
+                       description="Classify every audio file under the PATHs with every stored "
+                       "model and their calibrated ensemble; one row per track in --out.")
     t.add_argument("paths", nargs="+", metavar="PATH",
                    help="audio files and/or folders (walked recursively, in sorted order)")
     t.add_argument("--out", help="output file: .csv (one column per value) or .jsonl "
@@ -55,9 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="in-process and --engine ray: windows of consecutive tracks gathered "
                    "into one model call (default: 512)")
     t.add_argument("--models", metavar="TAGS",
-                   help="in-process: comma-separated model-store tags (default: "
-                   "genre-feedforward:latest,genre-lenet:latest,genre-cnn:latest,"
-                   "genre-lstm:latest)")
+                   help="in-process and --engine ray: comma-separated model-store tags "
+                   "(default: genre-<family>:latest of every registered family in the store)")
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows already in --out, "
                    "skip their paths, append the rest")

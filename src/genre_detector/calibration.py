@@ -9,6 +9,9 @@ The ensemble pools the models log-linearly: p ~ exp(sum_m w_m log p_m) with w_m 
 to minimise the log-loss of tracks by artists the models never heard (out-of-fold
 predictions). The scale of the weights is the ensemble's inverse temperature, so one fit
 gives both the mixture and the calibration; a model that adds nothing gets weight 0.
+Fitted weights can overfit a small set, so `fit` also scores, by an inner cross-validation
+on the same tracks, the best single model alone (calibrated) and keeps whichever of the two
+predicts held-out tracks better: the ensemble is never knowingly worse than its best member.
 Pure NumPy at serving time; fitting uses SciPy.
 """
 from __future__ import annotations
@@ -76,6 +79,33 @@ def fit_pool_weights(probs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, f
     return {n: float(w) for n, w in zip(names, best.x)}
 
 
+def _inner_cv_losses(probs: dict[str, np.ndarray], y: np.ndarray, best: str, groups=None,
+                     n_splits: int = 5) -> tuple[float, float]:
+    """Held-out log-loss of the pooled ensemble and of model `best` alone (each refitted on
+    the other folds), over (artist-)grouped stratified folds of these tracks."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    n_splits = max(2, min(n_splits, int(np.bincount(y).max()),
+                          len(set(groups)) if groups is not None else n_splits))
+    with warnings.catch_warnings():          # a genre with fewer tracks than folds is expected
+        warnings.simplefilter("ignore", UserWarning)
+        folds = (StratifiedGroupKFold(n_splits, shuffle=True, random_state=0).split(y, y, groups)
+                 if groups is not None else
+                 StratifiedKFold(n_splits, shuffle=True, random_state=0).split(y, y))
+        folds = list(folds)
+    pooled, alone = np.zeros(len(y)), np.zeros(len(y))
+    for fit_idx, test_idx in folds:
+        w = fit_pool_weights({n: p[fit_idx] for n, p in probs.items()}, y[fit_idx])
+        z = sum(w[n] * _log(p[test_idx]) for n, p in probs.items())
+        pooled[test_idx] = -np.log(np.clip(softmax(z)[np.arange(len(test_idx)), y[test_idx]],
+                                           EPS, 1))
+        t = fit_temperature(probs[best][fit_idx], y[fit_idx])
+        q = softmax(_log(probs[best][test_idx]) / t)
+        alone[test_idx] = -np.log(np.clip(q[np.arange(len(test_idx)), y[test_idx]], EPS, 1))
+    return float(pooled.mean()), float(alone.mean())
+
+
 @dataclass
 class Calibration:
     labels: list[str]
@@ -84,10 +114,23 @@ class Calibration:
     metrics: dict = field(default_factory=dict)                    # how it was measured
 
     @classmethod
-    def fit(cls, probs: dict[str, np.ndarray], y: np.ndarray, labels: list[str]) -> "Calibration":
-        return cls(labels=list(labels),
-                   temperatures={n: fit_temperature(p, y) for n, p in probs.items()},
-                   weights=fit_pool_weights(probs, y))
+    def fit(cls, probs: dict[str, np.ndarray], y: np.ndarray, labels: list[str],
+            groups=None, select: bool = True) -> "Calibration":
+        """Temperatures and pooling weights from held-out track probabilities `probs`
+        (model -> (tracks, classes)) with true classes `y`; `groups` (artists) keep the
+        inner cross-validation of `select` honest."""
+        y = np.asarray(y)
+        temperatures = {n: fit_temperature(p, y) for n, p in probs.items()}
+        cal = cls(labels=list(labels), temperatures=temperatures,
+                  weights=fit_pool_weights(probs, y))
+        if select and len(probs) > 1:
+            best = min(probs, key=lambda n: log_loss(softmax(_log(probs[n]) / temperatures[n]), y))
+            pooled, alone = _inner_cv_losses(probs, y, best, groups)
+            cal.metrics["selection"] = {"pooled_log_loss": pooled, "best_alone": best,
+                                        "best_alone_log_loss": alone}
+            if alone < pooled:
+                cal.weights = {n: (1.0 / temperatures[n] if n == best else 0.0) for n in probs}
+        return cal
 
     def model(self, name: str, p: np.ndarray) -> np.ndarray:
         """A model's calibrated probabilities (unchanged for a model it does not know)."""
