@@ -3,6 +3,7 @@
 The services live in src/genre_detector/serving.py; this file only makes them importable
 from a checkout or a built Bento.
 """
+
 import sys
 from pathlib import Path
 

@@ -3,6 +3,7 @@
     python loadtests/benchmark.py                      # what `make bench` runs
     python loadtests/benchmark.py --levels 1,4,8,16 --requests 80 --env GENRE_MAX_BATCH=80
     python loadtests/benchmark.py --baseline-from loadtests/results/benchmark-<date>.json
+    python loadtests/benchmark.py --models feedforward,lenet,cnn,lstm   # the research four only
 
 Same machine, same clips (the ten 30 s gtzan-samples WAVs), one after the other so the two
 never compete for the CPU:
@@ -22,6 +23,7 @@ in-process compute of one request. Results: a markdown table on stdout and a JSO
 (loadtests/results/benchmark-<date>.json). The last line is
 `throughput ratio vs research pipeline at 8 users: <x>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,6 +59,7 @@ BATCH_LOG = re.compile(r"model (\w+) ran a batch of (\d+) windows")
 
 # ------------------------------------------------------------------ machine state
 
+
 class CpuMeter:
     """CPU use of the whole machine and of our processes between start() and stop()."""
 
@@ -72,9 +75,10 @@ class CpuMeter:
     def _roles(self) -> dict[str, float]:
         """CPU seconds by role: client (this process), front, models, other (arbiter...)."""
         import psutil
+
         roles: dict[str, float] = defaultdict(float)
         procs: dict[int, psutil.Process] = {}
-        for pid in self.pids_fn():              # each process once (the servers are children)
+        for pid in self.pids_fn():  # each process once (the servers are children)
             try:
                 p = psutil.Process(pid)
                 procs.update((q.pid, q) for q in [p, *p.children(recursive=True)])
@@ -86,10 +90,17 @@ class CpuMeter:
                 c = q.cpu_times()
             except psutil.Error:
                 continue
-            role = ("client" if q.pid == os.getpid() else
-                    "models" if "--service-name genre_models" in cmd else
-                    "front" if "_bentoml_impl.worker.service" in cmd else
-                    "research" if "research_baseline" in cmd else "other")
+            role = (
+                "client"
+                if q.pid == os.getpid()
+                else "models"
+                if "--service-name genre_models" in cmd
+                else "front"
+                if "_bentoml_impl.worker.service" in cmd
+                else "research"
+                if "research_baseline" in cmd
+                else "other"
+            )
             roles[role] += c.user + c.system
         return roles
 
@@ -103,22 +114,34 @@ class CpuMeter:
         machine_cores = busy / ticks / wall
         roles = {k: v - self.r0.get(k, 0.0) for k, v in self._roles().items()}
         ours_cores = sum(roles.values()) / wall
-        out = {"machine_busy_cores": round(machine_cores, 2), "ours_cores": round(ours_cores, 2),
-               "others_cores": round(max(machine_cores - ours_cores, 0), 2),
-               "loadavg_1m": round(os.getloadavg()[0], 2)}
+        out = {
+            "machine_busy_cores": round(machine_cores, 2),
+            "ours_cores": round(ours_cores, 2),
+            "others_cores": round(max(machine_cores - ours_cores, 0), 2),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        }
         if tracks:
-            out["cpu_ms_per_track"] = {k: round(v / tracks * 1000) for k, v in sorted(roles.items())}
+            out["cpu_ms_per_track"] = {
+                k: round(v / tracks * 1000) for k, v in sorted(roles.items())
+            }
         return out
 
 
 # ------------------------------------------------------------------ load generation
 
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run_level(url: str, field: str, clips: list[tuple[str, bytes]], concurrency: int,
-              per_client: int, timeout: float = 300) -> dict:
+def run_level(
+    url: str,
+    field: str,
+    clips: list[tuple[str, bytes]],
+    concurrency: int,
+    per_client: int,
+    timeout: float = 300,
+) -> dict:
     """C clients, each sending per_client requests back to back; returns the numbers."""
     latencies: list[float] = []
     failures: list[str] = []
@@ -149,17 +172,33 @@ def run_level(url: str, field: str, clips: list[tuple[str, bytes]], concurrency:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"users": concurrency, "requests": concurrency * per_client, "ok": len(latencies),
-            "failures": len(failures), "failure_examples": sorted(set(failures))[:3],
-            "wall_s": round(wall, 3), "throughput": round(len(latencies) / wall, 3),
-            "p50_s": round(percentile(latencies, 50), 4),
-            "p95_s": round(percentile(latencies, 95), 4),
-            "p99_s": round(percentile(latencies, 99), 4),
-            "mean_s": round(statistics.fmean(latencies), 4) if latencies else None}
+    return {
+        "users": concurrency,
+        "requests": concurrency * per_client,
+        "ok": len(latencies),
+        "failures": len(failures),
+        "failure_examples": sorted(set(failures))[:3],
+        "wall_s": round(wall, 3),
+        "throughput": round(len(latencies) / wall, 3),
+        "p50_s": round(percentile(latencies, 50), 4),
+        "p95_s": round(percentile(latencies, 95), 4),
+        "p99_s": round(percentile(latencies, 99), 4),
+        "mean_s": round(statistics.fmean(latencies), 4) if latencies else None,
+    }
 
 
-def measure(name: str, url: str, field: str, clips, levels: list[int], total: int,
-            min_per_client: int, meter: CpuMeter, warmup: int, log_fn=None) -> list[dict]:
+def measure(
+    name: str,
+    url: str,
+    field: str,
+    clips,
+    levels: list[int],
+    total: int,
+    min_per_client: int,
+    meter: CpuMeter,
+    warmup: int,
+    log_fn=None,
+) -> list[dict]:
     print(f"\n== {name}: warm-up ({warmup} requests, 2 users)", flush=True)
     run_level(url, field, clips, 2, max(1, warmup // 2))
     results = []
@@ -172,11 +211,13 @@ def measure(name: str, url: str, field: str, clips, levels: list[int], total: in
         if log_fn:
             r["batches"] = batch_sizes(log_fn()[log_before:])
         results.append(r)
-        print(f"{name}: {c:>3} users  {r['throughput']:7.2f} tracks/s  p50 {r['p50_s']:.3f} s  "
-              f"p95 {r['p95_s']:.3f} s  p99 {r['p99_s']:.3f} s  failures {r['failures']}  "
-              f"(cpu: ours {r['cpu']['ours_cores']}, others {r['cpu']['others_cores']} cores; "
-              f"ms/track {r['cpu'].get('cpu_ms_per_track')})",
-              flush=True)
+        print(
+            f"{name}: {c:>3} users  {r['throughput']:7.2f} tracks/s  p50 {r['p50_s']:.3f} s  "
+            f"p95 {r['p95_s']:.3f} s  p99 {r['p99_s']:.3f} s  failures {r['failures']}  "
+            f"(cpu: ours {r['cpu']['ours_cores']}, others {r['cpu']['others_cores']} cores; "
+            f"ms/track {r['cpu'].get('cpu_ms_per_track')})",
+            flush=True,
+        )
     return results
 
 
@@ -185,11 +226,14 @@ def batch_sizes(log: str) -> dict:
     sizes = defaultdict(list)
     for model, n in BATCH_LOG.findall(log):
         sizes[model].append(int(n))
-    return {m: {"batches": len(v), "mean": round(statistics.fmean(v), 1), "max": max(v)}
-            for m, v in sorted(sizes.items())}
+    return {
+        m: {"batches": len(v), "mean": round(statistics.fmean(v), 1), "max": max(v)}
+        for m, v in sorted(sizes.items())
+    }
 
 
 # ------------------------------------------------------------------ in-process costs
+
 
 def _best_of(fn, n: int = 5, cpu: list | None = None) -> float:
     """Median wall time of n calls; appends the median CPU time (all threads) to `cpu`."""
@@ -213,32 +257,33 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
     from genre_detector.features import extract_feature_sets
     from genre_detector.inference import Predictor, limit_threads
     from genre_detector.store import store_name
+
     limit_threads()
     # the tags the service uses (serving.model_ref, without importing the service module);
     # like the service, every registered family that has a model in the store
     preds = {}
     for n in model_names():
         try:
-            preds[n] = Predictor.from_store(os.environ.get(f"GENRE_MODEL_{n.upper()}",
-                                                           f"{store_name(n)}:latest"))
+            preds[n] = Predictor.from_store(
+                os.environ.get(f"GENRE_MODEL_{n.upper()}", f"{store_name(n)}:latest")
+            )
         except bentoml.exceptions.NotFound:
             continue
     # every feature set the models need (the research families share one, musicnn has its own)
     settings = list(dict.fromkeys(p.info.settings for p in preds.values()))
-    extract_feature_sets(clips[0][1], settings)                  # librosa/numba warm-up
+    extract_feature_sets(clips[0][1], settings)  # librosa/numba warm-up
     decode = [_best_of(lambda d=d: decode_audio(d), 3) for _, d in clips]
-    waves = [decode_audio(d) for _, d in clips]                  # (native wave, rate)
+    waves = [decode_audio(d) for _, d in clips]  # (native wave, rate)
     features = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3) for w in waves]
     # numpy's OpenBLAS (the mel projection) with its default threads and with one thread:
     # the floor takes the cheaper; the service gets it by limiting BLAS threads (README).
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1, user_api="blas"):
-        features_blas1 = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3)
-                          for w in waves]
+        features_blas1 = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3) for w in waves]
     sets = [extract_feature_sets(w, settings) for w in waves]
     windows = {s: [b[s].windows for b in sets] for s in settings}
-    track_windows = {s: int(round(statistics.fmean(len(b) for b in windows[s])))
-                     for s in settings}
+    track_windows = {s: int(round(statistics.fmean(len(b) for b in windows[s]))) for s in settings}
     models = {}
     for name, p in preds.items():
         row = {}
@@ -246,31 +291,42 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
         per_track = track_windows[p.info.settings]
         for m in batch_multiples:
             x = np.resize(pool, (per_track * m, *pool.shape[1:]))
-            p(x)                                                    # trace this shape
+            p(x)  # trace this shape
             cpu: list[float] = []
-            t = _best_of(lambda: p(x), 5, cpu)
-            row[per_track * m] = {"batch_s": round(t, 5), "per_track_s": round(t / m, 5),
-                                  "cpu_per_track_s": round(cpu[0] / m, 5)}
+            t = _best_of(lambda p=p, x=x: p(x), 5, cpu)
+            row[per_track * m] = {
+                "batch_s": round(t, 5),
+                "per_track_s": round(t / m, 5),
+                "cpu_per_track_s": round(cpu[0] / m, 5),
+            }
         best = min(row, key=lambda b: row[b]["per_track_s"])
-        models[name] = {"by_batch": row, "request_batch_s": row[per_track]["batch_s"],
-                        "best_batch": best, "best_per_track_s": row[best]["per_track_s"]}
+        models[name] = {
+            "by_batch": row,
+            "request_batch_s": row[per_track]["batch_s"],
+            "best_batch": best,
+            "best_per_track_s": row[best]["per_track_s"],
+        }
     dec = statistics.fmean(decode)
     feat_default, feat_blas1 = statistics.fmean(features), statistics.fmean(features_blas1)
     feat = min(feat_default, feat_blas1)
     request_models = sum(m["request_batch_s"] for m in models.values())
     floor_s = dec + feat + sum(m["best_per_track_s"] for m in models.values())
-    return {"windows_per_track": track_windows[settings[0]],
-            "windows_per_track_by_model": {n: track_windows[p.info.settings]
-                                           for n, p in preds.items()},
-            "decode_s": round(dec, 5),
-            "features_s": round(feat, 5), "features_default_blas_s": round(feat_default, 5),
-            "features_blas1_s": round(feat_blas1, 5), "models": models,
-            "request_compute_s": round(dec + feat + request_models, 5),
-            "floor_s_per_track": round(floor_s, 5),
-            "floor_tracks_per_s": round(1 / floor_s, 3)}
+    return {
+        "windows_per_track": track_windows[settings[0]],
+        "windows_per_track_by_model": {n: track_windows[p.info.settings] for n, p in preds.items()},
+        "decode_s": round(dec, 5),
+        "features_s": round(feat, 5),
+        "features_default_blas_s": round(feat_default, 5),
+        "features_blas1_s": round(feat_blas1, 5),
+        "models": models,
+        "request_compute_s": round(dec + feat + request_models, 5),
+        "floor_s_per_track": round(floor_s, 5),
+        "floor_tracks_per_s": round(1 / floor_s, 3),
+    }
 
 
 # ------------------------------------------------------------------ the two servers
+
 
 class BaselineServer:
     """loadtests/research_baseline.py in its own process, on a free port."""
@@ -278,15 +334,29 @@ class BaselineServer:
     def __init__(self):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"research-baseline-{self.port}.log",
-                        "w")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "loadtests/research_baseline.py"),
-                                      "--port", str(self.port)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
+        self.log = open(
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"research-baseline-{self.port}.log", "w"
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "loadtests/research_baseline.py"),
+                "--port",
+                str(self.port),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
 
     def wait_ready(self, timeout: float = 180) -> float:
-        return wait_http_ready(self.proc, f"{self.url}/healthz", timeout, "research baseline",
-                               lambda: Path(self.log.name).read_text(errors="replace"))
+        return wait_http_ready(
+            self.proc,
+            f"{self.url}/healthz",
+            timeout,
+            "research baseline",
+            lambda: Path(self.log.name).read_text(errors="replace"),
+        )
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -299,6 +369,7 @@ class BaselineServer:
 
 # ------------------------------------------------------------------ report
 
+
 def fmt(x, spec=".2f"):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -307,9 +378,11 @@ def report(res: dict) -> str:
     lines = []
     base = {r["users"]: r for r in res.get("baseline") or []}
     floor = res["stages"]["floor_tracks_per_s"]
-    lines.append("| users | research tracks/s | research p50 / p95 / p99 (s) | ours tracks/s "
-                 "| ours p50 / p95 / p99 (s) | ours / research | ours / floor | failed (research, ours) "
-                 "| other jobs' CPU (cores, research / ours) |")
+    lines.append(
+        "| users | research tracks/s | research p50 / p95 / p99 (s) | ours tracks/s "
+        "| ours p50 / p95 / p99 (s) | ours / research | ours / floor | failed (research, ours) "
+        "| other jobs' CPU (cores, research / ours) |"
+    )
     lines.append("|---:|---:|---|---:|---|---:|---:|---|---|")
     for r in res["ours"]:
         b = base.get(r["users"])
@@ -317,26 +390,41 @@ def report(res: dict) -> str:
         lines.append(
             f"| {r['users']} | {fmt(b and b['throughput'])} | "
             + (f"{b['p50_s']:.2f} / {b['p95_s']:.2f} / {b['p99_s']:.2f}" if b else "n/a")
-            + f" | {r['throughput']:.2f} | {r['p50_s']:.3f} / {r['p95_s']:.3f} / {r['p99_s']:.3f} | "
+            + f" | {r['throughput']:.2f} | {r['p50_s']:.3f} / {r['p95_s']:.3f} / "
+            f"{r['p99_s']:.3f} | "
             f"{fmt(ratio, '.1f')}{'x' if ratio else ''} | {r['throughput'] / floor:.0%} | "
             f"{b['failures'] if b else 'n/a'}, {r['failures']} | "
-            f"{fmt(b and b['cpu']['others_cores'])} / {r['cpu']['others_cores']:.2f} |")
+            f"{fmt(b and b['cpu']['others_cores'])} / {r['cpu']['others_cores']:.2f} |"
+        )
     st = res["stages"]
     lines.append("")
-    lines.append(f"Per-stage cost of one 30 s track in-process ({st['windows_per_track']} windows; "
-                 "model times at the request's batch and at the best batch):")
+    lines.append(
+        f"Per-stage cost of one 30 s track in-process ({st['windows_per_track']} windows; "
+        "model times at the request's batch and at the best batch):"
+    )
     lines.append("")
-    lines.append("| stage | ms per track (request batch) | best batch | ms per track (best batch) |")
+    lines.append(
+        "| stage | ms per track (request batch) | best batch | ms per track (best batch) |"
+    )
     lines.append("|---|---:|---:|---:|")
-    lines.append(f"| decode (audio.decode) | {st['decode_s'] * 1e3:.1f} | | {st['decode_s'] * 1e3:.1f} |")
-    lines.append(f"| features (extract_feature_sets, every model's; numpy BLAS default {st['features_default_blas_s'] * 1e3:.1f} ms, "
-                 f"1 thread {st['features_blas1_s'] * 1e3:.1f} ms) | {st['features_s'] * 1e3:.1f} | | "
-                 f"{st['features_s'] * 1e3:.1f} |")
+    lines.append(
+        f"| decode (audio.decode) | {st['decode_s'] * 1e3:.1f} | | {st['decode_s'] * 1e3:.1f} |"
+    )
+    lines.append(
+        "| features (extract_feature_sets, every model's; numpy BLAS default "
+        f"{st['features_default_blas_s'] * 1e3:.1f} ms, "
+        f"1 thread {st['features_blas1_s'] * 1e3:.1f} ms) | {st['features_s'] * 1e3:.1f} | | "
+        f"{st['features_s'] * 1e3:.1f} |"
+    )
     for name, m in st["models"].items():
-        lines.append(f"| model {name} | {m['request_batch_s'] * 1e3:.1f} | {m['best_batch']} | "
-                     f"{m['best_per_track_s'] * 1e3:.1f} |")
-    lines.append(f"| **sum** | **{st['request_compute_s'] * 1e3:.1f}** | | "
-                 f"**{st['floor_s_per_track'] * 1e3:.1f}** = floor {floor:.2f} tracks/s |")
+        lines.append(
+            f"| model {name} | {m['request_batch_s'] * 1e3:.1f} | {m['best_batch']} | "
+            f"{m['best_per_track_s'] * 1e3:.1f} |"
+        )
+    lines.append(
+        f"| **sum** | **{st['request_compute_s'] * 1e3:.1f}** | | "
+        f"**{st['floor_s_per_track'] * 1e3:.1f}** = floor {floor:.2f} tracks/s |"
+    )
     lines.append("")
     # Columns: tracks per batch (a model's batch in windows is that times its windows per
     # track, which differ between feature sets); by_batch keys are windows, in that order.
@@ -349,65 +437,119 @@ def report(res: dict) -> str:
     lines.append("| model | " + " | ".join(str(t) for t in tracks) + " |")
     lines.append("|---|" + "---:|" * n_cols)
     for name, rows in by_pos.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['per_track_s'] * 1e3:.1f}"
-                                               for r in rows[:n_cols]) + " |")
-    lines.append(f"| all {len(by_pos)} | " + " | ".join(
-        f"{sum(rows[i]['per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
-        for i in range(n_cols)) + " |")
-    lines.append(f"| all {len(by_pos)}, CPU ms (all threads) | " + " | ".join(
-        f"{sum(rows[i]['cpu_per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
-        for i in range(n_cols)) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r['per_track_s'] * 1e3:.1f}" for r in rows[:n_cols])
+            + " |"
+        )
+    lines.append(
+        f"| all {len(by_pos)} | "
+        + " | ".join(
+            f"{sum(rows[i]['per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
+            for i in range(n_cols)
+        )
+        + " |"
+    )
+    lines.append(
+        f"| all {len(by_pos)}, CPU ms (all threads) | "
+        + " | ".join(
+            f"{sum(rows[i]['cpu_per_track_s'] for rows in by_pos.values()) * 1e3:.1f}"
+            for i in range(n_cols)
+        )
+        + " |"
+    )
     lines.append("")
-    lines.append("| users | ours p50 (s) | compute of one request (s) | queueing + transport p50 (s) "
-                 "| mean windows per model batch | service CPU ms per track (front / models / client) |")
+    lines.append(
+        "| users | ours p50 (s) | compute of one request (s) | queueing + transport p50 (s) "
+        "| mean windows per model batch | service CPU ms per track (front / models / client) |"
+    )
     lines.append("|---:|---:|---:|---:|---|---|")
     for r in res["ours"]:
         b = r.get("batches", {})
         sizes = ", ".join(f"{m} {v['mean']:.0f}" for m, v in b.items()) or "n/a"
         cpu = r["cpu"].get("cpu_ms_per_track", {})
-        lines.append(f"| {r['users']} | {r['p50_s']:.3f} | {st['request_compute_s']:.3f} | "
-                     f"{r['p50_s'] - st['request_compute_s']:.3f} | {sizes} | "
-                     f"{cpu.get('front', 'n/a')} / {cpu.get('models', 'n/a')} / {cpu.get('client', 'n/a')} |")
+        lines.append(
+            f"| {r['users']} | {r['p50_s']:.3f} | {st['request_compute_s']:.3f} | "
+            f"{r['p50_s'] - st['request_compute_s']:.3f} | {sizes} | "
+            f"{cpu.get('front', 'n/a')} / {cpu.get('models', 'n/a')} / {cpu.get('client', 'n/a')} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--levels", default="1,4,8,16", help="concurrent users per level")
-    p.add_argument("--requests", type=int, default=80,
-                   help="requests per level for our service (split over the users)")
-    p.add_argument("--baseline-requests", type=int, default=8,
-                   help="requests per level for the research pipeline (at least 2 per user)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment for our service (and the in-process floor), repeatable")
-    p.add_argument("--baseline-from", type=Path,
-                   help="reuse the research numbers of an earlier JSON instead of measuring")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=80,
+        help="requests per level for our service (split over the users)",
+    )
+    p.add_argument(
+        "--baseline-requests",
+        type=int,
+        default=8,
+        help="requests per level for the research pipeline (at least 2 per user)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for our service (and the in-process floor), repeatable",
+    )
+    p.add_argument(
+        "--baseline-from",
+        type=Path,
+        help="reuse the research numbers of an earlier JSON instead of measuring",
+    )
     p.add_argument("--skip-baseline", action="store_true", help="measure only our service")
+    p.add_argument(
+        "--models",
+        default="",
+        help="comma-separated models each request asks for "
+        "(default: the service's default, every served model)",
+    )
     p.add_argument("--clips", type=Path, default=DATA / "gtzan-samples")
-    p.add_argument("--service-dir", type=Path, default=REPO,
-                   help="folder with service.py to serve (to try a modified copy of the service)")
-    p.add_argument("--out", type=Path, help="JSON file (default loadtests/results/benchmark-<date>.json)")
+    p.add_argument(
+        "--service-dir",
+        type=Path,
+        default=REPO,
+        help="folder with service.py to serve (to try a modified copy of the service)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="JSON file (default loadtests/results/benchmark-<date>.json)"
+    )
     args = p.parse_args()
 
     levels = [int(x) for x in args.levels.split(",")]
     env = dict(kv.split("=", 1) for kv in args.env)
-    os.environ.update(env)                      # the in-process floor uses the same threads
+    os.environ.update(env)  # the in-process floor uses the same threads
     paths = sorted(args.clips.glob("*.wav"))
     if not paths:
         sys.exit(f"no WAV clips in {args.clips} (set GENRE_DATA)")
     clips = [(q.name, q.read_bytes()) for q in paths]
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or REPO / "loadtests" / "results" / f"benchmark-{stamp}.json"
-    res: dict = {"date": dt.datetime.now().isoformat(timespec="seconds"),
-                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                             "python": platform.python_version(),
-                             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
-                 "service_env": env, "service_dir": str(args.service_dir),
-                 "clips": [q.name for q in paths],
-                 "levels": levels}
-    print(f"load average at start: {res['machine']['loadavg_at_start']} on {os.cpu_count()} cores",
-          flush=True)
+    res: dict = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "service_env": env,
+        "service_dir": str(args.service_dir),
+        "clips": [q.name for q in paths],
+        "levels": levels,
+    }
+    print(
+        f"load average at start: {res['machine']['loadavg_at_start']} on {os.cpu_count()} cores",
+        flush=True,
+    )
 
     print("== in-process stage costs (package functions)", flush=True)
     meter = CpuMeter(lambda: [os.getpid()])
@@ -415,10 +557,16 @@ def main() -> int:
     res["stages"] = stage_costs(clips)
     res["stages"]["cpu"] = meter.stop()
     st = res["stages"]
-    print(f"decode {st['decode_s'] * 1e3:.1f} ms, features {st['features_s'] * 1e3:.1f} ms, models "
-          + ", ".join(f"{n} {m['request_batch_s'] * 1e3:.1f} ms (best {m['best_per_track_s'] * 1e3:.1f} "
-                      f"ms/track at {m['best_batch']})" for n, m in st["models"].items())
-          + f"; floor {st['floor_tracks_per_s']:.2f} tracks/s", flush=True)
+    print(
+        f"decode {st['decode_s'] * 1e3:.1f} ms, features {st['features_s'] * 1e3:.1f} ms, models "
+        + ", ".join(
+            f"{n} {m['request_batch_s'] * 1e3:.1f} ms (best {m['best_per_track_s'] * 1e3:.1f} "
+            f"ms/track at {m['best_batch']})"
+            for n, m in st["models"].items()
+        )
+        + f"; floor {st['floor_tracks_per_s']:.2f} tracks/s",
+        flush=True,
+    )
 
     if args.baseline_from:
         res["baseline"] = json.loads(args.baseline_from.read_text())["baseline"]
@@ -428,8 +576,17 @@ def main() -> int:
         try:
             res["baseline_startup_s"] = round(srv.wait_ready(), 1)
             meter = CpuMeter(lambda: [srv.proc.pid, os.getpid()])
-            res["baseline"] = measure("research", f"{srv.url}/", "audio_file", clips, levels,
-                                      args.baseline_requests, 2, meter, warmup=2)
+            res["baseline"] = measure(
+                "research",
+                f"{srv.url}/",
+                "audio_file",
+                clips,
+                levels,
+                args.baseline_requests,
+                2,
+                meter,
+                warmup=2,
+            )
             res["baseline_rss_mb"] = round(tree_rss_mb(srv.proc.pid))
         finally:
             srv.stop()
@@ -438,19 +595,34 @@ def main() -> int:
     try:
         res["ours_startup_s"] = round(svc.wait_ready(), 1)
         meter = CpuMeter(lambda: [svc.proc.pid, os.getpid()])
-        res["ours"] = measure("ours", f"{svc.url}/predict", "audio", clips, levels, args.requests,
-                              2, meter, warmup=16, log_fn=svc.logs)
+        query = f"?models={args.models}" if args.models else ""  # default: every model
+        res["ours"] = measure(
+            "ours",
+            f"{svc.url}/predict{query}",
+            "audio",
+            clips,
+            levels,
+            args.requests,
+            2,
+            meter,
+            warmup=16,
+            log_fn=svc.logs,
+        )
         res["ours_rss_mb"] = round(tree_rss_mb(svc.proc.pid))
     finally:
         svc.stop()
 
     res["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     base = {r["users"]: r for r in res.get("baseline") or []}
-    res["ratios"] = {str(r["users"]): {
-        "ours_over_research": round(r["throughput"] / base[r["users"]]["throughput"], 2)
-        if r["users"] in base and base[r["users"]]["throughput"] else None,
-        "ours_over_floor": round(r["throughput"] / st["floor_tracks_per_s"], 3)}
-        for r in res["ours"]}
+    res["ratios"] = {
+        str(r["users"]): {
+            "ours_over_research": round(r["throughput"] / base[r["users"]]["throughput"], 2)
+            if r["users"] in base and base[r["users"]]["throughput"]
+            else None,
+            "ours_over_floor": round(r["throughput"] / st["floor_tracks_per_s"], 3),
+        }
+        for r in res["ours"]
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print()

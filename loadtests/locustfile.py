@@ -25,6 +25,7 @@ Every reply is checked (status 200, JSON keys, every registered model family, du
 anything else is marked as a failure with a reason, so `Failure Count` in the CSV is the
 number to watch.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -47,15 +48,15 @@ from genre_detector.families import model_names
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 WAIT_SCALE = float(os.environ.get("LOADTEST_WAIT_SCALE", "1"))
-MODEL_NAMES = set(model_names())      # the registry's families (GENRE_PLUGINS included)
+MODEL_NAMES = set(model_names())  # the registry's families (GENRE_PLUGINS included)
 LEGACY_KEYS = {"CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"}
 TIMEOUT = 120  # s: the service's own request timeout
 
 
 @dataclass(frozen=True)
 class Clip:
-    name: str          # file name sent in the upload
-    kind: str          # label used in the request name: "30s wav", "3min mp3", ...
+    name: str  # file name sent in the upload
+    kind: str  # label used in the request name: "30s wav", "3min mp3", ...
     data: bytes
     duration_s: float
     mime: str
@@ -76,24 +77,26 @@ def clips() -> dict[str, list[Clip]]:
     """All upload clips by kind, made once per locust process (files in a temp dir)."""
     gtzan, emotify = DATA / "gtzan-samples", DATA / "emotify"
     if not gtzan.is_dir() or not emotify.is_dir():
-        raise FileNotFoundError(f"need {gtzan} and {emotify}: set GENRE_DATA to the shared "
-                                "data folder")
+        raise FileNotFoundError(
+            f"need {gtzan} and {emotify}: set GENRE_DATA to the shared data folder"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="genre-loadtest-clips-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 
     def clip(path: Path, kind: str, mime: str, name: str | None = None) -> Clip:
-        return Clip(name or path.name, kind, path.read_bytes(), sf.info(str(path)).duration,
-                    mime)
+        return Clip(name or path.name, kind, path.read_bytes(), sf.info(str(path)).duration, mime)
 
     out: dict[str, list[Clip]] = {"30s wav": [], "mp3": [], "3min wav": [], "3min mp3": []}
-    for path in sorted(gtzan.glob("*.wav")):                     # 30 s, 22.05 kHz, 16 bit
+    for path in sorted(gtzan.glob("*.wav")):  # 30 s, 22.05 kHz, 16 bit
         out["30s wav"].append(clip(path, "30s wav", "audio/wav"))
     genres = sorted(p for p in emotify.iterdir() if p.is_dir())
-    for genre in genres:                                          # ~60 s, 64 kbit/s MP3
+    for genre in genres:  # ~60 s, 64 kbit/s MP3
         first = sorted(genre.glob("*.mp3"))[0]
         out["mp3"].append(clip(first, "mp3", "audio/mpeg", f"{genre.name}-{first.name}"))
-    for genre, fmt, kind, mime in ((genres[-1], "WAV", "3min wav", "audio/wav"),
-                                   (genres[0], "MP3", "3min mp3", "audio/mpeg")):
+    for genre, fmt, kind, mime in (
+        (genres[-1], "WAV", "3min wav", "audio/wav"),
+        (genres[0], "MP3", "3min mp3", "audio/mpeg"),
+    ):
         parts = [sf.read(str(p), dtype="float32") for p in sorted(genre.glob("*.mp3"))[:3]]
         sr = parts[0][1]
         wave = np.concatenate([w if w.ndim == 1 else w.mean(axis=1) for w, _ in parts])
@@ -142,9 +145,13 @@ class TrackUploader(HttpUser):
 
     def _upload(self, kind: str) -> None:
         clip = self.rng.choice(self.clips[kind])
-        with self.client.post("/predict", files={"audio": (clip.name, clip.data, clip.mime)},
-                              name=f"/predict [{kind}]", timeout=TIMEOUT,
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/predict",
+            files={"audio": (clip.name, clip.data, clip.mime)},
+            name=f"/predict [{kind}]",
+            timeout=TIMEOUT,
+            catch_response=True,
+        ) as resp:
             _check_predict(resp, clip)
 
     @task(6)
@@ -177,9 +184,13 @@ class PrototypeFrontEnd(HttpUser):
     @task
     def legacy_upload(self) -> None:
         clip = next(self.clips)
-        with self.client.post("/", files={"audio_file": (clip.name, clip.data, clip.mime)},
-                              name="/ [legacy 30s wav]", timeout=TIMEOUT,
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/",
+            files={"audio_file": (clip.name, clip.data, clip.mime)},
+            name="/ [legacy 30s wav]",
+            timeout=TIMEOUT,
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return

@@ -19,6 +19,7 @@ Matplotlib is used through its object API (one Figure per request, Agg canvas) i
 of pyplot, which is not thread-safe: the work per request is the same.
 Served by Flask's threaded server in one process, as the prototype was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ def build_models(n_classes: int = len(GENRES), seed: int = 0) -> dict:
     """Four small Keras models in the shape of the research's, on 200x200x3 images."""
     import keras
     from keras import layers
+
     keras.utils.set_random_seed(seed)
     shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
 
@@ -53,20 +55,20 @@ def build_models(n_classes: int = len(GENRES), seed: int = 0) -> dict:
         return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x), name=name)
 
     models = {}
-    inputs = keras.Input(shape)                      # feed-forward: one conv, flatten, dense
+    inputs = keras.Input(shape)  # feed-forward: one conv, flatten, dense
     x = layers.Conv2D(32, 4, strides=2, activation="relu")(inputs)
     models["Feed-Forward Model"] = head(layers.Flatten()(x), 32, inputs, "feedforward")
 
-    inputs = keras.Input(shape)                      # LeNet: two conv + average-pool, dense 128
+    inputs = keras.Input(shape)  # LeNet: two conv + average-pool, dense 128
     models["Le-Net Model"] = head(layers.Flatten()(lenet_convs(inputs)), 128, inputs, "lenet")
 
-    inputs = keras.Input(shape)                      # CNN: 32 / pool / 64 / pool / 64, dense 64
+    inputs = keras.Input(shape)  # CNN: 32 / pool / 64 / pool / 64, dense 64
     x = layers.MaxPooling2D(2)(layers.Conv2D(32, 3, activation="relu")(inputs))
     x = layers.MaxPooling2D(2)(layers.Conv2D(64, 3, activation="relu")(x))
     x = layers.Conv2D(64, 3, activation="relu")(x)
     models["CNN Model"] = head(layers.Flatten()(x), 64, inputs, "cnn")
 
-    inputs = keras.Input(shape)                      # CNN+LSTM: LeNet convs, one reshaped step
+    inputs = keras.Input(shape)  # CNN+LSTM: LeNet convs, one reshaped step
     x = layers.Reshape((1, -1))(layers.Flatten()(lenet_convs(inputs)))
     x = layers.LSTM(128)(x)
     models["LSTM Model"] = head(x, 64, inputs, "lstm")
@@ -101,8 +103,9 @@ def create_app(models: dict | None = None):
 
     models = models or build_models()
     import numpy as np
+
     blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
-    for m in models.values():                        # build predict functions before serving
+    for m in models.values():  # build predict functions before serving
         m.predict(blank, verbose=0)
 
     app = Flask("research_baseline")
@@ -117,13 +120,14 @@ def create_app(models: dict | None = None):
         if upload is None:
             return jsonify({"error": "missing audio_file"}), 400
         t0 = time.perf_counter()
-        with tempfile.NamedTemporaryFile(prefix="research-upload-",
-                                         suffix=os.path.splitext(upload.filename or "")[1]) as f:
+        with tempfile.NamedTemporaryFile(
+            prefix="research-upload-", suffix=os.path.splitext(upload.filename or "")[1]
+        ) as f:
             upload.save(f.name)
             image = spectrogram_image(f.name)
         t1 = time.perf_counter()
         reply = {}
-        for key in MODEL_KEYS:                        # one after another, as the prototype did
+        for key in MODEL_KEYS:  # one after another, as the prototype did
             probs = models[key].predict(image, verbose=0)[0]
             reply[key] = {"data": {g: str(float(p)) for g, p in zip(GENRES, probs)}}
         t2 = time.perf_counter()
@@ -134,14 +138,16 @@ def create_app(models: dict | None = None):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     args = p.parse_args()
     app = create_app()
     import logging
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # no line per request
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     app.run(host=args.host, port=args.port, threaded=True)
 
 

@@ -16,6 +16,7 @@ real load, when the ramp-up, the first 3-minute tracks and the largest batches h
 their buffers; the growth target is checked on (b) -> end, i.e. what a long-running service
 keeps accumulating, not its first allocations. Both growths are printed and saved.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,6 +46,7 @@ DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 def rss_by_role(pid: int) -> dict[str, float]:
     """RSS in MB of the front and model-service processes (for finding who grows)."""
     import psutil
+
     out: dict[str, float] = {}
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -56,8 +58,13 @@ def rss_by_role(pid: int) -> dict[str, float]:
             rss = q.memory_info().rss / 2**20
         except psutil.Error:
             continue
-        role = ("models" if "--service-name genre_models" in cmd else
-                "front" if "_bentoml_impl.worker.service" in cmd else "arbiter")
+        role = (
+            "models"
+            if "--service-name genre_models" in cmd
+            else "front"
+            if "_bentoml_impl.worker.service" in cmd
+            else "arbiter"
+        )
         out[role] = round(out.get(role, 0) + rss, 1)
     return out
 
@@ -66,34 +73,55 @@ def warm_up(url: str, n: int = 12) -> None:
     clips = sorted((DATA / "gtzan-samples").glob("*.wav"))
     for i in range(n):
         clip = clips[i % len(clips)]
-        r = requests.post(f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())},
-                          timeout=120)
+        r = requests.post(
+            f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())}, timeout=120
+        )
         r.raise_for_status()
 
 
 def aggregated(stats_csv: Path) -> dict:
     rows = {r["Name"]: r for r in csv.DictReader(stats_csv.open())}
-    per_name = {n: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
-                    "p50_ms": float(r["50%"]), "p95_ms": float(r["95%"]),
-                    "p99_ms": float(r["99%"])} for n, r in rows.items()}
+    per_name = {
+        n: {
+            "requests": int(r["Request Count"]),
+            "failures": int(r["Failure Count"]),
+            "p50_ms": float(r["50%"]),
+            "p95_ms": float(r["95%"]),
+            "p99_ms": float(r["99%"]),
+        }
+        for n, r in rows.items()
+    }
     agg = per_name.pop("Aggregated")
     agg["rps"] = float(rows["Aggregated"]["Requests/s"])
     return {"aggregated": agg, "by_name": per_name}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--users", type=int, default=24)
     p.add_argument("--spawn-rate", type=float, default=4)
     p.add_argument("--duration", type=int, default=600, help="seconds of load")
     p.add_argument("--every", type=float, default=5, help="seconds between RSS samples")
-    p.add_argument("--wait-scale", default=None,
-                   help="LOADTEST_WAIT_SCALE for the locustfile (default: its own, 1)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment for the service, repeatable")
-    p.add_argument("--settle", type=float, default=60,
-                   help="seconds of load before the steady-state RSS reference sample")
+    p.add_argument(
+        "--wait-scale",
+        default=None,
+        help="LOADTEST_WAIT_SCALE for the locustfile (default: its own, 1)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the service, repeatable",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=60,
+        help="seconds of load before the steady-state RSS reference sample",
+    )
     p.add_argument("--p95-limit", type=float, default=2.0)
     p.add_argument("--max-growth", type=float, default=10.0)
     p.add_argument("--out", type=Path, help="JSON (default loadtests/results/soak-<date>.json)")
@@ -104,8 +132,11 @@ def main() -> int:
     out = args.out or REPO / "loadtests" / "results" / f"soak-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = out.with_suffix("")
-    print(f"load average at start: {[round(x, 2) for x in os.getloadavg()]} on "
-          f"{os.cpu_count()} cores", flush=True)
+    print(
+        f"load average at start: {[round(x, 2) for x in os.getloadavg()]} on "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
 
     svc = ServedService(env=env)
     samples: list[tuple[float, float]] = []
@@ -129,10 +160,29 @@ def main() -> int:
         locust_env = {**os.environ}
         if args.wait_scale is not None:
             locust_env["LOADTEST_WAIT_SCALE"] = args.wait_scale
-        cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests/locustfile.py"),
-               "--headless", "-u", str(args.users), "-r", str(args.spawn_rate),
-               "-t", f"{args.duration}s", "--host", svc.url, "--csv", str(prefix),
-               "--html", f"{prefix}.html", "--only-summary", "--exit-code-on-error", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO / "loadtests/locustfile.py"),
+            "--headless",
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            f"{args.duration}s",
+            "--host",
+            svc.url,
+            "--csv",
+            str(prefix),
+            "--html",
+            f"{prefix}.html",
+            "--only-summary",
+            "--exit-code-on-error",
+            "0",
+        ]
         print("running:", " ".join(cmd[2:]), flush=True)
         meter = CpuMeter(lambda: [svc.proc.pid, os.getpid()])
         meter.start()
@@ -152,37 +202,60 @@ def main() -> int:
     # tracks and largest batches have allocated their buffers by then) to the end.
     settled = next((r for t, r in samples if t >= args.settle), rss_start)
     growth = (rss_end - settled) / settled * 100
-    res = {"date": dt.datetime.now().isoformat(timespec="seconds"), "users": args.users,
-           "duration_s": args.duration, "service_env": env, "wait_scale": args.wait_scale,
-           "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "locust_rc": rc,
-           "cpu": cpu,
-           "rss_mb": {"start": round(rss_start), "after_settle": round(settled),
-                      "end": round(rss_end), "peak": round(peak),
-                      "growth_pct_since_start": round(growth_total, 2),
-                      "growth_pct_steady_state": round(growth, 2), "settle_s": args.settle,
-                      "by_role_first": roles[0][1] if roles else {},
-                      "by_role_last": roles[-1][1] if roles else {}},
-           "rss_samples": samples, "rss_by_role_samples": roles, **stats}
-    ok = {"zero failures": agg["failures"] == 0 and agg["requests"] > 0,
-          f"p95 < {args.p95_limit} s": agg["p95_ms"] < args.p95_limit * 1000,
-          f"steady-state RSS growth < {args.max_growth} %": growth < args.max_growth}
+    res = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "users": args.users,
+        "duration_s": args.duration,
+        "service_env": env,
+        "wait_scale": args.wait_scale,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "locust_rc": rc,
+        "cpu": cpu,
+        "rss_mb": {
+            "start": round(rss_start),
+            "after_settle": round(settled),
+            "end": round(rss_end),
+            "peak": round(peak),
+            "growth_pct_since_start": round(growth_total, 2),
+            "growth_pct_steady_state": round(growth, 2),
+            "settle_s": args.settle,
+            "by_role_first": roles[0][1] if roles else {},
+            "by_role_last": roles[-1][1] if roles else {},
+        },
+        "rss_samples": samples,
+        "rss_by_role_samples": roles,
+        **stats,
+    }
+    ok = {
+        "zero failures": agg["failures"] == 0 and agg["requests"] > 0,
+        f"p95 < {args.p95_limit} s": agg["p95_ms"] < args.p95_limit * 1000,
+        f"steady-state RSS growth < {args.max_growth} %": growth < args.max_growth,
+    }
     res["targets"] = ok
     out.write_text(json.dumps(res, indent=2))
-    print(f"\nrequests {agg['requests']} ({agg['rps']:.2f}/s), failures {agg['failures']}, "
-          f"p50 {agg['p50_ms']:.0f} ms, p95 {agg['p95_ms']:.0f} ms, p99 {agg['p99_ms']:.0f} ms")
+    print(
+        f"\nrequests {agg['requests']} ({agg['rps']:.2f}/s), failures {agg['failures']}, "
+        f"p50 {agg['p50_ms']:.0f} ms, p95 {agg['p95_ms']:.0f} ms, p99 {agg['p99_ms']:.0f} ms"
+    )
     for name, r in stats["by_name"].items():
-        print(f"  {name:<22} {r['requests']:>6} requests, {r['failures']} failed, "
-              f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms")
-    print(f"RSS of the service tree: start {rss_start:.0f} MB (after warm-up), "
-          f"{settled:.0f} MB after {args.settle:.0f} s of load, end {rss_end:.0f} MB, "
-          f"peak {peak:.0f} MB; growth {growth_total:+.1f} % since start, "
-          f"{growth:+.1f} % in the steady state")
+        print(
+            f"  {name:<22} {r['requests']:>6} requests, {r['failures']} failed, "
+            f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms"
+        )
+    print(
+        f"RSS of the service tree: start {rss_start:.0f} MB (after warm-up), "
+        f"{settled:.0f} MB after {args.settle:.0f} s of load, end {rss_end:.0f} MB, "
+        f"peak {peak:.0f} MB; growth {growth_total:+.1f} % since start, "
+        f"{growth:+.1f} % in the steady state"
+    )
     if roles:
         print(f"  by process, first sample {roles[0][1]} -> last {roles[-1][1]}")
     for target, passed in ok.items():
         print(f"  {'PASS' if passed else 'FAIL'}  {target}")
-    print(f"CPU during the run: service + locust {cpu['ours_cores']} cores, other jobs "
-          f"{cpu['others_cores']} cores (of {os.cpu_count()})")
+    print(
+        f"CPU during the run: service + locust {cpu['ours_cores']} cores, other jobs "
+        f"{cpu['others_cores']} cores (of {os.cpu_count()})"
+    )
     print(f"load average at end: {res['loadavg_at_end']}; results: {out}")
     return 0 if all(ok.values()) else 1
 

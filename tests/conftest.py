@@ -1,4 +1,5 @@
 """Shared fixtures: where the real clips live, fixed seeds, an isolated BentoML store."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tempfile  # noqa: E402
 
 os.environ["BENTOML_HOME"] = os.environ.get("GENRE_TEST_BENTOML_HOME") or tempfile.mkdtemp(
-    prefix="genre-test-bentoml-")
+    prefix="genre-test-bentoml-"
+)
 os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 
 
@@ -62,5 +64,6 @@ def _seed():
 def store_with_models() -> Path:
     """The private store with the shipped models imported, as `make models` does."""
     from train.import_models import import_models
+
     import_models()
     return Path(os.environ["BENTOML_HOME"])

@@ -11,6 +11,7 @@ Every request needs `client_id=<key>` exactly once, except /media (a signed URL)
 keys are "search:<q>:<offset>", "track:<id>", "download:<id>", "media:<id>".
 `hits[key]` counts every request and `served[id]` counts audio actually delivered.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ COMPACT_FIELDS = ("kind", "id", "title", "genre", "duration", "license", "permal
 
 
 class FakeSoundCloud:
-    def __init__(self, client_id: str, tracks: dict[int, dict], searches: dict[str, list[int]],
-                 media: dict[int, tuple[bytes, str]], faults: dict[str, list] | None = None):
+    def __init__(
+        self,
+        client_id: str,
+        tracks: dict[int, dict],
+        searches: dict[str, list[int]],
+        media: dict[int, tuple[bytes, str]],
+        faults: dict[str, list] | None = None,
+    ):
         """tracks: id -> spec (public JSON fields; `_compact: True` makes search give a
         compact record); media: id -> (bytes, Content-Type) for tracks with a download."""
         self.client_id, self.tracks, self.searches, self.media = client_id, tracks, searches, media
@@ -47,9 +54,15 @@ class FakeSoundCloud:
 
     def track_json(self, track_id: int, compact: bool = False) -> dict:
         spec = self.tracks[track_id]
-        body = {"kind": "track", "id": track_id, "download_count": 7, "tag_list": "",
-                "original_format": "", "streamable": True,
-                **{k: v for k, v in spec.items() if not k.startswith("_")}}
+        body = {
+            "kind": "track",
+            "id": track_id,
+            "download_count": 7,
+            "tag_list": "",
+            "original_format": "",
+            "streamable": True,
+            **{k: v for k, v in spec.items() if not k.startswith("_")},
+        }
         if track_id in self.media and "download_url" not in spec:
             body["download_url"] = f"{self.base}/tracks/{track_id}/download"
         body.setdefault("download_url", None)
@@ -59,14 +72,23 @@ class FakeSoundCloud:
 
     def search_page(self, q: str, limit: int, offset: int) -> dict:
         ids = self.searches.get(q, [])
-        page = ids[offset:offset + limit]
+        page = ids[offset : offset + limit]
         next_href = None
         if offset + limit < len(ids):
             next_href = f"{self.base}/tracks?" + urlencode(
-                {"q": q, "genres": q, "limit": limit, "linked_partitioning": 1,
-                 "offset": offset + limit, "client_id": self.client_id})
-        return {"collection": [self.track_json(i, self.tracks[i].get("_compact", False))
-                               for i in page], "next_href": next_href}
+                {
+                    "q": q,
+                    "genres": q,
+                    "limit": limit,
+                    "linked_partitioning": 1,
+                    "offset": offset + limit,
+                    "client_id": self.client_id,
+                }
+            )
+        return {
+            "collection": [self.track_json(i, self.tracks[i].get("_compact", False)) for i in page],
+            "next_href": next_href,
+        }
 
 
 def _handler(api: FakeSoundCloud) -> type[BaseHTTPRequestHandler]:
@@ -76,8 +98,13 @@ def _handler(api: FakeSoundCloud) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:
             pass
 
-        def send(self, status: int, body: bytes = b"", content_type: str = "application/json",
-                 headers: dict | None = None) -> None:
+        def send(
+            self,
+            status: int,
+            body: bytes = b"",
+            content_type: str = "application/json",
+            headers: dict | None = None,
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

@@ -1,4 +1,5 @@
 """Start `bentoml serve` on a free port the way users do, and stop it (test helper)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str,
-                    logs) -> float:
+def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str, logs) -> float:
     """Seconds until GET url answers 200; raises with the tail of logs() if proc exits first
     or timeout passes."""
     t0 = time.time()
@@ -39,20 +39,24 @@ def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str,
 
 
 class ServedService:
-    def __init__(self, env: dict | None = None, target: str = "service:GenreDetector",
-                 cwd: Path = REPO):
+    def __init__(
+        self, env: dict | None = None, target: str = "service:GenreDetector", cwd: Path = REPO
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)
         bentoml = Path(sys.executable).with_name("bentoml")
         self.proc = subprocess.Popen(
             [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=cwd, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 180) -> float:
-        return wait_http_ready(self.proc, f"{self.url}/readyz", timeout, "bentoml serve",
-                               self.logs)
+        return wait_http_ready(self.proc, f"{self.url}/readyz", timeout, "bentoml serve", self.logs)
 
     def logs(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -1,5 +1,6 @@
 """genre_detector.architectures: the four research families (and musicnn, through the
 registry) build, predict, save and load."""
+
 from __future__ import annotations
 
 import keras
@@ -10,7 +11,7 @@ from genre_detector.architectures import SpecAugment, build_model
 from genre_detector.families import FAMILIES, family, model_names, research_names
 from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings
 
-ARCHITECTURES = research_names()           # the families built by architectures.py
+ARCHITECTURES = research_names()  # the families built by architectures.py
 
 S = FeatureSettings()
 INPUT_SHAPE = (S.n_mels, S.window_frames)
@@ -19,7 +20,8 @@ MAX_TOTAL_BYTES = 40 * 1024 * 1024
 
 # Keras' own saving code calls np.array(tensor) the NumPy-1 way; not ours to fix here.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 
 def _windows(n: int, seed: int = 0) -> np.ndarray:
@@ -76,11 +78,14 @@ def test_save_and_load_give_the_same_predictions(saved, name):
     model, path, loaded, x = saved[name]
     assert path.exists() and path.stat().st_size < MAX_TOTAL_BYTES
     assert loaded.name == model.name
-    np.testing.assert_allclose(np.asarray(loaded(x, training=False)),
-                               np.asarray(model(x, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), atol=1e-6
+    )
     # the adapted band statistics travelled inside the file
-    np.testing.assert_allclose(np.asarray(loaded.get_layer("band_norm").mean),
-                               np.asarray(model.get_layer("band_norm").mean))
+    np.testing.assert_allclose(
+        np.asarray(loaded.get_layer("band_norm").mean),
+        np.asarray(model.get_layer("band_norm").mean),
+    )
     assert isinstance(loaded.get_layer("spec_augment"), SpecAugment)
 
 
@@ -152,7 +157,7 @@ def test_musicnn_family_builds_through_the_registry():
     assert tuple(model.input_shape) == (None, 96, 187)
     assert tuple(model.output_shape) == (None, N_CLASSES)
     backbones, head = model.get_layer("backbones"), model.get_layer("head")
-    assert backbones.weights and not backbones.trainable_weights        # frozen
+    assert backbones.weights and not backbones.trainable_weights  # frozen
     assert head.trainable_weights
     assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
     x = np.random.default_rng(0).uniform(0, 3, (2, 96, 187)).astype(np.float32)

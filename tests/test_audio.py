@@ -1,5 +1,6 @@
 """genre_detector.audio.load_audio: every supported container decodes to the same mono
 float32 waveform at SAMPLE_RATE, and every bad input raises AudioError with its reason."""
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _rms_envelope(x: np.ndarray, frame: int = 2048) -> np.ndarray:
     n = len(x) // frame
-    return np.sqrt(np.mean(x[:n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
+    return np.sqrt(np.mean(x[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
 
 
 def _envelope_corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,9 +68,26 @@ def wav_native(wav_clip) -> tuple[np.ndarray, int]:
 
 
 def _make_m4a(src, out, *extra):
-    subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-i", str(src), "-c:a", "aac", "-b:a", "128k", *extra, str(out)],
-                   check=True, timeout=120)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            *extra,
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+    )
     return out
 
 
@@ -78,8 +96,9 @@ def m4a_file(tmp_path_factory, wav_clip):
     """An M4A/AAC with its index (moov atom) first, as streaming-friendly encoders write."""
     if FFMPEG is None:
         pytest.skip("ffmpeg is not installed")
-    return _make_m4a(wav_clip, tmp_path_factory.mktemp("m4a") / "clip.m4a",
-                     "-movflags", "+faststart")
+    return _make_m4a(
+        wav_clip, tmp_path_factory.mktemp("m4a") / "clip.m4a", "-movflags", "+faststart"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +128,7 @@ def test_real_mp3_decodes_to_about_60_s(mp3_clip):
     wave = load_audio(mp3_clip)
     _check_mono(wave)
     assert abs(len(wave) / SAMPLE_RATE - 60.0) < 0.1
-    assert np.abs(wave).max() > 0.05      # (lossy decodes may overshoot full scale)
+    assert np.abs(wave).max() > 0.05  # (lossy decodes may overshoot full scale)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -159,7 +178,7 @@ def test_m4a_decodes_through_ffmpeg(m4a_file, ref):
 def test_stereo_is_the_mean_of_its_channels(tmp_path, wav_native):
     data, sr = wav_native
     left = data
-    right = np.roll(data, 5000) * 0.5          # a clearly different right channel
+    right = np.roll(data, 5000) * 0.5  # a clearly different right channel
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, right], axis=1), sr, subtype="FLOAT")
     wave = load_audio(path)
@@ -181,6 +200,7 @@ def test_stereo_copy_of_a_mono_clip_decodes_like_it(tmp_path, wav_native, ref):
 @pytest.mark.parametrize("rate", [48000, 44100])
 def test_other_sample_rates_are_resampled(tmp_path, wav_native, ref, rate):
     import soxr
+
     data, sr = wav_native
     hi = soxr.resample(data, sr, rate, quality="HQ").astype(np.float32)
     path = tmp_path / f"clip_{rate}.wav"
@@ -205,8 +225,14 @@ def test_path_bytes_and_file_object_agree(wav_clip, mp3_clip):
         with open(clip, "rb") as f:
             from_file = load_audio(f)
         from_bytesio = load_audio(io.BytesIO(data))
-        for other in (from_str, from_bytes, from_bytearray, from_memoryview, from_file,
-                      from_bytesio):
+        for other in (
+            from_str,
+            from_bytes,
+            from_bytearray,
+            from_memoryview,
+            from_file,
+            from_bytesio,
+        ):
             np.testing.assert_array_equal(other, from_path)
 
 
@@ -271,7 +297,7 @@ def test_wav_cut_short_decodes_what_is_there(wav_clip):
     """A WAV cut inside its data is still decodable: only the length decides."""
     data = wav_clip.read_bytes()
     _expect("too_short", data[:2000])
-    wave = load_audio(data[:44 + 2 * SAMPLE_RATE * 5])     # 5 s of 16-bit samples
+    wave = load_audio(data[: 44 + 2 * SAMPLE_RATE * 5])  # 5 s of 16-bit samples
     assert len(wave) == 5 * SAMPLE_RATE
 
 
@@ -309,8 +335,12 @@ def test_all_zeros_is_silent(tmp_path):
 def test_very_quiet_noise_is_silent_but_quiet_music_is_not(tmp_path, wav_native):
     data, sr = wav_native
     quiet = tmp_path / "quiet.wav"
-    sf.write(quiet, (np.random.default_rng(0).standard_normal(5 * sr) * 1e-6).astype(np.float32),
-             sr, subtype="FLOAT")
+    sf.write(
+        quiet,
+        (np.random.default_rng(0).standard_normal(5 * sr) * 1e-6).astype(np.float32),
+        sr,
+        subtype="FLOAT",
+    )
     _expect("silent", quiet)
     soft = tmp_path / "soft.wav"
     sf.write(soft, data * 0.01, sr, subtype="FLOAT")
@@ -320,7 +350,7 @@ def test_very_quiet_noise_is_silent_but_quiet_music_is_not(tmp_path, wav_native)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_float_wav_with_non_finite_samples(tmp_path, wav_native, bad):
     data, sr = wav_native
-    data = data[:5 * sr].copy()
+    data = data[: 5 * sr].copy()
     data[1000] = bad
     path = tmp_path / "nan.wav"
     sf.write(path, data, sr, subtype="FLOAT")
@@ -345,6 +375,7 @@ def test_reason_sets():
 # ----------------------------------------------------------------------------- decode once
 def test_decode_gives_the_native_rate_and_load_audio_resamples_it(wav_clip, mp3_clip, ref):
     from genre_detector.audio import decode, resample
+
     wave, sr = decode(wav_clip)
     _check_mono(wave)
     assert sr == sf.info(str(wav_clip)).samplerate == SAMPLE_RATE
@@ -352,18 +383,19 @@ def test_decode_gives_the_native_rate_and_load_audio_resamples_it(wav_clip, mp3_
     mp3, mp3_sr = decode(mp3_clip)
     assert mp3_sr == sf.info(str(mp3_clip)).samplerate
     assert abs(len(mp3) / mp3_sr - 60.0) < 0.1
-    for rate in (16000, SAMPLE_RATE):          # musicnn's rate and the research families'
+    for rate in (16000, SAMPLE_RATE):  # musicnn's rate and the research families'
         at = load_audio(mp3_clip, sample_rate=rate)
         _check_mono(at)
         assert abs(len(at) / rate - 60.0) < 0.1
         np.testing.assert_array_equal(at, resample(mp3, mp3_sr, rate))
     w16 = load_audio(wav_clip, sample_rate=16000)
     assert abs(len(w16) - len(ref) * 16000 / SAMPLE_RATE) <= 2
-    assert _corr(resample(w16, 16000, SAMPLE_RATE), ref) > 0.95   # same music, up to 8 kHz
+    assert _corr(resample(w16, 16000, SAMPLE_RATE), ref) > 0.95  # same music, up to 8 kHz
 
 
 def test_decode_checks_the_clip_before_any_resampling(wav_clip, tmp_path, wav_native):
     from genre_detector.audio import decode
+
     data, sr = wav_native
     path = tmp_path / "short.wav"
     sf.write(path, data[:sr], sr)

@@ -1,5 +1,6 @@
 """genre_detector.calibration: expected calibration error, temperatures, the pooled ensemble,
 and its round trip through JSON and the model store."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def test_ece_of_a_hand_computed_case():
     assert expected_calibration_error(p, y) == pytest.approx(want, abs=1e-12)
     # with one bin it is |overall accuracy - mean confidence|
     assert expected_calibration_error(p, y, bins=1) == pytest.approx(
-        abs(4 / 7 - np.mean([0.9, 0.9, 0.95, 0.95, 0.6, 0.6, 0.4])), abs=1e-12)
+        abs(4 / 7 - np.mean([0.9, 0.9, 0.95, 0.95, 0.6, 0.6, 0.4])), abs=1e-12
+    )
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy_and_counts_certainty():
@@ -89,7 +91,7 @@ def test_temperature_fit_recovers_a_known_temperature(true_t):
     fixed = cal.model("m", p)
     np.testing.assert_allclose(fixed, q, atol=0.03)
     assert expected_calibration_error(fixed, y) < 0.02 < expected_calibration_error(p, y)
-    np.testing.assert_array_equal(fixed.argmax(axis=1), p.argmax(axis=1))   # ranking kept
+    np.testing.assert_array_equal(fixed.argmax(axis=1), p.argmax(axis=1))  # ranking kept
 
 
 def test_model_without_a_temperature_is_unchanged():
@@ -102,7 +104,7 @@ def test_model_without_a_temperature_is_unchanged():
 def test_pooling_gives_no_weight_to_a_useless_model():
     z, q, y = _synthetic(4000, seed=2)
     rng = np.random.default_rng(3)
-    useless = softmax(2 * rng.standard_normal(q.shape))      # confident, unrelated to y
+    useless = softmax(2 * rng.standard_normal(q.shape))  # confident, unrelated to y
     w = fit_pool_weights({"good": q, "useless": useless}, y)
     assert w["useless"] < 0.05, w
     assert w["good"] == pytest.approx(1.0, abs=0.1), w
@@ -116,6 +118,7 @@ def test_pooling_gives_no_weight_to_a_useless_model():
 def test_pooling_two_informative_models_beats_either():
     """Two models seeing independent noisy views of the truth: the pooled log-loss is lower."""
     from genre_detector.calibration import log_loss
+
     rng = np.random.default_rng(4)
     n, k = 3000, 4
     y = rng.integers(0, k, n)
@@ -125,8 +128,7 @@ def test_pooling_two_informative_models_beats_either():
     cal = Calibration.fit({"a": a, "b": b}, y, LABELS[:2] + ["x", "y"])
     assert cal.weights["a"] > 0.2 and cal.weights["b"] > 0.2
     pooled = cal.ensemble({"a": a, "b": b})
-    assert log_loss(pooled, y) < min(log_loss(cal.model("a", a), y),
-                                     log_loss(cal.model("b", b), y))
+    assert log_loss(pooled, y) < min(log_loss(cal.model("a", a), y), log_loss(cal.model("b", b), y))
 
 
 def test_ensemble_is_log_linear_pooling_with_the_fitted_weights():
@@ -137,8 +139,9 @@ def test_ensemble_is_log_linear_pooling_with_the_fitted_weights():
     np.testing.assert_allclose(cal.ensemble(probs), want, atol=1e-9)
     np.testing.assert_allclose(cal.ensemble(probs).sum(axis=1), 1.0, atol=1e-12)
     # one track (a 1-D row) works the same way
-    np.testing.assert_allclose(cal.ensemble({n: p[0] for n, p in probs.items()}), want[0],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        cal.ensemble({n: p[0] for n, p in probs.items()}), want[0], atol=1e-9
+    )
 
 
 def test_ensemble_of_a_subset_and_of_unknown_models():
@@ -149,28 +152,36 @@ def test_ensemble_of_a_subset_and_of_unknown_models():
     assert not cal.covers(["a", "b"]) and not cal.covers(["a", "b", "c", "new"])
     # a subset keeps its members' fitted weights
     sub = {n: probs[n] for n in ("a", "b")}
-    np.testing.assert_allclose(cal.ensemble(sub),
-                               softmax(1.2 * np.log(probs["a"]) + 0.3 * np.log(probs["b"])),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        cal.ensemble(sub), softmax(1.2 * np.log(probs["a"]) + 0.3 * np.log(probs["b"])), atol=1e-9
+    )
     # a model it was not fitted with gets the mean weight of the fitted members present
     mixed = {n: probs[n] for n in ("a", "b", "new")}
-    np.testing.assert_allclose(cal.ensemble(mixed), softmax(
-        1.2 * np.log(probs["a"]) + 0.3 * np.log(probs["b"]) + 0.75 * np.log(probs["new"])),
-        atol=1e-9)
+    np.testing.assert_allclose(
+        cal.ensemble(mixed),
+        softmax(1.2 * np.log(probs["a"]) + 0.3 * np.log(probs["b"]) + 0.75 * np.log(probs["new"])),
+        atol=1e-9,
+    )
     # only models it does not know, or no calibration at all: the normalised geometric mean
-    np.testing.assert_allclose(cal.ensemble({"x": probs["new"], "y": probs["c"]}),
-                               softmax(0.5 * np.log(probs["new"]) + 0.5 * np.log(probs["c"])),
-                               atol=1e-9)
-    np.testing.assert_allclose(Calibration(LABELS).ensemble(sub),
-                               softmax(0.5 * np.log(probs["a"]) + 0.5 * np.log(probs["b"])),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        cal.ensemble({"x": probs["new"], "y": probs["c"]}),
+        softmax(0.5 * np.log(probs["new"]) + 0.5 * np.log(probs["c"])),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(
+        Calibration(LABELS).ensemble(sub),
+        softmax(0.5 * np.log(probs["a"]) + 0.5 * np.log(probs["b"])),
+        atol=1e-9,
+    )
     # one model alone is that model, whatever its weight
-    np.testing.assert_allclose(Calibration(LABELS).ensemble({"a": probs["a"]}), probs["a"],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        Calibration(LABELS).ensemble({"a": probs["a"]}), probs["a"], atol=1e-9
+    )
     # members whose weights are all 0 fall back to the plain geometric mean
     zero = Calibration(LABELS, weights={"a": 0.0, "b": 0.0})
-    np.testing.assert_allclose(zero.ensemble(sub), softmax(
-        0.5 * np.log(probs["a"]) + 0.5 * np.log(probs["b"])), atol=1e-9)
+    np.testing.assert_allclose(
+        zero.ensemble(sub), softmax(0.5 * np.log(probs["a"]) + 0.5 * np.log(probs["b"])), atol=1e-9
+    )
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -183,8 +194,9 @@ def test_to_dict_from_dict_round_trip_through_json():
     assert set(d) == {"labels", "temperatures", "weights", "metrics"}
     back = Calibration.from_dict(d)
     assert back == cal
-    np.testing.assert_array_equal(back.ensemble({"cnn": q, "musicnn": p2}),
-                                  cal.ensemble({"cnn": q, "musicnn": p2}))
+    np.testing.assert_array_equal(
+        back.ensemble({"cnn": q, "musicnn": p2}), cal.ensemble({"cnn": q, "musicnn": p2})
+    )
     # an older file without metrics (or weights) still loads
     minimal = Calibration.from_dict({"labels": LABELS, "temperatures": {"cnn": 1.5}})
     assert minimal.weights == {} and minimal.metrics == {} and minimal.temperatures == {"cnn": 1.5}
@@ -194,20 +206,26 @@ def test_store_round_trip(tmp_path):
     import bentoml
 
     from genre_detector.store import CALIBRATION_NAME, load_calibration, save_calibration
-    cal = Calibration(LABELS, {"cnn": 1.7, "lstm": 0.9}, {"cnn": 0.8, "lstm": 0.4},
-                      {"ensemble": {"accuracy": 0.61}})
+
+    cal = Calibration(
+        LABELS,
+        {"cnn": 1.7, "lstm": 0.9},
+        {"cnn": 0.8, "lstm": 0.4},
+        {"ensemble": {"accuracy": 0.61}},
+    )
     tag = save_calibration(cal)
     try:
         assert tag.startswith(f"{CALIBRATION_NAME}:")
         assert load_calibration(tag) == cal
     finally:
-        bentoml.models.delete(tag)      # the shared test store must keep the shipped one only
+        bentoml.models.delete(tag)  # the shared test store must keep the shipped one only
     assert load_calibration(f"{CALIBRATION_NAME}:doesnotexist") is None
 
 
 # ----------------------------------------------------------------------------- train.calibrate
 def test_cross_fitted_scores_every_track_with_a_fit_that_did_not_see_its_artist():
     from train.calibrate import cross_fitted
+
     z, q, y = _synthetic(300, k=3, seed=8)
     probs = {"sharp": softmax(3 * z), "flat": softmax(0.3 * z)}
     groups = [f"artist-{i // 3}" for i in range(300)]
@@ -225,10 +243,13 @@ def test_cross_fitted_scores_every_track_with_a_fit_that_did_not_see_its_artist(
 def test_cross_fitted_on_a_small_validation_set():
     """A quick run's validation split: 10 tracks, 3 per genre, 5 artists (< 5 per genre)."""
     from train.calibrate import cross_fitted
+
     rng = np.random.default_rng(9)
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 0])
-    probs = {"a": softmax(2 * np.eye(3)[y] + rng.standard_normal((10, 3))),
-             "b": softmax(rng.standard_normal((10, 3)))}
+    probs = {
+        "a": softmax(2 * np.eye(3)[y] + rng.standard_normal((10, 3))),
+        "b": softmax(rng.standard_normal((10, 3))),
+    }
     honest = cross_fitted(probs, y, LABELS, [f"x{i // 2}" for i in range(10)], seed=0)
     assert honest["ensemble"].shape == (10, 3) and np.isfinite(honest["ensemble"]).all()
     np.testing.assert_allclose(honest["ensemble"].sum(axis=1), 1.0, atol=1e-9)
@@ -254,8 +275,10 @@ def test_fit_falls_back_to_the_best_model_alone_when_pooling_overfits():
     n, k = 60, 4
     y = rng.integers(0, k, n)
     good = softmax(np.eye(k)[y] * 3.0 + rng.standard_normal((n, k)))
-    probs = {"good": good, **{f"noise{i}": softmax(3 * rng.standard_normal((n, k)))
-                              for i in range(6)}}
+    probs = {
+        "good": good,
+        **{f"noise{i}": softmax(3 * rng.standard_normal((n, k))) for i in range(6)},
+    }
     cal = Calibration.fit(probs, y, LABELS[:k])
     sel = cal.metrics["selection"]
     assert sel["best_alone"] == "good"

@@ -1,5 +1,6 @@
 """train.data and train.metrics: two labelled sources mapped onto nine genres, artist-disjoint
 splits across sources, cached log-mels per feature settings, per-source metrics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,17 @@ import soundfile as sf
 
 from train.data import Track, artist_folds, list_tracks, read_genre_map, split_by_artist
 
-NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
-        "rnb"]
+NINE = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +54,19 @@ def test_both_sources_give_565_tracks_in_nine_genres(both_sources, data_dir):
     emotify = [t for t in tracks if t.source == "emotify"]
     assert {t.genre for t in emotify} == {"classical", "electronic", "pop-rock"}
     assert sum(t.path.parent.name in ("pop", "rock") for t in emotify) == sum(
-        t.genre == "pop-rock" for t in emotify)
-    for t in tracks[:: 37]:                         # names that do not depend on the mount
+        t.genre == "pop-rock" for t in emotify
+    )
+    for t in tracks[::37]:  # names that do not depend on the mount
         assert t.rel == f"{t.source}/{t.path.relative_to(data_dir / t.source).as_posix()}"
         assert t.path.exists() and t.artist and t.group == t.artist.casefold()
     assert len({t.rel for t in tracks}) == len(tracks)
     # without the map, emotify keeps its own folder names
     assert {t.genre for t in list_tracks(data_dir / "emotify")} == {
-        "classical", "electronic", "pop", "rock"}
+        "classical",
+        "electronic",
+        "pop",
+        "rock",
+    }
 
 
 def test_artist_folds_never_split_an_artist_across_sources(both_sources):
@@ -63,8 +78,8 @@ def test_artist_folds_never_split_an_artist_across_sources(both_sources):
         train_groups = {tracks[i].artist.casefold() for i in train_idx}
         val_groups = {tracks[i].artist.casefold() for i in val_idx}
         assert not train_groups & val_groups
-        assert {tracks[i].source for i in val_idx} == {"emotify", "4q"}   # both in every fold
-    assert (seen == 1).all()                        # every track validated exactly once
+        assert {tracks[i].source for i in val_idx} == {"emotify", "4q"}  # both in every fold
+    assert (seen == 1).all()  # every track validated exactly once
     train, val = split_by_artist(tracks, 0.2, seed=0)
     assert not {t.group for t in train} & {t.group for t in val}
     assert 0.15 < len(val) / len(tracks) < 0.25
@@ -77,8 +92,11 @@ def _write_source(root, clips: dict[str, list[tuple[str, str]]], seed: int) -> N
     for folder, items in clips.items():
         (root / folder).mkdir(parents=True)
         for name, artist in items:
-            sf.write(root / folder / f"{name}.wav",
-                     (0.1 * rng.standard_normal(2 * 22050)).astype(np.float32), 22050)
+            sf.write(
+                root / folder / f"{name}.wav",
+                (0.1 * rng.standard_normal(2 * 22050)).astype(np.float32),
+                22050,
+            )
             rows.append(f"{folder}/{name}.wav,{folder},{artist}")
     (root / "tracks.csv").write_text("\n".join(rows) + "\n")
 
@@ -87,15 +105,27 @@ def test_same_artist_in_two_sources_stays_on_one_side(tmp_path):
     """'The Band' in source A and 'THE BAND' in source B (another folder name, mapped to the
     same genre) are one artist: never on both sides of any fold, whatever the seed."""
     a, b = tmp_path / "alpha", tmp_path / "beta"
-    _write_source(a, {"rock": [(f"r{i}", "The Band" if i < 3 else f"a-rock-{i}")
-                               for i in range(8)],
-                      "jazz": [(f"j{i}", f"a-jazz-{i}") for i in range(8)]}, 0)
-    _write_source(b, {"pop-rock": [(f"p{i}", "THE BAND" if i < 3 else f"b-pop-{i}")
-                                   for i in range(8)],
-                      "swing": [(f"s{i}", f"b-jazz-{i}") for i in range(8)]}, 1)
+    _write_source(
+        a,
+        {
+            "rock": [(f"r{i}", "The Band" if i < 3 else f"a-rock-{i}") for i in range(8)],
+            "jazz": [(f"j{i}", f"a-jazz-{i}") for i in range(8)],
+        },
+        0,
+    )
+    _write_source(
+        b,
+        {
+            "pop-rock": [(f"p{i}", "THE BAND" if i < 3 else f"b-pop-{i}") for i in range(8)],
+            "swing": [(f"s{i}", f"b-jazz-{i}") for i in range(8)],
+        },
+        1,
+    )
     csv_map = tmp_path / "map.csv"
-    csv_map.write_text("dataset,folder,genre\nalpha,rock,pop-rock\nalpha,jazz,jazz\n"
-                       "beta,pop-rock,pop-rock\nbeta,swing,jazz\n")
+    csv_map.write_text(
+        "dataset,folder,genre\nalpha,rock,pop-rock\nalpha,jazz,jazz\n"
+        "beta,pop-rock,pop-rock\nbeta,swing,jazz\n"
+    )
     tracks = list_tracks([a, b], read_genre_map(csv_map))
     assert len(tracks) == 32 and sorted({t.genre for t in tracks}) == ["jazz", "pop-rock"]
     band = [i for i, t in enumerate(tracks) if t.group == "the band"]
@@ -110,28 +140,29 @@ def test_same_artist_in_two_sources_stays_on_one_side(tmp_path):
 
 
 # ----------------------------------------------------------------------------- log-mel cache
-def test_cached_log_mels_are_computed_at_each_settings_sample_rate(tmp_path, wav_clip,
-                                                                   monkeypatch):
+def test_cached_log_mels_are_computed_at_each_settings_sample_rate(tmp_path, wav_clip, monkeypatch):
     """The training features of a family must be the serving ones: musicnn's 16 kHz log-mel
     of a 30 s clip has 16000 * 30 / 256 frames, not 22050 * 30 / 256."""
     import train.data as data
     from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings, extract_windows
+
     monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
     track = Track(wav_clip, "rock", "x", "gtzan", "gtzan/rock.00000.wav")
     for s in (MUSICNN_SETTINGS, FeatureSettings()):
         kept, mels = data.load_mels([track], s, workers=1)
         assert len(kept) == 1
-        served = extract_windows(wav_clip, s).mel              # what serving computes
+        served = extract_windows(wav_clip, s).mel  # what serving computes
         assert mels[0].shape == served.shape, s
         np.testing.assert_allclose(mels[0].astype(np.float32), served, atol=0.05)
         # the second call reads the cache and gives the same
         np.testing.assert_array_equal(data.load_mels([track], s, workers=1)[1][0], mels[0])
-    assert len(list((tmp_path / "cache").iterdir())) == 2     # one folder per settings set
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one folder per settings set
 
 
 # ----------------------------------------------------------------------------- metrics
 def test_per_source_metrics():
     from train.metrics import classification_metrics
+
     labels = ["blues", "jazz", "rock"]
     y = np.array([0, 1, 2, 0, 1, 2, 2])
     pred = np.array([0, 1, 2, 1, 1, 0, 0])
@@ -149,5 +180,6 @@ def test_per_source_metrics():
     assert m["ece"] == pytest.approx(abs(4 / 7 - 0.8))
     assert "per_source" not in classification_metrics(y, probs, labels)
     # sources given as a tuple or NumPy array work alike
-    assert classification_metrics(y, probs, labels, np.array(sources))["per_source"] == \
-        m["per_source"]
+    assert (
+        classification_metrics(y, probs, labels, np.array(sources))["per_source"] == m["per_source"]
+    )

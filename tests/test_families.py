@@ -1,5 +1,6 @@
 """genre_detector.families: the one registry of model families, plugins (GENRE_PLUGINS), and
 the service's refusal to combine models that do not share one label list."""
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,14 @@ SHIPPED = REPO / "models"
 
 
 def _python(code: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": PYTHONPATH, **env})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
+    )
 
 
 def _shipped_labels() -> list[str]:
@@ -50,11 +56,19 @@ def _shipped_labels() -> list[str]:
 def test_the_five_families_in_registry_order():
     assert model_names() == FIVE == tuple(FAMILIES)
     assert research_names() == RESEARCH
-    assert LEGACY_NAMES == {"feedforward": "Feed-Forward Model", "lenet": "Le-Net Model",
-                            "cnn": "CNN Model", "lstm": "LSTM Model"}
+    assert LEGACY_NAMES == {
+        "feedforward": "Feed-Forward Model",
+        "lenet": "Le-Net Model",
+        "cnn": "CNN Model",
+        "lstm": "LSTM Model",
+    }
     assert {n: display_name(n) for n in FIVE} == {
-        "feedforward": "Feed-Forward", "lenet": "LeNet", "cnn": "CNN", "lstm": "CNN+LSTM",
-        "musicnn": "musicnn"}
+        "feedforward": "Feed-Forward",
+        "lenet": "LeNet",
+        "cnn": "CNN",
+        "lstm": "CNN+LSTM",
+        "musicnn": "musicnn",
+    }
     assert display_name("not-registered") == "not-registered"
 
 
@@ -66,8 +80,12 @@ def test_each_family_declares_its_features_and_training():
         assert f.epochs > 0
     m = family("musicnn")
     assert m.settings == MUSICNN_SETTINGS and m.pretrained and m.legacy_name is None
-    assert (m.settings.sample_rate, m.settings.n_mels, m.settings.window_frames,
-            m.settings.scale) == (16000, 96, 187, "log10")
+    assert (
+        m.settings.sample_rate,
+        m.settings.n_mels,
+        m.settings.window_frames,
+        m.settings.scale,
+    ) == (16000, 96, 187, "log10")
     assert family("feedforward").fit == {"learning_rate": 5e-4}
 
 
@@ -79,6 +97,7 @@ def test_unknown_family_names_the_valid_ones():
 
 def tiny_builder(input_shape, n_classes):
     import keras
+
     inputs = keras.Input(shape=tuple(input_shape))
     x = keras.layers.GlobalAveragePooling1D()(inputs)
     return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
@@ -88,8 +107,13 @@ def test_register_adds_a_family_everything_sees():
     """A registered family is built through architectures.build_model like the shipped ones
     (builder named "module:function")."""
     from genre_detector.architectures import build_model
-    toy = Family("tmp-toy", "Temporary toy", f"{__name__}:tiny_builder",
-                 settings=FeatureSettings(n_mels=32, window_frames=32))
+
+    toy = Family(
+        "tmp-toy",
+        "Temporary toy",
+        f"{__name__}:tiny_builder",
+        settings=FeatureSettings(n_mels=32, window_frames=32),
+    )
     register(toy)
     try:
         assert model_names() == (*FIVE, "tmp-toy") and research_names() == RESEARCH
@@ -104,19 +128,22 @@ def test_register_adds_a_family_everything_sees():
 
 
 def test_genre_plugins_env_registers_the_toy_family():
-    r = _python("""
+    r = _python(
+        """
         import json
         from genre_detector.families import FAMILIES, research_names, display_name
         f = FAMILIES["toy"]
         print(json.dumps({"names": list(FAMILIES), "research": list(research_names()),
                           "display": display_name("toy"), "settings": f.settings.to_dict()}))
-        """, {"GENRE_PLUGINS": " tests.toy_family , "})     # spaces and empty entries ignored
+        """,
+        {"GENRE_PLUGINS": " tests.toy_family , "},
+    )  # spaces and empty entries ignored
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["names"] == [*FIVE, "toy"] and out["research"] == list(RESEARCH)
     assert out["display"] == "Toy"
-    assert FeatureSettings.from_dict(out["settings"]) != FeatureSettings()   # its own features
-    assert "toy" not in FAMILIES                        # this process is untouched
+    assert FeatureSettings.from_dict(out["settings"]) != FeatureSettings()  # its own features
+    assert "toy" not in FAMILIES  # this process is untouched
 
 
 def test_a_missing_plugin_fails_loudly():
@@ -125,17 +152,32 @@ def test_a_missing_plugin_fails_loudly():
 
 
 # ----------------------------------------------------------------------------- labels
-NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
-        "rnb"]
+NINE = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
 
 
 def _info(name: str, labels: list[str]) -> ModelInfo:
-    return ModelInfo(architecture=name, labels=list(labels), settings=FeatureSettings(),
-                     metrics={}, tag=f"genre-{name}:v1")
+    return ModelInfo(
+        architecture=name,
+        labels=list(labels),
+        settings=FeatureSettings(),
+        metrics={},
+        tag=f"genre-{name}:v1",
+    )
 
 
 def test_check_consistent_returns_the_shared_labels():
     from genre_detector.calibration import Calibration
+
     infos = {n: _info(n, NINE) for n in FIVE}
     assert check_consistent(infos) == NINE
     assert check_consistent(infos, Calibration(list(NINE))) == NINE
@@ -143,8 +185,11 @@ def test_check_consistent_returns_the_shared_labels():
 
 def test_check_consistent_names_every_model_and_its_labels():
     old = ["classical", "electronic", "pop", "rock"]
-    infos = {"feedforward": _info("feedforward", NINE), "cnn": _info("cnn", old),
-             "musicnn": _info("musicnn", NINE)}
+    infos = {
+        "feedforward": _info("feedforward", NINE),
+        "cnn": _info("cnn", old),
+        "musicnn": _info("musicnn", NINE),
+    }
     with pytest.raises(InconsistentModels) as info:
         check_consistent(infos)
     msg = str(info.value)
@@ -161,6 +206,7 @@ def test_check_consistent_names_every_model_and_its_labels():
 
 def test_check_consistent_checks_the_calibration_too():
     from genre_detector.calibration import Calibration
+
     infos = {n: _info(n, NINE) for n in ("cnn", "lstm")}
     with pytest.raises(InconsistentModels) as info:
         check_consistent(infos, Calibration(NINE[:-1]))
@@ -188,14 +234,17 @@ def test_service_refuses_to_start_on_mixed_label_lists(tmp_path):
     naming each model and its labels, rather than averaging mismatched columns."""
     labels = _shipped_labels()
     store = tmp_path / "store"
-    made = _make_store(store, """
+    made = _make_store(
+        store,
+        """
         import shutil, tempfile
         from genre_detector.store import card_metadata, save_to_store
         md = card_metadata("models/cnn/card.json")
         md["labels"] = md["labels"][::-1]
         tag = save_to_store("models/cnn/model.keras", md)
         print(json.dumps({"tag": tag, "imported": [t for t, _ in imported]}))
-        """)
+        """,
+    )
     svc = ServedService(env={"BENTOML_HOME": str(store), "PYTHONPATH": PYTHONPATH})
     try:
         rc = svc.proc.wait(240)
@@ -252,7 +301,7 @@ def test_a_plugin_family_is_trained_stored_and_served(tmp_path, gtzan_dir):
     plugin = {"GENRE_PLUGINS": "tests.toy_family", "PYTHONPATH": PYTHONPATH}
     made = _make_store(store, TRAIN_TOY.format(CLIPS=clips, KERAS=tmp_path / "toy.keras"), plugin)
     assert made["labels"] == labels and made["tag"].startswith("genre-toy:")
-    assert made["loss"][-1] < made["loss"][0]            # it did learn something
+    assert made["loss"][-1] < made["loss"][0]  # it did learn something
     settings = FeatureSettings.from_dict(made["settings"])
     svc = ServedService(env={"BENTOML_HOME": str(store), **plugin})
     try:
@@ -264,8 +313,12 @@ def test_a_plugin_family_is_trained_stored_and_served(tmp_path, gtzan_dir):
         assert toy["display_name"] == "Toy" and toy["tag"] == made["tag"]
         assert FeatureSettings.from_dict(toy["feature_settings"]) == settings
 
-        r = requests.post(f"{svc.url}/predict", params={"models": "toy"}, timeout=300,
-                          files={"audio": (clip.name, clip.read_bytes())})
+        r = requests.post(
+            f"{svc.url}/predict",
+            params={"models": "toy"},
+            timeout=300,
+            files={"audio": (clip.name, clip.read_bytes())},
+        )
         assert r.status_code == 200, r.text
         reply = r.json()
         assert list(reply["models"]) == ["toy"] and reply["model_tags"] == {"toy": made["tag"]}
@@ -274,13 +327,17 @@ def test_a_plugin_family_is_trained_stored_and_served(tmp_path, gtzan_dir):
         np.testing.assert_allclose([p[g] for g in labels], made["expected"], atol=1e-4)
         assert reply["n_windows"] == made["n_windows"] == settings.max_windows
         assert len(reply["timeline"]) == made["n_windows"]
-        e = reply["ensemble"]          # an ensemble of one model is that model
-        np.testing.assert_allclose([e["probabilities"][g] for g in labels], made["expected"],
-                                   atol=1e-4)
+        e = reply["ensemble"]  # an ensemble of one model is that model
+        np.testing.assert_allclose(
+            [e["probabilities"][g] for g in labels], made["expected"], atol=1e-4
+        )
         assert e["calibrated"] is False and e["n_models"] == 1
 
-        r = requests.post(f"{svc.url}/", timeout=300,        # the research page: still four
-                          files={"audio_file": (clip.name, clip.read_bytes())})
+        r = requests.post(
+            f"{svc.url}/",
+            timeout=300,  # the research page: still four
+            files={"audio_file": (clip.name, clip.read_bytes())},
+        )
         assert r.status_code == 200, r.text
         assert set(r.json()) == set(LEGACY_NAMES.values())
     finally:

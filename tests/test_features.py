@@ -1,4 +1,5 @@
 """genre_detector.features: log-mel windows shared by training and serving."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,7 @@ def _check_batch(batch: WindowBatch, n_samples: int, s: FeatureSettings = S) -> 
     assert batch.windows.min() >= -s.top_db and batch.windows.max() <= 0.0
     assert batch.mel.shape == (s.n_mels, _n_frames(n_samples, s))
     assert batch.mel.dtype == np.float32
-    assert batch.mel.max() == 0.0                  # dB re the loudest bin
+    assert batch.mel.max() == 0.0  # dB re the loudest bin
     assert batch.mel.min() >= -s.top_db
     assert batch.duration_s == pytest.approx(n_samples / s.sample_rate)
     assert batch.start_s.shape == batch.end_s.shape == (n,)
@@ -48,7 +49,7 @@ def _check_batch(batch: WindowBatch, n_samples: int, s: FeatureSettings = S) -> 
     starts = np.round(batch.start_s / FRAME_S).astype(int)
     for w, i in zip(batch.windows, starts):
         if i + s.window_frames <= batch.mel.shape[1]:
-            np.testing.assert_array_equal(w, batch.mel[:, i:i + s.window_frames])
+            np.testing.assert_array_equal(w, batch.mel[:, i : i + s.window_frames])
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,13 @@ def test_settings_round_trip_and_fingerprint():
     assert S.fingerprint() == FeatureSettings().fingerprint()
     assert len(S.fingerprint()) == 12
     seen = {S.fingerprint()}
-    for field, value in [("n_mels", 128), ("hop_length", 512), ("top_db", 60.0),
-                         ("max_windows", 10), ("fmin", 30.0)]:
+    for field, value in [
+        ("n_mels", 128),
+        ("hop_length", 512),
+        ("top_db", 60.0),
+        ("max_windows", 10),
+        ("fmin", 30.0),
+    ]:
         changed = dataclasses.replace(S, **{field: value})
         assert changed.fingerprint() not in seen, field
         seen.add(changed.fingerprint())
@@ -100,12 +106,12 @@ def test_window_starts_cover_the_track(n_frames):
     starts = window_starts(n_frames, S)
     last = n_frames - S.window_frames
     assert starts[0] == 0
-    assert starts[-1] == last                       # the final window reaches the end
+    assert starts[-1] == last  # the final window reaches the end
     assert np.all(np.diff(starts) > 0)
     assert len(starts) <= S.max_windows
-    if len(starts) < S.max_windows:                 # dense: at most 1.5 hops apart, overlapping
+    if len(starts) < S.max_windows:  # dense: at most 1.5 hops apart, overlapping
         assert np.all(np.diff(starts) <= S.window_hop_frames * 3 // 2)
-    else:                                           # thinned: evenly spread
+    else:  # thinned: evenly spread
         gaps = np.diff(starts)
         assert gaps.max() - gaps.min() <= 1
 
@@ -143,7 +149,7 @@ def test_real_wav_windows(batch, wave):
     # the windows together cover every frame of the mel
     covered = np.zeros(batch.mel.shape[1], bool)
     for a in np.round(batch.start_s / FRAME_S).astype(int):
-        covered[a:a + S.window_frames] = True
+        covered[a : a + S.window_frames] = True
     assert covered.all()
     # the loudest bin is in a window
     assert batch.windows.max() == 0.0
@@ -160,6 +166,7 @@ def test_path_bytes_and_waveform_agree(wav_clip, batch):
 
 def test_load_kwargs_are_passed_to_load_audio(wav_clip):
     from genre_detector.audio import AudioError
+
     with pytest.raises(AudioError) as info:
         extract_windows(wav_clip, S, max_seconds=10)
     assert info.value.reason == "too_long"
@@ -226,9 +233,10 @@ def test_loudness_invariance(wave, batch, scale):
 
 
 def test_other_settings_change_the_shape(wave):
-    s = FeatureSettings(n_mels=32, window_frames=32, window_hop_frames=16, max_windows=8,
-                        top_db=60.0)
-    b = extract_windows(wave[:10 * SAMPLE_RATE], s)
+    s = FeatureSettings(
+        n_mels=32, window_frames=32, window_hop_frames=16, max_windows=8, top_db=60.0
+    )
+    b = extract_windows(wave[: 10 * SAMPLE_RATE], s)
     assert b.windows.shape[1:] == (32, 32)
     assert 1 <= len(b.windows) <= 8
     assert b.windows.min() >= -60.0 and b.mel.max() == 0.0
@@ -239,13 +247,16 @@ def test_other_settings_change_the_shape(wave):
 def test_scale_is_checked_and_db_fingerprints_did_not_change():
     import hashlib
     import json
+
     with pytest.raises(ValueError, match="unknown scale 'linear'"):
         FeatureSettings(scale="linear")
     assert S.scale == "db" and S.floor == -S.top_db and MUSICNN_SETTINGS.floor == 0.0
     # the feature caches made before scales existed stay valid for the dB scale
     before = {k: v for k, v in S.to_dict().items() if k != "scale"}
-    assert S.fingerprint() == hashlib.sha1(json.dumps(before, sort_keys=True).encode()
-                                           ).hexdigest()[:12]
+    assert (
+        S.fingerprint()
+        == hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    )
     assert dataclasses.replace(S, scale="log10").fingerprint() != S.fingerprint()
     assert FeatureSettings.from_dict(MUSICNN_SETTINGS.to_dict()) == MUSICNN_SETTINGS
 
@@ -261,8 +272,8 @@ def test_musicnn_windows(both, wav_clip):
     n = len(b.windows)
     assert b.windows.shape == (n, 96, 187) and b.windows.dtype == np.float32
     assert 1 <= n <= s.max_windows
-    assert np.isfinite(b.windows).all() and b.windows.min() >= 0.0     # log10(1 + 1e4 x)
-    assert b.windows.max() > 1.0                                       # not silence
+    assert np.isfinite(b.windows).all() and b.windows.min() >= 0.0  # log10(1 + 1e4 x)
+    assert b.windows.max() > 1.0  # not silence
     wave16 = load_audio(wav_clip, sample_rate=16000)
     np.testing.assert_allclose(b.mel, log_mel(wave16, s), atol=1e-5)
     assert b.mel.shape == (96, _n_frames(len(wave16), s))
@@ -271,7 +282,7 @@ def test_musicnn_windows(both, wav_clip):
     assert np.all(np.diff(starts) >= s.window_frames)
     assert starts[-1] == b.mel.shape[1] - s.window_frames
     for w, i in zip(b.windows, starts):
-        np.testing.assert_array_equal(w, b.mel[:, i:i + s.window_frames])
+        np.testing.assert_array_equal(w, b.mel[:, i : i + s.window_frames])
     assert b.end_s[-1] == pytest.approx(b.duration_s)
 
 
@@ -281,18 +292,20 @@ def test_musicnn_short_clip_is_padded_with_silence():
     b = extract_windows(wave, s)
     n = b.mel.shape[1]
     assert b.windows.shape == (1, 96, 187) and n < 187
-    assert (b.windows[0, :, n:] == 0.0).all()       # log10(1 + 0): silence on this scale
+    assert (b.windows[0, :, n:] == 0.0).all()  # log10(1 + 0): silence on this scale
 
 
-def test_feature_sets_decode_once_and_agree_with_single_extraction(wav_clip, both, batch,
-                                                                   monkeypatch):
+def test_feature_sets_decode_once_and_agree_with_single_extraction(
+    wav_clip, both, batch, monkeypatch
+):
     from genre_detector import features
+
     calls = []
     real = features.decode
     monkeypatch.setattr(features, "decode", lambda *a, **k: calls.append(a) or real(*a, **k))
     out = extract_feature_sets(wav_clip.read_bytes(), [S, MUSICNN_SETTINGS, S])
-    assert len(calls) == 1                           # one decode for every settings set
-    assert list(out) == [S, MUSICNN_SETTINGS]        # duplicates computed once, order kept
+    assert len(calls) == 1  # one decode for every settings set
+    assert list(out) == [S, MUSICNN_SETTINGS]  # duplicates computed once, order kept
     for s in out:
         np.testing.assert_array_equal(out[s].windows, both[s].windows)
     # the research windows are exactly what extract_windows gives at 22.05 kHz

@@ -1,4 +1,5 @@
 """genre_detector.http_boundary.HttpBoundary driven directly as ASGI (no server)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,13 @@ ACAO = b"access-control-allow-origin"
 class FakeApp:
     """Inner ASGI app: reads the whole body, then sends a canned reply."""
 
-    def __init__(self, status: int = 200, body: bytes = b'{"ok": true}',
-                 content_type: bytes = b"application/json", chunks: int = 1):
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b'{"ok": true}',
+        content_type: bytes = b"application/json",
+        chunks: int = 1,
+    ):
         self.status, self.body, self.content_type, self.chunks = status, body, content_type, chunks
         self.calls = 0
         self.received = b""
@@ -31,14 +37,22 @@ class FakeApp:
                 self.received += message.get("body", b"")
                 if not message.get("more_body"):
                     break
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", self.content_type),
-                                (b"content-length", str(len(self.body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [
+                    (b"content-type", self.content_type),
+                    (b"content-length", str(len(self.body)).encode()),
+                ],
+            }
+        )
         step = max(1, -(-len(self.body) // self.chunks))
-        parts = [self.body[i:i + step] for i in range(0, len(self.body), step)] or [b""]
+        parts = [self.body[i : i + step] for i in range(0, len(self.body), step)] or [b""]
         for i, part in enumerate(parts):
-            await send({"type": "http.response.body", "body": part,
-                        "more_body": i < len(parts) - 1})
+            await send(
+                {"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1}
+            )
 
 
 def _scope(method: str = "POST", path: str = "/predict", headers=()) -> dict:
@@ -77,8 +91,9 @@ def _json(body: bytes) -> dict:
 def test_content_length_over_the_limit_is_413_without_calling_the_app():
     inner = FakeApp()
     app = HttpBoundary(inner, max_bytes=LIMIT)
-    status, headers, body, _ = _run(app, _scope(headers=[(b"content-length", b"1001")]),
-                                    [b"x" * 1001])
+    status, headers, body, _ = _run(
+        app, _scope(headers=[(b"content-length", b"1001")]), [b"x" * 1001]
+    )
     assert status == 413
     assert inner.calls == 0
     assert headers[b"content-type"] == b"application/json"
@@ -105,8 +120,7 @@ def test_413_detail_names_a_small_limit_correctly():
 def test_content_length_at_the_limit_passes():
     inner = FakeApp()
     app = HttpBoundary(inner, max_bytes=LIMIT)
-    status, _, body, _ = _run(app, _scope(headers=[(b"content-length", b"1000")]),
-                              [b"x" * 1000])
+    status, _, body, _ = _run(app, _scope(headers=[(b"content-length", b"1000")]), [b"x" * 1000])
     assert status == 200 and _json(body) == {"ok": True}
     assert inner.calls == 1 and inner.received == b"x" * 1000
 
@@ -114,13 +128,12 @@ def test_content_length_at_the_limit_passes():
 def test_chunked_body_over_the_limit_is_413():
     inner = FakeApp()
     app = HttpBoundary(inner, max_bytes=LIMIT)
-    chunks = [b"x" * 400] * 5                         # 2000 bytes, no content-length
-    status, _, body, sent = _run(app, _scope(headers=[(b"transfer-encoding", b"chunked")]),
-                                 chunks)
+    chunks = [b"x" * 400] * 5  # 2000 bytes, no content-length
+    status, _, body, sent = _run(app, _scope(headers=[(b"transfer-encoding", b"chunked")]), chunks)
     assert status == 413
     assert _json(body)["error"] == "payload_too_large"
     assert inner.calls == 1
-    assert len(inner.received) <= LIMIT               # the app never saw the excess
+    assert len(inner.received) <= LIMIT  # the app never saw the excess
     # nothing of the inner app's reply was sent
     assert all(m.get("body") != b'{"ok": true}' for m in sent)
 
@@ -169,8 +182,9 @@ def test_post_root_replies_carry_cors():
 
 
 def test_cors_also_on_root_errors():
-    app = HttpBoundary(FakeApp(status=415, body=b'{"error": "not_audio", "detail": "x"}'),
-                       max_bytes=LIMIT)
+    app = HttpBoundary(
+        FakeApp(status=415, body=b'{"error": "not_audio", "detail": "x"}'), max_bytes=LIMIT
+    )
     status, headers, _, _ = _run(app, _scope("POST", "/"))
     assert status == 415 and headers[ACAO] == b"*"
     status, headers, _, _ = _run(app, _scope("POST", "/", [(b"content-length", b"5000")]))
@@ -190,18 +204,22 @@ def test_other_paths_have_no_cors(path):
 
 
 # ----------------------------------------------------------------------------- 4xx shaping
-@pytest.mark.parametrize("status,body,content_type", [
-    (400, b"Bad Request: missing field", b"text/plain"),
-    (400, b'{"message": "invalid multipart"}', b"application/json"),
-    (422, b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', b"application/json"),
-    (404, b"", b"text/plain"),
-    (405, b'"Method Not Allowed"', b"application/json"),
-    (400, b'{"error": "only error"}', b"application/json"),
-    (400, b"[1, 2, 3]", b"application/json"),
-])
+@pytest.mark.parametrize(
+    "status,body,content_type",
+    [
+        (400, b"Bad Request: missing field", b"text/plain"),
+        (400, b'{"message": "invalid multipart"}', b"application/json"),
+        (422, b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', b"application/json"),
+        (404, b"", b"text/plain"),
+        (405, b'"Method Not Allowed"', b"application/json"),
+        (400, b'{"error": "only error"}', b"application/json"),
+        (400, b"[1, 2, 3]", b"application/json"),
+    ],
+)
 def test_foreign_4xx_bodies_are_rewritten(status, body, content_type):
-    app = HttpBoundary(FakeApp(status=status, body=body, content_type=content_type),
-                       max_bytes=LIMIT)
+    app = HttpBoundary(
+        FakeApp(status=status, body=body, content_type=content_type), max_bytes=LIMIT
+    )
     got_status, headers, got_body, _ = _run(app, _scope())
     assert got_status == status
     assert headers[b"content-type"] == b"application/json"
@@ -213,16 +231,19 @@ def test_foreign_4xx_bodies_are_rewritten(status, body, content_type):
 
 
 def test_rewritten_detail_keeps_the_text():
-    app = HttpBoundary(FakeApp(status=400, body=b"Bad Request: missing field",
-                               content_type=b"text/plain"), max_bytes=LIMIT)
+    app = HttpBoundary(
+        FakeApp(status=400, body=b"Bad Request: missing field", content_type=b"text/plain"),
+        max_bytes=LIMIT,
+    )
     _, _, body, _ = _run(app, _scope())
     assert _json(body) == {"error": "bad_request", "detail": "Bad Request: missing field"}
 
 
 def test_multi_part_foreign_4xx_body_is_joined_before_rewriting():
     text = b"Unsupported Media Type: " + b"y" * 200
-    app = HttpBoundary(FakeApp(status=415, body=text, content_type=b"text/plain", chunks=4),
-                       max_bytes=LIMIT)
+    app = HttpBoundary(
+        FakeApp(status=415, body=text, content_type=b"text/plain", chunks=4), max_bytes=LIMIT
+    )
     status, _, body, sent = _run(app, _scope())
     assert status == 415
     assert _json(body) == {"error": "unsupported_media_type", "detail": text.decode()}
@@ -231,8 +252,9 @@ def test_multi_part_foreign_4xx_body_is_joined_before_rewriting():
 
 @pytest.mark.parametrize("status", [400, 413, 415, 422])
 def test_our_own_4xx_bodies_pass_through_unchanged(status):
-    own = json.dumps({"error": "too_short", "detail": "1.00 s of audio is too short",
-                      "extra": 1}).encode()
+    own = json.dumps(
+        {"error": "too_short", "detail": "1.00 s of audio is too short", "extra": 1}
+    ).encode()
     app = HttpBoundary(FakeApp(status=status, body=own, chunks=3), max_bytes=LIMIT)
     got_status, headers, body, _ = _run(app, _scope())
     assert got_status == status
@@ -240,11 +262,14 @@ def test_our_own_4xx_bodies_pass_through_unchanged(status):
     assert int(headers[b"content-length"]) == len(own)
 
 
-@pytest.mark.parametrize("body,content_type", [
-    (b'{"ok": true}', b"application/json"),
-    (b"<html>hello</html>", b"text/html"),
-    (b"x" * 5000, b"application/octet-stream"),     # replies are not limited, uploads are
-])
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b'{"ok": true}', b"application/json"),
+        (b"<html>hello</html>", b"text/html"),
+        (b"x" * 5000, b"application/octet-stream"),  # replies are not limited, uploads are
+    ],
+)
 def test_200_replies_pass_through_unchanged(body, content_type):
     app = HttpBoundary(FakeApp(body=body, content_type=content_type, chunks=2), max_bytes=LIMIT)
     status, headers, got, sent = _run(app, _scope())
@@ -254,8 +279,9 @@ def test_200_replies_pass_through_unchanged(body, content_type):
 
 
 def test_5xx_replies_pass_through_unchanged():
-    app = HttpBoundary(FakeApp(status=500, body=b"boom", content_type=b"text/plain"),
-                       max_bytes=LIMIT)
+    app = HttpBoundary(
+        FakeApp(status=500, body=b"boom", content_type=b"text/plain"), max_bytes=LIMIT
+    )
     status, _, body, _ = _run(app, _scope())
     assert status == 500 and body == b"boom"
 

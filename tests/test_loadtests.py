@@ -1,7 +1,8 @@
 """The load-test tooling works: the locustfile against the real service, the research baseline.
 
-    python -m pytest -q tests/test_loadtests.py          # ~40 s: serves for real
+python -m pytest -q tests/test_loadtests.py          # ~40 s: serves for real
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,11 @@ from tests.service_process import ServedService
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 # Request names the locustfile gives each user class (loadtests/locustfile.py).
-CLASS_ROWS = {"TrackUploader": ("POST", "/predict ["), "PrototypeFrontEnd": ("POST", "/ [legacy"),
-              "ModelsPoller": ("GET", "/models")}
+CLASS_ROWS = {
+    "TrackUploader": ("POST", "/predict ["),
+    "PrototypeFrontEnd": ("POST", "/ [legacy"),
+    "ModelsPoller": ("GET", "/models"),
+}
 
 
 def test_locustfile_headless_against_the_service(store_with_models, data_dir, tmp_path):
@@ -29,10 +33,31 @@ def test_locustfile_headless_against_the_service(store_with_models, data_dir, tm
         prefix = tmp_path / "locust"
         env = {**os.environ, "GENRE_DATA": str(data_dir), "LOADTEST_WAIT_SCALE": "0.1"}
         proc = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests/locustfile.py"),
-             "--headless", "-u", "5", "-r", "5", "-t", "10s", "--host", svc.url,
-             "--csv", str(prefix), "--only-summary"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(REPO / "loadtests/locustfile.py"),
+                "--headless",
+                "-u",
+                "5",
+                "-r",
+                "5",
+                "-t",
+                "10s",
+                "--host",
+                svc.url,
+                "--csv",
+                str(prefix),
+                "--only-summary",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         svc.stop()
     rows = list(csv.DictReader((tmp_path / "locust_stats.csv").open()))
@@ -43,8 +68,11 @@ def test_locustfile_headless_against_the_service(store_with_models, data_dir, tm
     assert int(agg["Failure Count"]) == 0, report
     assert proc.returncode == 0, report
     for user_class, (method, prefix_) in CLASS_ROWS.items():
-        count = sum(int(r["Request Count"]) for (m, n), r in by_name.items()
-                    if m == method and n.startswith(prefix_))
+        count = sum(
+            int(r["Request Count"])
+            for (m, n), r in by_name.items()
+            if m == method and n.startswith(prefix_)
+        )
         assert count > 0, f"{user_class} made no requests:\n{report}"
 
 
@@ -52,8 +80,11 @@ def test_research_baseline_answers_with_four_model_outputs(wav_clip):
     from loadtests.research_baseline import GENRES, MODEL_KEYS, create_app
 
     client = create_app().test_client()
-    r = client.post("/", data={"audio_file": (io.BytesIO(wav_clip.read_bytes()), wav_clip.name)},
-                    content_type="multipart/form-data")
+    r = client.post(
+        "/",
+        data={"audio_file": (io.BytesIO(wav_clip.read_bytes()), wav_clip.name)},
+        content_type="multipart/form-data",
+    )
     assert r.status_code == 200, r.text
     body = r.get_json()
     assert set(MODEL_KEYS) <= set(body)

@@ -1,4 +1,5 @@
 """genre_detector.predict and .replies: window probabilities -> track verdicts and replies."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,18 @@ from genre_detector.predict import (
 from genre_detector.replies import legacy_reply, models_reply, predict_reply
 from genre_detector.store import ModelInfo
 
-LABELS = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock",
-          "reggae", "rnb"]
-NAMES = list(model_names())                      # the five families, registry order
+LABELS = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
+NAMES = list(model_names())  # the five families, registry order
 RESEARCH = ["feedforward", "lenet", "cnn", "lstm"]
 S, M = FeatureSettings(), MUSICNN_SETTINGS
 PROTOTYPE_KEYS = ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]
@@ -50,16 +60,24 @@ def batches() -> dict[FeatureSettings, WindowBatch]:
 
 
 def _infos(names=NAMES) -> dict[str, ModelInfo]:
-    return {n: ModelInfo(architecture=n, labels=list(LABELS), settings=family(n).settings,
-                         metrics={"accuracy": 0.5 + 0.1 * i, "log_loss": 1.2 - 0.1 * i,
-                                  "macro_f1": 0.4 + 0.05 * i},
-                         tag=f"genre-{n}:v{i}abc")
-            for i, n in enumerate(names)}
+    return {
+        n: ModelInfo(
+            architecture=n,
+            labels=list(LABELS),
+            settings=family(n).settings,
+            metrics={
+                "accuracy": 0.5 + 0.1 * i,
+                "log_loss": 1.2 - 0.1 * i,
+                "macro_f1": 0.4 + 0.05 * i,
+            },
+            tag=f"genre-{n}:v{i}abc",
+        )
+        for i, n in enumerate(names)
+    }
 
 
 def _window_probs(rng, batches, names=NAMES, sharp: float = 2.0) -> dict[str, np.ndarray]:
-    return {n: _probs(rng, len(batches[family(n).settings].windows), sharp=sharp)
-            for n in names}
+    return {n: _probs(rng, len(batches[family(n).settings].windows), sharp=sharp) for n in names}
 
 
 @pytest.fixture
@@ -104,13 +122,13 @@ def test_verdict_with_top3():
 def test_between_genres():
     base = np.full(len(LABELS), 0.01)
     near = base.copy()
-    near[[6, 1]] = [0.5, 0.3]                     # runner-up 0.6 x the top: between the two
+    near[[6, 1]] = [0.5, 0.3]  # runner-up 0.6 x the top: between the two
     assert between_genres(near / near.sum(), LABELS) == ["pop-rock", "classical"]
     clear = base.copy()
-    clear[[6, 1]] = [0.7, 0.2]                    # 0.29 x: one genre
+    clear[[6, 1]] = [0.7, 0.2]  # 0.29 x: one genre
     assert between_genres(clear / clear.sum(), LABELS) == []
     edge = base.copy()
-    edge[[3, 0]] = [0.4, 0.4 * BETWEEN_RATIO]     # exactly the ratio counts as between
+    edge[[3, 0]] = [0.4, 0.4 * BETWEEN_RATIO]  # exactly the ratio counts as between
     assert between_genres(edge, LABELS) == ["electronic", "blues"]
 
 
@@ -144,8 +162,10 @@ def test_timeline_on_the_finest_grid_aligns_coarser_windows(batches):
     """musicnn's 3 windows are matched to the research grid's 5 by nearest center."""
     b, m = batches[S], batches[M]
     one_hot = np.eye(len(LABELS), dtype=np.float32)
-    probs = {"cnn": np.full((5, len(LABELS)), 1 / len(LABELS), np.float32),
-             "musicnn": one_hot[[0, 5, 8]] * 0.9 + 0.1 / len(LABELS)}
+    probs = {
+        "cnn": np.full((5, len(LABELS)), 1 / len(LABELS), np.float32),
+        "musicnn": one_hot[[0, 5, 8]] * 0.9 + 0.1 / len(LABELS),
+    }
     spans = {"cnn": (b.start_s, b.end_s), "musicnn": (m.start_s, m.end_s)}
     seen = []
     tl = timeline(probs, spans, lambda d: seen.append(d) or _mean(d), LABELS)
@@ -154,7 +174,7 @@ def test_timeline_on_the_finest_grid_aligns_coarser_windows(batches):
     want = nearest_windows(ref_c, (m.start_s + m.end_s) / 2)
     np.testing.assert_array_equal(seen[0]["musicnn"], probs["musicnn"][want])
     assert [e["top_genre"] for e in tl] == [LABELS[[0, 5, 8][i]] for i in want]
-    assert want[0] == 0 and want[-1] == 2          # the ends map to the ends
+    assert want[0] == 0 and want[-1] == 2  # the ends map to the ends
 
 
 def test_timeline_follows_a_genre_change(batches):
@@ -170,20 +190,36 @@ def test_timeline_follows_a_genre_change(batches):
 def test_predict_reply_shape(batches, window_probs):
     infos = _infos()
     reply = predict_reply(batches, window_probs, infos, None, "abc123")
-    json.dumps(reply)                                # JSON-serialisable as is
-    assert {"request_id", "duration_s", "sample_rate", "n_windows", "labels", "models",
-            "ensemble", "timeline", "model_tags"} <= set(reply)
+    json.dumps(reply)  # JSON-serialisable as is
+    assert {
+        "request_id",
+        "duration_s",
+        "sample_rate",
+        "n_windows",
+        "labels",
+        "models",
+        "ensemble",
+        "timeline",
+        "model_tags",
+    } <= set(reply)
     assert reply["request_id"] == "abc123"
     assert reply["duration_s"] == pytest.approx(9.5, abs=1e-3)
-    assert reply["sample_rate"] == 22050             # the finest window grid's
+    assert reply["sample_rate"] == 22050  # the finest window grid's
     assert reply["n_windows"] == 5
     assert reply["labels"] == LABELS
     assert list(reply["models"]) == NAMES
     raw = {}
     for name in NAMES:
         m = reply["models"][name]
-        assert {"display_name", "tag", "probabilities", "top_genre", "top_probability", "top3",
-                "metrics"} <= set(m)
+        assert {
+            "display_name",
+            "tag",
+            "probabilities",
+            "top_genre",
+            "top_probability",
+            "top3",
+            "metrics",
+        } <= set(m)
         assert m["display_name"] == display_name(name)
         assert m["tag"] == infos[name].tag
         assert m["metrics"] == infos[name].metrics
@@ -196,8 +232,18 @@ def test_predict_reply_shape(batches, window_probs):
         assert m["top_probability"] == pytest.approx(raw[name].max(), abs=1e-6)
         assert [t["genre"] for t in m["top3"]] == [LABELS[i] for i in np.argsort(-raw[name])[:3]]
     e = reply["ensemble"]
-    assert {"probabilities", "top_genre", "top_probability", "top3", "agreeing_models",
-            "n_models", "models", "between_genres", "calibrated", "metrics"} <= set(e)
+    assert {
+        "probabilities",
+        "top_genre",
+        "top_probability",
+        "top3",
+        "agreeing_models",
+        "n_models",
+        "models",
+        "between_genres",
+        "calibrated",
+        "metrics",
+    } <= set(e)
     assert abs(sum(e["probabilities"].values()) - 1) <= SUM_TOL
     # without a calibration: the normalised geometric mean of the models
     pooled = softmax(np.mean([np.log(raw[n]) for n in NAMES], axis=0))
@@ -207,33 +253,38 @@ def test_predict_reply_shape(batches, window_probs):
     assert e["between_genres"] == between_genres(pooled, LABELS)
     assert e["calibrated"] is False and e["metrics"] == {}
     assert e["n_models"] == 5 and e["models"] == NAMES
-    assert e["agreeing_models"] == sum(reply["models"][n]["top_genre"] == e["top_genre"]
-                                       for n in NAMES)
+    assert e["agreeing_models"] == sum(
+        reply["models"][n]["top_genre"] == e["top_genre"] for n in NAMES
+    )
     assert 0 <= e["agreeing_models"] <= 5
     assert len(reply["timeline"]) == 5
     assert reply["model_tags"] == {n: infos[n].tag for n in NAMES}
 
 
-def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batches,
-                                                                            window_probs):
-    cal = Calibration(LABELS, temperatures={n: 1.0 + 0.5 * i for i, n in enumerate(NAMES)},
-                      weights={n: 0.2 + 0.1 * i for i, n in enumerate(NAMES)},
-                      metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}})
+def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batches, window_probs):
+    cal = Calibration(
+        LABELS,
+        temperatures={n: 1.0 + 0.5 * i for i, n in enumerate(NAMES)},
+        weights={n: 0.2 + 0.1 * i for i, n in enumerate(NAMES)},
+        metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}},
+    )
     reply = predict_reply(batches, window_probs, _infos(), cal, "r")
     raw = {n: track_probabilities(window_probs[n]) for n in NAMES}
     for n in NAMES:
-        np.testing.assert_allclose(_values(reply["models"][n]["probabilities"]),
-                                   cal.model(n, raw[n]), atol=1e-6)
+        np.testing.assert_allclose(
+            _values(reply["models"][n]["probabilities"]), cal.model(n, raw[n]), atol=1e-6
+        )
     # musicnn's temperature 3 flattens its probabilities
-    assert (reply["models"]["musicnn"]["top_probability"] < raw["musicnn"].max() - 0.01)
+    assert reply["models"]["musicnn"]["top_probability"] < raw["musicnn"].max() - 0.01
     e = reply["ensemble"]
     np.testing.assert_allclose(_values(e["probabilities"]), cal.ensemble(raw), atol=1e-6)
     assert e["calibrated"] is True and e["metrics"] == {"accuracy": 0.7, "ece": 0.05}
     # a subset: its members' weights, but not the calibrated ensemble (no metrics claimed)
     sub = {n: window_probs[n] for n in ("cnn", "musicnn")}
     e = predict_reply(batches, sub, _infos(), cal, "r")["ensemble"]
-    np.testing.assert_allclose(_values(e["probabilities"]),
-                               cal.ensemble({n: raw[n] for n in sub}), atol=1e-6)
+    np.testing.assert_allclose(
+        _values(e["probabilities"]), cal.ensemble({n: raw[n] for n in sub}), atol=1e-6
+    )
     assert e["calibrated"] is False and e["metrics"] == {} and e["n_models"] == 2
 
 
@@ -243,8 +294,7 @@ def test_predict_reply_agreement_counts(batches):
     blues[:, 0] = 0.7
     jazz = np.full((5, len(LABELS)), 0.3 / 8, np.float32)
     jazz[:, 5] = 0.7
-    probs = {"feedforward": blues, "lenet": blues, "cnn": blues, "lstm": jazz,
-             "musicnn": jazz[:3]}
+    probs = {"feedforward": blues, "lenet": blues, "cnn": blues, "lstm": jazz, "musicnn": jazz[:3]}
     e = predict_reply(batches, probs, infos, None, "r")["ensemble"]
     assert e["top_genre"] == "blues"
     assert e["agreeing_models"] == 3 and e["n_models"] == 5
@@ -257,11 +307,13 @@ def test_predict_reply_for_a_subset_of_models(batches, window_probs):
     assert reply["ensemble"]["n_models"] == 2
     assert set(reply["model_tags"]) == {"cnn", "lstm"}
     # musicnn alone: its own (coarser) grid and sample rate
-    alone = predict_reply({M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(),
-                          None, "r")
+    alone = predict_reply(
+        {M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(), None, "r"
+    )
     assert alone["sample_rate"] == 16000 and alone["n_windows"] == 3
-    assert [t["start_s"] for t in alone["timeline"]] == pytest.approx(list(batches[M].start_s),
-                                                                      abs=1e-3)
+    assert [t["start_s"] for t in alone["timeline"]] == pytest.approx(
+        list(batches[M].start_s), abs=1e-3
+    )
     assert alone["duration_s"] == pytest.approx(9.5, abs=1e-3)
 
 
@@ -271,16 +323,18 @@ def test_probabilities_sum_to_one_over_many_random_replies(batches):
     worst = 0.0
     for _ in range(200):
         reply = predict_reply(batches, _window_probs(rng, batches, sharp=3.0), infos, None, "r")
-        for v in [*(m["probabilities"] for m in reply["models"].values()),
-                  reply["ensemble"]["probabilities"]]:
+        for v in [
+            *(m["probabilities"] for m in reply["models"].values()),
+            reply["ensemble"]["probabilities"],
+        ]:
             worst = max(worst, abs(sum(v.values()) - 1))
     assert worst <= SUM_TOL
 
 
 def test_legacy_reply_has_exactly_the_prototype_shape(batches, window_probs):
     reply = predict_reply(batches, window_probs, _infos(), None, "r")
-    legacy = legacy_reply(reply)                     # musicnn is in the reply, not here
-    assert list(legacy) == PROTOTYPE_KEYS            # the prototype's keys, in its order
+    legacy = legacy_reply(reply)  # musicnn is in the reply, not here
+    assert list(legacy) == PROTOTYPE_KEYS  # the prototype's keys, in its order
     for name, key in LEGACY_NAMES.items():
         entry = legacy[key]
         assert set(entry) == {"data", "metrics"}
@@ -288,15 +342,15 @@ def test_legacy_reply_has_exactly_the_prototype_shape(batches, window_probs):
         assert set(entry["metrics"]) == {"accuracy", "loss"}
         for value in [*entry["data"].values(), *entry["metrics"].values()]:
             assert isinstance(value, str)
-            float(value)                            # parseable
+            float(value)  # parseable
         assert sum(float(v) for v in entry["data"].values()) == pytest.approx(1, abs=1e-5)
         m = reply["models"][name]
         for g in LABELS:
             assert float(entry["data"][g]) == pytest.approx(m["probabilities"][g])
-        assert float(entry["metrics"]["accuracy"]) == pytest.approx(m["metrics"]["accuracy"],
-                                                                    abs=1e-4)
-        assert float(entry["metrics"]["loss"]) == pytest.approx(m["metrics"]["log_loss"],
-                                                                abs=1e-4)
+        assert float(entry["metrics"]["accuracy"]) == pytest.approx(
+            m["metrics"]["accuracy"], abs=1e-4
+        )
+        assert float(entry["metrics"]["loss"]) == pytest.approx(m["metrics"]["log_loss"], abs=1e-4)
     json.dumps(legacy)
 
 
@@ -322,17 +376,25 @@ def test_models_reply():
         assert FeatureSettings.from_dict(m["feature_settings"]) == family(n).settings
     assert FeatureSettings.from_dict(r["models"]["musicnn"]["feature_settings"]) == M
     json.dumps(r)
-    cal = Calibration(LABELS, {"cnn": 1.3}, {"cnn": 0.9, "musicnn": 0.4},
-                      {"ensemble": {"accuracy": 0.7}})
+    cal = Calibration(
+        LABELS, {"cnn": 1.3}, {"cnn": 0.9, "musicnn": 0.4}, {"ensemble": {"accuracy": 0.7}}
+    )
     r = models_reply(infos, cal)
-    assert r["ensemble"] == {"weights": {"cnn": 0.9, "musicnn": 0.4},
-                             "temperatures": {"cnn": 1.3}, "metrics": {"accuracy": 0.7}}
+    assert r["ensemble"] == {
+        "weights": {"cnn": 0.9, "musicnn": 0.4},
+        "temperatures": {"cnn": 1.3},
+        "metrics": {"accuracy": 0.7},
+    }
     json.dumps(r)
 
 
 def test_model_info_from_metadata():
-    md = {"architecture": "cnn", "labels": LABELS, "feature_settings": S.to_dict(),
-          "metrics": {"accuracy": 0.8}}
+    md = {
+        "architecture": "cnn",
+        "labels": LABELS,
+        "feature_settings": S.to_dict(),
+        "metrics": {"accuracy": 0.8},
+    }
     info = ModelInfo.from_metadata(md, tag="genre-cnn:x")
     assert info.architecture == "cnn" and info.labels == LABELS and info.settings == S
     assert info.metrics == {"accuracy": 0.8} and info.tag == "genre-cnn:x"

@@ -1,4 +1,5 @@
 """The real service: `bentoml serve` on a free port, real clips over real HTTP."""
+
 from __future__ import annotations
 
 import io
@@ -19,13 +20,22 @@ pytestmark = pytest.mark.slow
 UPLOAD_LIMIT = 4 * 1024 * 1024
 LEGACY_KEYS = ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]  # its order
 FIVE = list(model_names())
-NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
-        "rnb"]
+NINE = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
 
 
 @pytest.fixture(scope="module")
 def service(store_with_models, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("service-tmp")      # the service's own temp folder
+    tmp = tmp_path_factory.mktemp("service-tmp")  # the service's own temp folder
     svc = ServedService(env={"GENRE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "TMPDIR": str(tmp)})
     svc.tmp = tmp
     try:
@@ -43,15 +53,17 @@ def _clip_bytes(path: Path, fmt: str, seconds: float = 30.0) -> bytes:
 
 
 def _post(service, data: bytes, name="clip.wav", field="audio", path="/predict", **params):
-    return requests.post(f"{service.url}{path}", files={field: (name, data)}, params=params,
-                         timeout=120)
+    return requests.post(
+        f"{service.url}{path}", files={field: (name, data)}, params=params, timeout=120
+    )
 
 
 def _check_top3(v: dict) -> None:
     top3 = v["top3"]
     assert len(top3) == 3 and top3[0]["genre"] == v["top_genre"]
-    assert [t["probability"] for t in top3] == sorted((t["probability"] for t in top3),
-                                                      reverse=True)
+    assert [t["probability"] for t in top3] == sorted(
+        (t["probability"] for t in top3), reverse=True
+    )
     for t in top3:
         assert abs(v["probabilities"][t["genre"]] - t["probability"]) < 1e-9
 
@@ -59,9 +71,18 @@ def _check_top3(v: dict) -> None:
 def _check_predict(body: dict, duration: float, models=FIVE):
     labels = body["labels"]
     assert labels == NINE
-    assert set(body) >= {"request_id", "duration_s", "sample_rate", "n_windows", "labels",
-                         "models", "ensemble", "timeline", "model_tags"}
-    assert body["sample_rate"] == 22050                # the research families' (finest) grid
+    assert set(body) >= {
+        "request_id",
+        "duration_s",
+        "sample_rate",
+        "n_windows",
+        "labels",
+        "models",
+        "ensemble",
+        "timeline",
+        "model_tags",
+    }
+    assert body["sample_rate"] == 22050  # the research families' (finest) grid
     assert abs(body["duration_s"] - duration) < 0.1
     assert list(body["models"]) == list(models)
     for name, m in body["models"].items():
@@ -69,27 +90,30 @@ def _check_predict(body: dict, duration: float, models=FIVE):
         assert list(m["probabilities"]) == labels
         assert m["top_genre"] == max(m["probabilities"], key=m["probabilities"].get)
         _check_top3(m)
-        assert 1 / len(labels) < m["metrics"]["accuracy"] <= 1      # beat chance when trained
+        assert 1 / len(labels) < m["metrics"]["accuracy"] <= 1  # beat chance when trained
         assert m["tag"].startswith(f"genre-{name}:") and body["model_tags"][name] == m["tag"]
     e = body["ensemble"]
     assert abs(sum(e["probabilities"].values()) - 1) < 1e-4
     _check_top3(e)
     assert e["models"] == list(models) and e["n_models"] == len(models)
-    assert e["between_genres"] == [] or (len(e["between_genres"]) == 2
-                                         and e["between_genres"][0] == e["top_genre"])
+    assert e["between_genres"] == [] or (
+        len(e["between_genres"]) == 2 and e["between_genres"][0] == e["top_genre"]
+    )
     # the shipped calibration covers exactly the five families: the full request is calibrated
     assert e["calibrated"] is (list(models) == FIVE)
     assert bool(e["metrics"]) is e["calibrated"]
     tl = body["timeline"]
     assert len(tl) == body["n_windows"] >= 1
     assert tl[0]["start_s"] == 0 and abs(tl[-1]["end_s"] - body["duration_s"]) < 0.05
-    assert all(a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"]
-               for a, b in zip(tl, tl[1:]))
+    assert all(
+        a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"] for a, b in zip(tl, tl[1:])
+    )
     assert all(t["top_genre"] in labels and 0 < t["probability"] <= 1 for t in tl)
 
 
-@pytest.mark.parametrize("fmt,name", [("WAV", "clip.wav"), ("FLAC", "clip.flac"),
-                                      ("OGG", "clip.ogg")])
+@pytest.mark.parametrize(
+    "fmt,name", [("WAV", "clip.wav"), ("FLAC", "clip.flac"), ("OGG", "clip.ogg")]
+)
 def test_predict_real_clip_formats(service, wav_clip, fmt, name):
     r = _post(service, _clip_bytes(wav_clip, fmt), name)
     assert r.status_code == 200, r.text
@@ -109,8 +133,7 @@ def test_predict_real_mp3_and_model_subset(service, mp3_clip):
 def test_musicnn_alone_on_its_own_features(service, mp3_clip):
     """musicnn takes 16 kHz, 96-band, 3 s patches: alone, the reply is on its grid; a
     spectrogram still comes (drawn from the dB features computed for it)."""
-    r = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models="musicnn",
-              spectrogram="true")
+    r = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models="musicnn", spectrogram="true")
     assert r.status_code == 200, r.text
     body = r.json()
     assert list(body["models"]) == ["musicnn"] and body["sample_rate"] == 16000
@@ -131,8 +154,9 @@ def test_all_models_call_matches_per_model_calls(service, mp3_clip):
         for name in subset.split(","):
             a, b = full["models"][name]["probabilities"], part["models"][name]["probabilities"]
             assert max(abs(a[g] - b[g]) for g in a) < 1e-4, (name, a, b)
-    distinct = {tuple(round(v, 3) for v in m["probabilities"].values())
-                for m in full["models"].values()}
+    distinct = {
+        tuple(round(v, 3) for v in m["probabilities"].values()) for m in full["models"].values()
+    }
     assert len(distinct) == 5
 
 
@@ -143,19 +167,27 @@ def test_classical_clip_is_heard_as_classical(service, gtzan_dir):
 
 
 def test_legacy_route_shape_and_cors(service, wav_clip):
-    r = requests.post(f"{service.url}/", files={"audio_file": ("a.wav", wav_clip.read_bytes())},
-                      headers={"Origin": "http://elsewhere.example"}, timeout=120)
+    r = requests.post(
+        f"{service.url}/",
+        files={"audio_file": ("a.wav", wav_clip.read_bytes())},
+        headers={"Origin": "http://elsewhere.example"},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert list(body) == LEGACY_KEYS                   # no musicnn: the prototype knows four
+    assert list(body) == LEGACY_KEYS  # no musicnn: the prototype knows four
     for entry in body.values():
         assert set(entry) == {"data", "metrics"} and set(entry["metrics"]) == {"accuracy", "loss"}
-        assert all(isinstance(v, str)
-                   for v in [*entry["data"].values(), *entry["metrics"].values()])
+        assert all(
+            isinstance(v, str) for v in [*entry["data"].values(), *entry["metrics"].values()]
+        )
         assert abs(sum(float(v) for v in entry["data"].values()) - 1) < 1e-3
     assert r.headers["access-control-allow-origin"] == "*"
-    pre = requests.options(f"{service.url}/", headers={
-        "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"}, timeout=10)
+    pre = requests.options(
+        f"{service.url}/",
+        headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
     assert pre.status_code in (200, 204) and pre.headers["access-control-allow-origin"] == "*"
 
 
@@ -168,7 +200,7 @@ def test_models_and_health_endpoints(service):
     assert all(0 < m["metrics"]["accuracy"] <= 1 for m in body["models"].values())
     assert body["models"]["musicnn"]["feature_settings"]["sample_rate"] == 16000
     assert body["models"]["cnn"]["feature_settings"]["sample_rate"] == 22050
-    ens = body["ensemble"]                              # the shipped calibration
+    ens = body["ensemble"]  # the shipped calibration
     assert set(ens["weights"]) <= set(FIVE) and ens["weights"]
     assert set(ens["temperatures"]) == set(ens["weights"])
     assert 0 < ens["metrics"]["accuracy"] <= 1 and 0 <= ens["metrics"]["ece"] <= 1
@@ -184,17 +216,20 @@ def _silence_wav(seconds: float) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case,status,error", [
-    ("missing", 400, "missing_file"),
-    ("wrong_field", 400, "missing_file"),
-    ("not_audio", 415, "not_audio"),
-    ("empty", 415, "empty"),
-    ("too_short", 422, "too_short"),
-    ("silent", 422, "silent"),
-    ("too_large", 413, "payload_too_large"),
-    ("unknown_model", 400, "unknown_model"),
-    ("malformed", 400, "bad_request"),
-])
+@pytest.mark.parametrize(
+    "case,status,error",
+    [
+        ("missing", 400, "missing_file"),
+        ("wrong_field", 400, "missing_file"),
+        ("not_audio", 415, "not_audio"),
+        ("empty", 415, "empty"),
+        ("too_short", 422, "too_short"),
+        ("silent", 422, "silent"),
+        ("too_large", 413, "payload_too_large"),
+        ("unknown_model", 400, "unknown_model"),
+        ("malformed", 400, "bad_request"),
+    ],
+)
 def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
     url = f"{service.url}/predict"
     tone = _clip_bytes(wav_clip, "WAV", 1.0)
@@ -213,8 +248,12 @@ def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
     elif case == "too_large":
         r = _post(service, b"\0" * (UPLOAD_LIMIT + 1024), "big.wav")
     elif case == "malformed":
-        r = requests.post(url, data=b"garbage", timeout=30,
-                          headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+        r = requests.post(
+            url,
+            data=b"garbage",
+            timeout=30,
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        )
     else:
         r = _post(service, wav_clip.read_bytes(), models="cnn,transformer")
     assert r.status_code == status, r.text
@@ -226,14 +265,21 @@ def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
 
 
 def test_chunked_upload_over_limit_is_413(service):
-    def chunks():     # no Content-Length: the limit must hold while the body streams
-        yield (b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
-               b"Content-Type: audio/wav\r\n\r\n")
+    def chunks():  # no Content-Length: the limit must hold while the body streams
+        yield (
+            b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n"
+        )
         for _ in range(UPLOAD_LIMIT // 65536 + 8):
             yield b"\0" * 65536
         yield b"\r\n--xyz--\r\n"
-    r = requests.post(f"{service.url}/predict", data=chunks(), timeout=60,
-                      headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+
+    r = requests.post(
+        f"{service.url}/predict",
+        data=chunks(),
+        timeout=60,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
 
@@ -265,8 +311,10 @@ def _long_silent_flac(hours: float = 2.0, rate: int = 8000) -> bytes:
 
 
 def _chunked_over_limit():
-    yield (b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
-           b"Content-Type: audio/wav\r\n\r\n")
+    yield (
+        b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n"
+    )
     for _ in range(UPLOAD_LIMIT // 65536 + 8):
         yield b"\0" * 65536
     yield b"\r\n--xyz--\r\n"
@@ -274,8 +322,11 @@ def _chunked_over_limit():
 
 def _temp_entries(folder: Path) -> set[str]:
     # TensorFlow (GENRE_RUNTIME=keras only) writes its traced functions once at start-up
-    return {str(f.relative_to(folder)) for f in folder.rglob("*")
-            if not f.name.startswith("__autograph_generated_file")}
+    return {
+        str(f.relative_to(folder))
+        for f in folder.rglob("*")
+        if not f.name.startswith("__autograph_generated_file")
+    }
 
 
 def test_no_temp_files_left_behind(service, wav_clip):
@@ -286,19 +337,29 @@ def test_no_temp_files_left_behind(service, wav_clip):
     url = f"{service.url}/predict"
     before = _temp_entries(service.tmp)
     expected = []
-    for data, name, status in ((wav_clip.read_bytes(), "clip.wav", 200),
-                               (b"junk" * 100, "clip.wav", 415),
-                               (_silence_wav(5), "clip.wav", 422),
-                               (b"ID3" + b"\0" * 5000, "clip.mp3", 415),
-                               (flac, "silence.flac", 422),
-                               (b"\0" * (UPLOAD_LIMIT + 1024), "big.wav", 413)):
+    for data, name, status in (
+        (wav_clip.read_bytes(), "clip.wav", 200),
+        (b"junk" * 100, "clip.wav", 415),
+        (_silence_wav(5), "clip.wav", 422),
+        (b"ID3" + b"\0" * 5000, "clip.mp3", 415),
+        (flac, "silence.flac", 422),
+        (b"\0" * (UPLOAD_LIMIT + 1024), "big.wav", 413),
+    ):
         r = _post(service, data, name)
         expected.append((name, r.status_code, status, r.text[:200]))
-    r = requests.post(url, data=_chunked_over_limit(), timeout=60,
-                      headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    r = requests.post(
+        url,
+        data=_chunked_over_limit(),
+        timeout=60,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
     expected.append(("chunked", r.status_code, 413, r.text[:200]))
-    r = requests.post(url, data=b"garbage", timeout=30,
-                      headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    r = requests.post(
+        url,
+        data=b"garbage",
+        timeout=30,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
     expected.append(("malformed", r.status_code, 400, r.text[:200]))
     r = requests.post(url, files={"file": ("a.wav", b"RIFF" * 100)}, timeout=30)
     expected.append(("wrong field", r.status_code, 400, r.text[:200]))

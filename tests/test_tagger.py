@@ -4,6 +4,7 @@ and the --url engine against a live `bentoml serve`.
 The catalog is built in tmp_path from symlinks to the shared clips (nothing is copied
 into the repository) plus a few bad files made on the spot.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,16 +26,29 @@ from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}      # emotify clips per genre
+CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}  # emotify clips per genre
 # The catalog's folders are the models' genres (emotify's pop and rock are pop-rock), so
 # --labels-from-folders scores every clip.
-FOLDER = {"rock": "pop-rock", "pop": "pop-rock", "classical": "classical",
-          "electronic": "electronic"}
+FOLDER = {
+    "rock": "pop-rock",
+    "pop": "pop-rock",
+    "classical": "classical",
+    "electronic": "electronic",
+}
 BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
-NAMES = model_names()                                               # the five families
-NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
-        "rnb"]
-N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)                        # + one nested GTZAN WAV
+NAMES = model_names()  # the five families
+NINE = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
+N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)  # + one nested GTZAN WAV
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +62,9 @@ def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
     (root / "more" / "deeper" / "classical.00000.wav").symlink_to(gtzan_dir / "classical.00000.wav")
     (root / "broken").mkdir()
     (root / "broken" / "cut.wav").write_bytes((gtzan_dir / "pop.00000.wav").read_bytes()[:100])
-    (root / "broken" / "junk.mp3").write_bytes(b"ID3\x04\0\0\0\0\0\0"
-                                               + np.random.default_rng(0).bytes(3000))
+    (root / "broken" / "junk.mp3").write_bytes(
+        b"ID3\x04\0\0\0\0\0\0" + np.random.default_rng(0).bytes(3000)
+    )
     (root / "notes.mp3").write_text("not music, just notes\n" * 20)
     (root / "readme.txt").write_text("not audio and not named like it: no row\n")
     (root / ".hidden.mp3").write_text("hidden files are skipped")
@@ -58,7 +73,7 @@ def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def service(store_with_models):
-    svc = ServedService()                 # starts now, in parallel with the in-process work
+    svc = ServedService()  # starts now, in parallel with the in-process work
     try:
         yield svc
     finally:
@@ -76,8 +91,9 @@ def engine(store_with_models, service):
 def reference(catalog, engine, tmp_path_factory):
     """An uninterrupted in-process run: (csv path, summary)."""
     out = tmp_path_factory.mktemp("ref") / "tags.csv"
-    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, labels_from_folders=True,
-                             progress=False)
+    summary, _ = tag_catalog(
+        [str(catalog)], str(out), engine=engine, labels_from_folders=True, progress=False
+    )
     return out, summary
 
 
@@ -99,7 +115,7 @@ def test_walk_and_shards_cover_every_track_once(catalog):
     assert len(tracks) == N_TRACKS and keys == sorted(keys)
     assert "readme.txt" not in keys and ".hidden.mp3" not in keys
     assert "more/deeper/classical.00000.wav" in keys
-    assert walk([str(catalog), str(catalog / "pop-rock")]) == tracks      # each file once
+    assert walk([str(catalog), str(catalog / "pop-rock")]) == tracks  # each file once
     shards = [[t.key for t in tracks if in_shard(t, i, 3)] for i in (1, 2, 3)]
     assert sorted(sum(shards, [])) == keys and all(shards)
     # the same catalog reached by another path is sharded the same way
@@ -120,10 +136,12 @@ def test_rows_errors_and_accuracy(catalog, reference):
     good = [r for r in rows if not r["error"]]
     assert len(good) == N_TRACKS - len(BAD)
     labels = NINE
-    assert list(rows[0]) == (["path", "duration_s", "n_windows"]
-                             + [f"{n}_{c}" for n in (*NAMES, "ensemble")
-                                for c in ("genre", "probability")]
-                             + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "error"])
+    assert list(rows[0]) == (
+        ["path", "duration_s", "n_windows"]
+        + [f"{n}_{c}" for n in (*NAMES, "ensemble") for c in ("genre", "probability")]
+        + [f"p_{g}" for g in labels]
+        + ["timeline", "model_tags", "error"]
+    )
     for r in good:
         p = [float(r[f"p_{g}"]) for g in labels]
         assert abs(sum(p) - 1) < 1e-3 and r["ensemble_genre"] == labels[int(np.argmax(p))]
@@ -131,20 +149,33 @@ def test_rows_errors_and_accuracy(catalog, reference):
         assert [t.split(":")[0] for t in tags] == [f"genre-{n}" for n in NAMES]
         spans = [s.split(":")[0].split("-") for s in r["timeline"].split(";")]
         assert spans[0][0] == "0" and abs(float(spans[-1][1]) - float(r["duration_s"])) < 0.1
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))       # contiguous
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous
     assert by_key["more/deeper/classical.00000.wav"]["ensemble_genre"] == "classical"
     assert summary.ok == len(good) and dict(summary.failed) == {r: 1 for r in BAD.values()}
-    assert summary.scored == sum(CLIPS.values())       # "deeper", "broken": not labels
+    assert summary.scored == sum(CLIPS.values())  # "deeper", "broken": not labels
     acc = summary.correct["ensemble"] / summary.scored
     assert acc >= 0.6 and "ensemble" in summary.report(1.0)
 
 
 def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference, tmp_path):
     out = tmp_path / "tags.csv"
-    cmd = [sys.executable, "-m", "genre_detector", "tag", str(catalog), "--out", str(out),
-           "--workers", "1", "--batch-windows", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "genre_detector",
+        "tag",
+        str(catalog),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--batch-windows",
+        "1",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # Interrupt once the header, the bad files and two clips are written (about ten clips
     # are left, seconds of work). No short deadline: on a loaded 2-core machine the start
     # (TensorFlow, four models) can take minutes, and a timer that expires first would let
@@ -158,17 +189,17 @@ def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference
     if not sent:
         proc.kill()
     _, err = proc.communicate(timeout=120)
-    assert sent, (f"no SIGINT sent: {wanted} lines never appeared (rc {proc.returncode}): "
-                  f"{err[-2000:]}")
+    assert sent, (
+        f"no SIGINT sent: {wanted} lines never appeared (rc {proc.returncode}): {err[-2000:]}"
+    )
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err
     text = out.read_text()
     assert text.endswith("\n") and 1 + 3 <= text.count("\n") < 1 + N_TRACKS
     done = len(_rows(out))
-    with open(out, "a") as f:                       # as if killed in the middle of a write
+    with open(out, "a") as f:  # as if killed in the middle of a write
         f.write(f"{catalog}/pop-rock/partial.mp3,60.0,39,po")
-    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, resume=True,
-                             progress=False)
+    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, resume=True, progress=False)
     assert summary.resumed == done and summary.ok + sum(summary.failed.values()) == N_TRACKS - done
     got, want = _rows(out), _rows(reference[0])
     assert [r["path"] for r in got] == [r["path"] for r in want]
@@ -179,7 +210,7 @@ def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference
 def test_jsonl_has_the_csv_content(catalog, engine, reference, tmp_path):
     out = tmp_path / "tags.jsonl"
     tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
-    with pytest.raises(FileExistsError):                       # no silent overwrite
+    with pytest.raises(FileExistsError):  # no silent overwrite
         tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(read_done(out)) == len(lines) == N_TRACKS
@@ -194,11 +225,11 @@ def test_jsonl_has_the_csv_content(catalog, engine, reference, tmp_path):
 def test_url_engine_matches_in_process(catalog, service, reference, tmp_path):
     service.wait_ready()
     out = tmp_path / "remote.csv"
-    summary, stats = tag_catalog([str(catalog)], str(out), urls=[service.url, service.url],
-                                 per_url=2,
-                                 progress=False)
+    summary, stats = tag_catalog(
+        [str(catalog)], str(out), urls=[service.url, service.url], per_url=2, progress=False
+    )
     got, want = _rows(out), _rows(reference[0])
-    assert list(got[0]) == list(want[0])                        # same columns
+    assert list(got[0]) == list(want[0])  # same columns
     assert [r["path"] for r in got] == [r["path"] for r in want]
     for g, w in zip(got, want):
         assert g["error"].split(":")[0] == w["error"].split(":")[0]

@@ -1,4 +1,5 @@
 """Training, evaluation and model-store tooling, end to end through the real CLIs."""
+
 from __future__ import annotations
 
 import json
@@ -16,22 +17,31 @@ from tests.conftest import REPO
 
 SR = 22050
 SHIPPED = REPO / "models"
-NINE = ["blues", "classical", "country", "electronic", "hiphop", "jazz", "pop-rock", "reggae",
-        "rnb"]
+NINE = [
+    "blues",
+    "classical",
+    "country",
+    "electronic",
+    "hiphop",
+    "jazz",
+    "pop-rock",
+    "reggae",
+    "rnb",
+]
 
 
 def _synthetic_genre(kind: str, seconds: float, rng) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
-    if kind == "drone":        # low sustained tones
+    if kind == "drone":  # low sustained tones
         f = rng.uniform(80, 200)
         x = np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2 * f * t)
-    elif kind == "hiss":       # high-passed noise bursts
+    elif kind == "hiss":  # high-passed noise bursts
         x = np.diff(rng.standard_normal(len(t) + 1)) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.5 * t))
-    else:                      # "beat": clicks at a tempo
+    else:  # "beat": clicks at a tempo
         x = np.zeros_like(t)
         period = int(SR * 60 / rng.uniform(90, 150))
         for i in range(0, len(t) - 200, period):
-            x[i:i + 200] += np.hanning(200) * 3
+            x[i : i + 200] += np.hanning(200) * 3
         x += 0.05 * rng.standard_normal(len(t))
     return (0.3 * x / np.max(np.abs(x))).astype(np.float32)
 
@@ -70,21 +80,28 @@ def two_sources(tmp_path_factory) -> tuple[Path, Path, Path]:
     for source, lines in rows.items():
         (root / source / "tracks.csv").write_text("\n".join(lines) + "\n")
     genre_map = root / "map.csv"
-    genre_map.write_text("dataset,folder,genre\n" + "".join(
-        f"field,{f},{g}\n" for g, f in field_folder.items()))
+    genre_map.write_text(
+        "dataset,folder,genre\n" + "".join(f"field,{f},{g}\n" for g, f in field_folder.items())
+    )
     return root / "studio", root / "field", genre_map
 
 
 def _run(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                       timeout=timeout,
-                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}", **(env or {})})
+    r = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}", **(env or {})},
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
 
 def test_split_keeps_every_artist_on_one_side(emotify_dir):
     from train.data import list_tracks, split_by_artist
+
     tracks = list_tracks(emotify_dir)
     assert len(tracks) >= 280
     assert {t.genre for t in tracks} == {"classical", "electronic", "pop", "rock"}
@@ -97,12 +114,13 @@ def test_split_keeps_every_artist_on_one_side(emotify_dir):
 def test_artist_balance_weights_and_crop_counts():
     from genre_detector.features import FeatureSettings
     from train.fit import crop_weights, random_crops
+
     y = np.array([0, 0, 0, 0, 1, 1])
-    artists = ["a", "a", "a", "b", "c", "d"]            # "a" has three tracks of class 0
+    artists = ["a", "a", "a", "b", "c", "d"]  # "a" has three tracks of class 0
     assert crop_weights(y, artists, 0.0) is None and crop_weights(y, None, 0.5) is None
     w = crop_weights(y, artists, 1.0)
     np.testing.assert_allclose([w[y == c].mean() for c in (0, 1)], 1.0)
-    assert w[:3].sum() == pytest.approx(w[3])           # power 1: artist "a" weighs as "b"
+    assert w[:3].sum() == pytest.approx(w[3])  # power 1: artist "a" weighs as "b"
     s = FeatureSettings()
     mels = [np.zeros((s.n_mels, 200), np.float32) + i for i in range(6)]
     rng = np.random.default_rng(0)
@@ -111,7 +129,7 @@ def test_artist_balance_weights_and_crop_counts():
         x, _ = random_crops(mels, y, np.array([6, 6]), s, rng, w)
         assert x.shape[1:] == (s.n_mels, s.window_frames)
         counts += np.bincount(x[:, 0, 0].astype(int), minlength=6)
-    np.testing.assert_allclose(counts / 200, 6 * w, rtol=0.1)   # expected crops honour weights
+    np.testing.assert_allclose(counts / 200, 6 * w, rtol=0.1)  # expected crops honour weights
     x, yy = random_crops(mels, y, np.array([3, 3]), s, np.random.default_rng(0))
     assert len(x) == 18 and sorted(np.bincount(yy)) == [6, 12]
 
@@ -121,15 +139,29 @@ def test_weight_averaging_keeps_training_working(tmp_path):
     from genre_detector.architectures import build_model
     from genre_detector.features import FeatureSettings
     from train.fit import FitConfig, fit
+
     s = FeatureSettings()
     rng = np.random.default_rng(1)
-    mels = [(rng.normal(-40, 3, (s.n_mels, 96)) + (20 if i % 2 else 0) * (np.arange(s.n_mels)
-             [:, None] > 32)).astype(np.float32) for i in range(12)]
+    mels = [
+        (
+            rng.normal(-40, 3, (s.n_mels, 96))
+            + (20 if i % 2 else 0) * (np.arange(s.n_mels)[:, None] > 32)
+        ).astype(np.float32)
+        for i in range(12)
+    ]
     y = np.arange(12) % 2
     model = build_model("feedforward", (s.n_mels, s.window_frames), 2)
-    res = fit(model, mels[:8], y[:8], mels[8:], y[8:], 2, s,
-              FitConfig(epochs=4, crops_per_track=4, weight_ema=0.5, artist_balance=0.5),
-              groups=["a", "a", "b", "b", "c", "d", "e", "f"])
+    res = fit(
+        model,
+        mels[:8],
+        y[:8],
+        mels[8:],
+        y[8:],
+        2,
+        s,
+        FitConfig(epochs=4, crops_per_track=4, weight_ema=0.5, artist_balance=0.5),
+        groups=["a", "a", "b", "b", "c", "d", "e", "f"],
+    )
     assert len(res.history) >= 1 and res.history[res.best_epoch - 1]["val_accuracy"] == 1.0
 
 
@@ -137,13 +169,32 @@ def test_weight_averaging_keeps_training_working(tmp_path):
 def test_quick_training_beats_chance_and_lands_in_store(two_sources, tmp_path):
     studio, field, genre_map = two_sources
     out = tmp_path / "run"
-    store = {"BENTOML_HOME": str(tmp_path / "store")}   # keep the shared test store clean
-    r = _run("-m", "train", "--data", str(studio), "--data", str(field), "--genre-map",
-             str(genre_map), "--models", "feedforward,lstm",
-             "--epochs", "8", "--crops", "6", "--minutes", "1.5", "--val-fraction", "0.34",
-             "--out", str(out), env=store)
+    store = {"BENTOML_HOME": str(tmp_path / "store")}  # keep the shared test store clean
+    r = _run(
+        "-m",
+        "train",
+        "--data",
+        str(studio),
+        "--data",
+        str(field),
+        "--genre-map",
+        str(genre_map),
+        "--models",
+        "feedforward,lstm",
+        "--epochs",
+        "8",
+        "--crops",
+        "6",
+        "--minutes",
+        "1.5",
+        "--val-fraction",
+        "0.34",
+        "--out",
+        str(out),
+        env=store,
+    )
     assert "from 2 source(s), no artist on both sides" in r.stdout
-    assert "labels ['beat', 'drone', 'hiss']" in r.stdout          # field's folders mapped
+    assert "labels ['beat', 'drone', 'hiss']" in r.stdout  # field's folders mapped
     report = json.loads((out / "report.json").read_text())
     assert report["labels"] == ["beat", "drone", "hiss"]
     assert report["data"] == [str(studio), str(field)]
@@ -158,8 +209,11 @@ def test_quick_training_beats_chance_and_lands_in_store(two_sources, tmp_path):
         assert (out / f"confusion_{name}.png").stat().st_size > 1000
         assert (out / f"curves_{name}.png").exists()
     assert (out / "report.md").read_text().startswith("# Training run")
-    tags = [line.split(": ", 1)[1] for line in r.stdout.splitlines()
-            if line.startswith("model store tag: ")]
+    tags = [
+        line.split(": ", 1)[1]
+        for line in r.stdout.splitlines()
+        if line.startswith("model store tag of ")
+    ]
     assert len(tags) == 2 and tags[0].startswith("genre-feedforward:")
     # the calibrated ensemble: fitted on the validation tracks, written and stored
     cal = json.loads((out / "calibration.json").read_text())
@@ -168,7 +222,9 @@ def test_quick_training_beats_chance_and_lands_in_store(two_sources, tmp_path):
     assert report["ensemble"]["val"]["n_tracks"] == report["split"]["n_val"]
     assert set(report["ensemble"]["weights"]) == {"feedforward", "lstm"}
 
-    check = _run("-c", f"""
+    check = _run(
+        "-c",
+        f"""
 import json
 from genre_detector.store import load_from_store
 model, info = load_from_store({tags[0]!r})
@@ -177,34 +233,37 @@ cal = load_calibration()
 print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
                   "metrics": info.metrics, "metadata": info.metadata,
                   "calibration": cal.to_dict() if cal else None}}))
-""", env=store)
+""",
+        env=store,
+    )
     info = json.loads(check.stdout.strip().splitlines()[-1])
     assert info["labels"] == ["beat", "drone", "hiss"] and info["architecture"] == "feedforward"
     assert info["metrics"]["accuracy"] == report["models"]["feedforward"]["val"]["accuracy"]
     assert info["metadata"]["data_fingerprint"] == report["data_fingerprint"]
     assert info["metadata"]["code_version"]
-    fit_config = info["metadata"]["fit_config"]        # how it was trained, for a rerun
+    fit_config = info["metadata"]["fit_config"]  # how it was trained, for a rerun
     assert fit_config["epochs"] == 8 and fit_config["crops_per_track"] == 6
-    assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0   # CLI defaults
+    assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0  # CLI defaults
     assert info["metadata"]["inference_check"].startswith("ok")
     assert info["metadata"]["data"] == [str(studio), str(field)]
     assert info["metadata"]["genre_map"] == str(genre_map)
     assert set(info["metadata"]["per_source"]) == {"studio", "field"}
-    assert info["calibration"] == cal                   # the store has the run's calibration
+    assert info["calibration"] == cal  # the store has the run's calibration
 
 
 def test_collapse_check_names_the_missing_genres():
     from train.metrics import collapse_check
+
     labels = ["classical", "electronic", "pop", "rock"]
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    healthy = np.eye(4)[[0, 0, 1, 3, 2, 3, 3, 3]]          # mistakes, but every genre used
+    healthy = np.eye(4)[[0, 0, 1, 3, 2, 3, 3, 3]]  # mistakes, but every genre used
     assert collapse_check(y, healthy, labels) == ""
     collapsed = np.full((8, 4), 0.1)
-    collapsed[:, 3] = 0.7                                  # one genre for everything
+    collapsed[:, 3] = 0.7  # one genre for everything
     msg = collapse_check(y, collapsed, labels)
     assert msg.startswith("never predicts classical, electronic, pop on 8 tracks")
     assert "rock for 100%" in msg
-    assert collapse_check(y[:4], np.eye(4)[[0, 0, 1, 1]], labels) == ""   # only genres in y count
+    assert collapse_check(y[:4], np.eye(4)[[0, 0, 1, 1]], labels) == ""  # only genres in y count
 
 
 def test_store_round_trip_same_predictions(tmp_path):
@@ -214,6 +273,7 @@ def test_store_round_trip_same_predictions(tmp_path):
     from genre_detector.features import FeatureSettings
     from genre_detector.inference import Predictor
     from genre_detector.store import load_from_store, save_to_store
+
     s = FeatureSettings()
     model = build_model("lenet", (s.n_mels, s.window_frames), 4)
     x = np.random.default_rng(0).uniform(-80, 0, (5, s.n_mels, s.window_frames)).astype("float32")
@@ -221,37 +281,53 @@ def test_store_round_trip_same_predictions(tmp_path):
     before = keras.ops.convert_to_numpy(model(x, training=False))
     path = tmp_path / "m.keras"
     model.save(path)
-    md = {"architecture": "lenet", "labels": ["a", "b", "c", "d"], "feature_settings": s.to_dict(),
-          "metrics": {"accuracy": 0.5, "macro_f1": 0.4, "log_loss": 1.0, "n_tracks": 8},
-          "data_fingerprint": "abc", "code_version": "test"}
+    md = {
+        "architecture": "lenet",
+        "labels": ["a", "b", "c", "d"],
+        "feature_settings": s.to_dict(),
+        "metrics": {"accuracy": 0.5, "macro_f1": 0.4, "log_loss": 1.0, "n_tracks": 8},
+        "data_fingerprint": "abc",
+        "code_version": "test",
+    }
     tag = save_to_store(path, md)
     loaded, info = load_from_store(tag)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), before,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x, training=False)), before, rtol=1e-5, atol=1e-6
+    )
     assert info.settings == s and info.labels == md["labels"] and info.metrics == md["metrics"]
     assert info.tag == tag
     np.testing.assert_allclose(Predictor.from_store(tag)(x), before, rtol=1e-5, atol=1e-6)
     import bentoml
-    bentoml.models.delete(tag)          # the shared test store keeps only the shipped models
+
+    bentoml.models.delete(tag)  # the shared test store keeps only the shipped models
     with pytest.raises(bentoml.exceptions.NotFound):
         bentoml.models.get(tag)
 
 
 def test_import_models_is_idempotent(store_with_models):
     from train.import_models import import_models
+
     again = import_models()
     cards = sorted(SHIPPED.glob("*/card.json"))
     has_calibration = (SHIPPED / "calibration.json").exists()
     assert len(again) == len(cards) + has_calibration and not any(new for _, new in again)
     import bentoml
+
     models = [tag for tag, _ in again if not tag.startswith("genre-ensemble:")]
     assert len(models) == len(cards)
     for tag in models:
         md = bentoml.models.get(tag).info.metadata
-        assert set(md) >= {"labels", "feature_settings", "architecture", "metrics",
-                           "data_fingerprint", "code_version"}
+        assert set(md) >= {
+            "labels",
+            "feature_settings",
+            "architecture",
+            "metrics",
+            "data_fingerprint",
+            "code_version",
+        }
     if has_calibration:
         from genre_detector.store import load_calibration
+
         cal = load_calibration(next(t for t, _ in again if t.startswith("genre-ensemble:")))
         assert cal.to_dict() == json.loads((SHIPPED / "calibration.json").read_text())
 
@@ -266,6 +342,7 @@ def test_shipped_models_are_the_five_nine_genre_families_with_a_calibration():
         assert (SHIPPED / name / "model.keras").stat().st_size > 0
         from genre_detector.families import family
         from genre_detector.features import FeatureSettings
+
         assert FeatureSettings.from_dict(card["feature_settings"]) == family(name).settings
         assert card["metrics"]["accuracy"] > 1 / len(NINE)
     cal = json.loads((SHIPPED / "calibration.json").read_text())
@@ -280,11 +357,16 @@ def test_shipped_models_beat_chance_on_held_out_artists(store_with_models, data_
     must clearly beat the majority genre there, and score what its card says it scored."""
     from train.data import list_tracks, read_genre_map
     from train.evaluate import evaluate
+
     report = json.loads((SHIPPED / "report" / "report.json").read_text())
     held = set(report["split"]["val_tracks"])
-    tracks = [t for t in list_tracks([data_dir / "emotify", data_dir / "4q"],
-                                     read_genre_map(data_dir / "genre_map.csv"))
-              if t.rel in held]
+    tracks = [
+        t
+        for t in list_tracks(
+            [data_dir / "emotify", data_dir / "4q"], read_genre_map(data_dir / "genre_map.csv")
+        )
+        if t.rel in held
+    ]
     assert len(tracks) == len(held) == report["split"]["n_val"]
     result = evaluate(tracks)
     assert result["labels"] == NINE and result["n_tracks"] == len(tracks)
@@ -296,19 +378,21 @@ def test_shipped_models_beat_chance_on_held_out_artists(store_with_models, data_
         assert m["accuracy"] == pytest.approx(card["metrics"]["accuracy"], abs=0.02), name
         assert set(m["per_source"]) == {"emotify", "4q"}
     assert result["ensemble"]["accuracy"] >= 0.6
-    assert result["ensemble"]["accuracy"] >= max(m["accuracy"] for m in
-                                                 result["models"].values()) - 0.05
+    assert (
+        result["ensemble"]["accuracy"]
+        >= max(m["accuracy"] for m in result["models"].values()) - 0.05
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_cli_writes_documented_json(store_with_models, emotify_dir, tmp_path):
-    data = tmp_path / "emotify"             # named like the source: the genre map applies
+    data = tmp_path / "emotify"  # named like the source: the genre map applies
     for genre in ("classical", "electronic", "pop", "rock"):
         (data / genre).mkdir(parents=True)
         for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:2]:
             (data / genre / clip.name).symlink_to(clip)
     wave, sr = sf.read(sorted((emotify_dir / "rock").glob("*.mp3"))[2])
-    sf.write(data / "rock" / "as_flac.flac", wave[: sr * 20], sr)   # any supported format
+    sf.write(data / "rock" / "as_flac.flac", wave[: sr * 20], sr)  # any supported format
     out = tmp_path / "eval.json"
     r = _run("-m", "train.evaluate", "--data", str(data), "--json", str(out))
     assert "ensemble" in r.stdout
@@ -322,45 +406,73 @@ def test_evaluate_cli_writes_documented_json(store_with_models, emotify_dir, tmp
         assert np.array(m["confusion"]).shape == (9, 9) and np.array(m["confusion"]).sum() == 9
         # pop and rock were both scored as pop-rock
         assert m["per_genre"]["pop-rock"]["support"] == 5
-        assert m["per_source"] == {"emotify": {k: m["per_source"]["emotify"][k] for k in
-                                               ("accuracy", "macro_f1", "n_tracks")}}
+        assert m["per_source"] == {
+            "emotify": {
+                k: m["per_source"]["emotify"][k] for k in ("accuracy", "macro_f1", "n_tracks")
+            }
+        }
         assert m["per_source"]["emotify"]["n_tracks"] == 9
         assert m["per_source"]["emotify"]["accuracy"] == pytest.approx(m["accuracy"])
         assert isinstance(m["tag"], str) and m["tag"]
 
 
 @pytest.mark.slow
-def test_evaluate_cli_refuses_genres_the_models_do_not_know(store_with_models, emotify_dir,
-                                                            tmp_path):
-    data = tmp_path / "unmapped"            # no genre-map row: "rock" stays "rock"
+def test_evaluate_cli_refuses_genres_the_models_do_not_know(
+    store_with_models, emotify_dir, tmp_path
+):
+    data = tmp_path / "unmapped"  # no genre-map row: "rock" stays "rock"
     (data / "rock").mkdir(parents=True)
     for clip in sorted((emotify_dir / "rock").glob("*.mp3"))[:1]:
         (data / "rock" / clip.name).symlink_to(clip)
     labels = json.loads(sorted(SHIPPED.glob("*/card.json"))[0].read_text())["labels"]
     if "rock" in labels:
         pytest.skip("the shipped models still know 'rock' (the old four-genre models)")
-    r = subprocess.run([sys.executable, "-m", "train.evaluate", "--data", str(data)], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"})
-    assert r.returncode == 2 and "genres ['rock'] of the data are not among the models' labels" \
-        in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--data", str(data)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"},
+    )
+    assert (
+        r.returncode == 2
+        and "genres ['rock'] of the data are not among the models' labels" in r.stderr
+    ), r.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
-        synthetic_data, tmp_path):
+    synthetic_data, tmp_path
+):
     from train.data import list_tracks, split_by_artist
+
     out = tmp_path / "cv.json"
-    r = _run("-m", "train.crossval", "--data", str(synthetic_data), "--models", "feedforward,lenet",
-             "--folds", "3", "--epochs", "6", "--crops", "6", "--set", "eq_db=3",
-             "--json", str(out))
+    r = _run(
+        "-m",
+        "train.crossval",
+        "--data",
+        str(synthetic_data),
+        "--models",
+        "feedforward,lenet",
+        "--folds",
+        "3",
+        "--epochs",
+        "6",
+        "--crops",
+        "6",
+        "--set",
+        "eq_db=3",
+        "--json",
+        str(out),
+    )
     res = json.loads(out.read_text())
     assert "3 of 3 artist-grouped folds, 30 of 30 tracks validated" in r.stdout
     ff = res["models"]["feedforward"]
     assert [f["fold"] for f in ff["per_fold"]] == [1, 2, 3]
     assert ff["mean_accuracy"] > 0.6, f"did not beat chance (1/3): {ff['per_fold']}"
     assert res["settings"]["feedforward"]["eq_db"] == 3
-    assert res["settings"]["feedforward"]["artist_balance"] == 0.5      # the training default
+    assert res["settings"]["feedforward"]["artist_balance"] == 0.5  # the training default
     for name in ("feedforward", "lenet", "ensemble"):
         probs = np.array(res["models"][name]["out_of_fold_probabilities"])
         assert probs.shape == (30, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
@@ -374,29 +486,40 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
     _, val = split_by_artist(list_tracks(synthetic_data), 1 / 3, seed=0)
     assert folds[1] == {t.rel for t in val}
     assert all(p.startswith(f"{synthetic_data.name}/") for p in folds[1])
-    pooled = res["models"]["ensemble"]["pooled"]          # the nested-calibrated ensemble
+    pooled = res["models"]["ensemble"]["pooled"]  # the nested-calibrated ensemble
     assert set(pooled["per_source"]) == {synthetic_data.name} and 0 <= pooled["ece"] <= 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "learning_rat=0.1"], "unknown FitConfig field(s) learning_rat; valid: "),
-    (["--set", "eq_db=loud"], "eq_db='loud' is not a float"),
-    (["--set", "seed=3"], "set the seed with --seed"),
-    (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
-    (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),
-    (["--models", ","], "--models names no model"),
-    (["--models", "cnn,rnn"],
-     "unknown model(s) rnn; valid names: feedforward, lenet, cnn, lstm, musicnn"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "learning_rat=0.1"], "unknown FitConfig field(s) learning_rat; valid: "),
+        (["--set", "eq_db=loud"], "eq_db='loud' is not a float"),
+        (["--set", "seed=3"], "set the seed with --seed"),
+        (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
+        (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),
+        (["--models", ","], "--models names no model"),
+        (
+            ["--models", "cnn,rnn"],
+            "unknown model(s) rnn; valid names: feedforward, lenet, cnn, lstm, musicnn",
+        ),
+    ],
+)
 def test_crossval_rejects_bad_options_before_any_work(synthetic_data, args, message):
-    r = subprocess.run([sys.executable, "-m", "train.crossval", "--data", str(synthetic_data),
-                        *args], cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "train.crossval", "--data", str(synthetic_data), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{REPO}/src:{REPO}"},
+        timeout=300,
+    )
     assert r.returncode == 2 and message in r.stderr, r.stderr[-1000:]
 
 
 def test_ship_copies_models_cards_and_report(tmp_path):
     from train.__main__ import ship
+
     run, models = tmp_path / "run", tmp_path / "models"
     run.mkdir()
     for name in ("cnn", "lstm"):
@@ -410,19 +533,23 @@ def test_ship_copies_models_cards_and_report(tmp_path):
     assert (models / "lstm" / "model.keras").read_bytes() == b"lstm"
     assert json.loads((models / "cnn" / "card.json").read_text()) == {"architecture": "cnn"}
     assert sorted(p.name for p in (models / "report").iterdir()) == [
-        "confusion_cnn.png", "confusion_lstm.png", "report.json"]
+        "confusion_cnn.png",
+        "confusion_lstm.png",
+        "report.json",
+    ]
     assert "![cnn](report/confusion_cnn.png)" in (models / "TRAINING_REPORT.md").read_text()
 
 
 def test_random_eq_and_band_shift_keep_shapes_and_move_bands():
     from train.fit import random_eq, shift_bands
+
     rng = np.random.default_rng(0)
     x = np.tile(np.linspace(-80, 0, 64, dtype=np.float32)[None, :, None], (5, 1, 16))
     eq = random_eq(x, 6.0, rng)
     assert eq.shape == x.shape and eq.dtype == np.float32
-    delta = eq - x                                          # one smooth curve per window
+    delta = eq - x  # one smooth curve per window
     assert np.allclose(delta, delta[:, :, :1])
     assert 0 < np.abs(delta).max() <= 6 * (1 + 1 + 1 / 2 + 1 / 3)
     shifted = shift_bands(x, 2, np.random.default_rng(1))
-    moved = np.rint((shifted[:, 32, 0] - x[:, 32, 0]) / (80 / 63))   # bands moved per window
+    moved = np.rint((shifted[:, 32, 0] - x[:, 32, 0]) / (80 / 63))  # bands moved per window
     assert shifted.shape == x.shape and set(moved) <= {-2, -1, 0, 1, 2} and len(set(moved)) > 1

@@ -1,4 +1,5 @@
 """The web page in a real headless Chromium (Debian's package) driven by Playwright."""
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,18 @@ def page():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         yield browser.new_page(viewport={"width": 1200, "height": 1600})
         browser.close()
 
@@ -45,14 +55,16 @@ def test_upload_real_clip_and_see_results(service, page, wav_clip):
     page.wait_for_selector("#results:not([hidden])", timeout=60_000)
     cards = page.locator(".model-card")
     assert cards.count() == len(model_names()) == 5
-    assert page.locator(".model-card .bar").count() == 5 * 9        # a bar per genre per model
+    assert page.locator(".model-card .bar").count() == 5 * 9  # a bar per genre per model
     assert page.inner_text("#top3").startswith("Top three: ")
     widths = page.eval_on_selector_all(
-        ".model-card .bar", "els => els.map(e => e.getBoundingClientRect().width)")
-    assert max(widths) > 20          # bars are drawn, the top ones wide
+        ".model-card .bar", "els => els.map(e => e.getBoundingClientRect().width)"
+    )
+    assert max(widths) > 20  # bars are drawn, the top ones wide
     assert page.inner_text("#verdict").strip().startswith("This sounds like")
     natural = page.eval_on_selector(
-        "#spectrogram", "img => [img.complete, img.naturalWidth, img.naturalHeight]")
+        "#spectrogram", "img => [img.complete, img.naturalWidth, img.naturalHeight]"
+    )
     assert natural[0] and natural[1] > 100 and natural[2] > 10
     assert page.locator("#timeline .segment").count() >= 10
     assert page.locator("#error").is_hidden()

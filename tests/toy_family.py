@@ -6,6 +6,7 @@ It has its own (small) feature settings, so the service must compute a third fea
 and call it through its own batchable method. Only standard Keras layers: a saved toy model
 loads without this module (the model service needs the registry entry, not the builder).
 """
+
 from __future__ import annotations
 
 from genre_detector.families import Family, register
@@ -21,10 +22,11 @@ def build(input_shape, n_classes):
     """Mean dB per mel band -> softmax: 33 * n_classes weights."""
     import keras
     from keras import layers
+
     inputs = keras.Input(shape=tuple(input_shape), name="logmel")
-    x = layers.Rescaling(1 / 80.0, offset=1.0)(inputs)         # [-80, 0] dB -> [0, 1]
-    x = layers.Permute((2, 1))(x)                                # (frames, mels)
-    x = layers.GlobalAveragePooling1D(name="band_mean")(x)       # (mels,)
+    x = layers.Rescaling(1 / 80.0, offset=1.0)(inputs)  # [-80, 0] dB -> [0, 1]
+    x = layers.Permute((2, 1))(x)  # (frames, mels)
+    x = layers.GlobalAveragePooling1D(name="band_mean")(x)  # (mels,)
     outputs = layers.Dense(n_classes, activation="softmax", name="genre")(x)
     return keras.Model(inputs, outputs, name=NAME)
 

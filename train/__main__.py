@@ -5,6 +5,7 @@ never heard, fit the calibrated ensemble, and put everything in BentoML's model 
     python -m train --models cnn,musicnn --data DIR1 --data DIR2
     python -m train --ship                            # also refresh models/ (shipped models)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,21 @@ SUMMARY_KEYS = ("accuracy", "macro_f1", "log_loss", "ece", "n_tracks")
 
 def parse_args(argv=None):
     from train.options import add_data_and_fit_options, check_models
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    p = argparse.ArgumentParser(
+        prog="python -m train",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_data_and_fit_options(p)
     p.add_argument("--out", default=None, help="run folder for the report (default runs/<time>)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of artists held out")
-    p.add_argument("--ship", action="store_true",
-                   help="also write the trained models, cards, calibration and report into "
-                   "models/ (the shipped models), only if every model passes the inference check")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="also write the trained models, cards, calibration and report into "
+        "models/ (the shipped models), only if every model passes the inference check",
+    )
     p.add_argument("--no-store", action="store_true", help="do not save into the model store")
     args = p.parse_args(argv)
     check_models(p, args)
@@ -57,8 +65,6 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
 
 
 def main(argv=None) -> int:
-    import numpy as np
-
     from genre_detector.calibration import Calibration
     from genre_detector.families import family
     from genre_detector.store import code_version, save_calibration, save_to_store
@@ -72,13 +78,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.time()
     corpus = Corpus(load_tracks(args), args.workers).drop_undecodable(
-        [family(n).settings for n in args.models])
+        [family(n).settings for n in args.models]
+    )
     tracks, labels, y = corpus.tracks, corpus.labels, corpus.y
     train_idx, val_idx = artist_folds(tracks, max(2, round(1 / args.val_fraction)), args.seed)[0]
     sources = [t.source for t in tracks]
     src_val = [sources[i] for i in val_idx]
-    print(f"{len(train_idx)} training / {len(val_idx)} validation tracks from "
-          f"{len(set(sources))} source(s), no artist on both sides; labels {labels}")
+    print(
+        f"{len(train_idx)} training / {len(val_idx)} validation tracks from "
+        f"{len(set(sources))} source(s), no artist on both sides; labels {labels}"
+    )
     run_id = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or REPO / "runs" / run_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,34 +108,60 @@ def main(argv=None) -> int:
         model_file = out / f"{name}.keras"
         tr.model.save(model_file)
         metadata = {
-            "architecture": name, "labels": labels,
-            "feature_settings": family(name).settings.to_dict(), "pooling": family(name).pooling,
+            "architecture": name,
+            "labels": labels,
+            "feature_settings": family(name).settings.to_dict(),
+            "pooling": family(name).pooling,
             "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
-            "per_genre": metrics["per_genre"], "per_source": metrics["per_source"],
-            "confusion": metrics["confusion"], "train_accuracy": train_metrics["accuracy"],
-            "data": [str(d) for d in args.data], "genre_map": str(args.genre_map),
+            "per_genre": metrics["per_genre"],
+            "per_source": metrics["per_source"],
+            "confusion": metrics["confusion"],
+            "train_accuracy": train_metrics["accuracy"],
+            "data": [str(d) for d in args.data],
+            "genre_map": str(args.genre_map),
             "data_fingerprint": fingerprint,
-            "split": f"by artist across sources, val_fraction={args.val_fraction}, seed={args.seed}",
-            "code_version": code_version(), "best_epoch": tr.result.best_epoch,
-            "train_seconds": round(tr.result.seconds, 1), "params": int(tr.model.count_params()),
+            "split": f"by artist across sources, val_fraction={args.val_fraction}, "
+            f"seed={args.seed}",
+            "code_version": code_version(),
+            "best_epoch": tr.result.best_epoch,
+            "train_seconds": round(tr.result.seconds, 1),
+            "params": int(tr.model.count_params()),
             "fit_config": dataclasses.asdict(cfg),
             "inference_check": collapsed or "ok: predicts every genre on its training tracks",
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata)
         stored[name] = tag
-        results[name] = {"val": metrics, "train": train_metrics, "history": tr.result.history,
-                         "best_epoch": tr.result.best_epoch, "seconds": tr.result.seconds,
-                         "tag": tag, "inference_check": metadata["inference_check"]}
-        print(f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
-              f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
-              f"{tr.result.seconds:.0f} s", flush=True)
+        results[name] = {
+            "val": metrics,
+            "train": train_metrics,
+            "history": tr.result.history,
+            "best_epoch": tr.result.best_epoch,
+            "seconds": tr.result.seconds,
+            "tag": tag,
+            "inference_check": metadata["inference_check"],
+        }
+        print(
+            f"{name}: val accuracy {metrics['accuracy']:.3f}, macro-F1 "
+            f"{metrics['macro_f1']:.3f}, train accuracy {train_metrics['accuracy']:.3f}, "
+            f"{tr.result.seconds:.0f} s",
+            flush=True,
+        )
         cards[name] = metadata
-    report = {"run_id": run_id, "data": [str(d) for d in args.data],
-              "data_fingerprint": fingerprint, "labels": labels,
-              "split": {"by": "artist", "n_train": len(train_idx), "n_val": len(val_idx),
-                        "val_tracks": [tracks[i].rel for i in val_idx]},
-              "models": results, "ensemble": {}}
+    report = {
+        "run_id": run_id,
+        "data": [str(d) for d in args.data],
+        "data_fingerprint": fingerprint,
+        "labels": labels,
+        "split": {
+            "by": "artist",
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "val_tracks": [tracks[i].rel for i in val_idx],
+        },
+        "models": results,
+        "ensemble": {},
+    }
     if val_probs:
         # Calibration (temperatures, pooling weights) is fitted on the validation tracks, which
         # no model heard; its own accuracy is measured cross-fitted (fit on 4/5 of the
@@ -136,35 +171,46 @@ def main(argv=None) -> int:
         honest = cross_fitted(val_probs, y[val_idx], labels, groups, args.seed)
         ens = classification_metrics(y[val_idx], honest["ensemble"], labels, src_val)
         raw = {n: classification_metrics(y[val_idx], honest[n], labels) for n in val_probs}
-        cal.metrics = {"ensemble": {k: ens[k] for k in SUMMARY_KEYS},
-                       "per_source": ens["per_source"],
-                       "models_calibrated": {n: {k: m[k] for k in SUMMARY_KEYS}
-                                             for n, m in raw.items()},
-                       "fitted_on": f"{len(val_idx)} validation tracks (artists never heard)",
-                       "members": {n: stored.get(n, "") for n in val_probs}}
+        cal.metrics = {
+            "ensemble": {k: ens[k] for k in SUMMARY_KEYS},
+            "per_source": ens["per_source"],
+            "models_calibrated": {n: {k: m[k] for k in SUMMARY_KEYS} for n, m in raw.items()},
+            "fitted_on": f"{len(val_idx)} validation tracks (artists never heard)",
+            "members": {n: stored.get(n, "") for n in val_probs},
+        }
         (out / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=1) + "\n")
         if not args.no_store:
             save_calibration(cal)
-        report["ensemble"] = {"val": ens, "weights": cal.weights,
-                              "temperatures": cal.temperatures,
-                              "calibrated_models": raw, "reliability": honest["reliability"]}
+        report["ensemble"] = {
+            "val": ens,
+            "weights": cal.weights,
+            "temperatures": cal.temperatures,
+            "calibrated_models": raw,
+            "reliability": honest["reliability"],
+        }
     report["seconds"] = time.time() - t_start
     js, md = write_report(out, report)
     if report["ensemble"]:
         e = report["ensemble"]["val"]
-        print(f"ensemble (calibrated, cross-fitted): val accuracy {e['accuracy']:.3f}, "
-              f"macro-F1 {e['macro_f1']:.3f}, ECE {e['ece']:.3f}; weights "
-              + ", ".join(f"{n} {w:.2f}" for n, w in report["ensemble"]["weights"].items()))
+        print(
+            f"ensemble (calibrated, cross-fitted): val accuracy {e['accuracy']:.3f}, "
+            f"macro-F1 {e['macro_f1']:.3f}, ECE {e['ece']:.3f}; weights "
+            + ", ".join(f"{n} {w:.2f}" for n, w in report["ensemble"]["weights"].items())
+        )
     print(f"report: {md} and {js}")
-    if args.ship and not failed:      # all or nothing: one collapsed model ships none of the run
+    if args.ship and not failed:  # all or nothing: one collapsed model ships none of the run
         ship(out, cards)
         print(f"shipped: {', '.join(cards)}, calibration and report into {REPO / 'models'}")
     print(f"total training time: {report['seconds']:.0f} s")
     for name, tag in stored.items():
-        print(f"model store tag: {tag or '(not stored)'}")
+        print(f"model store tag of {name}: {tag or '(not stored)'}")
     for name, why in failed.items():
-        print(f"ERROR: {name} {why}; it was not stored{', and models/ was left as it was' if args.ship else ''} "
-              "(train it again, e.g. with another --seed)", file=sys.stderr)
+        print(
+            f"ERROR: {name} {why}; it was not stored"
+            f"{', and models/ was left as it was' if args.ship else ''} "
+            "(train it again, e.g. with another --seed)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ and models/musicnn/LICENSE (musicnn's ISC notice). A conversion-time step only: 
 downloads at run time. Every checkpoint variable except Adam's slots and beta powers must be
 used exactly once, and every Keras weight must be set, or the conversion fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,24 +33,45 @@ COMMAND = "python -m train.convert_musicnn"
 # mid-end convs + BNs, the pooled-features BN, dense, its BN and the output dense.
 LAYER_TO_SCOPE = {
     "input_bn": "batch_normalization",
-    "timbral74_conv": "conv2d", "timbral74_bn": "batch_normalization_1",
-    "timbral77_conv": "conv2d_1", "timbral77_bn": "batch_normalization_2",
-    "temporal128_conv": "conv2d_2", "temporal128_bn": "batch_normalization_3",
-    "temporal64_conv": "conv2d_3", "temporal64_bn": "batch_normalization_4",
-    "temporal32_conv": "conv2d_4", "temporal32_bn": "batch_normalization_5",
-    "midend1_conv": "conv2d_5", "midend1_bn": "batch_normalization_6",
-    "midend2_conv": "conv2d_6", "midend2_bn": "batch_normalization_7",
-    "midend3_conv": "conv2d_7", "midend3_bn": "batch_normalization_8",
+    "timbral74_conv": "conv2d",
+    "timbral74_bn": "batch_normalization_1",
+    "timbral77_conv": "conv2d_1",
+    "timbral77_bn": "batch_normalization_2",
+    "temporal128_conv": "conv2d_2",
+    "temporal128_bn": "batch_normalization_3",
+    "temporal64_conv": "conv2d_3",
+    "temporal64_bn": "batch_normalization_4",
+    "temporal32_conv": "conv2d_4",
+    "temporal32_bn": "batch_normalization_5",
+    "midend1_conv": "conv2d_5",
+    "midend1_bn": "batch_normalization_6",
+    "midend2_conv": "conv2d_6",
+    "midend2_bn": "batch_normalization_7",
+    "midend3_conv": "conv2d_7",
+    "midend3_bn": "batch_normalization_8",
     "pool_bn": "batch_normalization_9",
-    "dense": "dense", "penultimate": "batch_normalization_10",
+    "dense": "dense",
+    "penultimate": "batch_normalization_10",
     "logits": "dense_1",
 }
 OPTIMIZER_STATE = ("/Adam", "/Adam_1", "beta1_power", "beta2_power", "global_step")
 
 
 def _download_wheel(dest: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                    f"musicnn=={VERSION}", "-d", str(dest)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            f"musicnn=={VERSION}",
+            "-d",
+            str(dest),
+        ],
+        check=True,
+    )
     return next(dest.glob("musicnn-*.whl"))
 
 
@@ -69,6 +91,7 @@ def read_checkpoint(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
     """{variable name: value}. musicnn saved with the empty prefix "<folder>/" and a
     `checkpoint` file naming the author's machine, so copy the shards under a real prefix."""
     import tensorflow as tf
+
     tmp = Path(tempfile.mkdtemp(dir=scratch))
     for suffix in (".index", ".data-00000-of-00001"):
         shutil.copyfile(folder / suffix, tmp / f"ckpt{suffix}")
@@ -79,6 +102,7 @@ def read_checkpoint(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
 def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
     """Set every weight of build_backbone(name) from `ckpt`; save; return the parameter count."""
     from genre_detector.musicnn import build_backbone
+
     model = build_backbone(name, weights=False)
     wanted = {k for k in ckpt if not any(s in k for s in OPTIMIZER_STATE)}
     used: list[str] = []
@@ -90,7 +114,7 @@ def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
         for w in layer.weights:
             key = f"{scope}/{w.name}"
             value = ckpt[key]
-            if value.shape != tuple(w.shape):      # mid-end conv2d [7, C, 1, F] -> Conv1D [7, C, F]
+            if value.shape != tuple(w.shape):  # mid-end conv2d [7, C, 1, F] -> Conv1D [7, C, F]
                 assert value.ndim == 4 and value.shape[2] == 1, (key, value.shape, w.shape)
                 value = value[:, :, 0, :]
             assert value.shape == tuple(w.shape), (key, value.shape, w.shape)
@@ -111,9 +135,13 @@ def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from genre_detector.musicnn import BACKBONES, WEIGHTS_DIR
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wheel", type=Path, help="musicnn-0.1.0 wheel or unpacked folder "
-                    "(default: pip download musicnn==0.1.0)")
+    ap.add_argument(
+        "--wheel",
+        type=Path,
+        help="musicnn-0.1.0 wheel or unpacked folder (default: pip download musicnn==0.1.0)",
+    )
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"default: {WEIGHTS_DIR}")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="musicnn-convert-") as scratch_name:
@@ -134,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             f"musicnn=={VERSION}; J. Pons and X. Serra, ISMIR 2019 LBD), converted from its "
             f"TensorFlow 1 checkpoints to Keras 3 weights with `{COMMAND}`, unchanged in "
             "value. musicnn's licence (ISC), copied from the wheel:\n\n"
-            + licences[0].read_text().strip() + "\n")
+            + licences[0].read_text().strip()
+            + "\n"
+        )
         print(f"licence -> {args.out / 'LICENSE'}")
     return 0
 

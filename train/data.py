@@ -11,6 +11,7 @@ rock both become pop-rock). An optional `tracks.csv` (path, artist) names each c
 artists are compared case-insensitively across sources, so an artist is never on both sides
 of a split even when two data sets spell them alike.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,10 +32,10 @@ CACHE_DIR = Path(".cache/features")
 @dataclass(frozen=True)
 class Track:
     path: Path
-    genre: str    # canonical genre (after the genre map)
-    artist: str   # the track's own source/path when no tracks.csv names an artist
-    source: str = ""   # data set (its folder's name)
-    rel: str = ""      # source/path-in-source: a name that does not depend on the mount
+    genre: str  # canonical genre (after the genre map)
+    artist: str  # the track's own source/path when no tracks.csv names an artist
+    source: str = ""  # data set (its folder's name)
+    rel: str = ""  # source/path-in-source: a name that does not depend on the mount
 
     @property
     def group(self) -> str:
@@ -47,8 +48,10 @@ def read_genre_map(path: str | Path | None) -> dict[tuple[str, str], str]:
     if path is None or not Path(path).exists():
         return {}
     with Path(path).open(newline="") as f:
-        return {(r["dataset"].strip(), r["folder"].strip()): r["genre"].strip()
-                for r in csv.DictReader(f)}
+        return {
+            (r["dataset"].strip(), r["folder"].strip()): r["genre"].strip()
+            for r in csv.DictReader(f)
+        }
 
 
 def list_tracks(roots: str | Path | list, genre_map: dict | None = None) -> list[Track]:
@@ -76,26 +79,37 @@ def _list_source(root: Path, genre_map: dict) -> list[Track]:
             if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
                 rel = path.relative_to(root).as_posix()
                 genre = genre_map.get((root.name, genre_dir.name), genre_dir.name)
-                tracks.append(Track(path, genre, artists.get(rel, f"{root.name}/{rel}"),
-                                    root.name, f"{root.name}/{rel}"))
+                tracks.append(
+                    Track(
+                        path,
+                        genre,
+                        artists.get(rel, f"{root.name}/{rel}"),
+                        root.name,
+                        f"{root.name}/{rel}",
+                    )
+                )
     if not tracks:
         raise FileNotFoundError(f"no audio files found under {root}/GENRE/")
     return tracks
 
 
-def artist_folds(tracks: list[Track], n_splits: int = 5,
-                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def artist_folds(
+    tracks: list[Track], n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train indices, validation indices) of n_splits stratified folds; no artist (or,
     without tracks.csv, no track) is on both sides of any fold, and every track is validated
     in exactly one fold."""
     from sklearn.model_selection import StratifiedGroupKFold
+
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(cv.split(np.zeros(len(tracks)), [t.genre for t in tracks],
-                         [t.group for t in tracks]))
+    return list(
+        cv.split(np.zeros(len(tracks)), [t.genre for t in tracks], [t.group for t in tracks])
+    )
 
 
-def split_by_artist(tracks: list[Track], val_fraction: float = 0.2,
-                    seed: int = 0) -> tuple[list[Track], list[Track]]:
+def split_by_artist(
+    tracks: list[Track], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Track], list[Track]]:
     """Stratified split where no artist (or, without tracks.csv, no track) is on both sides:
     the first of `artist_folds(tracks, round(1 / val_fraction), seed)`."""
     train_idx, val_idx = artist_folds(tracks, max(2, round(1 / val_fraction)), seed)[0]
@@ -112,8 +126,9 @@ def data_fingerprint(tracks: list[Track]) -> str:
 
 def _cached_mel(args: tuple[Path, FeatureSettings]) -> np.ndarray | str:
     path, settings = args
-    key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-                       .encode()).hexdigest()
+    key = hashlib.sha1(
+        f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()
+    ).hexdigest()
     cache = CACHE_DIR / settings.fingerprint() / f"{key}.npy"
     if cache.exists():
         return np.load(cache)
@@ -128,9 +143,11 @@ def _cached_mel(args: tuple[Path, FeatureSettings]) -> np.ndarray | str:
     return mel.astype(np.float16)
 
 
-def load_mels(tracks: list[Track], settings: FeatureSettings, workers: int = 2,
-              desc: str = "features") -> tuple[list[Track], list[np.ndarray]]:
-    """Log-mel of every track (float16, cached on disk); tracks that fail are reported and dropped."""
+def load_mels(
+    tracks: list[Track], settings: FeatureSettings, workers: int = 2, desc: str = "features"
+) -> tuple[list[Track], list[np.ndarray]]:
+    """Log-mel of every track (float16, cached on disk); tracks that fail are reported and
+    dropped."""
     jobs = [(t.path, settings) for t in tracks]
     with ProcessPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(_cached_mel, jobs, chunksize=4), total=len(jobs), desc=desc))

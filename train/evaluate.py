@@ -10,6 +10,7 @@ whatever you point it at: on the shared clips that includes the models' own trai
 tracks, so expect numbers above the validation ones; --held-out scores only the tracks the
 training run held out (artists the models never heard), from models/report/report.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-EVAL_BATCH = 128     # windows per model call
+EVAL_BATCH = 128  # windows per model call
 
 
 def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
@@ -46,45 +47,78 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
     out = {"labels": labels, "n_tracks": len(tracks), "models": {}}
     raw = {}
     for name, predictor in models.predictors.items():
-        windows, owner = track_windows(corpus.mels(predictor.info.settings), predictor.info.settings)
+        windows, owner = track_windows(
+            corpus.mels(predictor.info.settings), predictor.info.settings
+        )
         # In batches: one call on every window of every track (musicnn: ~18 MB per window)
         # exhausted the memory and crashed TensorFlow on the 113 held-out tracks.
-        wp = np.concatenate([predictor(windows[i:i + EVAL_BATCH])
-                             for i in range(0, len(windows), EVAL_BATCH)])
-        raw[name] = np.stack([track_probabilities(wp[owner == i], predictor.info.pooling)
-                              for i in range(len(tracks))])
-        out["models"][name] = {**classification_metrics(y, cal.model(name, raw[name]), labels,
-                                                        sources), "tag": predictor.info.tag}
-    out["ensemble"] = {**classification_metrics(y, cal.ensemble(raw), labels, sources),
-                       "tag": "+".join(p.info.tag for p in models.predictors.values())}
+        wp = np.concatenate(
+            [predictor(windows[i : i + EVAL_BATCH]) for i in range(0, len(windows), EVAL_BATCH)]
+        )
+        raw[name] = np.stack(
+            [
+                track_probabilities(wp[owner == i], predictor.info.pooling)
+                for i in range(len(tracks))
+            ]
+        )
+        out["models"][name] = {
+            **classification_metrics(y, cal.model(name, raw[name]), labels, sources),
+            "tag": predictor.info.tag,
+        }
+    out["ensemble"] = {
+        **classification_metrics(y, cal.ensemble(raw), labels, sources),
+        "tag": "+".join(p.info.tag for p in models.predictors.values()),
+    }
     return out
 
 
 def format_table(result: dict) -> str:
     labels = result["labels"]
-    head = f"{'model':<12} {'accuracy':>8} {'macro-F1':>8}  " + " ".join(
-        f"{'rec ' + g[:6]:>11}" for g in labels) + "  tag"
+    head = (
+        f"{'model':<12} {'accuracy':>8} {'macro-F1':>8}  "
+        + " ".join(f"{'rec ' + g[:6]:>11}" for g in labels)
+        + "  tag"
+    )
     rows = [head, "-" * len(head)]
     for name, m in {**result["models"], "ensemble": result["ensemble"]}.items():
         rec = " ".join(f"{m['per_genre'][g]['recall']:>11.2f}" for g in labels)
         rows.append(f"{name:<12} {m['accuracy']:>8.3f} {m['macro_f1']:>8.3f}  {rec}  {m['tag']}")
-        rows.append(f"{'':<12} per source: " + ", ".join(
-            f"{s} {v['accuracy']:.3f} ({v['n_tracks']})" for s, v in m["per_source"].items()))
+        rows.append(
+            f"{'':<12} per source: "
+            + ", ".join(
+                f"{s} {v['accuracy']:.3f} ({v['n_tracks']})" for s, v in m["per_source"].items()
+            )
+        )
     return "\n".join(rows) + f"\n({result['n_tracks']} tracks)"
 
 
 def main(argv=None) -> int:
     from train.options import DEFAULT_GENRE_MAP, REPO, load_tracks
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", default=None,
-                   help="a labelled source folder (repeatable; default: the training sources)")
+
+    p = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        help="a labelled source folder (repeatable; default: the training sources)",
+    )
     p.add_argument("--genre-map", default=DEFAULT_GENRE_MAP, help="dataset,folder,genre CSV")
-    p.add_argument("--held-out", action="store_true", help="only the tracks the shipped "
-                   "models' training run held out (models/report/report.json)")
+    p.add_argument(
+        "--held-out",
+        action="store_true",
+        help="only the tracks the shipped "
+        "models' training run held out (models/report/report.json)",
+    )
     p.add_argument("--json", dest="json_out", help="write the metrics as JSON to this file")
-    p.add_argument("--models", default=None, help="comma-separated model-store tags "
-                   "(default: every registered family in the store)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated model-store tags (default: every registered family in the store)",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     args = p.parse_args(argv)
     tracks = load_tracks(args)

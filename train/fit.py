@@ -1,5 +1,6 @@
 """Fit one model family on cached log-mels: random window crops, class-balanced sampling,
 early stopping on the validation tracks' loss (window probabilities averaged per track)."""
+
 from __future__ import annotations
 
 import time
@@ -17,23 +18,25 @@ class FitConfig:
     """How one family is trained: these defaults are the shipped settings (the training CLI
     reads them; each family's epochs come from the registry, genre_detector.families)."""
 
-    epochs: int = 30               # upper bound; early stopping usually ends sooner
-    patience: int = 8              # epochs without a better validation loss before stopping
-    crops_per_track: int = 4       # random windows per training track per epoch (mean class)
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    patience: int = 8  # epochs without a better validation loss before stopping
+    crops_per_track: int = 4  # random windows per training track per epoch (mean class)
     batch_size: int = 32
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
-    mixup_alpha: float = 0.0       # 0 disables mixing of example pairs
+    mixup_alpha: float = 0.0  # 0 disables mixing of example pairs
     # crops per track ~ n_tracks_of_its_artist ** -this: 0.5 raised the mean and the worst fold
     # in 5-fold artist cross-validation (models/MODEL_CARD.md)
     artist_balance: float = 0.5
-    weight_ema: float = 0.0        # per-epoch moving average of the weights; 0 disables
-    eq_db: float = 0.0             # random smooth EQ per training window (tilt and cosines up to this dB each); 0 off
-    freq_shift: int = 0            # random shift of training windows by up to +-this mel bands
-    max_minutes: float = 15.0      # wall-clock safety limit per model
+    weight_ema: float = 0.0  # per-epoch moving average of the weights; 0 disables
+    eq_db: float = (
+        0.0  # random smooth EQ per training window (tilt and cosines up to this dB each); 0 off
+    )
+    freq_shift: int = 0  # random shift of training windows by up to +-this mel bands
+    max_minutes: float = 15.0  # wall-clock safety limit per model
     # Pretrained families' heads (train/pretrained.py): a logistic regression on window features
-    head_c: float = 1.0            # inverse L2 strength
-    class_balance: float = 0.5     # class weights ~ n_tracks_of_class ** -this
+    head_c: float = 1.0  # inverse L2 strength
+    class_balance: float = 0.5  # class weights ~ n_tracks_of_class ** -this
     seed: int = 0
 
 
@@ -51,11 +54,11 @@ def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weig
     xs, ys = [], []
     for i, (mel, label) in enumerate(zip(mels, y)):
         n = n_per_class_track[label]
-        if track_weight is not None:   # stochastic rounding keeps the expected count exact
+        if track_weight is not None:  # stochastic rounding keeps the expected count exact
             n = int(np.floor(n * track_weight[i] + rng.random()))
         last = mel.shape[1] - s.window_frames
         for start in rng.integers(0, max(last, 0) + 1, n):
-            xs.append(mel[:, start:start + s.window_frames])
+            xs.append(mel[:, start : start + s.window_frames])
             ys.append(label)
     order = rng.permutation(len(xs))
     return np.stack(xs).astype(np.float32)[order], np.asarray(ys)[order]
@@ -115,14 +118,26 @@ def new_model(name: str, s: FeatureSettings, n_classes: int, seed: int):
     import keras
 
     from genre_detector.families import family
+
     keras.utils.set_random_seed(seed)
     return family(name).build((s.n_mels, s.window_frames), n_classes)
 
 
-def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettings,
-        cfg: FitConfig, name: str = "model", groups=None) -> FitResult:
+def fit(
+    model,
+    train_mels,
+    y_train,
+    val_mels,
+    y_val,
+    n_classes,
+    s: FeatureSettings,
+    cfg: FitConfig,
+    name: str = "model",
+    groups=None,
+) -> FitResult:
     """`groups`: the artist of each training track (for `cfg.artist_balance`)."""
     import keras
+
     rng = np.random.default_rng(cfg.seed)
     keras.utils.set_random_seed(cfg.seed)
     counts = np.bincount(y_train, minlength=n_classes)
@@ -132,9 +147,11 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
     model.get_layer("band_norm").adapt(sample[:4000])
     steps = cfg.epochs * int(np.ceil(len(sample) / cfg.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
     val_windows, val_owner = track_windows(val_mels, s)
     best, best_loss, history, t0, ema = None, np.inf, [], time.time(), None
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", unit="epoch")
@@ -152,23 +169,36 @@ def fit(model, train_mels, y_train, val_mels, y_val, n_classes, s: FeatureSettin
             x = lam[:, :, None] * x + (1 - lam[:, :, None]) * x[j]
             yy = lam * yy + (1 - lam) * yy[j]
         h = model.fit(x, yy, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
-        if cfg.weight_ema > 0:          # evaluate (and keep) the averaged weights
+        if cfg.weight_ema > 0:  # evaluate (and keep) the averaged weights
             current = model.get_weights()
-            ema = current if ema is None else [cfg.weight_ema * e + (1 - cfg.weight_ema) * w
-                                                for e, w in zip(ema, current)]
+            ema = (
+                current
+                if ema is None
+                else [cfg.weight_ema * e + (1 - cfg.weight_ema) * w for e, w in zip(ema, current)]
+            )
             model.set_weights(ema)
         probs = track_probs(model, val_windows, val_owner, len(val_mels))
         val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1))))
         val_acc = float((probs.argmax(1) == y_val).mean())
-        history.append({"epoch": epoch, "loss": float(h.history["loss"][0]),
-                        "accuracy": float(h.history["accuracy"][0]),
-                        "val_loss": val_loss, "val_accuracy": val_acc})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(h.history["loss"][0]),
+                "accuracy": float(h.history["accuracy"][0]),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
         if val_loss < best_loss:
             best_loss, best, best_epoch = val_loss, model.get_weights(), epoch
         if cfg.weight_ema > 0:
             model.set_weights(current)
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_loss=f"{val_loss:.3f}",
-                        val_acc=f"{val_acc:.3f}", best=best_epoch)
+        bar.set_postfix(
+            loss=f"{history[-1]['loss']:.3f}",
+            val_loss=f"{val_loss:.3f}",
+            val_acc=f"{val_acc:.3f}",
+            best=best_epoch,
+        )
         if epoch - best_epoch >= cfg.patience or time.time() - t0 > cfg.max_minutes * 60:
             break
     model.set_weights(best)

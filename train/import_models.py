@@ -4,6 +4,7 @@ same content is already there. Idempotent.
 
     python -m train.import_models            # honours BENTOML_HOME
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "models"
 def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
     """[(tag, newly_imported)] for every shipped model."""
     import bentoml
+
     results = []
     cards = sorted(folder.glob("*/card.json"))
     if not cards:
@@ -55,6 +57,7 @@ def _import_calibration(data: dict) -> tuple[str, bool]:
     import bentoml
 
     from genre_detector.calibration import Calibration
+
     cal = Calibration.from_dict(data)
     try:
         latest = bentoml.models.get(f"{CALIBRATION_NAME}:latest")

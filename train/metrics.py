@@ -1,20 +1,29 @@
 """Track-level classification metrics shared by training and `python -m train.evaluate`."""
+
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
-                           sources: list[str] | None = None) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str], sources: list[str] | None = None
+) -> dict:
     """Accuracy, macro-F1, log-loss, expected calibration error, per-genre precision/recall,
     confusion (rows = true genre) and, given each track's source, accuracy per source."""
     from genre_detector.calibration import expected_calibration_error
+
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
     idx = list(range(len(labels)))
-    prec, rec, _, support = precision_recall_fscore_support(y_true, y_pred, labels=idx,
-                                                            zero_division=0)
+    prec, rec, _, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=idx, zero_division=0
+    )
     eps = 1e-7
     log_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1))))
     out = {
@@ -23,17 +32,30 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
         "log_loss": log_loss,
         "ece": expected_calibration_error(probs, y_true),
         "n_tracks": int(len(y_true)),
-        "per_genre": {g: {"precision": float(p), "recall": float(r), "support": int(n)}
-                      for g, p, r, n in zip(labels, prec, rec, support)},
+        "per_genre": {
+            g: {"precision": float(p), "recall": float(r), "support": int(n)}
+            for g, p, r, n in zip(labels, prec, rec, support)
+        },
         "confusion": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
     }
     if sources is not None:
         src = np.asarray(sources)
         out["per_source"] = {
-            s: {"accuracy": float(accuracy_score(y_true[src == s], y_pred[src == s])),
-                "macro_f1": float(f1_score(y_true[src == s], y_pred[src == s], average="macro",
-                                           labels=sorted(set(y_true[src == s])), zero_division=0)),
-                "n_tracks": int(np.sum(src == s))} for s in sorted(set(sources))}
+            s: {
+                "accuracy": float(accuracy_score(y_true[src == s], y_pred[src == s])),
+                "macro_f1": float(
+                    f1_score(
+                        y_true[src == s],
+                        y_pred[src == s],
+                        average="macro",
+                        labels=sorted(set(y_true[src == s])),
+                        zero_division=0,
+                    )
+                ),
+                "n_tracks": int(np.sum(src == s)),
+            }
+            for s in sorted(set(sources))
+        }
     return out
 
 
@@ -48,5 +70,7 @@ def collapse_check(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> 
         return ""
     counts = np.bincount(y_pred, minlength=len(labels))
     top = int(counts.argmax())
-    return (f"never predicts {', '.join(missing)} on {len(y_true)} tracks of its own training "
-            f"data ({labels[top]} for {counts[top] / len(y_pred):.0%} of them)")
+    return (
+        f"never predicts {', '.join(missing)} on {len(y_true)} tracks of its own training "
+        f"data ({labels[top]} for {counts[top] / len(y_pred):.0%} of them)"
+    )

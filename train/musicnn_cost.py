@@ -8,12 +8,14 @@ measured here. Accuracy: 5-fold artist-grouped cross-validation of the shipped h
 (train/pretrained.py) on the first k of each track's windows spread evenly over it, for
 MSD_musicnn, MTT_musicnn and both. Embeddings are cached, so a rerun costs only the fits.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -29,8 +31,12 @@ def spread(n: int, k: int) -> np.ndarray:
 
 def backbone_ms(backbone, settings, windows: int = 10, repeats: int = 3) -> float:
     """CPU (process) milliseconds for one 30 s track's windows through one backbone."""
-    x = np.random.default_rng(0).random((windows, settings.n_mels, settings.window_frames),
-                                        dtype=np.float32) * 4
+    x = (
+        np.random.default_rng(0).random(
+            (windows, settings.n_mels, settings.window_frames), dtype=np.float32
+        )
+        * 4
+    )
     backbone.predict(x, verbose=0)
     t0 = time.process_time()
     for _ in range(repeats):
@@ -41,6 +47,7 @@ def backbone_ms(backbone, settings, windows: int = 10, repeats: int = 3) -> floa
 def main(argv=None) -> int:
     from genre_detector.families import family
     from genre_detector.musicnn import BACKBONES, build_backbone
+    from genre_detector.musicnn_head import build_head
     from train.data import artist_folds
     from train.fit import new_model
     from train.metrics import classification_metrics
@@ -48,8 +55,11 @@ def main(argv=None) -> int:
     from train.pretrained import fit_head, head_track_probs
     from train.trainer import Corpus
 
-    p = argparse.ArgumentParser(prog="python -m train.musicnn_cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.musicnn_cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_data_and_fit_options(p)
     p.add_argument("--folds", type=int, default=5)
     args = p.parse_args(argv)
@@ -61,32 +71,32 @@ def main(argv=None) -> int:
     corpus = Corpus(load_tracks(args), args.workers).drop_undecodable([s])
     model = new_model("musicnn", s, len(corpus.labels), cfg.seed)
     feats = corpus.embeddings(model, s)
-    width = feats[0].shape[1] // len(BACKBONES)          # per backbone: penultimate + tags
+    width = feats[0].shape[1] // len(BACKBONES)  # per backbone: penultimate + tags
     cols = {b: np.arange(i * width, (i + 1) * width) for i, b in enumerate(BACKBONES)}
     cols["both"] = np.arange(feats[0].shape[1])
     folds = artist_folds(corpus.tracks, args.folds, args.seed)
     y = corpus.y
-    print(f"{'backbones':<12} {'windows':>7} {'CPU ms/30 s':>11} {'accuracy':>9} {'macro-F1':>9}"
-          f" {'min recall':>10}")
+    print(
+        f"{'backbones':<12} {'windows':>7} {'CPU ms/30 s':>11} {'accuracy':>9} {'macro-F1':>9}"
+        f" {'min recall':>10}"
+    )
     for name, c in cols.items():
         cost_per_window = (sum(ms.values()) if name == "both" else ms[name]) / 10
         for k in WINDOW_CAPS:
             sub = [f[spread(len(f), k)][:, c] for f in feats]
             oof = np.zeros((len(y), len(corpus.labels)))
             for train_idx, val_idx in folds:
-                from genre_detector.musicnn_head import build_head
                 head = build_head(len(c), len(corpus.labels))
-
-                class Holder:
-                    @staticmethod
-                    def get_layer(_):
-                        return head
-                fit_head(Holder, [sub[i] for i in train_idx], y[train_idx], cfg)
+                holder = SimpleNamespace(get_layer=lambda _, h=head: h)  # fit_head's view
+                fit_head(holder, [sub[i] for i in train_idx], y[train_idx], cfg)
                 oof[val_idx] = head_track_probs(head, [sub[i] for i in val_idx], fam.pooling)
             m = classification_metrics(y, oof, corpus.labels)
             rec = min(v["recall"] for v in m["per_genre"].values())
-            print(f"{name:<12} {k:>7} {cost_per_window * k:>11.0f} {m['accuracy']:>9.3f} "
-                  f"{m['macro_f1']:>9.3f} {rec:>10.2f}", flush=True)
+            print(
+                f"{name:<12} {k:>7} {cost_per_window * k:>11.0f} {m['accuracy']:>9.3f} "
+                f"{m['macro_f1']:>9.3f} {rec:>10.2f}",
+                flush=True,
+            )
     return 0
 
 

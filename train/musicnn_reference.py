@@ -29,6 +29,7 @@ The .npz holds float32 arrays "<clip>|<backbone>|taggram" (patches, 50) and
 the data root), "command" (the command line, as an array) and "versions". No audio or
 spectrograms, so it stays small.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-CLIPS = ("gtzan-samples/blues.00000.wav", "emotify/classical/1.mp3",
-         "4q/jazz/MT0000315392.mp3")
+CLIPS = ("gtzan-samples/blues.00000.wav", "emotify/classical/1.mp3", "4q/jazz/MT0000315392.mp3")
 BACKBONES = ("MSD_musicnn", "MTT_musicnn")
 INPUT_SECONDS = 3
 
@@ -50,22 +50,26 @@ def log_mel_patches(path: Path, n_frames: int) -> np.ndarray:
     """musicnn.extractor.batch_data(path, n_frames, overlap=n_frames), float32 log-mel."""
     import librosa
     from musicnn import configuration as config
+
     audio, sr = librosa.load(path, sr=config.SR)
-    audio_rep = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=config.FFT_HOP,
-                                               n_fft=config.FFT_SIZE, n_mels=config.N_MELS).T
-    audio_rep = audio_rep.astype(np.float32)          # the original: np.float16 (see above)
+    audio_rep = librosa.feature.melspectrogram(
+        y=audio, sr=sr, hop_length=config.FFT_HOP, n_fft=config.FFT_SIZE, n_mels=config.N_MELS
+    ).T
+    audio_rep = audio_rep.astype(np.float32)  # the original: np.float16 (see above)
     audio_rep = np.log10(10000 * audio_rep + 1)
     starts = range(0, audio_rep.shape[0] - n_frames + 1, n_frames)
-    return np.stack([audio_rep[t:t + n_frames, :] for t in starts])   # (patches, time, freq)
+    return np.stack([audio_rep[t : t + n_frames, :] for t in starts])  # (patches, time, freq)
 
 
 def run_original(name: str, batches: list[np.ndarray], n_frames: int):
     """[(taggram, penultimate)] per batch, from musicnn's own graph and checkpoint."""
     import warnings
-    import tensorflow as tf
+
     import musicnn
+    import tensorflow as tf
     from musicnn import configuration as config
     from musicnn import models
+
     warnings.filterwarnings("ignore", message=r".*is deprecated", category=UserWarning)
     tf.compat.v1.disable_eager_execution()
     labels = config.MSD_LABELS if "MSD" in name else config.MTT_LABELS
@@ -79,14 +83,19 @@ def run_original(name: str, batches: list[np.ndarray], n_frames: int):
         sess.run(tf.compat.v1.global_variables_initializer())
         saver = tf.compat.v1.train.Saver()
         saver.restore(sess, os.path.dirname(musicnn.__file__) + "/" + name + "/")
-        return [sess.run([normalized_y, penultimate], feed_dict={x: b, is_training: False})
-                for b in batches]
+        return [
+            sess.run([normalized_y, penultimate], feed_dict={x: b, is_training: False})
+            for b in batches
+        ]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path,
-                    default=Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data")))
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data")),
+    )
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "musicnn_reference.npz")
     args = ap.parse_args(argv)
     import librosa
@@ -95,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     import soxr
     import tensorflow as tf
     from musicnn import configuration as config
-    n_frames = librosa.time_to_frames(INPUT_SECONDS, sr=config.SR, n_fft=config.FFT_SIZE,
-                                      hop_length=config.FFT_HOP) + 1
+
+    n_frames = (
+        librosa.time_to_frames(
+            INPUT_SECONDS, sr=config.SR, n_fft=config.FFT_SIZE, hop_length=config.FFT_HOP
+        )
+        + 1
+    )
     assert n_frames == 187, n_frames
     batches = [log_mel_patches(args.data / clip, n_frames) for clip in CLIPS]
     arrays: dict[str, np.ndarray] = {}
@@ -108,15 +122,29 @@ def main(argv: list[str] | None = None) -> int:
             top = labels[int(taggram.mean(0).argmax())]
             print(f"{clip} {name}: {len(taggram)} patches, top tag {top}")
     argv = sys.argv[1:] if argv is None else argv
-    command = [f"TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS', '')}",
-               sys.executable, "-m", "train.musicnn_reference", *argv]
-    versions = {"musicnn": "0.1.0", "tensorflow": tf.__version__, "librosa": librosa.__version__,
-                "numpy": np.__version__, "soxr": soxr.__version__,
-                "soundfile": soundfile.__version__}
+    command = [
+        f"TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS', '')}",
+        sys.executable,
+        "-m",
+        "train.musicnn_reference",
+        *argv,
+    ]
+    versions = {
+        "musicnn": "0.1.0",
+        "tensorflow": tf.__version__,
+        "librosa": librosa.__version__,
+        "numpy": np.__version__,
+        "soxr": soxr.__version__,
+        "soundfile": soundfile.__version__,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **arrays, clips=np.array(json.dumps(list(CLIPS))),
-                        command=np.array(json.dumps(command)),
-                        versions=np.array(json.dumps(versions)))
+    np.savez_compressed(
+        args.out,
+        **arrays,
+        clips=np.array(json.dumps(list(CLIPS))),
+        command=np.array(json.dumps(command)),
+        versions=np.array(json.dumps(versions)),
+    )
     print(f"-> {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
     return 0
 

@@ -7,6 +7,7 @@ frozen backbones (cached on disk), then fit only the head on those features.
 The windows are exactly the ones serving cuts (features.window_starts), so the head learns
 from the inputs it will see; a track's probability pools its windows as served.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,13 @@ def _backbone_key(backbones) -> str:
     return h.hexdigest()[:12]
 
 
-def embed(model, mels: list[np.ndarray], s: FeatureSettings, keys: list[str] | None = None,
-          batch_size: int = 64) -> list[np.ndarray]:
+def embed(
+    model,
+    mels: list[np.ndarray],
+    s: FeatureSettings,
+    keys: list[str] | None = None,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
     """Backbone features of every serving window of every track (float32).
 
     `keys` (one per track, e.g. its path) enable the disk cache."""
@@ -39,7 +45,7 @@ def embed(model, mels: list[np.ndarray], s: FeatureSettings, keys: list[str] | N
     cache = CACHE_DIR / f"{_backbone_key(backbones)}-{s.fingerprint()}"
     out: list[np.ndarray | None] = [None] * len(mels)
     todo = []
-    for i, mel in enumerate(mels):
+    for i in range(len(mels)):
         f = cache / f"{hashlib.sha1(keys[i].encode()).hexdigest()}.npy" if keys else None
         if f is not None and f.exists():
             out[i] = np.load(f).astype(np.float32)
@@ -48,18 +54,20 @@ def embed(model, mels: list[np.ndarray], s: FeatureSettings, keys: list[str] | N
     for i, f in tqdm(todo, desc="embed windows", unit="track", disable=not todo):
         mel = mels[i].astype(np.float32)
         wins = cut_windows(mel, window_starts(mel.shape[1], s), s)
-        out[i] = np.asarray(backbones.predict(wins, batch_size=batch_size, verbose=0),
-                            dtype=np.float32)
+        out[i] = np.asarray(
+            backbones.predict(wins, batch_size=batch_size, verbose=0), dtype=np.float32
+        )
         if f is not None:
             f.parent.mkdir(parents=True, exist_ok=True)
             np.save(f.with_suffix(".tmp.npy"), out[i])
             f.with_suffix(".tmp.npy").replace(f)
-    return out   # type: ignore[return-value]
+    return out  # type: ignore[return-value]
 
 
 def head_track_probs(head, feats: list[np.ndarray], pooling: str = "geometric") -> np.ndarray:
     """Track probabilities from the head's window probabilities, pooled as served."""
     from genre_detector.predict import track_probabilities
+
     x = np.concatenate(feats)
     p = head.predict(x, batch_size=1024, verbose=0)
     bounds = np.cumsum([0] + [len(f) for f in feats])
@@ -79,6 +87,7 @@ def fit_head(model, feats_train, y_train, cfg: FitConfig, groups=None) -> FitRes
     used."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+
     t0 = time.time()
     head = model.get_layer("head")
     n_classes = head.output.shape[-1]

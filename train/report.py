@@ -1,4 +1,5 @@
 """Run report: JSON + Markdown with training-curve and confusion-matrix PNGs."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,10 @@ import numpy as np
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     a.plot(ep, [h["loss"] for h in history], label="train (windows)")
@@ -27,8 +30,10 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cm = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.imshow(cm, cmap="Blues")
@@ -37,8 +42,14 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, ti
     ax.set_xlabel("predicted"), ax.set_ylabel("true")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, cm[i, j], ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                cm[i, j],
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -49,31 +60,45 @@ def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
     """report = {"labels", "split", "models": {name: {...metrics, history, tag}}, "ensemble"}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = report["labels"]
-    lines = [f"# Training run {report['run_id']}", "",
-             f"Data: `{report['data']}` ({report['split']['n_train']} training tracks, "
-             f"{report['split']['n_val']} validation tracks, split by {report['split']['by']}; "
-             f"fingerprint {report['data_fingerprint']}). Total time {report['seconds']:.0f} s.", "",
-             "| model | val accuracy | val macro-F1 | train accuracy | "
-             + " | ".join(f"recall {g}" for g in labels) + " | epochs | seconds | tag |",
-             "|---" * (7 + len(labels)) + "|"]
+    lines = [
+        f"# Training run {report['run_id']}",
+        "",
+        f"Data: `{report['data']}` ({report['split']['n_train']} training tracks, "
+        f"{report['split']['n_val']} validation tracks, split by {report['split']['by']}; "
+        f"fingerprint {report['data_fingerprint']}). Total time {report['seconds']:.0f} s.",
+        "",
+        "| model | val accuracy | val macro-F1 | train accuracy | "
+        + " | ".join(f"recall {g}" for g in labels)
+        + " | epochs | seconds | tag |",
+        "|---" * (7 + len(labels)) + "|",
+    ]
     rows = dict(report["models"])
     if report.get("ensemble"):
         rows["ensemble"] = report["ensemble"]
     for name, r in rows.items():
         v = r["val"]
         recalls = " | ".join(f"{v['per_genre'][g]['recall']:.2f}" for g in labels)
-        lines.append(f"| {name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | "
-                     f"{r.get('train', {}).get('accuracy', float('nan')):.3f} | {recalls} | "
-                     f"{r.get('best_epoch', '-')} | {r.get('seconds', 0):.0f} | "
-                     f"{r.get('tag', '-')} |")
-        plot_confusion(v["confusion"], labels, out_dir / f"confusion_{name}.png",
-                       f"{name}: validation tracks")
+        lines.append(
+            f"| {name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | "
+            f"{r.get('train', {}).get('accuracy', float('nan')):.3f} | {recalls} | "
+            f"{r.get('best_epoch', '-')} | {r.get('seconds', 0):.0f} | "
+            f"{r.get('tag', '-')} |"
+        )
+        plot_confusion(
+            v["confusion"], labels, out_dir / f"confusion_{name}.png", f"{name}: validation tracks"
+        )
         if r.get("history"):
             plot_curves(r["history"], out_dir / f"curves_{name}.png", name)
-    lines += [f"\n**{n} not stored:** {r['inference_check']}" for n, r in report["models"].items()
-              if not r.get("inference_check", "ok").startswith("ok")]
-    lines += [""] + [f"![{n}](confusion_{n}.png)" for n in rows] \
+    lines += [
+        f"\n**{n} not stored:** {r['inference_check']}"
+        for n, r in report["models"].items()
+        if not r.get("inference_check", "ok").startswith("ok")
+    ]
+    lines += (
+        [""]
+        + [f"![{n}](confusion_{n}.png)" for n in rows]
         + [f"![{n}](curves_{n}.png)" for n in report["models"]]
+    )
     md, js = out_dir / "report.md", out_dir / "report.json"
     md.write_text("\n".join(lines) + "\n")
     js.write_text(json.dumps(report, indent=1))

@@ -8,6 +8,7 @@ and `python -m train.crossval`.
 Window families learn from random crops of cached log-mels (train/fit.py); pretrained
 families (musicnn) embed the serving windows once and fit their head (train/pretrained.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,9 +53,11 @@ class Corpus:
 
     def embeddings(self, model, s: FeatureSettings) -> list[np.ndarray]:
         from train.pretrained import embed
+
         if model.name not in self._embeddings:
-            self._embeddings[model.name] = embed(model, self.mels(s), s,
-                                                 keys=[str(t.path.resolve()) for t in self.tracks])
+            self._embeddings[model.name] = embed(
+                model, self.mels(s), s, keys=[str(t.path.resolve()) for t in self.tracks]
+            )
         return self._embeddings[model.name]
 
 
@@ -62,7 +65,7 @@ class Corpus:
 class Trained:
     model: object
     result: FitResult
-    p_train: np.ndarray     # inference-mode track probabilities of the training tracks
+    p_train: np.ndarray  # inference-mode track probabilities of the training tracks
     p_val: np.ndarray
 
 
@@ -73,6 +76,7 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
     groups = [corpus.tracks[i].group for i in train_idx]
     if fam.pretrained:
         from train.pretrained import fit_head, head_track_probs
+
         feats = corpus.embeddings(model, s)
         f_train, f_val = [feats[i] for i in train_idx], [feats[i] for i in val_idx]
         res = fit_head(model, f_train, y[train_idx], cfg, groups)
@@ -80,7 +84,10 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
         return Trained(model, res, head_track_probs(head, f_train), head_track_probs(head, f_val))
     mels = corpus.mels(s)
     train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
-    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name,
-              groups=groups)
-    return Trained(model, res, track_probs(model, *track_windows(train_mels, s), len(train_idx)),
-                   track_probs(model, *track_windows(val_mels, s), len(val_idx)))
+    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups=groups)
+    return Trained(
+        model,
+        res,
+        track_probs(model, *track_windows(train_mels, s), len(train_idx)),
+        track_probs(model, *track_windows(val_mels, s), len(val_idx)),
+    )

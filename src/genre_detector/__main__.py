@@ -7,6 +7,7 @@
 The work lives in genre_detector.tagger (engines, the run) and genre_detector.catalog
 (walking, sharding, rows, writers); this module only parses arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,94 +18,189 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m genre_detector", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m genre_detector",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("tag", help="classify every audio file under PATHs into a CSV/JSONL file",
-                       description="Classify every audio file under the PATHs with every stored "
-                       "model and their calibrated ensemble; one row per track in --out.")
-    t.add_argument("paths", nargs="+", metavar="PATH",
-                   help="audio files and/or folders (walked recursively, in sorted order)")
-    t.add_argument("--out", help="output file: .csv (one column per value) or .jsonl "
-                   "(one JSON object per line); required unless --profile")
-    t.add_argument("--url", action="append", default=[], metavar="URL",
-                   help="tag through running services (http://host:3000) instead of "
-                   "in-process; repeat it or separate by commas to spread tracks round-robin")
-    t.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess",
-                   help="inprocess (default): decoding processes + the models in this "
-                   "process; ray: Ray Data decoding tasks + a model actor pool, on a local "
-                   "Ray or the cluster at --address")
-    t.add_argument("--address", metavar="ADDR",
-                   help="with --engine ray: join this running Ray cluster ('auto', "
-                   "'ray://head:10001'); default: start a local Ray with --workers CPUs")
-    t.add_argument("--model-actors", type=int, default=1, metavar="N",
-                   help="with --engine ray: model actors, each loading the models once "
-                   "(default: 1)")
-    t.add_argument("--model-cpus", type=float, metavar="X",
-                   help="with --engine ray: CPUs each model actor reserves, also its "
-                   "TensorFlow threads; 0 = reserve none, TensorFlow's default threads "
-                   "(default: 0 on a local Ray, as in-process; 1 with --address)")
-    t.add_argument("--decode-cpus", type=float, default=1.0, metavar="X",
-                   help="with --engine ray: CPUs each decoding task reserves (default: 1)")
-    t.add_argument("--per-url", type=int, default=4, metavar="N",
-                   help="with --url: requests in flight per service (default: 4)")
-    t.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="in-process: decoding processes; --engine ray: the local Ray's CPUs "
-                   f"(default: number of CPUs, {os.cpu_count()})")
-    t.add_argument("--batch-windows", type=int, default=512, metavar="N",
-                   help="in-process and --engine ray: windows of consecutive tracks gathered "
-                   "into one model call (default: 512)")
-    t.add_argument("--models", metavar="TAGS",
-                   help="in-process and --engine ray: comma-separated model-store tags "
-                   "(default: genre-<family>:latest of every registered family in the store)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: keep the rows already in --out, "
-                   "skip their paths, append the rest")
-    t.add_argument("--overwrite", action="store_true",
-                   help="start --out afresh if it exists (without --resume or this, an "
-                   "existing non-empty --out is an error)")
-    t.add_argument("--shard", metavar="I/N",
-                   help="tag only shard I of N (1 <= I <= N): a track's shard is 1 + "
-                   "sha1(path relative to its PATH argument) mod N, the same on every machine "
-                   "(for runs that share nothing: machines without a common cluster, or "
-                   "several Ray clusters/jobs; one Ray cluster splits the work itself)")
-    t.add_argument("--labels-from-folders", action="store_true",
-                   help="treat each file's parent folder as its true genre and print the "
-                   "accuracy of every model and the ensemble at the end")
+    t = sub.add_parser(
+        "tag",
+        help="classify every audio file under PATHs into a CSV/JSONL file",
+        description="Classify every audio file under the PATHs with every stored "
+        "model and their calibrated ensemble; one row per track in --out.",
+    )
+    t.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="audio files and/or folders (walked recursively, in sorted order)",
+    )
+    t.add_argument(
+        "--out",
+        help="output file: .csv (one column per value) or .jsonl "
+        "(one JSON object per line); required unless --profile",
+    )
+    t.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="tag through running services (http://host:3000) instead of "
+        "in-process; repeat it or separate by commas to spread tracks round-robin",
+    )
+    t.add_argument(
+        "--engine",
+        choices=("inprocess", "ray"),
+        default="inprocess",
+        help="inprocess (default): decoding processes + the models in this "
+        "process; ray: Ray Data decoding tasks + a model actor pool, on a local "
+        "Ray or the cluster at --address",
+    )
+    t.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: join this running Ray cluster ('auto', "
+        "'ray://head:10001'); default: start a local Ray with --workers CPUs",
+    )
+    t.add_argument(
+        "--model-actors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --engine ray: model actors, each loading the models once (default: 1)",
+    )
+    t.add_argument(
+        "--model-cpus",
+        type=float,
+        metavar="X",
+        help="with --engine ray: CPUs each model actor reserves, also its "
+        "TensorFlow threads; 0 = reserve none, TensorFlow's default threads "
+        "(default: 0 on a local Ray, as in-process; 1 with --address)",
+    )
+    t.add_argument(
+        "--decode-cpus",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --engine ray: CPUs each decoding task reserves (default: 1)",
+    )
+    t.add_argument(
+        "--per-url",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --url: requests in flight per service (default: 4)",
+    )
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="in-process: decoding processes; --engine ray: the local Ray's CPUs "
+        f"(default: number of CPUs, {os.cpu_count()})",
+    )
+    t.add_argument(
+        "--batch-windows",
+        type=int,
+        default=512,
+        metavar="N",
+        help="in-process and --engine ray: windows of consecutive tracks gathered "
+        "into one model call (default: 512)",
+    )
+    t.add_argument(
+        "--models",
+        metavar="TAGS",
+        help="in-process and --engine ray: comma-separated model-store tags "
+        "(default: genre-<family>:latest of every registered family in the store)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep the rows already in --out, "
+        "skip their paths, append the rest",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start --out afresh if it exists (without --resume or this, an "
+        "existing non-empty --out is an error)",
+    )
+    t.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="tag only shard I of N (1 <= I <= N): a track's shard is 1 + "
+        "sha1(path relative to its PATH argument) mod N, the same on every machine "
+        "(for runs that share nothing: machines without a common cluster, or "
+        "several Ray clusters/jobs; one Ray cluster splits the work itself)",
+    )
+    t.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help="treat each file's parent folder as its true genre and print the "
+        "accuracy of every model and the ensemble at the end",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--profile", action="store_true",
-                   help="write nothing: measure the in-process compute floor on these files "
-                   "(decode+features in the worker pool, each model at its best batch size) "
-                   "and print seconds per stage; keeps all windows in memory, use a sample")
+    t.add_argument(
+        "--profile",
+        action="store_true",
+        help="write nothing: measure the in-process compute floor on these files "
+        "(decode+features in the worker pool, each model at its best batch size) "
+        "and print seconds per stage; keeps all windows in memory, use a sample",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import catalog, tagger
+
     urls = [u.strip() for arg in args.url for u in arg.split(",") if u.strip()]
-    refs = ([r.strip() for r in args.models.split(",") if r.strip()] if args.models
-            else tagger.DEFAULT_REFS)
+    refs = (
+        [r.strip() for r in args.models.split(",") if r.strip()]
+        if args.models
+        else tagger.DEFAULT_REFS
+    )
     if args.profile:
         print(tagger.measure_floor(args.paths, refs, args.workers))
         return 0
     if urls and args.engine == "ray":
         _parser().error("--url tags through services; it does not combine with --engine ray")
-    ray = ({"address": args.address, "model_actors": args.model_actors,
-            "model_cpus": args.model_cpus, "decode_cpus": args.decode_cpus}
-           if args.engine == "ray" else None)
+    ray = (
+        {
+            "address": args.address,
+            "model_actors": args.model_actors,
+            "model_cpus": args.model_cpus,
+            "decode_cpus": args.decode_cpus,
+        }
+        if args.engine == "ray"
+        else None
+    )
     if not args.out:
         _parser().error("tag needs --out FILE.csv or FILE.jsonl (or --profile)")
     try:
         shard = catalog.parse_shard(args.shard) if args.shard else None
         summary, stats = tagger.tag_catalog(
-            args.paths, args.out, urls=urls, refs=refs, workers=args.workers,
-            batch_windows=args.batch_windows, per_url=args.per_url, resume=args.resume,
-            overwrite=args.overwrite, shard=shard, labels_from_folders=args.labels_from_folders,
-            progress=not args.no_progress, ray=ray)
+            args.paths,
+            args.out,
+            urls=urls,
+            refs=refs,
+            workers=args.workers,
+            batch_windows=args.batch_windows,
+            per_url=args.per_url,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            shard=shard,
+            labels_from_folders=args.labels_from_folders,
+            progress=not args.no_progress,
+            ray=ray,
+        )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: every row in {args.out} is complete; run the same command "
-              "with --resume to continue", file=sys.stderr)
+        print(
+            f"\ninterrupted: every row in {args.out} is complete; run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
     except (FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,11 +10,11 @@ Each starts with per-mel-band standardisation (a Normalization layer adapted on 
 training windows, so it travels inside the saved model) and SpecAugment-style masking that
 is active only while training. See models/MODEL_CARD.md for how each differs from the paper.
 """
+
 from __future__ import annotations
 
 import keras
 from keras import layers
-
 
 
 @keras.saving.register_keras_serializable(package="genre_detector")
@@ -115,8 +115,8 @@ def lstm(input_shape, n_classes):
     x = _conv(x, 16, 5, "conv1")
     x = layers.AveragePooling2D((4, 2))(x)
     x = _conv(x, 32, 5, "conv2")
-    x = layers.AveragePooling2D((4, 2))(x)              # (freq/16, time/4, 32)
-    x = layers.Permute((2, 1, 3))(x)                    # (time, freq, ch)
+    x = layers.AveragePooling2D((4, 2))(x)  # (freq/16, time/4, 32)
+    x = layers.Permute((2, 1, 3))(x)  # (time, freq, ch)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.Dropout(0.3)(x)
     x = layers.LSTM(128, name="lstm")(x)
@@ -126,4 +126,5 @@ def lstm(input_shape, n_classes):
 def build_model(name: str, input_shape: tuple[int, int], n_classes: int) -> keras.Model:
     """A fresh model of the registered family `name` (ValueError names the valid ones)."""
     from .families import family
+
     return family(name).build(tuple(input_shape), n_classes)

@@ -9,6 +9,7 @@ libsndfile (via soundfile) reads WAV, FLAC, OGG/Vorbis, MP3, AU and AIFF in-proc
 anything it cannot read (M4A/AAC, ...) goes through ffmpeg when it is installed.
 Every failure is reported once, here, as AudioError with a machine-readable `reason`.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,20 +23,48 @@ from typing import BinaryIO, Union
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 22050          # Hz: default rate (the research families' features)
-MIN_SECONDS = 3.0            # s: shorter clips cannot fill one analysis window (see features.py)
-MAX_SECONDS = 15 * 60.0      # s: default limit on decoded duration
-SILENCE_PEAK = 1e-4          # full-scale amplitude: a clip whose peak stays below this is silent
-FFMPEG_TIMEOUT = 120         # s: wall-clock limit for one ffmpeg decode
+SAMPLE_RATE = 22050  # Hz: default rate (the research families' features)
+MIN_SECONDS = 3.0  # s: shorter clips cannot fill one analysis window (see features.py)
+MAX_SECONDS = 15 * 60.0  # s: default limit on decoded duration
+SILENCE_PEAK = 1e-4  # full-scale amplitude: a clip whose peak stays below this is silent
+FFMPEG_TIMEOUT = 120  # s: wall-clock limit for one ffmpeg decode
 # File name extensions treated as audio when walking folders (training data, catalogs).
-AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".au", ".snd", ".aiff",
-                              ".aif", ".m4a", ".aac", ".mp4", ".opus", ".wma"})
+AUDIO_EXTENSIONS = frozenset(
+    {
+        ".wav",
+        ".mp3",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".au",
+        ".snd",
+        ".aiff",
+        ".aif",
+        ".m4a",
+        ".aac",
+        ".mp4",
+        ".opus",
+        ".wma",
+    }
+)
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 # Leading bytes of the containers we know; used to tell "truncated" from "not audio".
-_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd",
-          b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\xff\xfa")
+_MAGIC = (
+    b"RIFF",
+    b"RIFX",
+    b"RF64",
+    b"fLaC",
+    b"OggS",
+    b"ID3",
+    b"FORM",
+    b".snd",
+    b"\xff\xfb",
+    b"\xff\xf3",
+    b"\xff\xf2",
+    b"\xff\xfa",
+)
 
 
 def _has_audio_header(data: bytes) -> bool:
@@ -74,37 +103,66 @@ def _read_bytes(source: AudioSource) -> tuple[bytes, str]:
 def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     with sf.SoundFile(io.BytesIO(data)) as f:
         if f.frames > 0 and f.samplerate > 0 and f.frames / f.samplerate > max_seconds + 1:
-            raise AudioError("too_long", f"{f.frames / f.samplerate:.0f} s is longer than the "
-                                         f"limit of {max_seconds:.0f} s")
+            raise AudioError(
+                "too_long",
+                f"{f.frames / f.samplerate:.0f} s is longer than the limit of {max_seconds:.0f} s",
+            )
         wave = f.read(dtype="float32", always_2d=True)
         return wave, f.samplerate
 
 
-FFMPEG_RATE = 44100          # Hz: what ffmpeg decodes to before our own resampling
+FFMPEG_RATE = 44100  # Hz: what ffmpeg decodes to before our own resampling
 
 
 def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise AudioError("ffmpeg_missing", f"{name} is not WAV/FLAC/OGG/MP3/AU/AIFF; decoding "
-                         "other formats (M4A/AAC, ...) needs ffmpeg, which is not installed")
+        raise AudioError(
+            "ffmpeg_missing",
+            f"{name} is not WAV/FLAC/OGG/MP3/AU/AIFF; decoding "
+            "other formats (M4A/AAC, ...) needs ffmpeg, which is not installed",
+        )
     # A file, not a pipe: MP4/M4A keep their index at the end, which ffmpeg cannot seek to
     # on stdin. `-t` stops decoding just past the limit so huge uploads cost no memory.
     with tempfile.NamedTemporaryFile(prefix="genre-decode-") as tmp:
         tmp.write(data)
         tmp.flush()
-        cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", tmp.name,
-               "-t", str(max_seconds + 1), "-vn", "-f", "f32le", "-ac", "1",
-               "-ar", str(FFMPEG_RATE), "pipe:1"]
+        cmd = [
+            ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            tmp.name,
+            "-t",
+            str(max_seconds + 1),
+            "-vn",
+            "-f",
+            "f32le",
+            "-ac",
+            "1",
+            "-ar",
+            str(FFMPEG_RATE),
+            "pipe:1",
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
-            raise AudioError("not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s") from exc
+            raise AudioError(
+                "not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s"
+            ) from exc
     if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").replace(f"{tmp.name}: ", "") \
-            .replace(tmp.name, name).strip().splitlines()
-        raise AudioError("not_audio", f"{name} is not decodable audio "
-                         f"({msg[-1] if msg else 'no audio stream'})")
+        msg = (
+            proc.stderr.decode(errors="replace")
+            .replace(f"{tmp.name}: ", "")
+            .replace(tmp.name, name)
+            .strip()
+            .splitlines()
+        )
+        raise AudioError(
+            "not_audio", f"{name} is not decodable audio ({msg[-1] if msg else 'no audio stream'})"
+        )
     return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), FFMPEG_RATE
 
 
@@ -113,11 +171,13 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np
     if orig_sr == target_sr:
         return wave
     import soxr
+
     return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def decode(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
-           min_seconds: float = MIN_SECONDS) -> tuple[np.ndarray, int]:
+def decode(
+    source: AudioSource, *, max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS
+) -> tuple[np.ndarray, int]:
     """Decode `source` (path, bytes or binary file) to (mono float32, its native rate).
 
     Checks everything that does not depend on the target rate. Raises AudioError (see its
@@ -135,8 +195,11 @@ def decode(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
             wave, sr = _decode_ffmpeg(data, name, max_seconds)
         except AudioError as exc:
             if exc.reason == "not_audio" and _has_audio_header(data):
-                raise AudioError("truncated", f"{name} starts like an audio file but cannot be "
-                                 f"decoded: cut short or damaged ({len(data)} bytes)") from exc
+                raise AudioError(
+                    "truncated",
+                    f"{name} starts like an audio file but cannot be "
+                    f"decoded: cut short or damaged ({len(data)} bytes)",
+                ) from exc
             raise
     if wave.size == 0:
         raise AudioError("truncated", f"{name} has a valid header but holds no samples")
@@ -145,18 +208,27 @@ def decode(source: AudioSource, *, max_seconds: float = MAX_SECONDS,
         raise AudioError("non_finite", f"{name} contains NaN or infinite samples")
     seconds = len(mono) / sr
     if seconds < min_seconds:
-        raise AudioError("too_short", f"{seconds:.2f} s of audio is shorter than the "
-                         f"{min_seconds:.2f} s needed for one analysis window")
+        raise AudioError(
+            "too_short",
+            f"{seconds:.2f} s of audio is shorter than the "
+            f"{min_seconds:.2f} s needed for one analysis window",
+        )
     if seconds > max_seconds:
-        raise AudioError("too_long", f"{seconds:.0f} s is longer than the limit of "
-                         f"{max_seconds:.0f} s")
+        raise AudioError(
+            "too_long", f"{seconds:.0f} s is longer than the limit of {max_seconds:.0f} s"
+        )
     if float(np.max(np.abs(mono))) < SILENCE_PEAK:
         raise AudioError("silent", f"{name} is silent (peak below {SILENCE_PEAK:g} full scale)")
     return np.ascontiguousarray(mono), sr
 
 
-def load_audio(source: AudioSource, *, sample_rate: int = SAMPLE_RATE,
-               max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS) -> np.ndarray:
+def load_audio(
+    source: AudioSource,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float = MAX_SECONDS,
+    min_seconds: float = MIN_SECONDS,
+) -> np.ndarray:
     """Decode `source` (path, bytes or binary file) to mono float32 at `sample_rate`.
 
     Raises AudioError (see its docstring for the reasons).

@@ -14,6 +14,7 @@ on the same tracks, the best single model alone (calibrated) and keeps whichever
 predicts held-out tracks better: the ensemble is never knowingly worse than its best member.
 Pure NumPy at serving time; fitting uses SciPy.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -42,64 +43,94 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> 
     weighted by the share of tracks in each bin."""
     conf, hit = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
     idx = np.minimum((conf * bins).astype(int), bins - 1)
-    return float(sum(abs(hit[idx == b].mean() - conf[idx == b].mean()) * np.mean(idx == b)
-                     for b in range(bins) if np.any(idx == b)))
+    return float(
+        sum(
+            abs(hit[idx == b].mean() - conf[idx == b].mean()) * np.mean(idx == b)
+            for b in range(bins)
+            if np.any(idx == b)
+        )
+    )
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
     """Per confidence bin: mean confidence, accuracy and count (for the diagram)."""
     conf, hit = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
     idx = np.minimum((conf * bins).astype(int), bins - 1)
-    return [{"lo": b / bins, "hi": (b + 1) / bins, "n": int(np.sum(idx == b)),
-             "confidence": float(conf[idx == b].mean()) if np.any(idx == b) else None,
-             "accuracy": float(hit[idx == b].mean()) if np.any(idx == b) else None}
-            for b in range(bins)]
+    return [
+        {
+            "lo": b / bins,
+            "hi": (b + 1) / bins,
+            "n": int(np.sum(idx == b)),
+            "confidence": float(conf[idx == b].mean()) if np.any(idx == b) else None,
+            "accuracy": float(hit[idx == b].mean()) if np.any(idx == b) else None,
+        }
+        for b in range(bins)
+    ]
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     """The T minimising the log-loss of softmax(log p / T)."""
     from scipy.optimize import minimize_scalar
+
     z = _log(p)
-    res = minimize_scalar(lambda t: log_loss(softmax(z / t), y), bounds=(0.05, 20.0),
-                          method="bounded")
+    res = minimize_scalar(
+        lambda t: log_loss(softmax(z / t), y), bounds=(0.05, 20.0), method="bounded"
+    )
     return float(res.x)
 
 
 def fit_pool_weights(probs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
     """Non-negative log-linear pooling weights minimising the log-loss."""
     from scipy.optimize import minimize
+
     names = list(probs)
-    z = np.stack([_log(probs[n]) for n in names])            # (m, tracks, classes)
+    z = np.stack([_log(probs[n]) for n in names])  # (m, tracks, classes)
 
     def loss(w):
         return log_loss(softmax(np.tensordot(w, z, axes=1)), y)
-    best = min((minimize(loss, w0, method="L-BFGS-B", bounds=[(0.0, 10.0)] * len(names))
-                for w0 in [np.full(len(names), 1.0 / len(names)), *np.eye(len(names))]),
-               key=lambda r: r.fun)
+
+    best = min(
+        (
+            minimize(loss, w0, method="L-BFGS-B", bounds=[(0.0, 10.0)] * len(names))
+            for w0 in [np.full(len(names), 1.0 / len(names)), *np.eye(len(names))]
+        ),
+        key=lambda r: r.fun,
+    )
     return {n: float(w) for n, w in zip(names, best.x)}
 
 
-def _inner_cv_losses(probs: dict[str, np.ndarray], y: np.ndarray, best: str, groups=None,
-                     n_splits: int = 5) -> tuple[float, float]:
+def _inner_cv_losses(
+    probs: dict[str, np.ndarray], y: np.ndarray, best: str, groups=None, n_splits: int = 5
+) -> tuple[float, float]:
     """Held-out log-loss of the pooled ensemble and of model `best` alone (each refitted on
     the other folds), over (artist-)grouped stratified folds of these tracks."""
     import warnings
 
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-    n_splits = max(2, min(n_splits, int(np.bincount(y).max()),
-                          len(set(groups)) if groups is not None else n_splits))
-    with warnings.catch_warnings():          # a genre with fewer tracks than folds is expected
+
+    n_splits = max(
+        2,
+        min(
+            n_splits,
+            int(np.bincount(y).max()),
+            len(set(groups)) if groups is not None else n_splits,
+        ),
+    )
+    with warnings.catch_warnings():  # a genre with fewer tracks than folds is expected
         warnings.simplefilter("ignore", UserWarning)
-        folds = (StratifiedGroupKFold(n_splits, shuffle=True, random_state=0).split(y, y, groups)
-                 if groups is not None else
-                 StratifiedKFold(n_splits, shuffle=True, random_state=0).split(y, y))
+        folds = (
+            StratifiedGroupKFold(n_splits, shuffle=True, random_state=0).split(y, y, groups)
+            if groups is not None
+            else StratifiedKFold(n_splits, shuffle=True, random_state=0).split(y, y)
+        )
         folds = list(folds)
     pooled, alone = np.zeros(len(y)), np.zeros(len(y))
     for fit_idx, test_idx in folds:
         w = fit_pool_weights({n: p[fit_idx] for n, p in probs.items()}, y[fit_idx])
         z = sum(w[n] * _log(p[test_idx]) for n, p in probs.items())
-        pooled[test_idx] = -np.log(np.clip(softmax(z)[np.arange(len(test_idx)), y[test_idx]],
-                                           EPS, 1))
+        pooled[test_idx] = -np.log(
+            np.clip(softmax(z)[np.arange(len(test_idx)), y[test_idx]], EPS, 1)
+        )
         t = fit_temperature(probs[best][fit_idx], y[fit_idx])
         q = softmax(_log(probs[best][test_idx]) / t)
         alone[test_idx] = -np.log(np.clip(q[np.arange(len(test_idx)), y[test_idx]], EPS, 1))
@@ -109,25 +140,35 @@ def _inner_cv_losses(probs: dict[str, np.ndarray], y: np.ndarray, best: str, gro
 @dataclass
 class Calibration:
     labels: list[str]
-    temperatures: dict[str, float] = field(default_factory=dict)   # per model
-    weights: dict[str, float] = field(default_factory=dict)        # ensemble pooling weights
-    metrics: dict = field(default_factory=dict)                    # how it was measured
+    temperatures: dict[str, float] = field(default_factory=dict)  # per model
+    weights: dict[str, float] = field(default_factory=dict)  # ensemble pooling weights
+    metrics: dict = field(default_factory=dict)  # how it was measured
 
     @classmethod
-    def fit(cls, probs: dict[str, np.ndarray], y: np.ndarray, labels: list[str],
-            groups=None, select: bool = True) -> "Calibration":
+    def fit(
+        cls,
+        probs: dict[str, np.ndarray],
+        y: np.ndarray,
+        labels: list[str],
+        groups=None,
+        select: bool = True,
+    ) -> "Calibration":
         """Temperatures and pooling weights from held-out track probabilities `probs`
         (model -> (tracks, classes)) with true classes `y`; `groups` (artists) keep the
         inner cross-validation of `select` honest."""
         y = np.asarray(y)
         temperatures = {n: fit_temperature(p, y) for n, p in probs.items()}
-        cal = cls(labels=list(labels), temperatures=temperatures,
-                  weights=fit_pool_weights(probs, y))
+        cal = cls(
+            labels=list(labels), temperatures=temperatures, weights=fit_pool_weights(probs, y)
+        )
         if select and len(probs) > 1:
             best = min(probs, key=lambda n: log_loss(softmax(_log(probs[n]) / temperatures[n]), y))
             pooled, alone = _inner_cv_losses(probs, y, best, groups)
-            cal.metrics["selection"] = {"pooled_log_loss": pooled, "best_alone": best,
-                                        "best_alone_log_loss": alone}
+            cal.metrics["selection"] = {
+                "pooled_log_loss": pooled,
+                "best_alone": best,
+                "best_alone_log_loss": alone,
+            }
             if alone < pooled:
                 cal.weights = {n: (1.0 / temperatures[n] if n == best else 0.0) for n in probs}
         return cal
@@ -157,5 +198,9 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(labels=list(d["labels"]), temperatures=dict(d.get("temperatures", {})),
-                   weights=dict(d.get("weights", {})), metrics=dict(d.get("metrics", {})))
+        return cls(
+            labels=list(d["labels"]),
+            temperatures=dict(d.get("temperatures", {})),
+            weights=dict(d.get("weights", {})),
+            metrics=dict(d.get("metrics", {})),
+        )

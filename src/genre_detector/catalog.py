@@ -13,6 +13,7 @@
   the output's extension. Every row is one write() plus flush(); `--resume` drops a
   trailing partial line, then skips the paths already in the file and appends.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,8 @@ from .audio import AUDIO_EXTENSIONS
 
 @dataclass(frozen=True)
 class Track:
-    path: str        # as written in the output: the argument joined with the relative path
-    key: str         # path relative to the folder argument (posix): what sharding hashes
+    path: str  # as written in the output: the argument joined with the relative path
+    key: str  # path relative to the folder argument (posix): what sharding hashes
 
 
 def _is_audio(name: str) -> bool:
@@ -45,6 +46,7 @@ def is_uri(path: str | os.PathLike) -> bool:
 
 def _walk_uri(uri: str) -> list[Track]:
     from pyarrow import fs
+
     filesystem, root = fs.FileSystem.from_uri(uri)
     scheme = uri.split("://", 1)[0]
     info = filesystem.get_file_info(root)
@@ -57,9 +59,12 @@ def _walk_uri(uri: str) -> list[Track]:
     base = base.rstrip("/")
     found = []
     for i in infos:
-        key = i.path[len(base):].lstrip("/")
-        if (i.type == fs.FileType.File and _is_audio(i.base_name)
-                and not any(part.startswith(".") for part in key.split("/"))):
+        key = i.path[len(base) :].lstrip("/")
+        if (
+            i.type == fs.FileType.File
+            and _is_audio(i.base_name)
+            and not any(part.startswith(".") for part in key.split("/"))
+        ):
             found.append(Track(f"{scheme}://{i.path}", key))
     return sorted(found, key=lambda t: t.key)
 
@@ -69,6 +74,7 @@ def read_source(path: str):
     if not is_uri(path):
         return path
     from pyarrow import fs
+
     filesystem, where = fs.FileSystem.from_uri(path)
     with filesystem.open_input_stream(where) as f:
         return f.read()
@@ -120,6 +126,7 @@ def in_shard(track: Track, i: int, n: int) -> bool:
 
 # ---------------------------------------------------------------- rows
 
+
 def compact_timeline(windows: list[dict], duration_s: float) -> str:
     """'0-4.5:rock;4.5-60:pop': runs of windows with the same genre, cut where a run starts."""
     runs: list[list] = []
@@ -133,13 +140,17 @@ def compact_timeline(windows: list[dict], duration_s: float) -> str:
 
 def row_from_reply(path: str, reply: dict) -> dict:
     """A row from a /predict reply (the service's, or one built in-process)."""
-    row = {"path": path, "duration_s": round(float(reply["duration_s"]), 3),
-           "n_windows": int(reply["n_windows"])}
+    row = {
+        "path": path,
+        "duration_s": round(float(reply["duration_s"]), 3),
+        "n_windows": int(reply["n_windows"]),
+    }
     for name, m in [*reply["models"].items(), ("ensemble", reply["ensemble"])]:
         row[f"{name}_genre"] = m["top_genre"]
         row[f"{name}_probability"] = round(float(m["top_probability"]), 4)
-    row["probabilities"] = {g: round(float(p), 4)
-                            for g, p in reply["ensemble"]["probabilities"].items()}
+    row["probabilities"] = {
+        g: round(float(p), 4) for g, p in reply["ensemble"]["probabilities"].items()
+    }
     row["timeline"] = compact_timeline(reply["timeline"], float(reply["duration_s"]))
     row["model_tags"] = dict(reply["model_tags"])
     row["error"] = ""
@@ -147,7 +158,7 @@ def row_from_reply(path: str, reply: dict) -> dict:
 
 
 def error_row(path: str, reason: str, detail: str) -> dict:
-    detail = " ".join(str(detail).split())          # one line, whatever the message held
+    detail = " ".join(str(detail).split())  # one line, whatever the message held
     return {"path": path, "error": f"{reason}: {detail}"}
 
 
@@ -177,7 +188,7 @@ class Summary:
         self.scored += 1
         for key, genre in row.items():
             if key.endswith("_genre"):
-                name = key[:-len("_genre")]
+                name = key[: -len("_genre")]
                 if name not in self.models:
                     self.models.append(name)
                 self.correct[name] += genre == truth
@@ -185,18 +196,22 @@ class Summary:
     def report(self, seconds: float) -> str:
         done = self.ok + sum(self.failed.values())
         why = ", ".join(f"{r} {n}" for r, n in self.failed.most_common())
-        lines = [f"tagged {done} tracks in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} "
-                 f"tracks/s): {self.ok} ok, {sum(self.failed.values())} failed"
-                 + (f" ({why})" if why else "")
-                 + (f"; {self.resumed} already in the output" if self.resumed else "")]
+        lines = [
+            f"tagged {done} tracks in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} "
+            f"tracks/s): {self.ok} ok, {sum(self.failed.values())} failed"
+            + (f" ({why})" if why else "")
+            + (f"; {self.resumed} already in the output" if self.resumed else "")
+        ]
         if self.check:
             acc = ", ".join(f"{m} {self.correct[m] / self.scored:.3f}" for m in self.models)
-            lines.append(f"accuracy over {self.scored} tracks whose folder is a label: "
-                         + (acc or "-"))
+            lines.append(
+                f"accuracy over {self.scored} tracks whose folder is a label: " + (acc or "-")
+            )
         return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- writers
+
 
 def columns(model_names: list[str], labels: list[str]) -> list[str]:
     cols = ["path", "duration_s", "n_windows"]
@@ -225,16 +240,24 @@ def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> str:
     if suffix not in {".csv", ".jsonl", ".ndjson"}:
         raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
     if Path(out).exists() and Path(out).stat().st_size and not (resume or overwrite):
-        raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite "
-                              "to start over")
+        raise FileExistsError(
+            f"{out} exists: pass --resume to continue it or --overwrite to start over"
+        )
     return "csv" if suffix == ".csv" else "jsonl"
 
 
 class RowWriter:
     """Appends rows to a .csv or .jsonl file, one write()+flush() per row."""
 
-    def __init__(self, out: str | os.PathLike, model_names: list[str], labels: list[str],
-                 resume: bool = False, overwrite: bool = False, on_existing=None):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        model_names: list[str],
+        labels: list[str],
+        resume: bool = False,
+        overwrite: bool = False,
+        on_existing=None,
+    ):
         self.path = Path(out)
         self.jsonl = check_output(out, resume, overwrite) == "jsonl"
         self.cols = columns(model_names, labels)
@@ -273,7 +296,7 @@ def _drop_partial_line(path: Path) -> None:
         if f.read(1) == b"\n":
             return
         pos = size
-        while pos > 0:                     # scan back in blocks for the last newline
+        while pos > 0:  # scan back in blocks for the last newline
             start = max(0, pos - 65536)
             f.seek(start)
             block = f.read(pos - start)
@@ -296,8 +319,10 @@ def read_done(path: str | Path, cols: list[str] | None = None, on_row=None) -> s
         else:
             rows = csv.DictReader(f)
             if cols is not None and rows.fieldnames not in (None, cols):
-                raise ValueError(f"{path} has other columns than this run would write (other "
-                                 "models or labels?): use another --out")
+                raise ValueError(
+                    f"{path} has other columns than this run would write (other "
+                    "models or labels?): use another --out"
+                )
         for row in rows:
             done.add(row["path"])
             if on_row is not None:

@@ -14,6 +14,7 @@ Adding a model family:
   2. add one `Family(...)` line to FAMILIES below, naming the builder as "module:function";
   3. `python -m train --models <name>` trains it into the store; `bentoml serve` serves it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,15 +26,15 @@ from .features import MUSICNN_SETTINGS, FeatureSettings
 
 @dataclass(frozen=True)
 class Family:
-    name: str                       # store name genre-<name>, API name, CLI name
-    display_name: str               # what people read
-    builder: str                    # "module:function" building (input_shape, n_classes)
-    epochs: int = 30                # training default (fixed count: retrains reproduce)
+    name: str  # store name genre-<name>, API name, CLI name
+    display_name: str  # what people read
+    builder: str  # "module:function" building (input_shape, n_classes)
+    epochs: int = 30  # training default (fixed count: retrains reproduce)
     legacy_name: str | None = None  # the research page's key in `POST /` (None: not there)
-    settings: FeatureSettings = FeatureSettings()   # its input features
-    pretrained: bool = False        # a pretrained backbone with a trained head
+    settings: FeatureSettings = FeatureSettings()  # its input features
+    pretrained: bool = False  # a pretrained backbone with a trained head
     fit: dict = field(default_factory=dict, hash=False)  # FitConfig fields it trains with
-    pooling: str = "mean"           # windows -> track: "mean" or "geometric" (predict.py)
+    pooling: str = "mean"  # windows -> track: "mean" or "geometric" (predict.py)
 
     def build(self, input_shape: tuple[int, int], n_classes: int):
         module, func = self.builder.split(":")
@@ -41,21 +42,36 @@ class Family:
 
 
 _ARCH = "genre_detector.architectures"
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    # 2e-3 (FitConfig's default) left the feed-forward net at chance on nine genres
-    Family("feedforward", "Feed-Forward", f"{_ARCH}:feedforward", 60, "Feed-Forward Model",
-           fit={"learning_rate": 5e-4}),
-    Family("lenet", "LeNet", f"{_ARCH}:lenet", 30, "Le-Net Model"),
-    Family("cnn", "CNN", f"{_ARCH}:cnn", 24, "CNN Model"),
-    Family("lstm", "CNN+LSTM", f"{_ARCH}:lstm", 24, "LSTM Model"),
-    # The head is a logistic regression on the track's mean backbone features (no epochs),
-    # served as the geometric mean of its window probabilities (the same thing for a linear
-    # softmax). Its settings won 5-fold artist cross-validation (models/MODEL_CARD.md).
-    Family("musicnn", "musicnn", "genre_detector.musicnn_head:build", 0,
-           settings=MUSICNN_SETTINGS, pretrained=True, pooling="geometric",
-           fit={"head_c": 0.01, "class_balance": 0.75}),
-)}
-
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        # 2e-3 (FitConfig's default) left the feed-forward net at chance on nine genres
+        Family(
+            "feedforward",
+            "Feed-Forward",
+            f"{_ARCH}:feedforward",
+            60,
+            "Feed-Forward Model",
+            fit={"learning_rate": 5e-4},
+        ),
+        Family("lenet", "LeNet", f"{_ARCH}:lenet", 30, "Le-Net Model"),
+        Family("cnn", "CNN", f"{_ARCH}:cnn", 24, "CNN Model"),
+        Family("lstm", "CNN+LSTM", f"{_ARCH}:lstm", 24, "LSTM Model"),
+        # The head is a logistic regression on the track's mean backbone features (no epochs),
+        # served as the geometric mean of its window probabilities (the same thing for a linear
+        # softmax). Its settings won 5-fold artist cross-validation (models/MODEL_CARD.md).
+        Family(
+            "musicnn",
+            "musicnn",
+            "genre_detector.musicnn_head:build",
+            0,
+            settings=MUSICNN_SETTINGS,
+            pretrained=True,
+            pooling="geometric",
+            fit={"head_c": 0.01, "class_balance": 0.75},
+        ),
+    )
+}
 
 
 LEGACY_NAMES = {n: f.legacy_name for n, f in FAMILIES.items() if f.legacy_name}

@@ -11,6 +11,7 @@ bin, floored at -top_db, so values lie in [-top_db, 0] whatever the recording le
 Fixed-size windows are cut from it with overlap; a long track keeps at most `max_windows`,
 spread evenly over its whole length (not only its start), so cost per request is bounded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,6 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, AudioSource, decode, resample
 
-
 SCALES = ("db", "log10")
 
 
@@ -30,17 +30,17 @@ SCALES = ("db", "log10")
 class FeatureSettings:
     """Everything that defines the model input; saved with every trained model."""
 
-    sample_rate: int = SAMPLE_RATE   # Hz
-    n_fft: int = 2048                # samples: 93 ms analysis frame
-    hop_length: int = 1024           # samples: 46.4 ms between frames
-    n_mels: int = 64                 # mel bands
-    fmin: float = 20.0               # Hz
-    fmax: float = 11025.0            # Hz (Nyquist at 22.05 kHz)
-    top_db: float = 80.0             # dB: floor below the track's loudest bin
-    window_frames: int = 64          # frames: 64 * 1024 / 22050 = 2.97 s per window
-    window_hop_frames: int = 32      # frames: 1.49 s between window starts (50 % overlap)
-    max_windows: int = 40            # cap per track: 40 windows cover ~60 s densely
-    scale: str = "db"                # "db" (re loudest bin) or "log10" (log10(1 + 1e4 * power))
+    sample_rate: int = SAMPLE_RATE  # Hz
+    n_fft: int = 2048  # samples: 93 ms analysis frame
+    hop_length: int = 1024  # samples: 46.4 ms between frames
+    n_mels: int = 64  # mel bands
+    fmin: float = 20.0  # Hz
+    fmax: float = 11025.0  # Hz (Nyquist at 22.05 kHz)
+    top_db: float = 80.0  # dB: floor below the track's loudest bin
+    window_frames: int = 64  # frames: 64 * 1024 / 22050 = 2.97 s per window
+    window_hop_frames: int = 32  # frames: 1.49 s between window starts (50 % overlap)
+    max_windows: int = 40  # cap per track: 40 windows cover ~60 s densely
+    scale: str = "db"  # "db" (re loudest bin) or "log10" (log10(1 + 1e4 * power))
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -70,7 +70,7 @@ class FeatureSettings:
 
     def fingerprint(self) -> str:
         d = self.to_dict()
-        if d["scale"] == "db":        # the fingerprints (feature caches) from before scales
+        if d["scale"] == "db":  # the fingerprints (feature caches) from before scales
             del d["scale"]
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -80,18 +80,27 @@ class FeatureSettings:
 # original extractor), and at most 5 are kept, spread over the track: in 5-fold artist
 # cross-validation 5 windows were as accurate as 10 at half the CPU (python -m
 # train.musicnn_cost; models/MODEL_CARD.md).
-MUSICNN_SETTINGS = FeatureSettings(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
-                                   fmin=0.0, fmax=8000.0, window_frames=187,
-                                   window_hop_frames=187, max_windows=5, scale="log10")
+MUSICNN_SETTINGS = FeatureSettings(
+    sample_rate=16000,
+    n_fft=512,
+    hop_length=256,
+    n_mels=96,
+    fmin=0.0,
+    fmax=8000.0,
+    window_frames=187,
+    window_hop_frames=187,
+    max_windows=5,
+    scale="log10",
+)
 
 
 @dataclass
 class WindowBatch:
-    windows: np.ndarray   # (n, n_mels, window_frames) float32 in [-top_db, 0] dB
-    start_s: np.ndarray   # (n,) start time of each window in seconds
-    end_s: np.ndarray     # (n,) end time of each window in seconds
-    duration_s: float     # decoded duration of the whole track in seconds
-    mel: np.ndarray       # (n_mels, frames) the whole track's log-mel, for pictures
+    windows: np.ndarray  # (n, n_mels, window_frames) float32 in [-top_db, 0] dB
+    start_s: np.ndarray  # (n,) start time of each window in seconds
+    end_s: np.ndarray  # (n,) end time of each window in seconds
+    duration_s: float  # decoded duration of the whole track in seconds
+    mel: np.ndarray  # (n_mels, frames) the whole track's log-mel, for pictures
 
 
 _MEL_BASIS: dict[FeatureSettings, np.ndarray] = {}
@@ -100,8 +109,10 @@ _MEL_BASIS: dict[FeatureSettings, np.ndarray] = {}
 def _mel_basis(s: FeatureSettings) -> np.ndarray:
     if s not in _MEL_BASIS:
         import librosa
-        _MEL_BASIS[s] = librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels,
-                                            fmin=s.fmin, fmax=s.fmax).astype(np.float32)
+
+        _MEL_BASIS[s] = librosa.filters.mel(
+            sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax
+        ).astype(np.float32)
     return _MEL_BASIS[s]
 
 
@@ -109,8 +120,15 @@ def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
     """(n_mels, frames) float32 log-mel: in dB re the loudest bin, in [-top_db, 0], or
     log10(1 + 10000 * power) >= 0 (scale "log10")."""
     import librosa
-    spec = np.abs(librosa.stft(wave, n_fft=s.n_fft, hop_length=s.hop_length,
-                               center=True, dtype=np.complex64)) ** 2
+
+    spec = (
+        np.abs(
+            librosa.stft(
+                wave, n_fft=s.n_fft, hop_length=s.hop_length, center=True, dtype=np.complex64
+            )
+        )
+        ** 2
+    )
     mel = _mel_basis(s) @ spec
     if s.scale == "log10":
         return np.log10(1.0 + 10000.0 * mel).astype(np.float32)
@@ -123,9 +141,9 @@ def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:
     """Start frames of the windows: every window_hop_frames, thinned evenly to max_windows."""
     last = max(n_frames - s.window_frames, 0)
     starts = np.arange(0, last + 1, s.window_hop_frames)
-    if starts[-1] != last:                      # let the final window reach the track's end
+    if starts[-1] != last:  # let the final window reach the track's end
         if last - starts[-1] < s.window_hop_frames // 2 and len(starts) > 1:
-            starts[-1] = last                   # nudge rather than add a near-duplicate
+            starts[-1] = last  # nudge rather than add a near-duplicate
         else:
             starts = np.append(starts, last)
     if len(starts) > s.max_windows:
@@ -134,23 +152,25 @@ def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:
 
 
 def cut_windows(mel: np.ndarray, starts: np.ndarray, s: FeatureSettings) -> np.ndarray:
-    if mel.shape[1] < s.window_frames:         # pad a just-long-enough clip at the floor
-        mel = np.pad(mel, ((0, 0), (0, s.window_frames - mel.shape[1])),
-                     constant_values=s.floor)
-    return np.stack([mel[:, i:i + s.window_frames] for i in starts]).astype(np.float32)
+    if mel.shape[1] < s.window_frames:  # pad a just-long-enough clip at the floor
+        mel = np.pad(mel, ((0, 0), (0, s.window_frames - mel.shape[1])), constant_values=s.floor)
+    return np.stack([mel[:, i : i + s.window_frames] for i in starts]).astype(np.float32)
 
 
-def extract_windows(source: AudioSource | np.ndarray, s: FeatureSettings = FeatureSettings(),
-                    **decode_kwargs) -> WindowBatch:
+def extract_windows(
+    source: AudioSource | np.ndarray, s: FeatureSettings = FeatureSettings(), **decode_kwargs
+) -> WindowBatch:
     """Decode (unless given a waveform at s.sample_rate) and cut log-mel windows."""
     if isinstance(source, np.ndarray):
         return _windows(source, s)
     return extract_feature_sets(source, [s], **decode_kwargs)[s]
 
 
-def extract_feature_sets(source: AudioSource | tuple[np.ndarray, int],
-                         settings: list[FeatureSettings] | tuple[FeatureSettings, ...],
-                         **decode_kwargs) -> dict[FeatureSettings, WindowBatch]:
+def extract_feature_sets(
+    source: AudioSource | tuple[np.ndarray, int],
+    settings: list[FeatureSettings] | tuple[FeatureSettings, ...],
+    **decode_kwargs,
+) -> dict[FeatureSettings, WindowBatch]:
     """Decode once, then the windows of every settings set (each at its own sample rate).
 
     `source` is anything `decode` takes, or an already decoded (waveform, rate) pair."""
@@ -166,6 +186,10 @@ def _windows(wave: np.ndarray, s: FeatureSettings) -> WindowBatch:
     starts = window_starts(mel.shape[1], s)
     frame_s = s.hop_length / s.sample_rate
     duration = len(wave) / s.sample_rate
-    return WindowBatch(windows=cut_windows(mel, starts, s), start_s=starts * frame_s,
-                       end_s=np.minimum((starts + s.window_frames) * frame_s, duration),
-                       duration_s=duration, mel=mel)
+    return WindowBatch(
+        windows=cut_windows(mel, starts, s),
+        start_s=starts * frame_s,
+        end_s=np.minimum((starts + s.window_frames) * frame_s, duration),
+        duration_s=duration,
+        mel=mel,
+    )

@@ -10,6 +10,7 @@
   answers 503 and new requests get 503 `shutting_down`; DRAIN.in_flight counts the requests
   being answered, which finish normally.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import os
 import re
 import shutil
 
-DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024       # bytes
-DEFAULT_DRAIN_SECONDS = 30                  # SIGTERM: the longest wait for accepted requests
+DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024  # bytes
+DEFAULT_DRAIN_SECONDS = 30  # SIGTERM: the longest wait for accepted requests
 PROBE_PATHS = ("/readyz", "/livez", "/healthz", "/metrics")
 # Requests one replica takes at once (BentoML's max_concurrency: more queue at the platform)
 # and the concurrency autoscalers aim at per replica (BentoCloud traffic.concurrency, Knative
@@ -26,12 +27,20 @@ PROBE_PATHS = ("/readyz", "/livez", "/healthz", "/metrics")
 # within the p95 target. deploy/ reads these (tests/test_deploy.py checks it).
 MAX_CONCURRENCY = 64
 TARGET_CONCURRENCY = 8
-CORS_HEADERS = [(b"access-control-allow-origin", b"*"),
-                (b"access-control-allow-methods", b"POST, OPTIONS"),
-                (b"access-control-allow-headers", b"*"),
-                (b"access-control-max-age", b"600")]
-ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable"}
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, OPTIONS"),
+    (b"access-control-allow-headers", b"*"),
+    (b"access-control-max-age", b"600"),
+]
+ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
 
 
 def max_upload_bytes() -> int:
@@ -61,6 +70,7 @@ def unpooled_request_dirs() -> bool:
     pool is not there (another BentoML version)."""
     try:
         from bentoml._internal import context
+
         pool = context.request_tempdir_pool
     except (ImportError, AttributeError):
         return False
@@ -92,15 +102,28 @@ _FILE_PART = re.compile(rb'content-disposition:\s*form-data;\s*name="([^"]*)";\s
 
 async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode()), *extra_headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *extra_headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 class HttpBoundary:
-    def __init__(self, app, max_bytes: int | None = None, cors_paths: tuple[str, ...] = ("/",),
-                 file_fields: dict[str, str] | None = None):
+    def __init__(
+        self,
+        app,
+        max_bytes: int | None = None,
+        cors_paths: tuple[str, ...] = ("/",),
+        file_fields: dict[str, str] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes or max_upload_bytes()
         self.cors_paths = cors_paths
@@ -111,13 +134,20 @@ class HttpBoundary:
             return await self.app(scope, receive, send)
         if scope["path"] in PROBE_PATHS:
             if DRAIN.draining and scope["path"] == "/readyz":
-                return await _send_json(send, 503, {"error": "shutting_down", "detail":
-                                                    "the service is draining"})
+                return await _send_json(
+                    send, 503, {"error": "shutting_down", "detail": "the service is draining"}
+                )
             return await self.app(scope, receive, send)
         if DRAIN.draining:
-            return await _send_json(send, 503, {"error": "shutting_down", "detail": (
-                "the service is shutting down: retry (another replica will answer)")},
-                [(b"connection", b"close"), (b"retry-after", b"1")])
+            return await _send_json(
+                send,
+                503,
+                {
+                    "error": "shutting_down",
+                    "detail": ("the service is shutting down: retry (another replica will answer)"),
+                },
+                [(b"connection", b"close"), (b"retry-after", b"1")],
+            )
         DRAIN.in_flight += 1
         try:
             return await self._handle(scope, receive, send)
@@ -131,8 +161,10 @@ class HttpBoundary:
             await send({"type": "http.response.start", "status": 204, "headers": list(extra)})
             return await send({"type": "http.response.body", "body": b""})
         limit = self.max_bytes
-        too_large = {"error": "payload_too_large",
-                     "detail": f"upload exceeds the limit of {_size(limit)}"}
+        too_large = {
+            "error": "payload_too_large",
+            "detail": f"upload exceeds the limit of {_size(limit)}",
+        }
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -144,8 +176,12 @@ class HttpBoundary:
         if expected is not None and ctype.lower().startswith("multipart/"):
             match = re.search(r'boundary="?([^";]+)"?', ctype)
             if not match:
-                return await _send_json(send, 400, {"error": "bad_request", "detail":
-                                        "multipart/form-data without a boundary"}, extra)
+                return await _send_json(
+                    send,
+                    400,
+                    {"error": "bad_request", "detail": "multipart/form-data without a boundary"},
+                    extra,
+                )
             boundary = b"--" + match.group(1).encode("latin-1")
         state = {"violation": None, "held": None, "body": b"", "sent": False}
 
@@ -161,16 +197,30 @@ class HttpBoundary:
                 received += len(chunk)
                 if received > limit:
                     state["violation"] = (413, too_large)
-                elif boundary and received == len(chunk) and chunk and \
-                        not chunk.lstrip(b"\r\n").startswith(boundary[:len(chunk)]):
-                    state["violation"] = (400, {"error": "bad_request", "detail":
-                                                "malformed multipart/form-data body"})
-                elif expected is not None:          # part headers may straddle two chunks
+                elif (
+                    boundary
+                    and received == len(chunk)
+                    and chunk
+                    and not chunk.lstrip(b"\r\n").startswith(boundary[: len(chunk)])
+                ):
+                    state["violation"] = (
+                        400,
+                        {"error": "bad_request", "detail": "malformed multipart/form-data body"},
+                    )
+                elif expected is not None:  # part headers may straddle two chunks
                     for name in _part_names(tail + chunk, boundary):
                         if name.decode(errors="replace") != expected:
-                            state["violation"] = (400, {"error": "missing_file", "detail": (
-                                f"unexpected file field '{name.decode(errors='replace')}': send "
-                                f"the audio file as multipart/form-data field '{expected}'")})
+                            state["violation"] = (
+                                400,
+                                {
+                                    "error": "missing_file",
+                                    "detail": (
+                                        "unexpected file field "
+                                        f"'{name.decode(errors='replace')}': send "
+                                        f"the audio file as multipart/form-data field '{expected}'"
+                                    ),
+                                },
+                            )
                     tail = chunk[-512:]
                 if state["violation"]:
                     return {"type": "http.disconnect"}
@@ -201,8 +251,11 @@ class HttpBoundary:
                 parsed = json.loads(body or b"null")
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict) and {"error", "detail"} <= parsed.keys() \
-                    and isinstance(parsed["detail"], str):
+            if (
+                isinstance(parsed, dict)
+                and {"error", "detail"} <= parsed.keys()
+                and isinstance(parsed["detail"], str)
+            ):
                 await send(start)
                 return await send({"type": "http.response.body", "body": body})
             status = start["status"]
@@ -212,8 +265,15 @@ class HttpBoundary:
                 detail = "; ".join(str(parsed[k]) for k in ("error", "detail") if parsed.get(k))
             else:
                 detail = body.decode(errors="replace").strip()
-            await _send_json(send, status, {"error": ERROR_CODES.get(status, "client_error"),
-                                            "detail": str(detail) or f"HTTP {status}"}, extra)
+            await _send_json(
+                send,
+                status,
+                {
+                    "error": ERROR_CODES.get(status, "client_error"),
+                    "detail": str(detail) or f"HTTP {status}",
+                },
+                extra,
+            )
 
         try:
             await self.app(scope, limited_receive, shaping_send)

@@ -1,10 +1,11 @@
 """Run stored Keras models on log-mel windows (imports TensorFlow: model processes only).
 
-    predictor = Predictor.from_store("genre-cnn:latest")
-    probs = predictor(windows)          # (n, n_mels, frames) -> (n, n_classes)
-    models = ModelSet.from_store()      # every registered family in the store, checked
-    probs = models.predict(batches)     # {settings: windows} -> {name: window probabilities}
+predictor = Predictor.from_store("genre-cnn:latest")
+probs = predictor(windows)          # (n, n_mels, frames) -> (n, n_classes)
+models = ModelSet.from_store()      # every registered family in the store, checked
+probs = models.predict(batches)     # {settings: windows} -> {name: window probabilities}
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,11 @@ def limit_threads(threads: int | None = None) -> None:
     threads = threads or int(os.environ.get("GENRE_TF_THREADS", "0") or 0)
     if threads > 0:
         import tensorflow as tf
+
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:          # already initialised in this process
+        except RuntimeError:  # already initialised in this process
             pass
 
 
@@ -31,10 +33,14 @@ class Predictor:
 
     def __init__(self, model, info: ModelInfo):
         import tensorflow as tf
+
         self.model, self.info = model, info
         shape = (None, info.settings.n_mels, info.settings.window_frames)
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                               input_signature=[tf.TensorSpec(shape, tf.float32)])
+        self._fn = tf.function(
+            lambda x: model(x, training=False),
+            reduce_retracing=True,
+            input_signature=[tf.TensorSpec(shape, tf.float32)],
+        )
 
     @classmethod
     def from_store(cls, ref: str) -> "Predictor":
@@ -42,10 +48,14 @@ class Predictor:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 3 or windows.shape[1:] != (self.info.settings.n_mels,
-                                                      self.info.settings.window_frames):
-            raise ValueError(f"expected windows of shape (n, {self.info.settings.n_mels}, "
-                             f"{self.info.settings.window_frames}), got {windows.shape}")
+        if windows.ndim != 3 or windows.shape[1:] != (
+            self.info.settings.n_mels,
+            self.info.settings.window_frames,
+        ):
+            raise ValueError(
+                f"expected windows of shape (n, {self.info.settings.n_mels}, "
+                f"{self.info.settings.window_frames}), got {windows.shape}"
+            )
         if len(windows) == 0:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
         return self._fn(windows).numpy()
@@ -60,6 +70,7 @@ def default_refs() -> dict[str, str]:
     import bentoml
 
     from .families import FAMILIES
+
     refs = {}
     for name in FAMILIES:
         try:
@@ -81,25 +92,30 @@ class ModelSet:
         self.settings = list(dict.fromkeys(i.settings for i in self.infos.values()))
 
     @classmethod
-    def from_store(cls, refs: list[str] | None = None, calibration: str | None = None,
-                   warm_up: bool = True) -> "ModelSet":
+    def from_store(
+        cls, refs: list[str] | None = None, calibration: str | None = None, warm_up: bool = True
+    ) -> "ModelSet":
         """Load `refs` (store tags/names/families; default: every registered family in the
         store). Raises InconsistentModels if they do not share labels."""
         predictors = {}
         for ref in refs or list(default_refs().values()):
             try:
                 p = Predictor.from_store(ref)
-            except Exception as exc:                   # noqa: BLE001  say which and where
-                raise LookupError(f"cannot load model {ref} from the BentoML store "
-                                  f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}") from exc
+            except Exception as exc:  # noqa: BLE001  say which and where
+                raise LookupError(
+                    f"cannot load model {ref} from the BentoML store "
+                    f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}"
+                ) from exc
             if p.info.architecture in predictors:
                 raise ValueError(f"two models of family {p.info.architecture}: use one")
             predictors[p.info.architecture] = p
         if not predictors:
-            raise LookupError("no genre models in the BentoML store (run `make models` or "
-                              "python -m train)")
-        models = cls(predictors, load_calibration(calibration) if calibration
-                     else load_calibration())
+            raise LookupError(
+                "no genre models in the BentoML store (run `make models` or python -m train)"
+            )
+        models = cls(
+            predictors, load_calibration(calibration) if calibration else load_calibration()
+        )
         if warm_up:
             for p in predictors.values():
                 p.warm_up()

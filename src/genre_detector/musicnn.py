@@ -23,6 +23,7 @@ music audio tagging", ISMIR 2019 LBD; https://github.com/jordipons/musicnn. The 
 and architecture are (c) Music Technology Group, Universitat Pompeu Fabra 2019, under the
 ISC licence (models/musicnn/LICENSE).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,25 +33,114 @@ from keras import layers
 
 BACKBONES = ("MSD_musicnn", "MTT_musicnn")
 N_MELS = 96
-FRAMES = 187                      # 3 s at 16 kHz, hop 256: what the networks were trained on
+FRAMES = 187  # 3 s at 16 kHz, hop 256: what the networks were trained on
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "models" / "musicnn"
 
 TAGS = {
     "MSD_musicnn": [
-        "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance",
-        "00s", "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists",
-        "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s",
-        "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-        "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country",
-        "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal",
-        "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy"],
+        "rock",
+        "pop",
+        "alternative",
+        "indie",
+        "electronic",
+        "female vocalists",
+        "dance",
+        "00s",
+        "alternative rock",
+        "jazz",
+        "beautiful",
+        "metal",
+        "chillout",
+        "male vocalists",
+        "classic rock",
+        "soul",
+        "indie rock",
+        "Mellow",
+        "electronica",
+        "80s",
+        "folk",
+        "90s",
+        "chill",
+        "instrumental",
+        "punk",
+        "oldies",
+        "blues",
+        "hard rock",
+        "ambient",
+        "acoustic",
+        "experimental",
+        "female vocalist",
+        "guitar",
+        "Hip-Hop",
+        "70s",
+        "party",
+        "country",
+        "easy listening",
+        "sexy",
+        "catchy",
+        "funk",
+        "electro",
+        "heavy metal",
+        "Progressive rock",
+        "60s",
+        "rnb",
+        "indie pop",
+        "sad",
+        "House",
+        "happy",
+    ],
     "MTT_musicnn": [
-        "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock",
-        "fast", "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian",
-        "opera", "male", "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet",
-        "flute", "woman", "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man",
-        "classic", "choir", "voice", "new age", "dance", "male voice", "female vocal", "beats",
-        "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral"],
+        "guitar",
+        "classical",
+        "slow",
+        "techno",
+        "strings",
+        "drums",
+        "electronic",
+        "rock",
+        "fast",
+        "piano",
+        "ambient",
+        "beat",
+        "violin",
+        "vocal",
+        "synth",
+        "female",
+        "indian",
+        "opera",
+        "male",
+        "singing",
+        "vocals",
+        "no vocals",
+        "harpsichord",
+        "loud",
+        "quiet",
+        "flute",
+        "woman",
+        "male vocal",
+        "no vocal",
+        "pop",
+        "soft",
+        "sitar",
+        "solo",
+        "man",
+        "classic",
+        "choir",
+        "voice",
+        "new age",
+        "dance",
+        "male voice",
+        "female vocal",
+        "beats",
+        "harp",
+        "cello",
+        "no voice",
+        "weird",
+        "country",
+        "metal",
+        "female voice",
+        "choral",
+    ],
 }
 
 
@@ -86,8 +176,8 @@ def build_backbone(name: str, weights: bool = True, frames: int | None = None) -
         raise ValueError(f"unknown musicnn backbone {name!r}; valid: {', '.join(BACKBONES)}")
     p = name
     inputs = keras.Input(shape=(N_MELS, frames), name=f"{p}_logmel")
-    x = layers.Permute((2, 1), name=f"{p}_to_time_freq")(inputs)           # (b, t, 96)
-    x = layers.Reshape((-1, N_MELS, 1), name=f"{p}_add_channel")(x)        # (b, t, 96, 1)
+    x = layers.Permute((2, 1), name=f"{p}_to_time_freq")(inputs)  # (b, t, 96)
+    x = layers.Reshape((-1, N_MELS, 1), name=f"{p}_add_channel")(x)  # (b, t, 96, 1)
     x = _bn(x, f"{p}_input_bn")
 
     # front-end: timbral (7 frames x 40 % / 70 % of the bands) and temporal filters
@@ -97,7 +187,7 @@ def build_backbone(name: str, weights: bool = True, frames: int | None = None) -
         _conv_block(padded, f"{p}_timbral77", 204, (7, int(0.7 * N_MELS)), "valid"),
         *[_conv_block(x, f"{p}_temporal{k}", 51, (k, 1), "same") for k in (128, 64, 32)],
     ]
-    front = layers.Concatenate(name=f"{p}_frontend")(front)                # (b, t, 561)
+    front = layers.Concatenate(name=f"{p}_frontend")(front)  # (b, t, 561)
 
     # mid-end: three 1-D convs, the last two residual; dense connections to the back-end
     mid1 = _midend_conv(front, f"{p}_midend1", 64)
@@ -108,11 +198,15 @@ def build_backbone(name: str, weights: bool = True, frames: int | None = None) -
     # back-end: max and mean over time, stacked on a last axis and flattened, so the
     # features interleave [max_0, mean_0, max_1, mean_1, ...] exactly as in musicnn
     ch = feats.shape[-1]
-    pools = [layers.Reshape((ch, 1), name=f"{p}_{kind}_col")(pool(name=f"{p}_{kind}pool")(feats))
-             for kind, pool in (("max", layers.GlobalMaxPooling1D),
-                                ("mean", layers.GlobalAveragePooling1D))]
-    x = layers.Concatenate(name=f"{p}_pools")(pools)                       # (b, 753, 2)
-    x = layers.Flatten(name=f"{p}_flatten")(x)                             # (b, 1506)
+    pools = [
+        layers.Reshape((ch, 1), name=f"{p}_{kind}_col")(pool(name=f"{p}_{kind}pool")(feats))
+        for kind, pool in (
+            ("max", layers.GlobalMaxPooling1D),
+            ("mean", layers.GlobalAveragePooling1D),
+        )
+    ]
+    x = layers.Concatenate(name=f"{p}_pools")(pools)  # (b, 753, 2)
+    x = layers.Flatten(name=f"{p}_flatten")(x)  # (b, 1506)
     x = _bn(x, f"{p}_pool_bn")
     x = layers.Dense(200, activation="relu", name=f"{p}_dense")(x)
     penultimate = _bn(x, f"{p}_penultimate")

@@ -10,6 +10,7 @@ Training embeds every window once with the frozen `backbones` and fits only `hea
 features (train/pretrained.py); the saved model holds both, so serving runs windows straight
 through like any other family.
 """
+
 from __future__ import annotations
 
 import keras

@@ -3,6 +3,7 @@ ensemble, top genres, and a genre-over-time timeline.
 
 Pure NumPy, so the front service, the evaluation CLI and the batch tagger share it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,10 +37,12 @@ def verdict(probs: np.ndarray, labels: list[str]) -> dict:
     probs = np.asarray(probs, dtype=np.float64)
     probs = probs / probs.sum()
     order = np.argsort(-probs)
-    return {"probabilities": {g: float(p) for g, p in zip(labels, probs)},
-            "top_genre": labels[order[0]], "top_probability": float(probs[order[0]]),
-            "top3": [{"genre": labels[i], "probability": float(probs[i])}
-                     for i in order[:TOP_K]]}
+    return {
+        "probabilities": {g: float(p) for g, p in zip(labels, probs)},
+        "top_genre": labels[order[0]],
+        "top_probability": float(probs[order[0]]),
+        "top3": [{"genre": labels[i], "probability": float(probs[i])} for i in order[:TOP_K]],
+    }
 
 
 def between_genres(probs: np.ndarray, labels: list[str]) -> list[str]:
@@ -54,8 +57,9 @@ def nearest_windows(ref_centers: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.abs(ref_centers[:, None] - centers[None, :]).argmin(axis=1)
 
 
-def timeline(window_probs: dict[str, np.ndarray], spans: dict[str, tuple], combine,
-             labels: list[str]) -> list[dict]:
+def timeline(
+    window_probs: dict[str, np.ndarray], spans: dict[str, tuple], combine, labels: list[str]
+) -> list[dict]:
     """Genre over time on the finest window grid among the models: for each of its windows,
     every model's window nearest in time, combined by `combine({model: probs}) -> probs`
     (the calibrated ensemble). spans: model -> (start_s, end_s) arrays of its windows."""
@@ -67,6 +71,12 @@ def timeline(window_probs: dict[str, np.ndarray], spans: dict[str, tuple], combi
         c = (np.asarray(spans[n][0]) + np.asarray(spans[n][1])) / 2
         aligned[n] = np.asarray(p)[nearest_windows(ref_c, c)]
     mean = combine(aligned)
-    return [{"start_s": round(float(a), 3), "end_s": round(float(b), 3),
-             "top_genre": labels[int(np.argmax(p))], "probability": round(float(np.max(p)), 4)}
-            for a, b, p in zip(start, end, mean)]
+    return [
+        {
+            "start_s": round(float(a), 3),
+            "end_s": round(float(b), 3),
+            "top_genre": labels[int(np.argmax(p))],
+            "probability": round(float(np.max(p)), 4),
+        }
+        for a, b, p in zip(start, end, mean)
+    ]

@@ -72,8 +72,10 @@ def _resolve() -> dict[str, bentoml.models.BentoModel]:
             if name != "ensemble":
                 logger.warning("no %s in the model store: not served", ref)
     if len(found) - ("ensemble" in found) == 0:
-        raise bentoml.exceptions.NotFound("no genre models in the BentoML store: run "
-                                          "`make models` (shipped models) or python -m train")
+        raise bentoml.exceptions.NotFound(
+            "no genre models in the BentoML store: run "
+            "`make models` (shipped models) or python -m train"
+        )
     return found
 
 
@@ -82,8 +84,12 @@ SERVED = [n for n in FAMILIES if n in BENTO_MODELS]
 
 
 def _infos() -> dict[str, ModelInfo]:
-    return {n: ModelInfo.from_metadata(dict(BENTO_MODELS[n].stored.info.metadata),
-                                       str(BENTO_MODELS[n].stored.tag)) for n in SERVED}
+    return {
+        n: ModelInfo.from_metadata(
+            dict(BENTO_MODELS[n].stored.info.metadata), str(BENTO_MODELS[n].stored.tag)
+        )
+        for n in SERVED
+    }
 
 
 def _calibration() -> Calibration | None:
@@ -93,7 +99,7 @@ def _calibration() -> Calibration | None:
 
 
 INFOS, CALIBRATION = _infos(), _calibration()
-LABELS = check_consistent(INFOS, CALIBRATION)      # refuses to start on mixed label lists
+LABELS = check_consistent(INFOS, CALIBRATION)  # refuses to start on mixed label lists
 # Families grouped by the features they take: one batchable method per group.
 GROUPS: dict[FeatureSettings, list[str]] = {}
 for _name in SERVED:
@@ -108,6 +114,7 @@ def _front_alive() -> bool:
     """Whether a worker of another service (the front) still runs beside this process under
     the same `bentoml serve` supervisor."""
     import psutil
+
     try:
         me = psutil.Process()
         siblings = me.parent().children() if me.parent() else []
@@ -151,8 +158,9 @@ def install_drain_handler(role: str) -> bool:
         while DRAIN.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
         left = DRAIN.in_flight
-        logger.info("drained in %.1f s (%d request(s) cut off): exiting", time.monotonic() - t0,
-                    left)
+        logger.info(
+            "drained in %.1f s (%d request(s) cut off): exiting", time.monotonic() - t0, left
+        )
         server.should_exit = True
         if left:
             server.force_exit = True
@@ -168,20 +176,25 @@ def install_drain_handler(role: str) -> bool:
     def on_sigterm(signum, frame) -> None:
         if not started.is_set():
             started.set()
-            threading.Thread(target=wait_front if role == "front" else wait_model,
-                             name=f"drain-{role}", daemon=True).start()
+            threading.Thread(
+                target=wait_front if role == "front" else wait_model,
+                name=f"drain-{role}",
+                daemon=True,
+            ).start()
+
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:                       # not the main thread
+    except ValueError:  # not the main thread
         logger.warning("cannot install the SIGTERM drain handler outside the main thread")
         return False
     return True
 
 
 def model_runtime() -> str:
-    """"onnx" (ONNX Runtime, no TensorFlow) or "keras". GENRE_RUNTIME=onnx|keras|auto;
+    """ "onnx" (ONNX Runtime, no TensorFlow) or "keras". GENRE_RUNTIME=onnx|keras|auto;
     auto (the default): onnx when every served model has its model.onnx."""
     from .onnx_inference import has_onnx
+
     wanted = os.environ.get("GENRE_RUNTIME", "auto").strip().lower() or "auto"
     if wanted not in {"auto", "onnx", "keras"}:
         raise ValueError(f"GENRE_RUNTIME={wanted!r}: use onnx, keras or auto")
@@ -191,28 +204,38 @@ def model_runtime() -> str:
     if not missing:
         return "onnx"
     if wanted == "onnx":
-        raise RuntimeError(f"GENRE_RUNTIME=onnx but {', '.join(missing)} have no model.onnx "
-                           "in the store: re-import (`make models`) to export them")
-    logger.warning("no model.onnx for %s: serving every model with Keras/TensorFlow",
-                   ", ".join(missing))
+        raise RuntimeError(
+            f"GENRE_RUNTIME=onnx but {', '.join(missing)} have no model.onnx "
+            "in the store: re-import (`make models`) to export them"
+        )
+    logger.warning(
+        "no model.onnx for %s: serving every model with Keras/TensorFlow", ", ".join(missing)
+    )
     return "keras"
 
 
 def _model_service():
     """The model service class, generated from what is served."""
+
     def __init__(self) -> None:
         self.runtime = model_runtime()
         if self.runtime == "onnx":
             from .onnx_inference import OnnxPredictor as Predictor
         else:
             from .inference import Predictor, limit_threads
+
             limit_threads()
         self.predictors = {n: Predictor.from_store(str(BENTO_MODELS[n].tag)) for n in SERVED}
-        for p in self.predictors.values():   # run once so the first request is fast
+        for p in self.predictors.values():  # run once so the first request is fast
             p.warm_up()
         import sys
-        logger.info("model runtime %s for %s (tensorflow imported: %s)", self.runtime,
-                    ", ".join(SERVED), "tensorflow" in sys.modules)
+
+        logger.info(
+            "model runtime %s for %s (tensorflow imported: %s)",
+            self.runtime,
+            ", ".join(SERVED),
+            "tensorflow" in sys.modules,
+        )
         install_drain_handler("model")
 
     def method(names: list[str], method_name: str):
@@ -220,15 +243,20 @@ def _model_service():
             for n in names:
                 logger.info("model %s ran a batch of %d windows", n, len(windows))
             return np.stack([self.predictors[n](windows) for n in names], axis=1)
+
         run.__name__ = run.__qualname__ = method_name
         run.__doc__ = f"(n, {len(names)}, n_classes): {', '.join(names)} on one batch of windows."
-        return bentoml.api(batchable=True, max_batch_size=MAX_BATCH_WINDOWS,
-                           max_latency_ms=MAX_LATENCY_MS)(run)
+        return bentoml.api(
+            batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS
+        )(run)
 
-    namespace = {"__init__": __init__, "__doc__": "The served models behind batchable methods "
-                 "(generated from genre_detector.families)."}
+    namespace = {
+        "__init__": __init__,
+        "__doc__": "The served models behind batchable methods "
+        "(generated from genre_detector.families).",
+    }
     for n in SERVED:
-        namespace[f"{n}_model"] = BENTO_MODELS[n]      # declares the models the Bento packs
+        namespace[f"{n}_model"] = BENTO_MODELS[n]  # declares the models the Bento packs
         namespace[n] = method([n], n)
     if "ensemble" in BENTO_MODELS:
         namespace["ensemble_calibration"] = BENTO_MODELS["ensemble"]
@@ -237,9 +265,12 @@ def _model_service():
             namespace[GROUP_METHOD[s]] = method(names, GROUP_METHOD[s])
     # BentoML's default recycles the front's connection to this service every 100 calls /
     # 300 s by closing it, which aborted calls in flight (HTTP 500 under load): keep it open.
-    return bentoml.service(name=MODEL_SERVICE_NAME, workers=1, traffic={"timeout": 120},
-                           runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})(
-        type("GenreModels", (), namespace))
+    return bentoml.service(
+        name=MODEL_SERVICE_NAME,
+        workers=1,
+        traffic={"timeout": 120},
+        runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+    )(type("GenreModels", (), namespace))
 
 
 GenreModels = _model_service()
@@ -254,22 +285,27 @@ def _models_app():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
     reply = models_reply(INFOS, CALIBRATION)
 
     async def models(_request):
         return JSONResponse(reply)
+
     return Starlette(routes=[Route("/", models, methods=["GET"])])
 
 
 def _ui_app():
     from starlette.staticfiles import StaticFiles
+
     return StaticFiles(directory=WEB_DIR, html=True)
 
 
-@bentoml.service(name="genre_detector", workers=1,
-                 traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY,
-                          "concurrency": TARGET_CONCURRENCY},
-                 http={"cors": {"enabled": False}})
+@bentoml.service(
+    name="genre_detector",
+    workers=1,
+    traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY, "concurrency": TARGET_CONCURRENCY},
+    http={"cors": {"enabled": False}},
+)
 @bentoml.asgi_app(_models_app(), path="/models")
 @bentoml.asgi_app(_ui_app(), path="/ui")
 class GenreDetector:
@@ -279,6 +315,7 @@ class GenreDetector:
 
     def __init__(self) -> None:
         from threadpoolctl import threadpool_limits
+
         # One BLAS thread: the mel projection is tiny, and threads only contend with TF.
         threadpool_limits(1)
         self.infos = INFOS
@@ -311,22 +348,37 @@ class GenreDetector:
             probs.update({n: out[:, k] for k, n in enumerate(group)})
         return {n: probs[n] for n in models}
 
-    async def _analyse(self, ctx: bentoml.Context, audio: Path | None, field: str,
-                       models: list[str], spectrogram: bool = False) -> dict:
+    async def _analyse(
+        self,
+        ctx: bentoml.Context,
+        audio: Path | None,
+        field: str,
+        models: list[str],
+        spectrogram: bool = False,
+    ) -> dict:
         if audio is None:
-            return _error(ctx, 400, "missing_file", f"send the audio file as multipart/form-data "
-                          f"field '{field}'")
+            return _error(
+                ctx,
+                400,
+                "missing_file",
+                f"send the audio file as multipart/form-data field '{field}'",
+            )
         unknown = [m for m in models if m not in self.infos]
         if unknown:
-            return _error(ctx, 400, "unknown_model", f"unknown model(s) {', '.join(unknown)}; "
-                          f"valid names: {', '.join(self.infos)}")
+            return _error(
+                ctx,
+                400,
+                "unknown_model",
+                f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
+            )
         needed = list(dict.fromkeys(self.infos[m].settings for m in models))
         if spectrogram and not any(s.scale == "db" for s in needed):
-            needed.append(FeatureSettings())          # the picture is drawn in dB
+            needed.append(FeatureSettings())  # the picture is drawn in dB
         loop = asyncio.get_running_loop()
         try:
-            batches = await loop.run_in_executor(self.pool, extract_feature_sets,
-                                                 Path(audio).read_bytes(), needed)
+            batches = await loop.run_in_executor(
+                self.pool, extract_feature_sets, Path(audio).read_bytes(), needed
+            )
         except AudioError as exc:
             status = 415 if exc.reason in AudioError.UNDECODABLE else 422
             return _error(ctx, status, exc.reason, exc.detail)
@@ -340,26 +392,31 @@ class GenreDetector:
     @bentoml.api(route="/predict")
     # `audio: Path = None`, not Optional[Path]: BentoML 1.4 then treats it as a file field,
     # and a missing field arrives as None so the reply can name it.
-    async def predict(self, ctx: bentoml.Context, audio: Path = None,  # type: ignore[assignment]
-                      models: str = ",".join(SERVED), spectrogram: bool = False) -> dict:
+    async def predict(
+        self,
+        ctx: bentoml.Context,
+        audio: Path = None,  # type: ignore[assignment]
+        models: str = ",".join(SERVED),
+        spectrogram: bool = False,
+    ) -> dict:
         """Genre probabilities of every model, the ensemble and a timeline for one track.
 
         multipart field `audio`; optional `models` (comma-separated subset of the served
         models, see GET /models) and `spectrogram=true` for a PNG of the log-mel.
         """
-        query = ctx.request.query_params          # the options work as query parameters too
+        query = ctx.request.query_params  # the options work as query parameters too
         models = query.get("models", models)
         spectrogram = query.get("spectrogram", str(spectrogram)).lower() in {"1", "true", "yes"}
         names = [m.strip() for m in models.split(",") if m.strip()] or list(SERVED)
         return await self._analyse(ctx, audio, "audio", names, spectrogram)
 
     @bentoml.api(route="/")
-    async def legacy(self, ctx: bentoml.Context,
-                     audio_file: Path = None) -> dict:  # type: ignore[assignment]
+    async def legacy(self, ctx: bentoml.Context, audio_file: Path = None) -> dict:  # type: ignore[assignment]
         """The research prototype's API (multipart field `audio_file`), for its React page."""
         reply = await self._analyse(ctx, audio_file, "audio_file", list(research_names()))
         return reply if "error" in reply else legacy_reply(reply)
 
 
-GenreDetector.add_asgi_middleware(HttpBoundary,
-                                  file_fields={"/predict": "audio", "/": "audio_file"})
+GenreDetector.add_asgi_middleware(
+    HttpBoundary, file_fields={"/predict": "audio", "/": "audio_file"}
+)

@@ -1,4 +1,5 @@
 """Render a log-mel spectrogram as a small PNG (pure NumPy + zlib, no plotting library)."""
+
 from __future__ import annotations
 
 import base64
@@ -7,10 +8,11 @@ import zlib
 
 import numpy as np
 
-MAX_COLUMNS = 800       # time columns in the picture; longer tracks are averaged down
+MAX_COLUMNS = 800  # time columns in the picture; longer tracks are averaged down
 # A magma-like ramp: dark purple (quiet) -> orange -> pale yellow (loud).
-_STOPS = np.array([[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]],
-                  dtype=np.float64)
+_STOPS = np.array(
+    [[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]], dtype=np.float64
+)
 
 
 def _colour(values01: np.ndarray) -> np.ndarray:
@@ -31,9 +33,16 @@ def png_bytes(mel_db: np.ndarray, floor_db: float = -80.0) -> bytes:
     raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(h))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_data_url(mel_db: np.ndarray, floor_db: float = -80.0) -> str:

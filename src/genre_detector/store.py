@@ -4,6 +4,7 @@ Store names are `genre-<architecture>` (genre-cnn, genre-lstm, ...). Each entry 
 `model.keras` and metadata: labels, feature settings, architecture, metrics, data
 fingerprint and code version. Loading rebuilds everything from that saved copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,13 @@ def store_name(architecture: str) -> str:
 
 def code_version() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}+{sha}" if sha else __version__
@@ -44,14 +50,19 @@ class ModelInfo:
     metrics: dict
     tag: str = ""
     metadata: dict | None = None
-    pooling: str = "mean"        # windows -> track (predict.track_probabilities)
+    pooling: str = "mean"  # windows -> track (predict.track_probabilities)
 
     @classmethod
     def from_metadata(cls, md: dict, tag: str = "") -> "ModelInfo":
-        return cls(architecture=md["architecture"], labels=list(md["labels"]),
-                   settings=FeatureSettings.from_dict(md["feature_settings"]),
-                   metrics=dict(md.get("metrics", {})), tag=tag, metadata=md,
-                   pooling=md.get("pooling", "mean"))
+        return cls(
+            architecture=md["architecture"],
+            labels=list(md["labels"]),
+            settings=FeatureSettings.from_dict(md["feature_settings"]),
+            metrics=dict(md.get("metrics", {})),
+            tag=tag,
+            metadata=md,
+            pooling=md.get("pooling", "mean"),
+        )
 
 
 def save_to_store(model_file: str | Path, metadata: dict) -> str:
@@ -59,10 +70,13 @@ def save_to_store(model_file: str | Path, metadata: dict) -> str:
     import shutil
 
     import bentoml
+
     md = {**metadata, "model_sha256": file_sha(model_file)}
-    with bentoml.models.create(store_name(md["architecture"]), metadata=md,
-                               labels={"task": "music-genre", "architecture": md["architecture"]}
-                               ) as bento_model:
+    with bentoml.models.create(
+        store_name(md["architecture"]),
+        metadata=md,
+        labels={"task": "music-genre", "architecture": md["architecture"]},
+    ) as bento_model:
         shutil.copyfile(model_file, bento_model.path_of(MODEL_FILE))
         add_onnx(bento_model)
     return str(bento_model.tag)
@@ -77,19 +91,23 @@ def add_onnx(entry) -> bool:
     import os
 
     from .onnx_inference import ONNX_FILE
+
     target = Path(entry.path_of(ONNX_FILE))
     if target.exists():
         return True
     if os.environ.get("GENRE_ONNX_EXPORT", "1") == "0":
         return False
     from .onnx_export import OnnxExportError, export_onnx
+
     md = dict(entry.info.metadata)
     try:
-        export_onnx(entry.path_of(MODEL_FILE), target,
-                    FeatureSettings.from_dict(md["feature_settings"]))
+        export_onnx(
+            entry.path_of(MODEL_FILE), target, FeatureSettings.from_dict(md["feature_settings"])
+        )
     except (OnnxExportError, OSError, ValueError) as exc:
-        logging.getLogger(__name__).warning("no ONNX export for %s (served with Keras only): "
-                                            "%s", md.get("architecture"), exc)
+        logging.getLogger(__name__).warning(
+            "no ONNX export for %s (served with Keras only): %s", md.get("architecture"), exc
+        )
         return False
     return True
 
@@ -98,6 +116,7 @@ def resolve(ref: str):
     """A store entry from a tag ('genre-cnn:abc'), a name ('genre-cnn') or an architecture
     ('cnn')."""
     import bentoml
+
     if ":" not in ref and not ref.startswith(STORE_PREFIX):
         ref = store_name(ref)
     return bentoml.models.get(ref)
@@ -108,6 +127,7 @@ def load_from_store(ref: str):
     import keras
 
     from . import architectures  # noqa: F401  registers the custom layers
+
     entry = resolve(ref)
     model = keras.models.load_model(entry.path_of(MODEL_FILE), compile=False)
     return model, ModelInfo.from_metadata(dict(entry.info.metadata), str(entry.tag))
@@ -124,9 +144,12 @@ def save_calibration(cal) -> str:
     """Store the ensemble's calibration (genre_detector.calibration.Calibration) as metadata
     of a `genre-ensemble` entry; return its tag."""
     import bentoml
-    with bentoml.models.create(CALIBRATION_NAME, metadata={"calibration": cal.to_dict()},
-                               labels={"task": "music-genre", "architecture": "ensemble"}
-                               ) as entry:
+
+    with bentoml.models.create(
+        CALIBRATION_NAME,
+        metadata={"calibration": cal.to_dict()},
+        labels={"task": "music-genre", "architecture": "ensemble"},
+    ) as entry:
         pass
     return str(entry.tag)
 
@@ -136,6 +159,7 @@ def load_calibration(ref: str = f"{CALIBRATION_NAME}:latest"):
     import bentoml
 
     from .calibration import Calibration
+
     try:
         entry = bentoml.models.get(ref)
     except bentoml.exceptions.NotFound:
@@ -157,9 +181,13 @@ def check_consistent(infos: dict[str, ModelInfo], calibration=None) -> list[str]
     if calibration is not None and list(calibration.labels) != first:
         label_sets["ensemble calibration"] = list(calibration.labels)
     if any(labels != first for labels in label_sets.values()):
-        lines = "; ".join(f"{n} ({infos[n].tag if n in infos else 'genre-ensemble'}): "
-                          f"{', '.join(labels)}" for n, labels in label_sets.items())
-        raise InconsistentModels(f"the models do not share one label list, so their "
-                                 f"probabilities cannot be combined: {lines}. Retrain or "
-                                 "import a consistent set (python -m train, make models)")
+        lines = "; ".join(
+            f"{n} ({infos[n].tag if n in infos else 'genre-ensemble'}): {', '.join(labels)}"
+            for n, labels in label_sets.items()
+        )
+        raise InconsistentModels(
+            f"the models do not share one label list, so their "
+            f"probabilities cannot be combined: {lines}. Retrain or "
+            "import a consistent set (python -m train, make models)"
+        )
     return first

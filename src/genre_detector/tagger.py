@@ -18,6 +18,7 @@ outputs have one format.
 * Ray (--engine ray, genre_detector.ray_engine): the same two steps (_features, then
   infer_rows on batches of tracks) as Ray Data stages: decoding tasks, a model actor pool.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -48,12 +49,13 @@ from .catalog import (
 )
 from .features import FeatureSettings, WindowBatch, extract_feature_sets
 
-DEFAULT_REFS = None     # every registered family that has a model in the store
+DEFAULT_REFS = None  # every registered family that has a model in the store
 RETRY_STATUS = {502, 503, 504}
 _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 # ---------------------------------------------------------------- in-process
+
 
 def warm_decoder() -> None:
     """librosa's first call in a process is slow: make it on noise, before any track."""
@@ -62,7 +64,7 @@ def warm_decoder() -> None:
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     warm_decoder()
 
 
@@ -75,10 +77,12 @@ def _features(path: str, settings: list[FeatureSettings]) -> Features | tuple[st
         batches = extract_feature_sets(read_source(path), settings)
     except AudioError as exc:
         return exc.reason, exc.detail
-    except Exception as exc:                             # noqa: BLE001  one bad file != the run
+    except Exception as exc:  # noqa: BLE001  one bad file != the run
         return "failed", f"{type(exc).__name__}: {exc}"
-    return {s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
-            for s, b in batches.items()}
+    return {
+        s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+        for s, b in batches.items()
+    }
 
 
 def windows_of(result) -> int:
@@ -97,11 +101,13 @@ def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tup
 
     `models`: an inference.ModelSet; `seconds["models"]` accumulates the time in the models."""
     from .replies import predict_reply
+
     batches = [r for _, r in ready if isinstance(r, dict)]
     if batches:
         t0 = time.perf_counter()
-        probs = models.predict({s: np.concatenate([b[s].windows for b in batches])
-                                for s in models.settings})
+        probs = models.predict(
+            {s: np.concatenate([b[s].windows for b in batches]) for s in models.settings}
+        )
         if seconds is not None:
             seconds["models"] += time.perf_counter() - t0
     offset = {s: 0 for s in models.settings}
@@ -112,20 +118,30 @@ def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tup
         window_probs = {}
         for n, p in probs.items():
             s = models.infos[n].settings
-            window_probs[n] = p[offset[s]:offset[s] + len(r[s].windows)]
+            window_probs[n] = p[offset[s] : offset[s] + len(r[s].windows)]
         for s in models.settings:
             offset[s] += len(r[s].windows)
-        yield track, row_from_reply(track.path, predict_reply(
-            r, window_probs, models.infos, models.calibration, ""))
+        yield (
+            track,
+            row_from_reply(
+                track.path, predict_reply(r, window_probs, models.infos, models.calibration, "")
+            ),
+        )
 
 
 class InProcessEngine:
-    def __init__(self, refs: Iterable[str] | None = DEFAULT_REFS, workers: int | None = None,
-                 batch_windows: int = 512, queue: int | None = None):
+    def __init__(
+        self,
+        refs: Iterable[str] | None = DEFAULT_REFS,
+        workers: int | None = None,
+        batch_windows: int = 512,
+        queue: int | None = None,
+    ):
         from .inference import ModelSet
+
         self.workers = workers or os.cpu_count() or 1
         self.batch_windows = batch_windows
-        self.pool = self._new_pool()                     # workers warm up while models load
+        self.pool = self._new_pool()  # workers warm up while models load
         try:
             self.models = ModelSet.from_store(list(refs) if refs else None)
         except BaseException:
@@ -135,17 +151,17 @@ class InProcessEngine:
         self.labels, self.settings = self.models.labels, self.models.settings
         self.model_names = list(self.predictors)
         # Enough tracks in flight to fill the next batch while this one runs the models.
-        self.queue = queue or 2 * self.workers + 2 * tracks_per_batch(self.settings,
-                                                                      batch_windows)
+        self.queue = queue or 2 * self.workers + 2 * tracks_per_batch(self.settings, batch_windows)
         self.seconds = {"models": 0.0, "waiting for features": 0.0}
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+        )
         saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-        os.environ.update(_ONE_THREAD)   # workers inherit it: one BLAS thread each, no
-        try:                             # oversubscription next to the other workers and TF
-            for _ in range(self.workers):                # start every worker now
+        os.environ.update(_ONE_THREAD)  # workers inherit it: one BLAS thread each, no
+        try:  # oversubscription next to the other workers and TF
+            for _ in range(self.workers):  # start every worker now
                 pool.submit(int)
         finally:
             for k, v in saved.items():
@@ -158,7 +174,7 @@ class InProcessEngine:
     def _submit(self, track: Track) -> Future:
         try:
             return self.pool.submit(_features, track.path, self.settings)
-        except BrokenProcessPool as exc:                 # _result replaces the pool
+        except BrokenProcessPool as exc:  # _result replaces the pool
             future = Future()
             future.set_exception(exc)
             return future
@@ -168,8 +184,8 @@ class InProcessEngine:
         t0 = time.perf_counter()
         try:
             return future.result(), False
-        except BrokenProcessPool:      # a decoder crashed a worker; which track is unknown,
-            for _ in range(2):          # so retry this one alone in a fresh pool
+        except BrokenProcessPool:  # a decoder crashed a worker; which track is unknown,
+            for _ in range(2):  # so retry this one alone in a fresh pool
                 self.pool.shutdown(wait=False)
                 self.pool = self._new_pool()
                 try:
@@ -190,7 +206,7 @@ class InProcessEngine:
                 break
             track, future = pending.popleft()
             result, new_pool = self._result(track, future)
-            if new_pool:                # the old pool took the other pending tracks with it
+            if new_pool:  # the old pool took the other pending tracks with it
                 pending = deque((t, self._submit(t)) for t, _ in pending)
             ready.append((track, result))
             n_windows += windows_of(result)
@@ -211,9 +227,11 @@ class InProcessEngine:
 
 # ---------------------------------------------------------------- remote
 
+
 class RemoteEngine:
     def __init__(self, urls: list[str], per_url: int = 4, timeout: float = 300):
         import requests
+
         self.urls, self.timeout = [u.rstrip("/") for u in urls], timeout
         try:
             infos = [requests.get(f"{u}/models", timeout=30).json() for u in self.urls]
@@ -221,16 +239,20 @@ class RemoteEngine:
             raise SystemExit(f"cannot read the models of the --url services: {exc}") from exc
         tags = [{n: m["tag"] for n, m in i["models"].items()} for i in infos]
         if any(i["labels"] != infos[0]["labels"] or t != tags[0] for i, t in zip(infos, tags)):
-            raise SystemExit("the --url services serve different models: "
-                             + "; ".join(f"{u}: {t}" for u, t in zip(self.urls, tags)))
+            raise SystemExit(
+                "the --url services serve different models: "
+                + "; ".join(f"{u}: {t}" for u, t in zip(self.urls, tags))
+            )
         self.labels, self.model_names = infos[0]["labels"], list(tags[0])
-        self.pools = [ThreadPoolExecutor(per_url, thread_name_prefix=f"url{i}")
-                      for i in range(len(self.urls))]
+        self.pools = [
+            ThreadPoolExecutor(per_url, thread_name_prefix=f"url{i}") for i in range(len(self.urls))
+        ]
         self.queue = 2 * per_url * len(self.urls)
         self.local = threading.local()
 
     def _post(self, url: str, path: str) -> dict:
         import requests
+
         session = getattr(self.local, "session", None)
         if session is None:
             session = self.local.session = requests.Session()
@@ -241,10 +263,11 @@ class RemoteEngine:
         last = ("unreachable", url)
         for attempt in range(4):
             if attempt:
-                time.sleep(2 ** attempt)
+                time.sleep(2**attempt)
             try:
-                r = session.post(f"{url}/predict", files={"audio": (Path(path).name, data)},
-                                 timeout=self.timeout)
+                r = session.post(
+                    f"{url}/predict", files={"audio": (Path(path).name, data)}, timeout=self.timeout
+                )
             except requests.RequestException as exc:
                 last = ("unreachable", f"{url}: {exc}")
                 continue
@@ -254,8 +277,10 @@ class RemoteEngine:
                 body = r.json()
             except ValueError:
                 body = {}
-            last = (body.get("error") or f"http_{r.status_code}",
-                    body.get("detail") or r.text[:300])
+            last = (
+                body.get("error") or f"http_{r.status_code}",
+                body.get("detail") or r.text[:300],
+            )
             if r.status_code not in RETRY_STATUS:
                 break
         return error_row(path, *last)
@@ -283,23 +308,34 @@ class RemoteEngine:
 
 # ---------------------------------------------------------------- compute floor
 
-def measure_floor(paths: list[str], refs=DEFAULT_REFS, workers: int | None = None,
-                  batch_sizes=(128, 256, 512, 1024, 2048), sweep_windows: int = 2048) -> str:
+
+def measure_floor(
+    paths: list[str],
+    refs=DEFAULT_REFS,
+    workers: int | None = None,
+    batch_sizes=(128, 256, 512, 1024, 2048),
+    sweep_windows: int = 2048,
+) -> str:
     """Seconds per stage with nothing else running: decode + features for every track in
     the worker pool, then each model over all windows at its fastest batch size (picked on
     the first `sweep_windows` windows). Holds every window in memory: use a sample."""
     tracks = walk(paths)
     engine = InProcessEngine(refs, workers)
     try:
-        list(engine.pool.map(int, range(4 * engine.workers)))        # workers are warm
+        list(engine.pool.map(int, range(4 * engine.workers)))  # workers are warm
         t0 = time.perf_counter()
-        results = list(engine.pool.map(_features, [t.path for t in tracks],
-                                       [engine.settings] * len(tracks), chunksize=1))
+        results = list(
+            engine.pool.map(
+                _features, [t.path for t in tracks], [engine.settings] * len(tracks), chunksize=1
+            )
+        )
         seconds = {"decode+features": time.perf_counter() - t0}
     finally:
         engine.close()
-    by_settings = {s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
-                   for s in engine.settings}
+    by_settings = {
+        s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
+        for s in engine.settings
+    }
     windows = by_settings[engine.settings[0]]
     lines = []
     for name, predictor in engine.predictors.items():
@@ -307,60 +343,94 @@ def measure_floor(paths: list[str], refs=DEFAULT_REFS, workers: int | None = Non
         sample = windows[:sweep_windows]
         sweep = {}
         for bs in batch_sizes:
-            predictor(sample[:bs])                                    # first call per shape
+            predictor(sample[:bs])  # first call per shape
             t0 = time.perf_counter()
             for i in range(0, len(sample), bs):
-                predictor(sample[i:i + bs])
+                predictor(sample[i : i + bs])
             sweep[bs] = (time.perf_counter() - t0) / len(sample)
         best = min(sweep, key=sweep.get)
         t0 = time.perf_counter()
         for i in range(0, len(windows), best):
-            predictor(windows[i:i + best])
+            predictor(windows[i : i + best])
         seconds[name] = time.perf_counter() - t0
-        lines.append(f"  {name:<12} best batch {best:>5}: " + " ".join(
-            f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items()) + " ms/window")
+        lines.append(
+            f"  {name:<12} best batch {best:>5}: "
+            + " ".join(f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items())
+            + " ms/window"
+        )
     total = sum(seconds.values())
-    head = [f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
-            f"{engine.workers} decoding workers:"]
+    head = [
+        f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
+        f"{engine.workers} decoding workers:"
+    ]
     head += [f"  {k:<16} {v:7.1f} s" for k, v in seconds.items()]
-    head += [f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
-             "model batch-size sweep:"]
+    head += [
+        f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
+        "model batch-size sweep:",
+    ]
     return "\n".join(head + lines)
 
 
 # ---------------------------------------------------------------- the run
 
-def tag_catalog(paths: list[str], out: str, *, urls: list[str] = (), refs=DEFAULT_REFS,
-                workers: int | None = None, batch_windows: int = 512, per_url: int = 4,
-                resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
-                labels_from_folders: bool = False, progress: bool = True,
-                engine=None, ray: dict | None = None) -> tuple[Summary, str]:
+
+def tag_catalog(
+    paths: list[str],
+    out: str,
+    *,
+    urls: list[str] = (),
+    refs=DEFAULT_REFS,
+    workers: int | None = None,
+    batch_windows: int = 512,
+    per_url: int = 4,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    labels_from_folders: bool = False,
+    progress: bool = True,
+    engine=None,
+    ray: dict | None = None,
+) -> tuple[Summary, str]:
     """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
 
     `engine`: an engine to use (and leave open) instead of building one from the options.
     `ray`: run on Ray (genre_detector.ray_engine.RayEngine) with these keyword arguments
     (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray."""
     from tqdm import tqdm
+
     tracks = walk(paths)
     if shard:
         tracks = [t for t in tracks if in_shard(t, *shard)]
-    check_output(out, resume, overwrite)                 # before minutes of model loading
+    check_output(out, resume, overwrite)  # before minutes of model loading
     own = engine is None
     if own:
         if urls:
             engine = RemoteEngine(list(urls), per_url)
         elif ray is not None:
             from .ray_engine import RayEngine
+
             engine = RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
         else:
             engine = InProcessEngine(refs, workers, batch_windows)
     try:
         summary = Summary(engine.labels, labels_from_folders)
-        writer = RowWriter(out, engine.model_names, engine.labels, resume, overwrite,
-                           on_existing=lambda row: summary.add(row, resumed=True))
+        writer = RowWriter(
+            out,
+            engine.model_names,
+            engine.labels,
+            resume,
+            overwrite,
+            on_existing=lambda row: summary.add(row, resumed=True),
+        )
         todo = [t for t in tracks if t.path not in writer.done]
-        bar = tqdm(total=len(todo), unit="track", disable=not progress, file=sys.stderr,
-                   smoothing=0.1, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo),
+            unit="track",
+            disable=not progress,
+            file=sys.stderr,
+            smoothing=0.1,
+            dynamic_ncols=True,
+        )
         t0 = time.perf_counter()
         try:
             for _, row in engine.tag(iter(todo)):

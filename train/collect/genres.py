@@ -6,6 +6,7 @@ starting with `#` are comments). Used by `python -m train.collect soundcloud ...
     >>> normalise_genre("Hip Hop & Rap")
     'hiphop'
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 TOKENS_CSV = Path(__file__).with_name("genre_tokens.csv")
-MAX_NGRAM = 4   # longest run of words looked up as one token ("rhythm and blues" is 3)
+MAX_NGRAM = 4  # longest run of words looked up as one token ("rhythm and blues" is 3)
 
 
 def fold(text: str) -> str:
@@ -42,11 +43,13 @@ def _read_table(path: str, mtime_ns: int) -> dict[str, str]:
         for row in csv.DictReader(lines):
             token, genre = fold(row.get("token") or ""), (row.get("genre") or "").strip()
             if not token or not re.fullmatch(r"[a-z0-9]+", genre):
-                raise ValueError(f"{path}: bad row {row!r} (want token,genre with a "
-                                 "lower-case a-z0-9 genre)")
+                raise ValueError(
+                    f"{path}: bad row {row!r} (want token,genre with a lower-case a-z0-9 genre)"
+                )
             if table.get(token, genre) != genre:
-                raise ValueError(f"{path}: token {row['token']!r} maps to both "
-                                 f"{table[token]!r} and {genre!r}")
+                raise ValueError(
+                    f"{path}: token {row['token']!r} maps to both {table[token]!r} and {genre!r}"
+                )
             table[token] = genre
     if not table:
         raise ValueError(f"{path}: no token,genre rows")
@@ -73,7 +76,7 @@ def normalise_genre(tag: str | None, path: str | Path = TOKENS_CSV) -> str | Non
         return table[whole]
     for n in range(min(len(words) - 1, MAX_NGRAM), 0, -1):
         for start in range(len(words) - n, -1, -1):
-            key = "".join(words[start:start + n])
+            key = "".join(words[start : start + n])
             if key in table:
                 return table[key]
     return None

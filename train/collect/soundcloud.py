@@ -1,6 +1,7 @@
 """Collect downloadable, genre-tagged tracks from SoundCloud's public API into DIR/GENRE/.
 
-    SOUNDCLOUD_CLIENT_ID=... python -m train.collect soundcloud --genres metal,pop --per-genre 50 --out data/sc
+    SOUNDCLOUD_CLIENT_ID=... python -m train.collect soundcloud --genres metal,pop \
+        --per-genre 50 --out data/sc
 
 `SoundCloudClient` is a polite HTTP client (rate limit, retries with backoff honouring
 Retry-After, client id added to every URL and never printed); `collect` searches page by
@@ -8,6 +9,7 @@ page, keeps downloadable tracks whose genre tag maps to a wanted genre, download
 temp file that is renamed into place, and appends one row per track to DIR/tracks.csv.
 Rows and files already there are kept, so a rerun only fetches what is still missing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,20 +31,52 @@ from .genres import TOKENS_CSV, normalise_genre
 
 DEFAULT_API_BASE = "https://api.soundcloud.com"
 USER_AGENT = "genre-detector-collector/1.0 (+research data collection; python-requests)"
-CSV_COLUMNS = ["path", "genre", "raw_genre", "artist", "title", "seconds", "license",
-               "permalink", "track_id"]
+CSV_COLUMNS = [
+    "path",
+    "genre",
+    "raw_genre",
+    "artist",
+    "title",
+    "seconds",
+    "license",
+    "permalink",
+    "track_id",
+]
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 SHORT_NOTE = "  (short: search ran out, hit --max-pages or failed)"
-MAX_RETRY_AFTER = 300.0    # seconds; a longer Retry-After is capped to this
-CHUNK_BYTES = 1 << 16      # download read size
-FORMATS = {"mp3": "mp3", "mpeg": "mp3", "wav": "wav", "wave": "wav", "flac": "flac",
-           "ogg": "ogg", "m4a": "m4a", "mp4": "m4a", "aac": "m4a", "aiff": "aiff", "aif": "aiff"}
-CONTENT_TYPES = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav",
-                 "audio/x-wav": "wav", "audio/wave": "wav", "audio/vnd.wave": "wav",
-                 "audio/flac": "flac", "audio/x-flac": "flac", "audio/ogg": "ogg",
-                 "application/ogg": "ogg", "audio/mp4": "m4a", "audio/x-m4a": "m4a",
-                 "audio/m4a": "m4a", "audio/aac": "m4a", "audio/aiff": "aiff",
-                 "audio/x-aiff": "aiff"}
+MAX_RETRY_AFTER = 300.0  # seconds; a longer Retry-After is capped to this
+CHUNK_BYTES = 1 << 16  # download read size
+FORMATS = {
+    "mp3": "mp3",
+    "mpeg": "mp3",
+    "wav": "wav",
+    "wave": "wav",
+    "flac": "flac",
+    "ogg": "ogg",
+    "m4a": "m4a",
+    "mp4": "m4a",
+    "aac": "m4a",
+    "aiff": "aiff",
+    "aif": "aiff",
+}
+CONTENT_TYPES = {
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/ogg": "ogg",
+    "application/ogg": "ogg",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/m4a": "m4a",
+    "audio/aac": "m4a",
+    "audio/aiff": "aiff",
+    "audio/x-aiff": "aiff",
+}
 
 
 class ApiError(RuntimeError):
@@ -85,8 +119,12 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 class RateLimiter:
     """Spaces request starts at least 1/max_rps seconds apart (max_rps <= 0: no limit)."""
 
-    def __init__(self, max_rps: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        max_rps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.interval = 1.0 / max_rps if max_rps > 0 else 0.0
         self.clock, self.sleep = clock, sleep
         self.next_at = float("-inf")
@@ -102,9 +140,16 @@ class RateLimiter:
 class SoundCloudClient:
     """GETs against the SoundCloud v1 API with client id, rate limit, retries and backoff."""
 
-    def __init__(self, client_id: str, api_base: str = DEFAULT_API_BASE, max_rps: float = 2.0,
-                 max_retries: int = 5, backoff: float = 1.0, timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        client_id: str,
+        api_base: str = DEFAULT_API_BASE,
+        max_rps: float = 2.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.client_id, self.api_base = client_id, api_base.rstrip("/")
         self.max_retries, self.backoff, self.timeout = max_retries, backoff, timeout
         self.sleep = sleep
@@ -115,8 +160,9 @@ class SoundCloudClient:
 
     def with_client_id(self, url: str) -> str:
         parts = urlsplit(url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                 if k != "client_id"]
+        query = [
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "client_id"
+        ]
         return urlunsplit(parts._replace(query=urlencode(query + [("client_id", self.client_id)])))
 
     def get(self, url: str, stream: bool = False) -> requests.Response:
@@ -130,7 +176,7 @@ class SoundCloudClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == self.max_retries:
                     raise ApiError(f"GET {redact(url)}: {redact(str(exc))}") from None
-                wait = self.backoff * 2 ** attempt
+                wait = self.backoff * 2**attempt
             else:
                 if resp.status_code < 400:
                     return resp
@@ -139,7 +185,7 @@ class SoundCloudClient:
                     raise ApiError(f"GET {redact(url)}: HTTP {resp.status_code}", resp.status_code)
                 wait = retry_after_seconds(resp.headers.get("Retry-After"))
                 if wait is None:
-                    wait = self.backoff * 2 ** attempt
+                    wait = self.backoff * 2**attempt
             self.retries += 1
             self.sleep(wait)
         raise AssertionError("unreachable")
@@ -154,12 +200,13 @@ class SoundCloudClient:
     def search(self, query: str, page_size: int) -> Iterator[list[dict]]:
         """Pages of track JSON for a genre search, following next_href until it runs out."""
         url: str | None = f"{self.api_base}/tracks?" + urlencode(
-            {"q": query, "genres": query, "limit": page_size, "linked_partitioning": 1})
+            {"q": query, "genres": query, "limit": page_size, "linked_partitioning": 1}
+        )
         seen_urls: set[str] = set()
         while url and url not in seen_urls:
             seen_urls.add(url)
             page = self.get_json(url)
-            if isinstance(page, list):          # old un-partitioned shape: one bare page
+            if isinstance(page, list):  # old un-partitioned shape: one bare page
                 page = {"collection": page}
             collection = page.get("collection") or []
             if not collection:
@@ -185,8 +232,9 @@ class SoundCloudClient:
                 f.flush()
                 os.fsync(f.fileno())
             expected = resp.headers.get("Content-Length")
-            if size == 0 or (expected and not resp.headers.get("Content-Encoding")
-                             and int(expected) != size):
+            if size == 0 or (
+                expected and not resp.headers.get("Content-Encoding") and int(expected) != size
+            ):
                 raise ApiError(f"GET {redact(resp.url)}: got {size} of {expected or '?'} bytes")
             final = folder / f"{stem}.{ext}"
             os.replace(tmp, final)
@@ -207,8 +255,10 @@ class Ledger:
             with self.path.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 if reader.fieldnames != CSV_COLUMNS:
-                    raise ValueError(f"{self.path} has columns {reader.fieldnames}, "
-                                     f"expected {CSV_COLUMNS}; use another --out")
+                    raise ValueError(
+                        f"{self.path} has columns {reader.fieldnames}, "
+                        f"expected {CSV_COLUMNS}; use another --out"
+                    )
                 self.rows = list(reader)
         self.ids = {row["track_id"] for row in self.rows}
 
@@ -231,27 +281,34 @@ class Ledger:
 @dataclass
 class Summary:
     genres: list[str]
-    wanted: int                                         # tracks wanted per genre
-    before: Counter = field(default_factory=Counter)    # genre -> rows from earlier runs
-    kept: Counter = field(default_factory=Counter)      # genre -> rows added now
+    wanted: int  # tracks wanted per genre
+    before: Counter = field(default_factory=Counter)  # genre -> rows from earlier runs
+    kept: Counter = field(default_factory=Counter)  # genre -> rows added now
     downloaded: int = 0
-    skipped: Counter = field(default_factory=Counter)   # reason -> tracks
+    skipped: Counter = field(default_factory=Counter)  # reason -> tracks
     failed: list[str] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
 
     def report(self, out: Path) -> str:
-        lines = [f"{out}/tracks.csv: {sum(self.before.values()) + sum(self.kept.values())} "
-                 f"tracks ({sum(self.kept.values())} new, {self.downloaded} downloaded)",
-                 f"{'genre':<14}{'before':>7}{'new':>6}{'total':>7}{'wanted':>8}"]
+        lines = [
+            f"{out}/tracks.csv: {sum(self.before.values()) + sum(self.kept.values())} "
+            f"tracks ({sum(self.kept.values())} new, {self.downloaded} downloaded)",
+            f"{'genre':<14}{'before':>7}{'new':>6}{'total':>7}{'wanted':>8}",
+        ]
         for genre in self.genres:
             total = self.before[genre] + self.kept[genre]
             note = "" if total >= self.wanted else SHORT_NOTE
-            lines.append(f"{genre:<14}{self.before[genre]:>7}{self.kept[genre]:>6}{total:>7}"
-                         f"{self.wanted:>8}{note}")
+            lines.append(
+                f"{genre:<14}{self.before[genre]:>7}{self.kept[genre]:>6}{total:>7}"
+                f"{self.wanted:>8}{note}"
+            )
         skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
-        lines += [f"skipped: {skipped}", f"failed: {len(self.failed)}",
-                  f"requests: {self.requests} (retries: {self.retries})"]
+        lines += [
+            f"skipped: {skipped}",
+            f"failed: {len(self.failed)}",
+            f"requests: {self.requests} (retries: {self.retries})",
+        ]
         lines += [f"  failed: {msg}" for msg in self.failed]
         return "\n".join(lines)
 
@@ -278,8 +335,10 @@ def license_ok(license: str | None, allowed: list[str] | None) -> bool:
     if not allowed:
         return True
     lic = (license or "").strip().lower()
-    return any(lic.startswith(a.rstrip("*")) if a.endswith(("-", "*")) else lic == a
-               for a in (a.strip().lower() for a in allowed))
+    return any(
+        lic.startswith(a.rstrip("*")) if a.endswith(("-", "*")) else lic == a
+        for a in (a.strip().lower() for a in allowed)
+    )
 
 
 def unavailable(track: dict) -> str | None:
@@ -290,14 +349,23 @@ def unavailable(track: dict) -> str | None:
         return "no_download_url"
     remaining = track.get("downloads_remaining")
     if track.get("has_downloads_left") is False or (
-            isinstance(remaining, (int, float)) and remaining <= 0):
+        isinstance(remaining, (int, float)) and remaining <= 0
+    ):
         return "no_downloads_left"
     return None
 
 
-def collect(client: SoundCloudClient, queries: dict[str, str], per_genre: int, out: Path,
-            licenses: list[str] | None = None, page_size: int = 50, max_pages: int = 100,
-            progress: bool = True, genre_table: str | Path = TOKENS_CSV) -> Summary:
+def collect(
+    client: SoundCloudClient,
+    queries: dict[str, str],
+    per_genre: int,
+    out: Path,
+    licenses: list[str] | None = None,
+    page_size: int = 50,
+    max_pages: int = 100,
+    progress: bool = True,
+    genre_table: str | Path = TOKENS_CSV,
+) -> Summary:
     """Fill out/GENRE/ with up to per_genre tracks per genre; queries maps search term -> genre."""
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
@@ -305,8 +373,12 @@ def collect(client: SoundCloudClient, queries: dict[str, str], per_genre: int, o
     summary = Summary(wanted, per_genre, before=Counter({g: ledger.count(g) for g in wanted}))
     have = Counter(summary.before)
     seen: set[str] = set()
-    bar = tqdm(total=sum(max(0, per_genre - have[g]) for g in wanted), unit="track",
-               desc="collect", disable=not progress)
+    bar = tqdm(
+        total=sum(max(0, per_genre - have[g]) for g in wanted),
+        unit="track",
+        desc="collect",
+        disable=not progress,
+    )
 
     def fail(what: str, exc: Exception) -> None:
         summary.failed.append(f"{what}: {exc}")
@@ -317,19 +389,29 @@ def collect(client: SoundCloudClient, queries: dict[str, str], per_genre: int, o
         if not tid.isdigit():
             summary.skipped["invalid"] += 1
             return
-        if tid in seen:                                # met earlier in this run
+        if tid in seen:  # met earlier in this run
             summary.skipped["duplicate"] += 1
             return
         seen.add(tid)
-        if tid in ledger.ids:                          # collected by an earlier run
+        if tid in ledger.ids:  # collected by an earlier run
             summary.skipped["already_collected"] += 1
             return
         raw, genre = track_genre(track, genre_table)
-        reason = ("unknown_genre" if genre is None else "other_genre" if genre not in wanted
-                  else "genre_full" if have[genre] >= per_genre else None)
-        if reason is None and ("downloadable" not in track or "license" not in track
-                               or (track["downloadable"] and "download_url" not in track)):
-            try:                                       # search gave a compact record
+        reason = (
+            "unknown_genre"
+            if genre is None
+            else "other_genre"
+            if genre not in wanted
+            else "genre_full"
+            if have[genre] >= per_genre
+            else None
+        )
+        if reason is None and (
+            "downloadable" not in track
+            or "license" not in track
+            or (track["downloadable"] and "download_url" not in track)
+        ):
+            try:  # search gave a compact record
                 track = {**track, **client.track(tid)}
             except ApiError as exc:
                 if exc.status == 401:
@@ -343,23 +425,30 @@ def collect(client: SoundCloudClient, queries: dict[str, str], per_genre: int, o
             return
         folder = out / genre
         existing = sorted(p for p in folder.glob(f"{tid}.*") if p.suffix != ".part")
-        if existing:                                   # file landed but its row did not
+        if existing:  # file landed but its row did not
             path = existing[0]
         else:
             try:
-                path = client.download(track["download_url"], folder, tid,
-                                       track.get("original_format"))
+                path = client.download(
+                    track["download_url"], folder, tid, track.get("original_format")
+                )
             except ApiError as exc:
                 return fail(f"download {tid}", exc)
             summary.downloaded += 1
         duration = track.get("duration")
-        ledger.append({
-            "path": path.relative_to(out).as_posix(), "genre": genre, "raw_genre": raw,
-            "artist": ((track.get("user") or {}).get("username") or "").strip(),
-            "title": " ".join(str(track.get("title") or "").split()),
-            "seconds": round(duration / 1000, 3) if isinstance(duration, (int, float)) else "",
-            "license": track.get("license") or "", "permalink": track.get("permalink_url") or "",
-            "track_id": tid})
+        ledger.append(
+            {
+                "path": path.relative_to(out).as_posix(),
+                "genre": genre,
+                "raw_genre": raw,
+                "artist": ((track.get("user") or {}).get("username") or "").strip(),
+                "title": " ".join(str(track.get("title") or "").split()),
+                "seconds": round(duration / 1000, 3) if isinstance(duration, (int, float)) else "",
+                "license": track.get("license") or "",
+                "permalink": track.get("permalink_url") or "",
+                "track_id": tid,
+            }
+        )
         have[genre] += 1
         summary.kept[genre] += 1
         bar.update()
