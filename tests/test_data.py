@@ -7,19 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.expected import NINE
 from train.data import Track, artist_folds, list_tracks, read_genre_map, split_by_artist
-
-NINE = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
 
 
 @pytest.fixture(scope="module")

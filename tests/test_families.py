@@ -26,6 +26,7 @@ from genre_detector.families import (
 )
 from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings
 from genre_detector.store import InconsistentModels, ModelInfo, check_consistent
+from tests.expected import NINE
 from tests.service_process import REPO, ServedService
 
 FIVE = ("feedforward", "lenet", "cnn", "lstm", "musicnn")
@@ -152,17 +153,6 @@ def test_a_missing_plugin_fails_loudly():
 
 
 # ----------------------------------------------------------------------------- labels
-NINE = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
 
 
 def _info(name: str, labels: list[str]) -> ModelInfo:

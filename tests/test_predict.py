@@ -25,18 +25,9 @@ from genre_detector.predict import (
 )
 from genre_detector.replies import legacy_reply, models_reply, predict_reply
 from genre_detector.store import ModelInfo
+from tests.expected import NINE
 
-LABELS = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
+LABELS = NINE
 NAMES = list(model_names())  # the five families, registry order
 RESEARCH = ["feedforward", "lenet", "cnn", "lstm"]
 S, M = FeatureSettings(), MUSICNN_SETTINGS

@@ -14,23 +14,13 @@ import requests
 import soundfile as sf
 
 from genre_detector.families import model_names
+from tests.expected import NINE
 from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 UPLOAD_LIMIT = 4 * 1024 * 1024
 LEGACY_KEYS = ["CNN Model", "Le-Net Model", "LSTM Model", "Feed-Forward Model"]  # its order
 FIVE = list(model_names())
-NINE = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 from genre_detector.catalog import in_shard, parse_shard, read_done, walk
 from genre_detector.families import model_names
 from genre_detector.tagger import InProcessEngine, tag_catalog
+from tests.expected import NINE
 from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
@@ -37,17 +38,6 @@ FOLDER = {
 }
 BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
 NAMES = model_names()  # the five families
-NINE = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
 N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)  # + one nested GTZAN WAV
 
 

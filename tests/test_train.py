@@ -14,20 +14,10 @@ import soundfile as sf
 
 from genre_detector.families import model_names
 from tests.conftest import REPO
+from tests.expected import NINE
 
 SR = 22050
 SHIPPED = REPO / "models"
-NINE = [
-    "blues",
-    "classical",
-    "country",
-    "electronic",
-    "hiphop",
-    "jazz",
-    "pop-rock",
-    "reggae",
-    "rnb",
-]
 
 
 def _synthetic_genre(kind: str, seconds: float, rng) -> np.ndarray:
