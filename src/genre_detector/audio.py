@@ -23,6 +23,8 @@ from typing import BinaryIO, Union
 import numpy as np
 import soundfile as sf
 
+from .errors import UNDECODABLE, GenreError
+
 SAMPLE_RATE = 22050  # Hz: default rate (the research families' features)
 MIN_SECONDS = 3.0  # s: shorter clips cannot fill one analysis window (see features.py)
 MAX_SECONDS = 15 * 60.0  # s: default limit on decoded duration
@@ -71,20 +73,19 @@ def _has_audio_header(data: bytes) -> bool:
     return data.startswith(_MAGIC) or data[4:8] == b"ftyp"
 
 
-class AudioError(ValueError):
-    """The input could not be turned into a usable waveform.
+class AudioError(GenreError):
+    """The input could not be turned into a usable waveform (a ValueError).
 
-    `reason` is one of: not_audio, empty, truncated, ffmpeg_missing (the bytes are not
-    decodable: HTTP 415) or too_short, too_long, silent, non_finite (decodable but
-    unusable: HTTP 422).
+    `reason` (also `code`) is one of: not_audio, empty, truncated, ffmpeg_missing (the bytes
+    are not decodable: HTTP 415) or too_short, too_long, silent, non_finite (decodable but
+    unusable: HTTP 422); see errors.AUDIO_REASONS.
     """
 
-    UNDECODABLE = {"not_audio", "empty", "truncated", "ffmpeg_missing"}
+    UNDECODABLE = UNDECODABLE
 
     def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)
         self.reason = reason
-        self.detail = detail
 
 
 def _read_bytes(source: AudioSource) -> tuple[bytes, str]:

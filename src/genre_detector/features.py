@@ -15,6 +15,7 @@ spread evenly over its whole length (not only its start), so cost per request is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -103,17 +104,13 @@ class WindowBatch:
     mel: np.ndarray  # (n_mels, frames) the whole track's log-mel, for pictures
 
 
-_MEL_BASIS: dict[FeatureSettings, np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _mel_basis(s: FeatureSettings) -> np.ndarray:
-    if s not in _MEL_BASIS:
-        import librosa
+    import librosa
 
-        _MEL_BASIS[s] = librosa.filters.mel(
-            sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax
-        ).astype(np.float32)
-    return _MEL_BASIS[s]
+    return librosa.filters.mel(
+        sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax
+    ).astype(np.float32)
 
 
 def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
@@ -132,9 +129,8 @@ def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
     mel = _mel_basis(s) @ spec
     if s.scale == "log10":
         return np.log10(1.0 + 10000.0 * mel).astype(np.float32)
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    db -= db.max()
-    return np.maximum(db, -s.top_db).astype(np.float32)
+    db = librosa.power_to_db(mel, ref=np.max, amin=1e-10, top_db=s.top_db)
+    return db.astype(np.float32)
 
 
 def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:

@@ -5,7 +5,8 @@
 * CORS for the research prototype's `POST /` (its page is served from another origin).
 * Multipart uploads to an API route may carry files only in that route's file field:
   another file field is a 400 naming the right one, before any decoding or inference.
-* Every 4xx reply of ours or BentoML's has the JSON shape {"error": code, "detail": text}.
+* Every 4xx reply of ours or BentoML's has the JSON shape {"error": code, "detail": text}
+  (codes, statuses and the body: errors.py).
 * Drain: once DRAIN.draining is set (SIGTERM, see serving.install_drain_handler) /readyz
   answers 503 and new requests get 503 `shutting_down`; DRAIN.in_flight counts the requests
   being answered, which finish normally.
@@ -17,6 +18,8 @@ import json
 import os
 import re
 import shutil
+
+from .errors import HTTP_CODES, as_error_body, error_body, status_of
 
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024  # bytes
 DEFAULT_DRAIN_SECONDS = 30  # SIGTERM: the longest wait for accepted requests
@@ -33,14 +36,7 @@ CORS_HEADERS = [
     (b"access-control-allow-headers", b"*"),
     (b"access-control-max-age", b"600"),
 ]
-ERROR_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-}
+ERROR_CODES = HTTP_CODES  # the code of BentoML's own error replies, by status
 
 
 def max_upload_bytes() -> int:
@@ -116,6 +112,107 @@ async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+async def _send_error(send, code: str, detail: str, extra_headers=()) -> None:
+    await _send_json(send, status_of(code), error_body(code, detail), extra_headers)
+
+
+def _violation(code: str, detail: str) -> tuple[int, dict]:
+    return status_of(code), error_body(code, detail)
+
+
+class UploadCheck:
+    """The checks on one request body, chunk by chunk: the size limit and, for an API
+    route's multipart upload, the boundary and the name of every file field."""
+
+    def __init__(self, limit: int, expected: str | None, boundary: bytes | None):
+        self.limit, self.expected, self.boundary = limit, expected, boundary
+        self.received, self.tail = 0, b""
+
+    def too_large(self) -> tuple[int, dict]:
+        return _violation("payload_too_large", f"upload exceeds the limit of {_size(self.limit)}")
+
+    def check(self, chunk: bytes) -> tuple[int, dict] | None:
+        """The (status, body) to refuse the request with, or None while the body is fine."""
+        self.received += len(chunk)
+        if self.received > self.limit:
+            return self.too_large()
+        boundary, expected = self.boundary, self.expected
+        if (
+            boundary
+            and self.received == len(chunk)
+            and chunk
+            and not chunk.lstrip(b"\r\n").startswith(boundary[: len(chunk)])
+        ):
+            return _violation("bad_request", "malformed multipart/form-data body")
+        if expected is None:
+            return None
+        violation = None
+        for name in _part_names(self.tail + chunk, boundary):  # headers may straddle chunks
+            if name.decode(errors="replace") != expected:
+                violation = _violation(
+                    "missing_file",
+                    f"unexpected file field '{name.decode(errors='replace')}': send "
+                    f"the audio file as multipart/form-data field '{expected}'",
+                )
+        self.tail = chunk[-512:]
+        return violation
+
+
+class Exchange:
+    """One request through the boundary: `receive` feeds the body to an UploadCheck, `send`
+    adds the CORS headers and gives every 4xx reply the shape {"error": code, "detail": text}
+    (a refusal replaces whatever the app answers)."""
+
+    def __init__(self, receive, send, upload: UploadCheck, extra_headers):
+        self._receive, self._send, self.upload, self.extra = receive, send, upload, extra_headers
+        self.violation: tuple[int, dict] | None = None
+        self.held, self.body, self.sent = None, b"", False
+
+    async def receive(self):
+        # On a violation the app sees a disconnected client; its reply is replaced in send
+        # (raising here would surface as a 500 from BentoML's endpoint wrapper).
+        if self.violation:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.violation = self.upload.check(message.get("body", b""))
+            if self.violation:
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message):
+        if self.sent:
+            return
+        if self.violation:
+            return await self.refuse()
+        # Hold 4xx replies that are not JSON of our shape, then rewrite them.
+        if message["type"] == "http.response.start":
+            message["headers"] = list(message.get("headers", [])) + list(self.extra)
+            if 400 <= message["status"] < 500:
+                self.held = message
+                return
+            return await self._send(message)
+        if self.held is None:
+            return await self._send(message)
+        self.body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        await self._send_shaped(self.held, self.body)
+
+    async def refuse(self) -> None:
+        """Send the violation's reply (once)."""
+        if not self.sent:
+            self.sent = True
+            await _send_json(self._send, *self.violation, self.extra)
+
+    async def _send_shaped(self, start, body: bytes) -> None:
+        shaped = as_error_body(start["status"], body)
+        if shaped is None:  # already {"error": code, "detail": text}
+            await self._send(start)
+            return await self._send({"type": "http.response.body", "body": body})
+        await _send_json(self._send, start["status"], shaped, self.extra)
+
+
 class HttpBoundary:
     def __init__(
         self,
@@ -133,19 +230,12 @@ class HttpBoundary:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] in PROBE_PATHS:
-            if DRAIN.draining and scope["path"] == "/readyz":
-                return await _send_json(
-                    send, 503, {"error": "shutting_down", "detail": "the service is draining"}
-                )
-            return await self.app(scope, receive, send)
+            return await self._probe(scope, receive, send)
         if DRAIN.draining:
-            return await _send_json(
+            return await _send_error(
                 send,
-                503,
-                {
-                    "error": "shutting_down",
-                    "detail": ("the service is shutting down: retry (another replica will answer)"),
-                },
+                "shutting_down",
+                "the service is shutting down: retry (another replica will answer)",
                 [(b"connection", b"close"), (b"retry-after", b"1")],
             )
         DRAIN.in_flight += 1
@@ -154,131 +244,37 @@ class HttpBoundary:
         finally:
             DRAIN.in_flight -= 1
 
+    async def _probe(self, scope, receive, send):
+        """Health probes go straight to the app, except /readyz while draining."""
+        if DRAIN.draining and scope["path"] == "/readyz":
+            return await _send_error(send, "shutting_down", "the service is draining")
+        return await self.app(scope, receive, send)
+
     async def _handle(self, scope, receive, send):
         cors = scope["path"] in self.cors_paths
         extra = CORS_HEADERS if cors else []
         if cors and scope["method"] == "OPTIONS":
             await send({"type": "http.response.start", "status": 204, "headers": list(extra)})
             return await send({"type": "http.response.body", "body": b""})
-        limit = self.max_bytes
-        too_large = {
-            "error": "payload_too_large",
-            "detail": f"upload exceeds the limit of {_size(limit)}",
-        }
         headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return await _send_json(send, 413, too_large, extra)
-        received, tail = 0, b""
         expected = self.file_fields.get(scope["path"]) if scope["method"] == "POST" else None
+        upload = UploadCheck(self.max_bytes, expected, None)
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _send_json(send, *upload.too_large(), extra)
         ctype = headers.get(b"content-type", b"").decode("latin-1")
-        boundary = None
         if expected is not None and ctype.lower().startswith("multipart/"):
             match = re.search(r'boundary="?([^";]+)"?', ctype)
             if not match:
-                return await _send_json(
-                    send,
-                    400,
-                    {"error": "bad_request", "detail": "multipart/form-data without a boundary"},
-                    extra,
+                return await _send_error(
+                    send, "bad_request", "multipart/form-data without a boundary", extra
                 )
-            boundary = b"--" + match.group(1).encode("latin-1")
-        state = {"violation": None, "held": None, "body": b"", "sent": False}
-
-        async def limited_receive():
-            # On a violation the app sees a disconnected client; its reply is replaced below
-            # (raising here would surface as a 500 from BentoML's endpoint wrapper).
-            nonlocal received, tail
-            if state["violation"]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > limit:
-                    state["violation"] = (413, too_large)
-                elif (
-                    boundary
-                    and received == len(chunk)
-                    and chunk
-                    and not chunk.lstrip(b"\r\n").startswith(boundary[: len(chunk)])
-                ):
-                    state["violation"] = (
-                        400,
-                        {"error": "bad_request", "detail": "malformed multipart/form-data body"},
-                    )
-                elif expected is not None:  # part headers may straddle two chunks
-                    for name in _part_names(tail + chunk, boundary):
-                        if name.decode(errors="replace") != expected:
-                            state["violation"] = (
-                                400,
-                                {
-                                    "error": "missing_file",
-                                    "detail": (
-                                        "unexpected file field "
-                                        f"'{name.decode(errors='replace')}': send "
-                                        f"the audio file as multipart/form-data field '{expected}'"
-                                    ),
-                                },
-                            )
-                    tail = chunk[-512:]
-                if state["violation"]:
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def shaping_send(message):
-            if state["sent"]:
-                return
-            if state["violation"]:
-                state["sent"] = True
-                return await _send_json(send, *state["violation"], extra)
-            # Hold 4xx replies that are not JSON of our shape, then rewrite them.
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + list(extra)
-                if 400 <= message["status"] < 500:
-                    state["held"] = message
-                    return
-                return await send(message)
-            if state["held"] is None:
-                return await send(message)
-            state["body"] += message.get("body", b"")
-            if message.get("more_body"):
-                return
-            await send_shaped(state["held"], state["body"])
-
-        async def send_shaped(start, body: bytes):
-            try:
-                parsed = json.loads(body or b"null")
-            except ValueError:
-                parsed = None
-            if (
-                isinstance(parsed, dict)
-                and {"error", "detail"} <= parsed.keys()
-                and isinstance(parsed["detail"], str)
-            ):
-                await send(start)
-                return await send({"type": "http.response.body", "body": body})
-            status = start["status"]
-            if isinstance(parsed, str):
-                detail = parsed
-            elif isinstance(parsed, dict):
-                detail = "; ".join(str(parsed[k]) for k in ("error", "detail") if parsed.get(k))
-            else:
-                detail = body.decode(errors="replace").strip()
-            await _send_json(
-                send,
-                status,
-                {
-                    "error": ERROR_CODES.get(status, "client_error"),
-                    "detail": str(detail) or f"HTTP {status}",
-                },
-                extra,
-            )
-
+            upload.boundary = b"--" + match.group(1).encode("latin-1")
+        exchange = Exchange(receive, send, upload, extra)
         try:
-            await self.app(scope, limited_receive, shaping_send)
+            await self.app(scope, exchange.receive, exchange.send)
         except Exception:
-            if not state["violation"]:
+            if not exchange.violation:
                 raise
-        if state["violation"] and not state["sent"]:
-            await _send_json(send, *state["violation"], extra)
+        if exchange.violation:
+            await exchange.refuse()

@@ -27,6 +27,7 @@ import numpy as np
 
 from .audio import AudioError
 from .calibration import Calibration
+from .errors import GenreError
 from .families import FAMILIES, research_names
 from .features import FeatureSettings, extract_feature_sets
 from .http_boundary import (
@@ -276,9 +277,9 @@ def _model_service():
 GenreModels = _model_service()
 
 
-def _error(ctx: bentoml.Context, status: int, code: str, detail: str) -> dict:
-    ctx.response.status_code = status
-    return {"error": code, "detail": detail}
+def _error(ctx: bentoml.Context, exc: GenreError) -> dict:
+    ctx.response.status_code = exc.status
+    return exc.body()
 
 
 def _models_app():
@@ -359,17 +360,18 @@ class GenreDetector:
         if audio is None:
             return _error(
                 ctx,
-                400,
-                "missing_file",
-                f"send the audio file as multipart/form-data field '{field}'",
+                GenreError(
+                    "missing_file", f"send the audio file as multipart/form-data field '{field}'"
+                ),
             )
         unknown = [m for m in models if m not in self.infos]
         if unknown:
             return _error(
                 ctx,
-                400,
-                "unknown_model",
-                f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
+                GenreError(
+                    "unknown_model",
+                    f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
+                ),
             )
         needed = list(dict.fromkeys(self.infos[m].settings for m in models))
         if spectrogram and not any(s.scale == "db" for s in needed):
@@ -380,8 +382,7 @@ class GenreDetector:
                 self.pool, extract_feature_sets, Path(audio).read_bytes(), needed
             )
         except AudioError as exc:
-            status = 415 if exc.reason in AudioError.UNDECODABLE else 422
-            return _error(ctx, status, exc.reason, exc.detail)
+            return _error(ctx, exc)
         probs = await self._run_models({s: b.windows for s, b in batches.items()}, models)
         reply = predict_reply(batches, probs, self.infos, CALIBRATION, uuid.uuid4().hex[:16])
         if spectrogram:

@@ -47,10 +47,13 @@ from .catalog import (
     row_from_reply,
     walk,
 )
+from .errors import parse_error
 from .features import FeatureSettings, WindowBatch, extract_feature_sets
 
 DEFAULT_REFS = None  # every registered family that has a model in the store
-RETRY_STATUS = {502, 503, 504}
+RETRY_STATUS = {502, 503, 504}  # --url: replies worth another try (Retry-After honoured)
+RETRIES = 3  # --url: tries after the first, on those replies and on connection errors
+BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-After)
 _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -228,18 +231,49 @@ class InProcessEngine:
 # ---------------------------------------------------------------- remote
 
 
+def retrying_session(retries: int = RETRIES, backoff: float = BACKOFF):
+    """A requests Session whose POSTs are retried by urllib3 on RETRY_STATUS replies and
+    connection errors, honouring Retry-After; after the last try the last reply is returned
+    (or the connection error raised)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=retries,
+        backoff_factor=backoff,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=frozenset({"POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=retry))
+    return session
+
+
 class RemoteEngine:
-    def __init__(self, urls: list[str], per_url: int = 4, timeout: float = 300):
+    def __init__(
+        self,
+        urls: list[str],
+        per_url: int = 4,
+        timeout: float = 300,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+    ):
+        """Raises ValueError when the services cannot be read or serve different models."""
         import requests
 
         self.urls, self.timeout = [u.rstrip("/") for u in urls], timeout
+        self.retries, self.backoff = retries, backoff
         try:
             infos = [requests.get(f"{u}/models", timeout=30).json() for u in self.urls]
         except (requests.RequestException, ValueError) as exc:
-            raise SystemExit(f"cannot read the models of the --url services: {exc}") from exc
+            raise ValueError(f"cannot read the models of the --url services: {exc}") from exc
         tags = [{n: m["tag"] for n, m in i["models"].items()} for i in infos]
         if any(i["labels"] != infos[0]["labels"] or t != tags[0] for i, t in zip(infos, tags)):
-            raise SystemExit(
+            raise ValueError(
                 "the --url services serve different models: "
                 + "; ".join(f"{u}: {t}" for u, t in zip(self.urls, tags))
             )
@@ -255,35 +289,21 @@ class RemoteEngine:
 
         session = getattr(self.local, "session", None)
         if session is None:
-            session = self.local.session = requests.Session()
+            session = self.local.session = retrying_session(self.retries, self.backoff)
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             return error_row(path, "not_audio", f"cannot read {path}: {exc.strerror or exc}")
-        last = ("unreachable", url)
-        for attempt in range(4):
-            if attempt:
-                time.sleep(2**attempt)
-            try:
-                r = session.post(
-                    f"{url}/predict", files={"audio": (Path(path).name, data)}, timeout=self.timeout
-                )
-            except requests.RequestException as exc:
-                last = ("unreachable", f"{url}: {exc}")
-                continue
-            if r.status_code == 200:
-                return row_from_reply(path, r.json())
-            try:
-                body = r.json()
-            except ValueError:
-                body = {}
-            last = (
-                body.get("error") or f"http_{r.status_code}",
-                body.get("detail") or r.text[:300],
+        try:
+            r = session.post(
+                f"{url}/predict", files={"audio": (Path(path).name, data)}, timeout=self.timeout
             )
-            if r.status_code not in RETRY_STATUS:
-                break
-        return error_row(path, *last)
+        except requests.RequestException as exc:
+            return error_row(path, "unreachable", f"{url}: {exc}")
+        if r.status_code == 200:
+            return row_from_reply(path, r.json())
+        code, detail = parse_error(r.content)
+        return error_row(path, code or f"http_{r.status_code}", detail or r.text[:300])
 
     def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
         pending: deque = deque()

@@ -166,7 +166,12 @@ class SoundCloudClient:
         return urlunsplit(parts._replace(query=urlencode(query + [("client_id", self.client_id)])))
 
     def get(self, url: str, stream: bool = False) -> requests.Response:
-        """GET with retries on 429/5xx/connection errors; raises ApiError on any other failure."""
+        """GET with retries on 429/5xx/connection errors; raises ApiError on any other failure.
+
+        A loop of its own, not urllib3's Retry (as the --url tagger uses): every try waits its
+        turn at the rate limiter and counts in `requests`/`retries` (the summary prints them),
+        waits go through the injectable `sleep`, and Retry-After is capped at MAX_RETRY_AFTER;
+        urllib3 retries inside the adapter, past all three."""
         url = self.with_client_id(url)
         for attempt in range(self.max_retries + 1):
             self.limiter.wait()
