@@ -1,6 +1,6 @@
 """Command line of the package: batch-tag a catalog of tracks.
 
-    python -m genre_detector tag MUSIC/ --out tags.csv          # or tags.jsonl
+    python -m genre_detector tag MUSIC/ --out tags.csv          # or tags.jsonl, tags.parquet
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://host:3000 --resume
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import catalog  # light (numpy, soundfile): no TensorFlow
+
     p = argparse.ArgumentParser(
         prog="python -m genre_detector",
         description=__doc__,
@@ -26,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "tag",
-        help="classify every audio file under PATHs into a CSV/JSONL file",
+        help="classify every audio file under PATHs into a CSV/JSONL file or Parquet folder",
         description="Classify every audio file under the PATHs with every stored "
         "model and their calibrated ensemble; one row per track in --out.",
     )
@@ -39,7 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--out",
         help="output file: .csv (one column per value) or .jsonl "
-        "(one JSON object per line); required unless --profile",
+        "(one JSON object per line); or a .parquet folder of part files "
+        "(part-00000.parquet, ...; the CSV's columns, typed) for large runs; "
+        "required unless --profile",
+    )
+    t.add_argument(
+        "--parquet-rows",
+        type=int,
+        default=catalog.PARQUET_ROWS,
+        metavar="N",
+        help="with --out NAME.parquet: rows per part file; a part is written when "
+        "full, so a hard kill loses at most N rows (Ctrl-C loses none) "
+        f"(default: {catalog.PARQUET_ROWS})",
     )
     t.add_argument(
         "--url",
@@ -177,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     if not args.out:
-        _parser().error("tag needs --out FILE.csv or FILE.jsonl (or --profile)")
+        _parser().error("tag needs --out FILE.csv, FILE.jsonl or FOLDER.parquet (or --profile)")
+    if args.parquet_rows < 1:
+        _parser().error("--parquet-rows must be at least 1")
     try:
         shard = catalog.parse_shard(args.shard) if args.shard else None
         summary, stats = tagger.tag_catalog(
@@ -194,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             labels_from_folders=args.labels_from_folders,
             progress=not args.no_progress,
             ray=ray,
+            parquet_rows=args.parquet_rows,
         )
     except KeyboardInterrupt:
         print(

@@ -9,9 +9,13 @@
   1 + sha1(relative path) mod n. The relative path is taken from the folder argument,
   so machines that mount the catalog in different places agree, and adding files to the
   catalog never moves existing tracks to another shard.
-* Rows: one per track, from a /predict reply (both engines build one); CSV or JSONL by
-  the output's extension. Every row is one write() plus flush(); `--resume` drops a
-  trailing partial line, then skips the paths already in the file and appends.
+* Rows: one per track, from a /predict reply (both engines build one); CSV, JSONL or
+  Parquet by the output's extension (open_writer). CSV/JSONL: every row is one write()
+  plus flush(); `--resume` drops a trailing partial line, then skips the paths already in
+  the file and appends. Parquet (`--out NAME.parquet`): a folder of part files, each
+  written whole to a hidden temp name and renamed into place (ParquetWriter); `--resume`
+  deletes a leftover temp file, skips the paths in the complete parts and continues with
+  the next part number.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,16 +239,57 @@ def _nested(row: dict, cols: list[str]) -> dict:
     return out
 
 
-def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> str:
-    """'csv' or 'jsonl' by the extension; refuses to clobber a file without resume/overwrite."""
+PARQUET_ROWS = 1000  # rows per Parquet part unless told otherwise (--parquet-rows)
+
+
+def output_format(out: str | os.PathLike) -> str:
+    """'csv', 'jsonl' or 'parquet' by the extension of --out."""
     suffix = Path(out).suffix.lower()
-    if suffix not in {".csv", ".jsonl", ".ndjson"}:
-        raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
-    if Path(out).exists() and Path(out).stat().st_size and not (resume or overwrite):
+    if suffix == ".csv":
+        return "csv"
+    if suffix in {".jsonl", ".ndjson"}:
+        return "jsonl"
+    if suffix == ".parquet":
+        return "parquet"
+    raise ValueError(f"--out {out}: use a .csv, .jsonl or .parquet name")
+
+
+def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> str:
+    """The format (output_format); refuses to clobber a non-empty file (or, for Parquet, a
+    non-empty folder) without resume/overwrite."""
+    fmt, path = output_format(out), Path(out)
+    if fmt == "parquet":
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"--out {out} is a file: Parquet output is a folder of part files, use another name"
+            )
+        used = path.is_dir() and any(path.iterdir())
+    else:
+        used = path.exists() and path.stat().st_size > 0
+    if used and not (resume or overwrite):
         raise FileExistsError(
             f"{out} exists: pass --resume to continue it or --overwrite to start over"
         )
-    return "csv" if suffix == ".csv" else "jsonl"
+    return fmt
+
+
+def open_writer(
+    out: str | os.PathLike,
+    model_names: list[str],
+    labels: list[str],
+    resume: bool = False,
+    overwrite: bool = False,
+    on_existing=None,
+    parquet_rows: int = PARQUET_ROWS,
+):
+    """The writer for --out, chosen by its extension: RowWriter (.csv, .jsonl) or
+    ParquetWriter (.parquet). Both have write(row), close() and .done (paths already in
+    the output when resuming; each of their rows also went to on_existing(row))."""
+    if output_format(out) == "parquet":
+        return ParquetWriter(
+            out, model_names, labels, resume, overwrite, on_existing, rows_per_part=parquet_rows
+        )
+    return RowWriter(out, model_names, labels, resume, overwrite, on_existing)
 
 
 class RowWriter:
@@ -259,7 +305,10 @@ class RowWriter:
         on_existing=None,
     ):
         self.path = Path(out)
-        self.jsonl = check_output(out, resume, overwrite) == "jsonl"
+        fmt = check_output(out, resume, overwrite)
+        if fmt == "parquet":
+            raise ValueError(f"--out {out}: Parquet goes through ParquetWriter (open_writer)")
+        self.jsonl = fmt == "jsonl"
         self.cols = columns(model_names, labels)
         self.done: set[str] = set()
         if resume and self.path.exists():
@@ -309,8 +358,11 @@ def _drop_partial_line(path: Path) -> None:
 
 
 def read_done(path: str | Path, cols: list[str] | None = None, on_row=None) -> set[str]:
-    """Paths of the complete rows of an output file; each row also goes to on_row(row)."""
+    """Paths of the complete rows of an output file (or Parquet folder); each row also
+    goes to on_row(row)."""
     path = Path(path)
+    if output_format(path) == "parquet":
+        return _read_parquet_done(path, cols, on_row)
     _drop_partial_line(path)
     done = set()
     with open(path, encoding="utf-8", newline="") as f:
@@ -328,3 +380,142 @@ def read_done(path: str | Path, cols: list[str] | None = None, on_row=None) -> s
             if on_row is not None:
                 on_row(row)
     return done
+
+
+# ---------------------------------------------------------------- Parquet
+
+_PART = re.compile(r"part-(\d+)\.parquet")
+_TEMP = re.compile(r"\.part-(\d+)\.parquet\.tmp")
+
+
+def parquet_schema(cols: list[str]):
+    """The columns of the CSV, typed: float for durations/probabilities, int for
+    n_windows, string otherwise; every column nullable."""
+    import pyarrow as pa
+
+    def kind(c: str):
+        if c == "duration_s" or c.endswith("_probability") or c.startswith("p_"):
+            return pa.float64()
+        return pa.int64() if c == "n_windows" else pa.string()
+
+    return pa.schema([pa.field(c, kind(c)) for c in cols])
+
+
+def parquet_parts(folder: str | Path) -> list[Path]:
+    """The complete part files of a Parquet output folder, in part-number order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _PART.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _parquet_row(row: dict, cols: list[str]) -> dict:
+    """A row as the Parquet part holds it: flat like the CSV, missing values (and an
+    empty error) null."""
+    flat = {**row, **{f"p_{g}": p for g, p in (row.get("probabilities") or {}).items()}}
+    flat["model_tags"] = " ".join(row["model_tags"].values()) if row.get("model_tags") else None
+    flat["error"] = row.get("error") or None
+    return {c: flat.get(c) for c in cols}
+
+
+def _read_parquet_done(folder: Path, cols: list[str] | None, on_row) -> set[str]:
+    import pyarrow.parquet as pq
+
+    done = set()
+    for part in parquet_parts(folder):
+        if cols is not None and pq.read_schema(part).names != cols:
+            raise ValueError(
+                f"{part} has other columns than this run would write (other "
+                "models or labels?): use another --out"
+            )
+        if on_row is None:
+            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+            continue
+        for row in pq.read_table(part).to_pylist():
+            done.add(row["path"])
+            on_row(row)
+    return done
+
+
+class ParquetWriter:
+    """Writes rows into a folder of Parquet parts: part-00000.parquet, part-00001.parquet...
+
+    A Parquet file is readable only once its footer is written, on close; so rows are
+    gathered in memory (`rows_per_part` at most) and each part is written whole to a
+    hidden temp name (.part-NNNNN.parquet.tmp, which Parquet readers skip), synced and
+    renamed into place. close() writes the last, shorter part; it also runs on Ctrl-C, so
+    only a hard kill loses rows (the ones not yet in a part, at most `rows_per_part`).
+    `pyarrow.dataset.dataset(out)` or `pandas.read_parquet(out)` reads the whole run."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        model_names: list[str],
+        labels: list[str],
+        resume: bool = False,
+        overwrite: bool = False,
+        on_existing=None,
+        rows_per_part: int = PARQUET_ROWS,
+    ):
+        if rows_per_part < 1:
+            raise ValueError(f"--parquet-rows must be at least 1, got {rows_per_part}")
+        check_output(out, resume, overwrite)
+        self.path, self.rows_per_part = Path(out), rows_per_part
+        self.cols = columns(model_names, labels)
+        self.schema = parquet_schema(self.cols)
+        self.done: set[str] = set()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for p in self.path.iterdir():  # a part cut short by a crash: never complete
+            if _TEMP.fullmatch(p.name):
+                p.unlink()
+        parts = parquet_parts(self.path)
+        if parts and not resume:  # --overwrite (check_output refused anything else)
+            for p in parts:
+                p.unlink()
+            parts = []
+        if parts:
+            self.done = _read_parquet_done(self.path, self.cols, on_existing)
+        self.next_part = int(_PART.fullmatch(parts[-1].name)[1]) + 1 if parts else 0
+        self.rows: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self.rows.append(_parquet_row(row, self.cols))
+        if len(self.rows) >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the gathered rows as the next part (nothing if there are none)."""
+        if not self.rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        name = f"part-{self.next_part:05d}.parquet"
+        tmp = self.path / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / name)
+        _fsync_dir(self.path)
+        self.next_part += 1
+        self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -37,12 +37,13 @@ import numpy as np
 
 from .audio import AudioError
 from .catalog import (
-    RowWriter,
+    PARQUET_ROWS,
     Summary,
     Track,
     check_output,
     error_row,
     in_shard,
+    open_writer,
     read_source,
     row_from_reply,
     walk,
@@ -54,7 +55,6 @@ DEFAULT_REFS = None  # every registered family that has a model in the store
 RETRY_STATUS = {502, 503, 504}  # --url: replies worth another try (Retry-After honoured)
 RETRIES = 3  # --url: tries after the first, on those replies and on connection errors
 BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-After)
-_ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 # ---------------------------------------------------------------- in-process
@@ -67,7 +67,11 @@ def warm_decoder() -> None:
 
 
 def _worker_init() -> None:
+    from threadpoolctl import threadpool_limits
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # One BLAS/OpenMP thread per worker: no oversubscription next to the other workers and TF.
+    threadpool_limits(1)
     warm_decoder()
 
 
@@ -161,17 +165,8 @@ class InProcessEngine:
         pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
         )
-        saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-        os.environ.update(_ONE_THREAD)  # workers inherit it: one BLAS thread each, no
-        try:  # oversubscription next to the other workers and TF
-            for _ in range(self.workers):  # start every worker now
-                pool.submit(int)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        for _ in range(self.workers):  # start every worker now
+            pool.submit(int)
         return pool
 
     def _submit(self, track: Track) -> Future:
@@ -410,12 +405,14 @@ def tag_catalog(
     progress: bool = True,
     engine=None,
     ray: dict | None = None,
+    parquet_rows: int = PARQUET_ROWS,
 ) -> tuple[Summary, str]:
     """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
 
     `engine`: an engine to use (and leave open) instead of building one from the options.
     `ray`: run on Ray (genre_detector.ray_engine.RayEngine) with these keyword arguments
-    (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray."""
+    (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray.
+    `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows."""
     from tqdm import tqdm
 
     tracks = walk(paths)
@@ -434,13 +431,14 @@ def tag_catalog(
             engine = InProcessEngine(refs, workers, batch_windows)
     try:
         summary = Summary(engine.labels, labels_from_folders)
-        writer = RowWriter(
+        writer = open_writer(
             out,
             engine.model_names,
             engine.labels,
             resume,
             overwrite,
             on_existing=lambda row: summary.add(row, resumed=True),
+            parquet_rows=parquet_rows,
         )
         todo = [t for t in tracks if t.path not in writer.done]
         bar = tqdm(
