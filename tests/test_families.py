@@ -333,3 +333,16 @@ def test_a_plugin_family_is_trained_stored_and_served(tmp_path, gtzan_dir):
     finally:
         svc.stop()
     assert "toy" not in FAMILIES
+
+
+def test_the_bento_packs_every_registered_family_and_the_calibration():
+    """bentofile.yaml's model list (what `bentoml build` copies into the Bento and the image)
+    names exactly the registry's families and the ensemble's calibration."""
+    import yaml
+
+    from genre_detector.families import FAMILIES
+    from genre_detector.store import CALIBRATION_NAME, store_name
+
+    listed = yaml.safe_load((REPO / "bentofile.yaml").read_text())["models"]
+    wanted = [f"{store_name(n)}:latest" for n in FAMILIES] + [f"{CALIBRATION_NAME}:latest"]
+    assert sorted(listed) == sorted(wanted)
