@@ -4,15 +4,17 @@
     for f in FAMILIES.values(): print(f.name, f.display_name, f.settings.sample_rate)
 
 Everything else is derived from it: store names (`genre-<name>`), the served batchable
-methods and the Bento's model list, the training CLI's `--models` and default epochs, the
-research page's keys of `POST /`, the load test and the tests. No Keras import here: the
-front service reads this too.
+methods, the training CLI's `--models` and default epochs, the research page's keys of
+`POST /`, the load test and the tests. The one copy is bentofile.yaml's model list (YAML
+cannot import this), which a test keeps equal to it. No Keras import here: the front
+service reads this too.
 
 Adding a model family:
   1. write its builder `f(input_shape, n_classes) -> keras.Model` (windows in, class
      probabilities out; e.g. in architectures.py);
   2. add one `Family(...)` line to FAMILIES below, naming the builder as "module:function";
-  3. `python -m train --models <name>` trains it into the store; `bentoml serve` serves it.
+  3. `python -m train --models <name>` trains it into the store; `bentoml serve` serves it;
+  4. for `bentoml build`, add `genre-<name>:latest` to bentofile.yaml's models (tested).
 """
 
 from __future__ import annotations
