@@ -271,7 +271,7 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
             continue
     # every feature set the models need (the research families share one, musicnn has its own)
     settings = list(dict.fromkeys(p.info.settings for p in preds.values()))
-    extract_feature_sets(clips[0][1], settings)  # librosa/numba warm-up
+    extract_feature_sets(clips[0][1], settings)  # warm-up: imports, mel bases
     decode = [_best_of(lambda d=d: decode_audio(d), 3) for _, d in clips]
     waves = [decode_audio(d) for _, d in clips]  # (native wave, rate)
     features = [_best_of(lambda w=w: extract_feature_sets(w, settings), 3) for w in waves]

@@ -3,11 +3,12 @@
     python loadtests/cold_start.py                     # the store in BENTOML_HOME
     python loadtests/cold_start.py --runtime keras     # the TensorFlow path, to compare
     python loadtests/cold_start.py --no-tensorflow     # fail if anything imports TensorFlow
+    python loadtests/cold_start.py --container genre-detector:latest --repeat 3
 
 Prints: import times of the heavy modules (each in a fresh interpreter), model load and
 warm-up per model (ONNX Runtime or Keras), then the served timeline: seconds from
 `bentoml serve` to /readyz 200 and to the first 200 from POST /predict on a 30 s clip.
-The container (deploy/build_container.sh) prints its own /readyz and first-answer times.
+`--container IMAGE` times `podman run` of the image (`make container` builds it) the same way.
 """
 
 from __future__ import annotations
@@ -103,33 +104,14 @@ def served(runtime: str, clip: Path, block_tf: bool, port: int = 0) -> dict[str,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url, times = f"http://127.0.0.1:{port}", {}
     try:
-        while "readyz" not in times:
-            if proc.poll() is not None:
-                raise RuntimeError(Path(log.name).read_text()[-4000:])
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    times["readyz"] = time.monotonic() - t0
-            except requests.RequestException:
-                pass
-            if time.monotonic() - t0 > 300:
-                raise TimeoutError(Path(log.name).read_text()[-4000:])
-            time.sleep(0.05)
-        t1 = time.monotonic()
-        r = requests.post(
-            f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())}, timeout=120
+        times = timeline(
+            f"http://127.0.0.1:{port}",
+            clip,
+            t0,
+            alive=lambda: proc.poll() is None,
+            log=lambda: Path(log.name).read_text(errors="replace"),
         )
-        r.raise_for_status()
-        times["first_predict_request"] = time.monotonic() - t1
-        times["first_predict_total"] = time.monotonic() - t0
-        t1 = time.monotonic()
-        requests.post(
-            f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())}, timeout=120
-        ).raise_for_status()
-        times["second_predict_request"] = time.monotonic() - t1
-        logs = Path(log.name).read_text(errors="replace")
-        times["tensorflow_imported"] = "tensorflow imported: True" in logs
     finally:
         import signal
 
@@ -140,6 +122,80 @@ def served(runtime: str, clip: Path, block_tf: bool, port: int = 0) -> dict[str,
 
             shutil.rmtree(blocker_dir, ignore_errors=True)
     return times
+
+
+def timeline(url: str, clip: Path, t0: float, alive, log) -> dict:
+    """Seconds from t0 to /readyz 200 and to the first /predict answer, then a second
+    request's time. `alive()` says whether the server still runs; `log()` gives its log."""
+    times: dict = {}
+    while "readyz" not in times:
+        if not alive():
+            raise RuntimeError(log()[-4000:])
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                times["readyz"] = time.monotonic() - t0
+        except requests.RequestException:
+            pass
+        if time.monotonic() - t0 > 300:
+            raise TimeoutError(log()[-4000:])
+        time.sleep(0.05)
+    t1 = time.monotonic()
+    r = requests.post(
+        f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())}, timeout=120
+    )
+    r.raise_for_status()
+    times["first_predict_request"] = time.monotonic() - t1
+    times["first_predict_total"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    requests.post(
+        f"{url}/predict", files={"audio": (clip.name, clip.read_bytes())}, timeout=120
+    ).raise_for_status()
+    times["second_predict_request"] = time.monotonic() - t1
+    times["tensorflow_imported"] = "tensorflow imported: True" in log()
+    return times
+
+
+def container(image: str, clip: Path, port: int = 0) -> dict:
+    """`podman run` of the image (as deploy/build_container.sh runs it) to first answer."""
+    from tests.service_process import free_port
+
+    port = port or free_port()
+    name = f"genre-cold-start-{port}"
+    podman = ["podman", "--runtime", "runc"]
+    subprocess.run([*podman, "rm", "-f", name], capture_output=True)
+    t0 = time.monotonic()
+    subprocess.run(
+        [*podman, "run", "-d", "--name", name, "--network", "host"]
+        + ["-e", f"BENTOML_PORT={port}", image],
+        check=True,
+        capture_output=True,
+    )
+
+    def alive() -> bool:
+        state = subprocess.run(
+            [*podman, "inspect", "--format", "{{.State.Status}}", name],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return state == "running"
+
+    def log() -> str:
+        return subprocess.run([*podman, "logs", name], capture_output=True, text=True).stdout
+
+    try:
+        return timeline(f"http://127.0.0.1:{port}", clip, t0, alive, log)
+    finally:
+        subprocess.run([*podman, "rm", "-f", "-t", "10", name], capture_output=True)
+
+
+def image_size(image: str) -> int:
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", image],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.strip())
 
 
 def main(argv=None) -> int:
@@ -153,8 +209,27 @@ def main(argv=None) -> int:
         action="store_true",
         help="block tensorflow/keras imports in every process of the service",
     )
+    p.add_argument(
+        "--container",
+        metavar="IMAGE",
+        help="time `podman run IMAGE` to the first answer instead (make container builds it)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="starts to time (median printed)")
     args = p.parse_args(argv)
-    heavy = ["onnxruntime", "librosa", "bentoml"] + (
+    if args.container:
+        runs = [container(args.container, args.clip) for _ in range(args.repeat)]
+        for k in ("readyz", "first_predict_total", "second_predict_request"):
+            vals = sorted(r[k] for r in runs)
+            print(f"   {k}: {', '.join(f'{v:.2f}' for v in vals)} s")
+        med = sorted(runs, key=lambda r: r["first_predict_total"])[len(runs) // 2]
+        print(
+            f"== container {args.container} ({image_size(args.container) / 1e9:.2f} GB): "
+            f"/readyz {med['readyz']:.2f} s after `podman run`; first /predict answered "
+            f"{med['first_predict_total']:.2f} s after it (median of {len(runs)}); "
+            f"tensorflow imported: {med['tensorflow_imported']}"
+        )
+        return 0
+    heavy = ["onnxruntime", "soundfile", "soxr", "bentoml"] + (
         ["tensorflow"] if args.runtime == "keras" else []
     )
     print(

@@ -1,18 +1,23 @@
-"""The deployment manifests agree with the code's defaults (parsed offline, no cluster)."""
+"""The deployment manifests and the image recipe agree with the code (offline, no cluster)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
+from genre_detector.container_image import BASE_IMAGE
+from genre_detector.families import FAMILIES
 from genre_detector.http_boundary import (
     DEFAULT_DRAIN_SECONDS,
     MAX_CONCURRENCY,
     TARGET_CONCURRENCY,
 )
+from genre_detector.store import CALIBRATION_NAME, store_name
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
 FRONT, MODELS = "genre_detector", "genre_models"
 
 
@@ -60,3 +65,52 @@ def test_knative_service_scales_to_zero_and_drains():
     for kind in ("requests", "limits"):
         assert container["resources"][kind]["cpu"] and container["resources"][kind]["memory"]
     assert spec["timeoutSeconds"] >= 120
+
+
+def _pins(lines) -> dict[str, str]:
+    return dict(line.strip().split("==", 1) for line in lines if "==" in line)
+
+
+def test_serving_pins_match_the_training_environment():
+    """bentofile.yaml's packages (the image) are a TensorFlow-free subset of pyproject's
+    pins, at the same versions: what is tested is what ships."""
+    import tomllib
+
+    serving = _pins(yaml.safe_load((REPO / "bentofile.yaml").read_text())["python"]["packages"])
+    project = _pins(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert {"onnxruntime", "bentoml", "numpy", "soundfile", "soxr", "av"} <= set(serving)
+    assert not {"tensorflow-cpu", "tensorflow", "librosa", "scikit-learn", "scipy"} & set(serving)
+    for name, version in serving.items():
+        assert project.get(name) == version, (
+            f"{name}: bentofile {version}, pyproject {project.get(name)}"
+        )
+
+
+@pytest.mark.slow
+def test_the_built_bento_installs_no_compiler_and_nothing_from_apt(store_with_models, tmp_path):
+    """`bentoml build` (as `make build` / `make container` run it) gives an image recipe on
+    Debian slim with no build-essential, git or apt step, the serving pins, and every model."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("bentoml")), "build", "--output", "tag"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = out.stdout.strip().splitlines()[-1].split("__tag__:")[-1]
+    name, version = tag.split(":")
+    info = yaml.safe_load(
+        (store_with_models / "bentos" / name / version / "bento.yaml").read_text()
+    )
+    image = info["image"]
+    assert image["base_image"] == BASE_IMAGE
+    assert not any("apt-get" in c or "build-essential" in c for c in image["commands"])
+    reqs = _pins(image["python_requirements"].splitlines())
+    assert reqs["onnxruntime"] and reqs["av"] and "tensorflow-cpu" not in reqs
+    assert "librosa" not in reqs
+    packed = {m["tag"].split(":")[0] for m in info["models"]}
+    assert packed == {store_name(n) for n in FAMILIES} | {CALIBRATION_NAME}

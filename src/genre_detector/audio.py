@@ -6,7 +6,7 @@
     native, sr = decode("track.mp3")                  # decode once, resample per model
 
 libsndfile (via soundfile) reads WAV, FLAC, OGG/Vorbis, MP3, AU and AIFF in-process;
-anything it cannot read (M4A/AAC, ...) goes through ffmpeg when it is installed.
+anything it cannot read (M4A/AAC, ...) goes through FFmpeg's decoders, in-process too (PyAV).
 Every failure is reported once, here, as AudioError with a machine-readable `reason`.
 """
 
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -29,7 +26,6 @@ SAMPLE_RATE = 22050  # Hz: default rate (the research families' features)
 MIN_SECONDS = 3.0  # s: shorter clips cannot fill one analysis window (see features.py)
 MAX_SECONDS = 15 * 60.0  # s: default limit on decoded duration
 SILENCE_PEAK = 1e-4  # full-scale amplitude: a clip whose peak stays below this is silent
-FFMPEG_TIMEOUT = 120  # s: wall-clock limit for one ffmpeg decode
 # File name extensions treated as audio when walking folders (training data, catalogs).
 AUDIO_EXTENSIONS = frozenset(
     {
@@ -112,59 +108,44 @@ def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]
         return wave, f.samplerate
 
 
-FFMPEG_RATE = 44100  # Hz: what ffmpeg decodes to before our own resampling
-
-
-def _decode_ffmpeg(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
+def _decode_av(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """FFmpeg's decoders in-process through PyAV (its wheel bundles them): no ffmpeg
+    program, no subprocess and no temp file. Reads from memory with seeking, so MP4/M4A
+    with their index at the end decode too; stops just past `max_seconds`."""
+    try:
+        import av
+    except ImportError as exc:
         raise AudioError(
             "ffmpeg_missing",
-            f"{name} is not WAV/FLAC/OGG/MP3/AU/AIFF; decoding "
-            "other formats (M4A/AAC, ...) needs ffmpeg, which is not installed",
-        )
-    # A file, not a pipe: MP4/M4A keep their index at the end, which ffmpeg cannot seek to
-    # on stdin. `-t` stops decoding just past the limit so huge uploads cost no memory.
-    with tempfile.NamedTemporaryFile(prefix="genre-decode-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        cmd = [
-            ffmpeg,
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            tmp.name,
-            "-t",
-            str(max_seconds + 1),
-            "-vn",
-            "-f",
-            "f32le",
-            "-ac",
-            "1",
-            "-ar",
-            str(FFMPEG_RATE),
-            "pipe:1",
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT)
-        except subprocess.TimeoutExpired as exc:
-            raise AudioError(
-                "not_audio", f"ffmpeg gave up on {name} after {FFMPEG_TIMEOUT} s"
-            ) from exc
-    if proc.returncode != 0 or not proc.stdout:
-        msg = (
-            proc.stderr.decode(errors="replace")
-            .replace(f"{tmp.name}: ", "")
-            .replace(tmp.name, name)
-            .strip()
-            .splitlines()
-        )
+            f"{name} is not WAV/FLAC/OGG/MP3/AU/AIFF; decoding other formats (M4A/AAC, ...) "
+            "needs FFmpeg through PyAV (the `av` package), which is not installed",
+        ) from exc
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioError("not_audio", f"{name} holds no audio stream")
+            # planar float32, the source's own channels and rate (mixed and resampled later)
+            to_float = av.AudioResampler(format="fltp")
+            rate, limit, n = 0, 0, 0
+            for frame in container.decode(stream):
+                for out in to_float.resample(frame):
+                    rate = rate or out.sample_rate
+                    limit = limit or int((max_seconds + 1) * rate)
+                    chunks.append(out.to_ndarray())
+                    n += out.samples
+                if limit and n > limit:
+                    break
+            for out in to_float.resample(None):
+                chunks.append(out.to_ndarray())
+    except av.FFmpegError as exc:
         raise AudioError(
-            "not_audio", f"{name} is not decodable audio ({msg[-1] if msg else 'no audio stream'})"
-        )
-    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), FFMPEG_RATE
+            "not_audio", f"{name} is not decodable audio ({exc.strerror or exc})"
+        ) from exc
+    if not chunks:
+        raise AudioError("not_audio", f"{name} is not decodable audio (no audio frames)")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32), rate
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -193,7 +174,7 @@ def decode(
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
         try:
-            wave, sr = _decode_ffmpeg(data, name, max_seconds)
+            wave, sr = _decode_av(data, name, max_seconds)
         except AudioError as exc:
             if exc.reason == "not_audio" and _has_audio_header(data):
                 raise AudioError(

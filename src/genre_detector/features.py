@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import melspec
 from .audio import SAMPLE_RATE, AudioSource, decode, resample
 
 SCALES = ("db", "log10")
@@ -106,31 +107,17 @@ class WindowBatch:
 
 @functools.lru_cache(maxsize=None)
 def _mel_basis(s: FeatureSettings) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(
-        sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax
-    ).astype(np.float32)
+    return melspec.mel_filterbank(s.sample_rate, s.n_fft, s.n_mels, s.fmin, s.fmax)
 
 
 def log_mel(wave: np.ndarray, s: FeatureSettings) -> np.ndarray:
     """(n_mels, frames) float32 log-mel: in dB re the loudest bin, in [-top_db, 0], or
-    log10(1 + 10000 * power) >= 0 (scale "log10")."""
-    import librosa
-
-    spec = (
-        np.abs(
-            librosa.stft(
-                wave, n_fft=s.n_fft, hop_length=s.hop_length, center=True, dtype=np.complex64
-            )
-        )
-        ** 2
-    )
-    mel = _mel_basis(s) @ spec
+    log10(1 + 10000 * power) >= 0 (scale "log10"). NumPy only (genre_detector.melspec:
+    librosa's arithmetic, checked against it by tests/test_melspec.py)."""
+    mel = _mel_basis(s) @ melspec.stft_power(wave, s.n_fft, s.hop_length)
     if s.scale == "log10":
         return np.log10(1.0 + 10000.0 * mel).astype(np.float32)
-    db = librosa.power_to_db(mel, ref=np.max, amin=1e-10, top_db=s.top_db)
-    return db.astype(np.float32)
+    return melspec.power_to_db(mel, top_db=s.top_db).astype(np.float32)
 
 
 def window_starts(n_frames: int, s: FeatureSettings) -> np.ndarray:

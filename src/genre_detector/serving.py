@@ -27,6 +27,7 @@ import numpy as np
 
 from .audio import AudioError
 from .calibration import Calibration
+from .container_image import IMAGE
 from .errors import GenreError
 from .families import FAMILIES, research_names
 from .features import FeatureSettings, extract_feature_sets
@@ -303,6 +304,7 @@ def _ui_app():
 
 @bentoml.service(
     name="genre_detector",
+    image=IMAGE,
     workers=1,
     traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY, "concurrency": TARGET_CONCURRENCY},
     http={"cors": {"enabled": False}},
@@ -317,11 +319,11 @@ class GenreDetector:
     def __init__(self) -> None:
         from threadpoolctl import threadpool_limits
 
-        # One BLAS thread: the mel projection is tiny, and threads only contend with TF.
+        # One BLAS thread: the mel projection is tiny, and threads only contend with the models.
         threadpool_limits(1)
         self.infos = INFOS
         self.pool = ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="features")
-        # librosa/numba compile on first use (~seconds): do it now, not in a request.
+        # The mel bases and soxr's first call: now, not in a request.
         wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
         extract_feature_sets((wave, 16000), list(GROUPS))
         install_drain_handler("front")

@@ -61,7 +61,8 @@ BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-A
 
 
 def warm_decoder() -> None:
-    """librosa's first call in a process is slow: make it on noise, before any track."""
+    """The first decode/feature call in a process pays for imports and caches (soxr, the mel
+    basis): make it on noise, before any track."""
     wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
     extract_feature_sets((wave, 16000), [FeatureSettings()])
 
