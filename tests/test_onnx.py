@@ -80,7 +80,8 @@ def test_musicnn_exports_and_agrees(tmp_path, gtzan_dir, emotify_dir):
 
 
 def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
-    """The generated model service's own __init__ and batch methods, in a fresh process."""
+    """The generated model service's own __init__ and batch methods, and the front's feature
+    function, in a fresh process: nothing the serving image does not install."""
     code = textwrap.dedent("""
         import sys
         import numpy as np
@@ -91,8 +92,13 @@ def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
             s = serving.INFOS[name].settings
             out = getattr(models, name)(np.zeros((3, s.n_mels, s.window_frames), np.float32))
             assert out.shape == (3, 1, len(serving.LABELS)), out.shape
+        # the front's work too: decoding and every feature set (NumPy only)
+        from genre_detector.features import extract_feature_sets
+        wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32)
+        extract_feature_sets((wave, 16000), list(serving.GROUPS))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in
-                       {"tensorflow", "keras", "tf2onnx", "tf_keras"})
+                       {"tensorflow", "keras", "tf2onnx", "tf_keras", "librosa", "numba",
+                        "llvmlite", "scipy", "sklearn"})
         print("HEAVY", heavy)
         assert not heavy, heavy
     """)
@@ -120,3 +126,27 @@ def test_keras_runtime_still_selectable(store_with_models, monkeypatch):
     monkeypatch.setenv("GENRE_RUNTIME", "tpu")
     with pytest.raises(ValueError):
         serving.model_runtime()
+
+
+def test_batch_caps_follow_the_registry(store_with_models):
+    from genre_detector import serving
+
+    assert FAMILIES["musicnn"].max_batch_windows == FAMILIES["musicnn"].settings.max_windows == 5
+    assert serving.batch_cap(["musicnn"]) == 5
+    assert serving.batch_cap(["cnn", "lstm"]) == serving.MAX_BATCH_WINDOWS
+    apis = serving.GenreModels.apis
+    assert apis["musicnn"].max_batch_size == 5
+    assert apis["cnn"].max_batch_size == serving.MAX_BATCH_WINDOWS
+
+
+def test_onnx_threads_sleep_when_idle_unless_told(monkeypatch):
+    from genre_detector.onnx_inference import session_options
+
+    key = "session.intra_op.allow_spinning"
+    monkeypatch.delenv("GENRE_ONNX_SPIN", raising=False)
+    assert session_options().get_session_config_entry(key) == "0"
+    monkeypatch.setenv("GENRE_ONNX_SPIN", "1")
+    assert session_options().get_session_config_entry(key) == "1"
+    monkeypatch.setenv("GENRE_ONNX_SPIN", "yes")
+    with pytest.raises(ValueError, match="GENRE_ONNX_SPIN"):
+        session_options()

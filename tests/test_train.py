@@ -116,11 +116,12 @@ def test_artist_balance_weights_and_crop_counts():
     rng = np.random.default_rng(0)
     counts = np.zeros(6)
     for _ in range(200):
-        x, _ = random_crops(mels, y, np.array([6, 6]), s, rng, w)
+        x, _, owner = random_crops(mels, y, np.array([6, 6]), s, rng, w)
+        np.testing.assert_array_equal(x[:, 0, 0], owner)  # each window's track is reported
         assert x.shape[1:] == (s.n_mels, s.window_frames)
         counts += np.bincount(x[:, 0, 0].astype(int), minlength=6)
     np.testing.assert_allclose(counts / 200, 6 * w, rtol=0.1)  # expected crops honour weights
-    x, yy = random_crops(mels, y, np.array([3, 3]), s, np.random.default_rng(0))
+    x, yy, _ = random_crops(mels, y, np.array([3, 3]), s, np.random.default_rng(0))
     assert len(x) == 18 and sorted(np.bincount(yy)) == [6, 12]
 
 

@@ -33,6 +33,9 @@ class FitConfig:
         0.0  # random smooth EQ per training window (tilt and cosines up to this dB each); 0 off
     )
     freq_shift: int = 0  # random shift of training windows by up to +-this mel bands
+    # weight of the pretrained family's soft targets in each training window's target
+    # (train/distill.py); 0 trains on the labels alone
+    distill: float = 0.0
     max_minutes: float = 15.0  # wall-clock safety limit per model
     # Pretrained families' heads (train/pretrained.py): a logistic regression on window features
     head_c: float = 1.0  # inverse L2 strength
@@ -50,8 +53,9 @@ class FitResult:
 
 def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weight=None):
     """Random training windows: on average `n_per_class_track[label] * track_weight[i]` per
-    track (the weights are 1 unless artists are balanced, see `crop_weights`)."""
-    xs, ys = [], []
+    track (the weights are 1 unless artists are balanced, see `crop_weights`).
+    Returns (windows, labels, index of each window's track)."""
+    xs, ys, owner = [], [], []
     for i, (mel, label) in enumerate(zip(mels, y)):
         n = n_per_class_track[label]
         if track_weight is not None:  # stochastic rounding keeps the expected count exact
@@ -60,8 +64,9 @@ def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weig
         for start in rng.integers(0, max(last, 0) + 1, n):
             xs.append(mel[:, start : start + s.window_frames])
             ys.append(label)
+            owner.append(i)
     order = rng.permutation(len(xs))
-    return np.stack(xs).astype(np.float32)[order], np.asarray(ys)[order]
+    return np.stack(xs).astype(np.float32)[order], np.asarray(ys)[order], np.asarray(owner)[order]
 
 
 def random_eq(x: np.ndarray, max_db: float, rng) -> np.ndarray:
@@ -134,8 +139,10 @@ def fit(
     cfg: FitConfig,
     name: str = "model",
     groups=None,
+    soft_targets=None,
 ) -> FitResult:
-    """`groups`: the artist of each training track (for `cfg.artist_balance`)."""
+    """`groups`: the artist of each training track (for `cfg.artist_balance`);
+    `soft_targets`: a teacher's probabilities per training track (for `cfg.distill`)."""
     import keras
 
     rng = np.random.default_rng(cfg.seed)
@@ -143,7 +150,9 @@ def fit(
     counts = np.bincount(y_train, minlength=n_classes)
     per_track = np.maximum(1, np.round(cfg.crops_per_track * counts.mean() / counts)).astype(int)
     weight = crop_weights(y_train, groups, cfg.artist_balance)
-    sample, _ = random_crops(train_mels, y_train, per_track, s, rng, weight)
+    sample, _, _ = random_crops(train_mels, y_train, per_track, s, rng, weight)
+    if cfg.distill > 0 and soft_targets is None:
+        raise ValueError("cfg.distill > 0 needs soft_targets (train/distill.py)")
     model.get_layer("band_norm").adapt(sample[:4000])
     steps = cfg.epochs * int(np.ceil(len(sample) / cfg.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)
@@ -156,8 +165,10 @@ def fit(
     best, best_loss, history, t0, ema = None, np.inf, [], time.time(), None
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", unit="epoch")
     for epoch in bar:
-        x, yi = random_crops(train_mels, y_train, per_track, s, rng, weight)
+        x, yi, owner = random_crops(train_mels, y_train, per_track, s, rng, weight)
         yy = np.eye(n_classes, dtype=np.float32)[yi]
+        if cfg.distill > 0:
+            yy = (1 - cfg.distill) * yy + cfg.distill * np.asarray(soft_targets, np.float32)[owner]
         if cfg.freq_shift > 0:
             x = shift_bands(x, cfg.freq_shift, rng)
         if cfg.eq_db > 0:

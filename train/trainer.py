@@ -11,6 +11,7 @@ families (musicnn) embed the serving windows once and fit their head (train/pret
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,9 +83,17 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
         res = fit_head(model, f_train, y[train_idx], cfg, groups)
         head = model.get_layer("head")
         return Trained(model, res, head_track_probs(head, f_train), head_track_probs(head, f_val))
+    soft = None
+    if cfg.distill > 0:
+        from train.distill import teacher_targets
+
+        soft = teacher_targets(corpus, train_idx, cfg.seed)
+        if soft is None:
+            cfg = dataclasses.replace(cfg, distill=0.0)
+        model = new_model(name, s, n, cfg.seed)  # after the teacher's session was cleared
     mels = corpus.mels(s)
     train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
-    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups=groups)
+    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups, soft)
     return Trained(
         model,
         res,

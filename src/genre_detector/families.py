@@ -37,6 +37,7 @@ class Family:
     pretrained: bool = False  # a pretrained backbone with a trained head
     fit: dict = field(default_factory=dict, hash=False)  # FitConfig fields it trains with
     pooling: str = "mean"  # windows -> track: "mean" or "geometric" (predict.py)
+    max_batch_windows: int | None = None  # model service batch cap (None: GENRE_MAX_BATCH)
 
     def build(self, input_shape: tuple[int, int], n_classes: int):
         module, func = self.builder.split(":")
@@ -44,21 +45,24 @@ class Family:
 
 
 _ARCH = "genre_detector.architectures"
+DISTILL = 0.5  # weight of the teacher's soft targets in the research families' targets
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        # 2e-3 (FitConfig's default) left the feed-forward net at chance on nine genres
+        # The research four learn half from the labels, half from musicnn's cross-fitted
+        # soft targets (train/distill.py; 5-fold artist CV in models/MODEL_CARD.md).
+        # 2e-3 (FitConfig's default) left the feed-forward net at chance on nine genres.
         Family(
             "feedforward",
             "Feed-Forward",
             f"{_ARCH}:feedforward",
             60,
             "Feed-Forward Model",
-            fit={"learning_rate": 5e-4},
+            fit={"learning_rate": 5e-4, "distill": DISTILL},
         ),
-        Family("lenet", "LeNet", f"{_ARCH}:lenet", 30, "Le-Net Model"),
-        Family("cnn", "CNN", f"{_ARCH}:cnn", 24, "CNN Model"),
-        Family("lstm", "CNN+LSTM", f"{_ARCH}:lstm", 24, "LSTM Model"),
+        Family("lenet", "LeNet", f"{_ARCH}:lenet", 30, "Le-Net Model", fit={"distill": DISTILL}),
+        Family("cnn", "CNN", f"{_ARCH}:cnn", 24, "CNN Model", fit={"distill": DISTILL}),
+        Family("lstm", "CNN+LSTM", f"{_ARCH}:lstm", 24, "LSTM Model", fit={"distill": DISTILL}),
         # The head is a logistic regression on the track's mean backbone features (no epochs),
         # served as the geometric mean of its window probabilities (the same thing for a linear
         # softmax). Its settings won 5-fold artist cross-validation (models/MODEL_CARD.md).
@@ -71,6 +75,10 @@ FAMILIES: dict[str, Family] = {
             pretrained=True,
             pooling="geometric",
             fit={"head_c": 0.01, "class_balance": 0.75},
+            # One track (5 windows) per call: ONNX Runtime's arena keeps ~57 MB of
+            # activations per window (+285 MB at 5, +613 MB at 10, 2.35 GB at 80 windows) and
+            # the cost per window is flat (23 vs 22 ms at 10): batching buys nothing here.
+            max_batch_windows=MUSICNN_SETTINGS.max_windows,
         ),
     )
 }

@@ -6,6 +6,8 @@
 The same interface as genre_detector.inference.Predictor (info, __call__, warm_up); the
 graph is the `model.onnx` that store.save_to_store exports next to `model.keras`.
 Threads: GENRE_ONNX_THREADS (intra-op, per model; 0 or unset: ONNX Runtime decides).
+GENRE_ONNX_SPIN=1 lets idle intra-op threads spin-wait for work (ONNX Runtime's default);
+the default 0 puts them to sleep, leaving the CPU to the front's decoding and features.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def session_options(threads: int | None = None):
     if threads > 0:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    spin = os.environ.get("GENRE_ONNX_SPIN", "0").strip() or "0"
+    if spin not in {"0", "1"}:
+        raise ValueError(f"GENRE_ONNX_SPIN={spin!r}: use 0 or 1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return opts

@@ -192,6 +192,12 @@ def install_drain_handler(role: str) -> bool:
     return True
 
 
+def batch_cap(names: list[str]) -> int:
+    """Most windows per call of a method running `names`: the smallest of their families'
+    caps (families.Family.max_batch_windows), else GENRE_MAX_BATCH."""
+    return min(FAMILIES[n].max_batch_windows or MAX_BATCH_WINDOWS for n in names)
+
+
 def model_runtime() -> str:
     """ "onnx" (ONNX Runtime, no TensorFlow) or "keras". GENRE_RUNTIME=onnx|keras|auto;
     auto (the default): onnx when every served model has its model.onnx."""
@@ -249,7 +255,7 @@ def _model_service():
         run.__name__ = run.__qualname__ = method_name
         run.__doc__ = f"(n, {len(names)}, n_classes): {', '.join(names)} on one batch of windows."
         return bentoml.api(
-            batchable=True, max_batch_size=MAX_BATCH_WINDOWS, max_latency_ms=MAX_LATENCY_MS
+            batchable=True, max_batch_size=batch_cap(names), max_latency_ms=MAX_LATENCY_MS
         )(run)
 
     namespace = {
