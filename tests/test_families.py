@@ -87,7 +87,14 @@ def test_each_family_declares_its_features_and_training():
         m.settings.window_frames,
         m.settings.scale,
     ) == (16000, 96, 187, "log10")
-    assert family("feedforward").fit == {"learning_rate": 5e-4}
+    assert family("feedforward").fit == {"learning_rate": 5e-4, "distill": 0.5}
+    # distilled from musicnn, except the CNN (its distilled versions collapsed on blues)
+    assert {n: family(n).fit.get("distill", 0.0) for n in RESEARCH} == {
+        "feedforward": 0.5,
+        "lenet": 0.5,
+        "cnn": 0.0,
+        "lstm": 0.5,
+    }
 
 
 def test_unknown_family_names_the_valid_ones():

@@ -156,6 +156,37 @@ def test_weight_averaging_keeps_training_working(tmp_path):
     assert len(res.history) >= 1 and res.history[res.best_epoch - 1]["val_accuracy"] == 1.0
 
 
+def _two_band_mels(s, n=12, seed=1):
+    """Class 1 (odd i) has 20 dB more in the upper mel bands: a pattern any family learns."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            rng.normal(-40, 3, (s.n_mels, 96))
+            + (20 if i % 2 else 0) * (np.arange(s.n_mels)[:, None] > 32)
+        ).astype(np.float32)
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_distillation_trains_on_the_teachers_soft_targets():
+    """With distill=1 the targets are the teacher's alone: a teacher that says the opposite of
+    the labels makes a student that predicts the opposite (validated on the true labels)."""
+    from genre_detector.architectures import build_model
+    from genre_detector.features import FeatureSettings
+    from train.fit import FitConfig, fit
+
+    s = FeatureSettings()
+    mels, y = _two_band_mels(s), np.arange(12) % 2
+    flipped = np.eye(2, dtype=np.float32)[1 - y[:8]]
+    cfg = FitConfig(epochs=4, crops_per_track=4, distill=1.0, label_smoothing=0.0, patience=8)
+    model = build_model("feedforward", (s.n_mels, s.window_frames), 2)
+    res = fit(model, mels[:8], y[:8], mels[8:], y[8:], 2, s, cfg, soft_targets=flipped)
+    assert res.history[-1]["val_accuracy"] == 0.0  # it learnt the teacher, not the labels
+    with pytest.raises(ValueError, match="soft_targets"):
+        fit(model, mels[:8], y[:8], mels[8:], y[8:], 2, s, cfg)
+
+
 @pytest.mark.slow
 def test_quick_training_beats_chance_and_lands_in_store(two_sources, tmp_path):
     studio, field, genre_map = two_sources
@@ -235,6 +266,7 @@ print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
     fit_config = info["metadata"]["fit_config"]  # how it was trained, for a rerun
     assert fit_config["epochs"] == 8 and fit_config["crops_per_track"] == 6
     assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0  # CLI defaults
+    assert fit_config["distill"] == 0.5  # the registry's: learnt partly from musicnn
     assert info["metadata"]["inference_check"].startswith("ok")
     assert info["metadata"]["data"] == [str(studio), str(field)]
     assert info["metadata"]["genre_map"] == str(genre_map)
@@ -544,3 +576,64 @@ def test_random_eq_and_band_shift_keep_shapes_and_move_bands():
     shifted = shift_bands(x, 2, np.random.default_rng(1))
     moved = np.rint((shifted[:, 32, 0] - x[:, 32, 0]) / (80 / 63))  # bands moved per window
     assert shifted.shape == x.shape and set(moved) <= {-2, -1, 0, 1, 2} and len(set(moved)) > 1
+
+
+@pytest.mark.slow
+def test_teacher_targets_are_cross_fitted_on_the_training_tracks_only(synthetic_data):
+    """Soft targets are probabilities, one row per training track, and do not depend on the
+    validation tracks at all (their labels may be anything)."""
+    from train.data import artist_folds, list_tracks
+    from train.distill import teacher_targets
+    from train.trainer import Corpus
+
+    corpus = Corpus(list_tracks(synthetic_data), workers=1)
+    train_idx, val_idx = artist_folds(corpus.tracks, 3, 0)[0]
+    soft = teacher_targets(corpus, train_idx)
+    assert soft.shape == (len(train_idx), len(corpus.labels))
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+    assert (soft.argmax(1) == corpus.y[train_idx]).mean() > 0.6  # it learnt something
+    corpus.y = corpus.y.copy()
+    corpus.y[val_idx] = (corpus.y[val_idx] + 1) % len(corpus.labels)  # relabel the others
+    np.testing.assert_allclose(teacher_targets(corpus, train_idx), soft, atol=1e-6)
+
+
+def test_combine_cv_merges_runs_on_the_same_folds_and_refuses_others(tmp_path):
+    """train.combine_cv: models taken from two runs, the ensemble cross-fitted over them; a run
+    on other tracks is refused."""
+    from train.combine_cv import main as combine
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    tracks = [
+        {
+            "path": f"s/{i}.wav",
+            "source": "s",
+            "genre": labels[i % 3],
+            "artist": f"x{i // 2}",
+            "fold": 1 + (i // 2) % 5,
+        }
+        for i in range(60)
+    ]
+    y = np.array([i % 3 for i in range(60)])
+
+    def run(path, names, strength, tr=tracks):
+        models = {}
+        for n in names:
+            logits = rng.normal(size=(60, 3)) + strength * np.eye(3)[y]
+            p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            models[n] = {"out_of_fold_probabilities": p.tolist()}
+        path.write_text(json.dumps({"labels": labels, "tracks": tr, "seed": 0, "models": models}))
+        return path
+
+    a = run(tmp_path / "a.json", ["good", "weak"], 3.0)
+    b = run(tmp_path / "b.json", ["other"], 0.5)
+    out = tmp_path / "combined.json"
+    assert combine([f"{a}:good,weak", f"{b}:other", "--json", str(out)]) == 0
+    models = json.loads(out.read_text())["models"]
+    assert set(models) == {"good", "weak", "other", "ensemble"}
+    assert len(models["ensemble"]["per_fold"]) == 5
+    assert models["good"]["accuracy"] > models["other"]["accuracy"]
+    assert models["ensemble"]["accuracy"] >= models["other"]["accuracy"]
+    c = run(tmp_path / "c.json", ["x"], 1.0, tracks[::-1])
+    with pytest.raises(SystemExit):
+        combine([f"{a}:good", f"{c}:x"])
