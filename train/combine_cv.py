@@ -21,6 +21,7 @@ import numpy as np
 
 def main(argv=None) -> int:
     from train.calibrate import cross_fitted
+    from train.data import Track
     from train.metrics import classification_metrics
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     y = np.array([labels.index(t["genre"]) for t in tracks])
     sources = [t["source"] for t in tracks]
     folds = np.array([t["fold"] for t in tracks])
-    groups = [t["artist"].casefold() for t in tracks]  # = train.data.Track.group
+    groups = [Track(Path(t["path"]), t["genre"], t["artist"]).group for t in tracks]
     honest = cross_fitted(oof, y, labels, groups, seed)
     out = {}
     for name, probs in [*oof.items(), ("ensemble", honest["ensemble"])]:

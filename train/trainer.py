@@ -29,6 +29,7 @@ class Corpus:
         self.tracks, self.workers = list(tracks), workers
         self._mels: dict[FeatureSettings, list[np.ndarray]] = {}
         self._embeddings: dict[str, list[np.ndarray]] = {}
+        self._soft: dict[tuple, np.ndarray | None] = {}
         self.labels = sorted({t.genre for t in self.tracks})
         self.y = np.array([self.labels.index(t.genre) for t in self.tracks])
 
@@ -61,6 +62,16 @@ class Corpus:
             )
         return self._embeddings[model.name]
 
+    def teacher_targets(self, train_idx, seed: int) -> np.ndarray | None:
+        """train.distill.teacher_targets for this training set, computed once: every
+        distilled family of a run (or a cross-validation fold) trains on the same ones."""
+        from train.distill import teacher_targets
+
+        key = (tuple(int(i) for i in train_idx), seed)
+        if key not in self._soft:
+            self._soft[key] = teacher_targets(self, train_idx, seed)
+        return self._soft[key]
+
 
 @dataclass
 class Trained:
@@ -73,6 +84,11 @@ class Trained:
 def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) -> Trained:
     fam = family(name)
     s, y, n = fam.settings, corpus.y, len(corpus.labels)
+    soft = None
+    if cfg.distill > 0 and not fam.pretrained:  # before the student: the teacher clears Keras
+        soft = corpus.teacher_targets(train_idx, cfg.seed)
+        if soft is None:
+            cfg = dataclasses.replace(cfg, distill=0.0)
     model = new_model(name, s, n, cfg.seed)
     groups = [corpus.tracks[i].group for i in train_idx]
     if fam.pretrained:
@@ -83,14 +99,6 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
         res = fit_head(model, f_train, y[train_idx], cfg, groups)
         head = model.get_layer("head")
         return Trained(model, res, head_track_probs(head, f_train), head_track_probs(head, f_val))
-    soft = None
-    if cfg.distill > 0:
-        from train.distill import teacher_targets
-
-        soft = teacher_targets(corpus, train_idx, cfg.seed)
-        if soft is None:
-            cfg = dataclasses.replace(cfg, distill=0.0)
-        model = new_model(name, s, n, cfg.seed)  # after the teacher's session was cleared
     mels = corpus.mels(s)
     train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
     res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups, soft)

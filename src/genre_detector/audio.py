@@ -128,16 +128,16 @@ def _decode_av(data: bytes, name: str, max_seconds: float) -> tuple[np.ndarray, 
                 raise AudioError("not_audio", f"{name} holds no audio stream")
             # planar float32, the source's own channels and rate (mixed and resampled later)
             to_float = av.AudioResampler(format="fltp")
-            rate, limit, n = 0, 0, 0
+            rate, n = 0, 0
             for frame in container.decode(stream):
                 for out in to_float.resample(frame):
                     rate = rate or out.sample_rate
-                    limit = limit or int((max_seconds + 1) * rate)
                     chunks.append(out.to_ndarray())
                     n += out.samples
-                if limit and n > limit:
+                if rate and n > (max_seconds + 1) * rate:
                     break
-            for out in to_float.resample(None):
+            for out in to_float.resample(None):  # what the resampler still holds
+                rate = rate or out.sample_rate
                 chunks.append(out.to_ndarray())
     except av.FFmpegError as exc:
         raise AudioError(
