@@ -12,3 +12,16 @@ NINE = [
     "reggae",
     "rnb",
 ]
+
+# The keys every /predict reply has (genre_detector.replies.predict_reply).
+PREDICT_KEYS = {
+    "request_id",
+    "duration_s",
+    "sample_rate",
+    "n_windows",
+    "labels",
+    "models",
+    "ensemble",
+    "timeline",
+    "model_tags",
+}

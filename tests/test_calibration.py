@@ -115,16 +115,21 @@ def test_pooling_gives_no_weight_to_a_useless_model():
     np.testing.assert_allclose(ens, q, atol=0.05)
 
 
-def test_pooling_two_informative_models_beats_either():
-    """Two models seeing independent noisy views of the truth: the pooled log-loss is lower."""
-    from genre_detector.calibration import log_loss
-
-    rng = np.random.default_rng(4)
-    n, k = 3000, 4
+def _two_noisy_views(n: int = 3000, k: int = 4, seed: int = 4):
+    """Labels and two models seeing independent noisy views of them (equally informative)."""
+    rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
     truth = np.eye(k)[y] * 2.0
     a = softmax(truth + 1.5 * rng.standard_normal((n, k)))
     b = softmax(truth + 1.5 * rng.standard_normal((n, k)))
+    return y, a, b
+
+
+def test_pooling_two_informative_models_beats_either():
+    """Two models seeing independent noisy views of the truth: the pooled log-loss is lower."""
+    from genre_detector.calibration import log_loss
+
+    y, a, b = _two_noisy_views()
     cal = Calibration.fit({"a": a, "b": b}, y, LABELS[:2] + ["x", "y"])
     assert cal.weights["a"] > 0.2 and cal.weights["b"] > 0.2
     pooled = cal.ensemble({"a": a, "b": b})
@@ -256,12 +261,8 @@ def test_cross_fitted_on_a_small_validation_set():
 
 
 def test_fit_keeps_the_pooled_ensemble_when_it_predicts_held_out_tracks_better():
-    rng = np.random.default_rng(4)
-    n, k = 3000, 4
-    y = rng.integers(0, k, n)
-    truth = np.eye(k)[y] * 2.0
-    a = softmax(truth + 1.5 * rng.standard_normal((n, k)))
-    b = softmax(truth + 1.5 * rng.standard_normal((n, k)))
+    y, a, b = _two_noisy_views()
+    k = a.shape[1]
     cal = Calibration.fit({"a": a, "b": b}, y, LABELS[:k])
     sel = cal.metrics["selection"]
     assert sel["pooled_log_loss"] < sel["best_alone_log_loss"], sel

@@ -25,7 +25,7 @@ from genre_detector.predict import (
 )
 from genre_detector.replies import legacy_reply, models_reply, predict_reply
 from genre_detector.store import ModelInfo
-from tests.expected import NINE
+from tests.expected import NINE, PREDICT_KEYS
 
 LABELS = NINE
 NAMES = list(model_names())  # the five families, registry order
@@ -182,17 +182,7 @@ def test_predict_reply_shape(batches, window_probs):
     infos = _infos()
     reply = predict_reply(batches, window_probs, infos, None, "abc123")
     json.dumps(reply)  # JSON-serialisable as is
-    assert {
-        "request_id",
-        "duration_s",
-        "sample_rate",
-        "n_windows",
-        "labels",
-        "models",
-        "ensemble",
-        "timeline",
-        "model_tags",
-    } <= set(reply)
+    assert PREDICT_KEYS <= set(reply)
     assert reply["request_id"] == "abc123"
     assert reply["duration_s"] == pytest.approx(9.5, abs=1e-3)
     assert reply["sample_rate"] == 22050  # the finest window grid's

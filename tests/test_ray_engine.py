@@ -11,15 +11,14 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from genre_detector.tagger import InProcessEngine, tag_catalog
+from tests.catalog_files import BAD, add_unusable_files
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "deploy" / "ray" / "rayjob.yaml"
-BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +30,7 @@ def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
             (root / genre / clip.name).symlink_to(clip)
     (root / "more" / "deeper").mkdir(parents=True)
     (root / "more" / "deeper" / "jazz.00000.wav").symlink_to(gtzan_dir / "jazz.00000.wav")
-    (root / "broken").mkdir()
-    (root / "broken" / "cut.wav").write_bytes((gtzan_dir / "pop.00000.wav").read_bytes()[:100])
-    (root / "broken" / "junk.mp3").write_bytes(
-        b"ID3\x04\0\0\0\0\0\0" + np.random.default_rng(0).bytes(3000)
-    )
-    (root / "notes.mp3").write_text("not music, just notes\n" * 20)
-    (root / "readme.txt").write_text("not audio: no row\n")
+    add_unusable_files(root, gtzan_dir)
     return root
 
 

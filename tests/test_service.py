@@ -14,7 +14,7 @@ import requests
 import soundfile as sf
 
 from genre_detector.families import model_names
-from tests.expected import NINE
+from tests.expected import NINE, PREDICT_KEYS
 from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
@@ -61,17 +61,7 @@ def _check_top3(v: dict) -> None:
 def _check_predict(body: dict, duration: float, models=FIVE):
     labels = body["labels"]
     assert labels == NINE
-    assert set(body) >= {
-        "request_id",
-        "duration_s",
-        "sample_rate",
-        "n_windows",
-        "labels",
-        "models",
-        "ensemble",
-        "timeline",
-        "model_tags",
-    }
+    assert set(body) >= PREDICT_KEYS
     assert body["sample_rate"] == 22050  # the research families' (finest) grid
     assert abs(body["duration_s"] - duration) < 0.1
     assert list(body["models"]) == list(models)
@@ -255,18 +245,9 @@ def test_bad_input_gets_clear_4xx(service, wav_clip, case, status, error):
 
 
 def test_chunked_upload_over_limit_is_413(service):
-    def chunks():  # no Content-Length: the limit must hold while the body streams
-        yield (
-            b'--xyz\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
-            b"Content-Type: audio/wav\r\n\r\n"
-        )
-        for _ in range(UPLOAD_LIMIT // 65536 + 8):
-            yield b"\0" * 65536
-        yield b"\r\n--xyz--\r\n"
-
-    r = requests.post(
+    r = requests.post(  # no Content-Length: the limit must hold while the body streams
         f"{service.url}/predict",
-        data=chunks(),
+        data=_chunked_over_limit(),
         timeout=60,
         headers={"Content-Type": "multipart/form-data; boundary=xyz"},
     )

@@ -22,6 +22,7 @@ import pytest
 from genre_detector.catalog import in_shard, parse_shard, read_done, walk
 from genre_detector.families import model_names
 from genre_detector.tagger import InProcessEngine, tag_catalog
+from tests.catalog_files import BAD, add_unusable_files
 from tests.expected import NINE
 from tests.service_process import ServedService
 
@@ -36,7 +37,6 @@ FOLDER = {
     "classical": "classical",
     "electronic": "electronic",
 }
-BAD = {"broken/cut.wav": "too_short", "broken/junk.mp3": "truncated", "notes.mp3": "not_audio"}
 NAMES = model_names()  # the five families
 N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)  # + one nested GTZAN WAV
 
@@ -50,13 +50,7 @@ def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
             (root / FOLDER[genre] / f"{genre}-{clip.name}").symlink_to(clip)
     (root / "more" / "deeper").mkdir(parents=True)
     (root / "more" / "deeper" / "classical.00000.wav").symlink_to(gtzan_dir / "classical.00000.wav")
-    (root / "broken").mkdir()
-    (root / "broken" / "cut.wav").write_bytes((gtzan_dir / "pop.00000.wav").read_bytes()[:100])
-    (root / "broken" / "junk.mp3").write_bytes(
-        b"ID3\x04\0\0\0\0\0\0" + np.random.default_rng(0).bytes(3000)
-    )
-    (root / "notes.mp3").write_text("not music, just notes\n" * 20)
-    (root / "readme.txt").write_text("not audio and not named like it: no row\n")
+    add_unusable_files(root, gtzan_dir)
     (root / ".hidden.mp3").write_text("hidden files are skipped")
     return root
 
