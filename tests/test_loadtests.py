@@ -94,3 +94,17 @@ def test_research_baseline_answers_with_four_model_outputs(wav_clip):
         assert abs(sum(probs.values()) - 1) < 1e-4
     assert body["timing_s"]["preprocess"] > 0 and body["timing_s"]["models"] > 0
     assert client.post("/", data={}).status_code == 400
+
+
+def test_onnx_batch_memory_prints_a_line_per_batch(store_with_models):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "loadtests/onnx_batch_memory.py"), "cnn", "--batches", "1,4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BENTOML_HOME": str(store_with_models)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if "windows:" in line]
+    assert [int(line.split()[0]) for line in lines] == [1, 4]
+    assert all("ms/window" in line and "RSS +" in line for line in lines)

@@ -78,8 +78,9 @@ FAMILIES: dict[str, Family] = {
             pooling="geometric",
             fit={"head_c": 0.01, "class_balance": 0.75},
             # One track (5 windows) per call: ONNX Runtime's arena keeps ~57 MB of
-            # activations per window (+285 MB at 5, +613 MB at 10, 2.35 GB at 80 windows) and
-            # the cost per window is flat (23 vs 22 ms at 10): batching buys nothing here.
+            # activations per window of the largest batch (+286 MB at 5, +613 MB at 10,
+            # +4.4 GB at 80) while the cost per window is flat (22.6 / 22.2 / 23.1 ms):
+            # batching buys nothing here (`python loadtests/onnx_batch_memory.py musicnn`).
             max_batch_windows=MUSICNN_SETTINGS.max_windows,
         ),
     )
