@@ -637,3 +637,54 @@ def test_combine_cv_merges_runs_on_the_same_folds_and_refuses_others(tmp_path):
     c = run(tmp_path / "c.json", ["x"], 1.0, tracks[::-1])
     with pytest.raises(SystemExit):
         combine([f"{a}:good", f"{c}:x"])
+
+
+@pytest.mark.slow
+def test_musicnn_trains_a_track_head_into_the_store_and_serves_it(two_sources, tmp_path):
+    """The pretrained family end to end: frozen backbones embed the windows, the track head
+    (mean and spread of the window features) is fitted, stored as head.npz beside the
+    backbones and their ONNX graph, and the stored pair predicts what training measured."""
+    studio, field, genre_map = two_sources
+    out = tmp_path / "run"
+    store = {"BENTOML_HOME": str(tmp_path / "store")}
+    r = _run(
+        "-m",
+        "train",
+        *("--data", str(studio), "--data", str(field), "--genre-map", str(genre_map)),
+        *("--models", "musicnn", "--val-fraction", "0.34", "--out", str(out)),
+        env=store,
+    )
+    report = json.loads((out / "report.json").read_text())
+    val = report["models"]["musicnn"]["val"]
+    assert val["accuracy"] > 0.6, f"musicnn did not beat chance (1/3): {val['accuracy']}"
+    assert (out / "musicnn.head.npz").exists()
+    tag = report["models"]["musicnn"]["tag"]
+    assert tag.startswith("genre-musicnn:"), r.stdout[-2000:]
+    check = _run(
+        "-c",
+        f"""
+import json, os
+from genre_detector.features import extract_feature_sets
+from genre_detector.onnx_inference import OnnxPredictor
+from genre_detector.predict import track_probabilities
+from genre_detector.store import resolve
+entry = resolve({tag!r})
+p = OnnxPredictor.from_store({tag!r})
+s = p.info.settings
+w = extract_feature_sets(open({str(next(studio.glob("beat/*.wav")))!r}, "rb").read(), [s])[s]
+feats = p(w.windows)
+probs = p.info.window_probs(feats)
+track = track_probabilities(probs, p.info.pooling)
+print(json.dumps({{"files": sorted(os.listdir(entry.path)),
+                  "md": {{k: entry.info.metadata.get(k) for k in ("track_head", "head_sha256")}},
+                  "feats": list(feats.shape), "probs": list(probs.shape),
+                  "sum": float(track.sum()), "top": p.info.labels[int(track.argmax())]}}))
+""",
+        env=store,
+    )
+    got = json.loads(check.stdout.strip().splitlines()[-1])
+    assert {"model.keras", "model.onnx", "head.npz"} <= set(got["files"])
+    assert got["md"]["track_head"] == "head.npz" and len(got["md"]["head_sha256"]) == 16
+    assert got["feats"][1] == 500 and got["probs"] == [got["feats"][0], 3]
+    assert abs(got["sum"] - 1) < 1e-9
+    assert got["top"] == "beat"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from genre_detector.track_head import HEAD_FILE  # noqa: E402
 from train.options import REPO  # noqa: E402  (after the TF log level is set)
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "log_loss", "ece", "n_tracks")
@@ -54,6 +55,8 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
         dest = models / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / f"{name}.keras", dest / "model.keras")
+        if (run / f"{name}.head.npz").exists():
+            shutil.copyfile(run / f"{name}.head.npz", dest / HEAD_FILE)
         (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
     if (run / "calibration.json").exists():
         shutil.copyfile(run / "calibration.json", models / "calibration.json")
@@ -107,6 +110,9 @@ def main(argv=None) -> int:
             val_probs[name] = tr.p_val
         model_file = out / f"{name}.keras"
         tr.model.save(model_file)
+        head_file = None
+        if tr.result.head is not None:  # a pretrained family's track head, beside the model
+            head_file = tr.result.head.save(out / f"{name}.head.npz")
         metadata = {
             "architecture": name,
             "labels": labels,
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
             "inference_check": collapsed or "ok: predicts every genre on its training tracks",
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata)
+        tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata, head_file)
         stored[name] = tag
         results[name] = {
             "val": metrics,

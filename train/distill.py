@@ -35,17 +35,16 @@ def teacher_targets(corpus, train_idx, seed: int = 0, folds: int = 5) -> np.ndar
     tracks = [corpus.tracks[i] for i in train_idx]
     y = corpus.y[train_idx]
 
+    head = None
+
     def fit_on(idx):
-        fit_head(
-            model,
-            [feats[i] for i in idx],
-            corpus.y[idx],
-            cfg,
-            [corpus.tracks[i].group for i in idx],
-        )
+        nonlocal head
+        groups = [corpus.tracks[i].group for i in idx]
+        head = fit_head([feats[i] for i in idx], corpus.y[idx], len(corpus.labels), cfg, groups)
+        head = head.head
 
     def ask(idx):
-        return head_track_probs(model.get_layer("head"), [feats[i] for i in idx])
+        return head_track_probs(head, [feats[i] for i in idx])
 
     # as many folds as the rarest genre has artists (at most `folds`), so every inner
     # training part holds every genre; with too few artists the teacher is fitted on all

@@ -57,7 +57,9 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
         )
         raw[name] = np.stack(
             [
-                track_probabilities(wp[owner == i], predictor.info.pooling)
+                track_probabilities(
+                    predictor.info.window_probs(wp[owner == i]), predictor.info.pooling
+                )
                 for i in range(len(tracks))
             ]
         )

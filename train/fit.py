@@ -49,6 +49,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
+    head: object = None  # a pretrained family's fitted genre_detector.track_head.TrackHead
 
 
 def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weight=None):

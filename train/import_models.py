@@ -20,6 +20,7 @@ from genre_detector.store import (
     save_to_store,
     store_name,
 )
+from genre_detector.track_head import HEAD_FILE
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 
@@ -35,18 +36,25 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
     for card in cards:
         metadata = json.loads(card.read_text())
         model_file = card.parent / "model.keras"
+        head_file = card.parent / HEAD_FILE if (card.parent / HEAD_FILE).exists() else None
         sha = file_sha(model_file)
+        head_sha = file_sha(head_file) if head_file else None
         try:
             stored = bentoml.models.list(store_name(metadata["architecture"]))
         except bentoml.exceptions.NotFound:
             stored = []
-        existing = [m for m in stored if m.info.metadata.get("model_sha256") == sha]
+        existing = [
+            m
+            for m in stored
+            if m.info.metadata.get("model_sha256") == sha
+            and m.info.metadata.get("head_sha256") == head_sha
+        ]
         if existing:
             # entries imported before the ONNX export existed get their model.onnx now
             add_onnx(existing[0])
             results.append((str(existing[0].tag), False))
         else:
-            results.append((save_to_store(model_file, metadata), True))
+            results.append((save_to_store(model_file, metadata, head_file), True))
     calibration = folder / "calibration.json"
     if calibration.exists():
         results.append(_import_calibration(json.loads(calibration.read_text())))

@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -47,7 +46,6 @@ def backbone_ms(backbone, settings, windows: int = 10, repeats: int = 3) -> floa
 def main(argv=None) -> int:
     from genre_detector.families import family
     from genre_detector.musicnn import BACKBONES, build_backbone
-    from genre_detector.musicnn_head import build_head
     from train.data import artist_folds
     from train.fit import new_model
     from train.metrics import classification_metrics
@@ -86,10 +84,8 @@ def main(argv=None) -> int:
             sub = [f[spread(len(f), k)][:, c] for f in feats]
             oof = np.zeros((len(y), len(corpus.labels)))
             for train_idx, val_idx in folds:
-                head = build_head(len(c), len(corpus.labels))
-                holder = SimpleNamespace(get_layer=lambda _, h=head: h)  # fit_head's view
-                fit_head(holder, [sub[i] for i in train_idx], y[train_idx], cfg)
-                oof[val_idx] = head_track_probs(head, [sub[i] for i in val_idx], fam.pooling)
+                res = fit_head([sub[i] for i in train_idx], y[train_idx], len(corpus.labels), cfg)
+                oof[val_idx] = head_track_probs(res.head, [sub[i] for i in val_idx])
             m = classification_metrics(y, oof, corpus.labels)
             rec = min(v["recall"] for v in m["per_genre"].values())
             print(

@@ -96,9 +96,11 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
 
         feats = corpus.embeddings(model, s)
         f_train, f_val = [feats[i] for i in train_idx], [feats[i] for i in val_idx]
-        res = fit_head(model, f_train, y[train_idx], cfg, groups)
-        head = model.get_layer("head")
-        return Trained(model, res, head_track_probs(head, f_train), head_track_probs(head, f_val))
+        res = fit_head(f_train, y[train_idx], n, cfg, groups)
+        res.model = model
+        return Trained(
+            model, res, head_track_probs(res.head, f_train), head_track_probs(res.head, f_val)
+        )
     mels = corpus.mels(s)
     train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
     res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups, soft)

@@ -57,7 +57,7 @@ class Predictor:
                 f"{self.info.settings.window_frames}), got {windows.shape}"
             )
         if len(windows) == 0:
-            return np.zeros((0, len(self.info.labels)), dtype=np.float32)
+            return np.zeros((0, self.info.output_width), dtype=np.float32)
         return self._fn(windows).numpy()
 
     def warm_up(self) -> None:

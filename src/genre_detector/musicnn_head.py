@@ -1,14 +1,14 @@
-"""The fifth family: the pretrained musicnn backbones (MSD and MTT, frozen) and a small
-trained head that turns their features into genres.
+"""The fifth family: the pretrained musicnn backbones (MSD and MTT, frozen), whose window
+features a trained track head (genre_detector.track_head) turns into genres.
 
     from genre_detector.musicnn_head import build
-    model = build((96, 187), n_classes=9)      # windows (n, 96, 187) -> (n, 9) probabilities
-    model.get_layer("backbones")               # windows -> features (frozen, pretrained)
-    model.get_layer("head")                    # features -> probabilities (trained)
+    model = build((96, 187), n_classes=9)      # windows (n, 96, 187) -> (n, 500) features
+    model.get_layer("backbones")               # the frozen, pretrained part
 
-Training embeds every window once with the frozen `backbones` and fits only `head` on those
-features (train/pretrained.py); the saved model holds both, so serving runs windows straight
-through like any other family.
+The stored model is the backbones (what the model service runs, batched, as ONNX); the head
+is a logistic regression on each track's mean and spread of those features (fitted by
+train/pretrained.py, saved as head.npz beside the model, applied per track by
+ModelInfo.window_probs). The backbones' weights are never trained here.
 """
 
 from __future__ import annotations
@@ -34,16 +34,10 @@ def backbone_features(input_shape, backbones=BACKBONES, weights: bool = True) ->
     return keras.Model(inputs, feats, name="backbones")
 
 
-def build_head(n_features: int, n_classes: int) -> keras.Model:
-    """A softmax layer on the features: a multinomial logistic regression (its weights come
-    from train/pretrained.py, with the feature standardisation folded in)."""
-    inputs = keras.Input(shape=(n_features,), name="features")
-    outputs = layers.Dense(n_classes, activation="softmax", name="genre")(inputs)
-    return keras.Model(inputs, outputs, name="head")
-
-
 def build(input_shape, n_classes: int, backbones=BACKBONES, weights: bool = True) -> keras.Model:
+    """Windows -> backbone features; `n_classes` is the head's business (the registry's
+    builder signature)."""
+    del n_classes
     inputs = keras.Input(shape=tuple(input_shape), name="logmel")
     features = backbone_features(tuple(input_shape), backbones, weights)
-    head = build_head(features.output.shape[-1], n_classes)
-    return keras.Model(inputs, head(features(inputs)), name="musicnn")
+    return keras.Model(inputs, features(inputs), name="musicnn")

@@ -66,9 +66,7 @@ class OnnxPredictor:
                 f"{entry.tag} has no {ONNX_FILE}: re-import it "
                 "(`make models`) or retrain to export one"
             )
-        return cls(
-            path, ModelInfo.from_metadata(dict(entry.info.metadata), str(entry.tag)), threads
-        )
+        return cls(path, ModelInfo.from_entry(entry), threads)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         windows = np.ascontiguousarray(windows, dtype=np.float32)
@@ -78,7 +76,7 @@ class OnnxPredictor:
                 f"expected windows of shape (n, {s.n_mels}, {s.window_frames}), got {windows.shape}"
             )
         if len(windows) == 0:
-            return np.zeros((0, len(self.info.labels)), dtype=np.float32)
+            return np.zeros((0, self.info.output_width), dtype=np.float32)
         return self.session.run(None, {self._input: windows})[0]
 
     def warm_up(self) -> None:

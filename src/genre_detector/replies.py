@@ -17,9 +17,12 @@ def predict_reply(
     calibration: Calibration | None,
     request_id: str,
 ) -> dict:
-    """The /predict reply. batches: the track's windows per feature settings; infos: model
-    name -> ModelInfo (labels, settings, metrics, tag)."""
+    """The /predict reply. batches: the track's windows per feature settings; window_probs:
+    model name -> what it returned for the track's windows (ModelInfo.window_probs turns
+    a track head's features into probabilities); infos: model name -> ModelInfo (labels,
+    settings, metrics, tag, head)."""
     labels = next(iter(infos.values())).labels
+    window_probs = {n: infos[n].window_probs(p) for n, p in window_probs.items()}
     cal = calibration or Calibration(labels)
     models, raw = {}, {}
     for name, probs in window_probs.items():

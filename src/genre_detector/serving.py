@@ -86,12 +86,7 @@ SERVED = [n for n in FAMILIES if n in BENTO_MODELS]
 
 
 def _infos() -> dict[str, ModelInfo]:
-    return {
-        n: ModelInfo.from_metadata(
-            dict(BENTO_MODELS[n].stored.info.metadata), str(BENTO_MODELS[n].stored.tag)
-        )
-        for n in SERVED
-    }
+    return {n: ModelInfo.from_entry(BENTO_MODELS[n].stored) for n in SERVED}
 
 
 def _calibration() -> Calibration | None:

@@ -51,6 +51,27 @@ class ModelInfo:
     tag: str = ""
     metadata: dict | None = None
     pooling: str = "mean"  # windows -> track (predict.track_probabilities)
+    head: object = None  # track_head.TrackHead: window features -> probabilities (else None)
+
+    @property
+    def output_width(self) -> int:
+        """Numbers the model returns per window: features with a track head, else classes."""
+        return len(self.labels) if self.head is None else self.head.n_features
+
+    def window_probs(self, outputs):
+        """One track's window probabilities from what the model returned for its windows
+        (the model's own probabilities, or features for a family with a track head)."""
+        return outputs if self.head is None else self.head.window_probs(outputs)
+
+    @classmethod
+    def from_entry(cls, entry) -> "ModelInfo":
+        """From a store entry: its metadata, and its track head when it has one."""
+        info = cls.from_metadata(dict(entry.info.metadata), str(entry.tag))
+        if info.metadata.get("track_head"):
+            from .track_head import TrackHead
+
+            info.head = TrackHead.load(entry.path_of(info.metadata["track_head"]))
+        return info
 
     @classmethod
     def from_metadata(cls, md: dict, tag: str = "") -> "ModelInfo":
@@ -65,19 +86,28 @@ class ModelInfo:
         )
 
 
-def save_to_store(model_file: str | Path, metadata: dict) -> str:
-    """Copy a saved .keras file into the store under genre-<architecture>; return the tag."""
+def save_to_store(
+    model_file: str | Path, metadata: dict, head_file: str | Path | None = None
+) -> str:
+    """Copy a saved .keras file (and the family's track head, when it has one) into the
+    store under genre-<architecture>; return the tag."""
     import shutil
 
     import bentoml
 
+    from .track_head import HEAD_FILE
+
     md = {**metadata, "model_sha256": file_sha(model_file)}
+    if head_file is not None:
+        md.update(track_head=HEAD_FILE, head_sha256=file_sha(head_file))
     with bentoml.models.create(
         store_name(md["architecture"]),
         metadata=md,
         labels={"task": "music-genre", "architecture": md["architecture"]},
     ) as bento_model:
         shutil.copyfile(model_file, bento_model.path_of(MODEL_FILE))
+        if head_file is not None:
+            shutil.copyfile(head_file, bento_model.path_of(HEAD_FILE))
         add_onnx(bento_model)
     return str(bento_model.tag)
 
@@ -130,7 +160,7 @@ def load_from_store(ref: str):
 
     entry = resolve(ref)
     model = keras.models.load_model(entry.path_of(MODEL_FILE), compile=False)
-    return model, ModelInfo.from_metadata(dict(entry.info.metadata), str(entry.tag))
+    return model, ModelInfo.from_entry(entry)
 
 
 def card_metadata(card_path: str | Path) -> dict:
