@@ -48,9 +48,9 @@ def test_every_stored_model_has_an_onnx_twin_that_agrees(store_with_models, gtza
         # class probabilities, or a track head's window features (musicnn)
         assert a.shape == b.shape == (len(windows), keras_p.info.output_width)
         diffs[name] = float(np.abs(a - b).max())
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=TOLERANCE)
         assert onnx_p(windows[:0]).shape == (0, keras_p.info.output_width)
     print("ONNX vs Keras max abs diff:", json.dumps(diffs))
-    assert all(d < TOLERANCE for d in diffs.values()), diffs
 
 
 def test_musicnn_exports_and_agrees(tmp_path, gtzan_dir, emotify_dir):
@@ -76,8 +76,9 @@ def test_musicnn_exports_and_agrees(tmp_path, gtzan_dir, emotify_dir):
     windows = _real_windows(gtzan_dir, emotify_dir, settings)
     a = model(windows, training=False).numpy()
     b = OnnxPredictor(str(tmp_path / "model.onnx"), info)(windows)
-    print("musicnn ONNX vs Keras max abs diff:", float(np.abs(a - b).max()))
-    assert np.abs(a - b).max() < TOLERANCE
+    print("musicnn ONNX vs Keras max abs diff:", float(np.abs(a - b).max()), np.abs(a).max())
+    # window features (up to ~10): relative where they are large
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=TOLERANCE)
 
 
 def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
