@@ -168,6 +168,30 @@ def _two_band_mels(s, n=12, seed=1):
     ]
 
 
+def test_keep_label_first_swaps_only_where_the_teacher_disagrees():
+    from train.fit import keep_label_first
+
+    soft = np.array([[0.6, 0.3, 0.1], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]], np.float32)
+    got = keep_label_first(soft, np.array([0, 0, 2]))
+    # row 0 and 2 agree with their labels; row 1's label 0 takes the teacher's 0.7
+    want = np.array([[0.6, 0.3, 0.1], [0.7, 0.1, 0.2], [0.2, 0.2, 0.6]], np.float32)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(soft[1], np.float32([0.1, 0.7, 0.2]))  # the teacher's copy untouched
+    assert (got.argmax(axis=1) == [0, 0, 2]).all()
+
+
+def test_fit_config_reads_booleans():
+    import argparse
+
+    from train.options import add_data_and_fit_options, fit_config
+
+    p = argparse.ArgumentParser()
+    add_data_and_fit_options(p)
+    args = p.parse_args([])
+    assert fit_config(args, "cnn", distill_keep_label="true").distill_keep_label is True
+    assert fit_config(args, "cnn", distill_keep_label="0").distill_keep_label is False
+
+
 @pytest.mark.slow
 def test_distillation_trains_on_the_teachers_soft_targets():
     """With distill=1 the targets are the teacher's alone: a teacher that says the opposite of
@@ -518,6 +542,7 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
     [
         (["--set", "learning_rat=0.1"], "unknown FitConfig field(s) learning_rat; valid: "),
         (["--set", "eq_db=loud"], "eq_db='loud' is not a float"),
+        (["--set", "distill_keep_label=maybe"], "distill_keep_label='maybe' is not a bool"),
         (["--set", "seed=3"], "set the seed with --seed"),
         (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
         (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),

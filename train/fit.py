@@ -36,6 +36,9 @@ class FitConfig:
     # weight of the pretrained family's soft targets in each training window's target
     # (train/distill.py); 0 trains on the labels alone
     distill: float = 0.0
+    # "knowledge adjustment" (Wen et al. 2019): where the teacher's top genre is not the
+    # label, swap the two probabilities, so the soft target still names the label first
+    distill_keep_label: bool = False
     max_minutes: float = 15.0  # wall-clock safety limit per model
     # Pretrained families' heads (train/pretrained.py): a logistic regression on window features
     head_c: float = 1.0  # inverse L2 strength
@@ -50,6 +53,18 @@ class FitResult:
     best_epoch: int = 0
     seconds: float = 0.0
     head: object = None  # a pretrained family's fitted genre_detector.track_head.TrackHead
+
+
+def keep_label_first(soft: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Soft targets whose top class is the label: where the teacher's top genre is another,
+    its probability and the label's are swapped (the rest, the teacher's sense of which
+    genres are near, is kept)."""
+    soft = np.array(soft, dtype=np.float32, copy=True)
+    rows = np.arange(len(soft))
+    top = soft.argmax(axis=1)
+    p_top, p_label = soft[rows, top], soft[rows, y]
+    soft[rows, top], soft[rows, y] = p_label, p_top
+    return soft
 
 
 def random_crops(mels, y, n_per_class_track, s: FeatureSettings, rng, track_weight=None):
@@ -154,6 +169,8 @@ def fit(
     sample, _, _ = random_crops(train_mels, y_train, per_track, s, rng, weight)
     if cfg.distill > 0 and soft_targets is None:
         raise ValueError("cfg.distill > 0 needs soft_targets (train/distill.py)")
+    if cfg.distill > 0 and cfg.distill_keep_label:
+        soft_targets = keep_label_first(soft_targets, y_train)
     model.get_layer("band_norm").adapt(sample[:4000])
     steps = cfg.epochs * int(np.ceil(len(sample) / cfg.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.05)

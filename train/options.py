@@ -102,6 +102,14 @@ def check_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(FAMILIES)}")
 
 
+def _bool(v: str) -> bool:
+    if str(v).lower() in {"1", "true", "yes"}:
+        return True
+    if str(v).lower() in {"0", "false", "no"}:
+        return False
+    raise ValueError(v)
+
+
 def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
     """The FitConfig of family `name` under these options; `extra` sets any other field."""
     types = {f.name: f.type for f in dataclasses.fields(FitConfig)}
@@ -112,7 +120,7 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
         )
     if "seed" in extra:
         raise ValueError("set the seed with --seed (it also chooses the folds)")
-    cast = {"int": int, "float": float}
+    cast = {"int": int, "float": float, "bool": _bool}
     for k, v in extra.items():  # field types are strings under `from __future__ import annotations`
         try:
             extra[k] = cast[types[k]](v)
