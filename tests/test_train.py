@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genre_detector.families import model_names
+from genre_detector.families import DISTILL, model_names
 from tests.conftest import REPO
 from tests.expected import NINE
 
@@ -176,7 +177,9 @@ def test_keep_label_first_swaps_only_where_the_teacher_disagrees():
     # row 0 and 2 agree with their labels; row 1's label 0 takes the teacher's 0.7
     want = np.array([[0.6, 0.3, 0.1], [0.7, 0.1, 0.2], [0.2, 0.2, 0.6]], np.float32)
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(soft[1], np.float32([0.1, 0.7, 0.2]))  # the teacher's copy untouched
+    np.testing.assert_array_equal(
+        soft[1], np.float32([0.1, 0.7, 0.2])
+    )  # the teacher's copy untouched
     assert (got.argmax(axis=1) == [0, 0, 2]).all()
 
 
@@ -290,7 +293,7 @@ print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
     fit_config = info["metadata"]["fit_config"]  # how it was trained, for a rerun
     assert fit_config["epochs"] == 8 and fit_config["crops_per_track"] == 6
     assert fit_config["artist_balance"] == 0.5 and fit_config["weight_ema"] == 0.0  # CLI defaults
-    assert fit_config["distill"] == 0.5  # the registry's: learnt partly from musicnn
+    assert fit_config["distill"] == DISTILL  # the registry's: learnt mostly from musicnn
     assert info["metadata"]["inference_check"].startswith("ok")
     assert info["metadata"]["data"] == [str(studio), str(field)]
     assert info["metadata"]["genre_map"] == str(genre_map)
@@ -299,18 +302,28 @@ print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
 
 
 def test_collapse_check_names_the_missing_genres():
-    from train.metrics import collapse_check
+    from train.metrics import collapse_check, unused_genres
 
     labels = ["classical", "electronic", "pop", "rock"]
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     healthy = np.eye(4)[[0, 0, 1, 3, 2, 3, 3, 3]]  # mistakes, but every genre used
-    assert collapse_check(y, healthy, labels) == ""
+    assert collapse_check(y, healthy, labels) == "" and unused_genres(y, healthy, labels) == []
     collapsed = np.full((8, 4), 0.1)
     collapsed[:, 3] = 0.7  # one genre for everything
     msg = collapse_check(y, collapsed, labels)
-    assert msg.startswith("never predicts classical, electronic, pop on 8 tracks")
+    assert msg.startswith("collapsed: never predicts classical, electronic, pop on 8 tracks")
     assert "rock for 100%" in msg
     assert collapse_check(y[:4], np.eye(4)[[0, 0, 1, 1]], labels) == ""  # only genres in y count
+    # one small genre never chosen, the rest spread: reported by unused_genres, not collapse
+    shy = np.eye(4)[[1, 1, 1, 1, 2, 2, 3, 3]]
+    assert collapse_check(y, shy, labels) == "" and unused_genres(y, shy, labels) == ["classical"]
+    # two of four genres only: collapsed, even though no genre has most of the tracks
+    halves = np.eye(4)[[2, 2, 2, 2, 3, 3, 3, 3]]
+    assert "never predicts classical, electronic" in collapse_check(y, halves, labels)
+    # every genre used, but one of them for 17 of 20 tracks (> 80 %)
+    y10 = np.repeat(np.arange(4), 5)
+    lopsided = np.eye(4)[[0, 1, 2] + [3] * 17]
+    assert "rock for 85%" in collapse_check(y10, lopsided, labels)
 
 
 def test_store_round_trip_same_predictions(tmp_path):
@@ -683,6 +696,10 @@ def test_musicnn_trains_a_track_head_into_the_store_and_serves_it(two_sources, t
     val = report["models"]["musicnn"]["val"]
     assert val["accuracy"] > 0.6, f"musicnn did not beat chance (1/3): {val['accuracy']}"
     assert (out / "musicnn.head.npz").exists()
+    # the report shows only pictures it drew (musicnn has no training curves)
+    images = re.findall(r"\]\(([^)]+\.png)\)", (out / "report.md").read_text())
+    assert "confusion_musicnn.png" in images
+    assert all((out / img).exists() for img in images), images
     tag = report["models"]["musicnn"]["tag"]
     assert tag.startswith("genre-musicnn:"), r.stdout[-2000:]
     check = _run(

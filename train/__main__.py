@@ -48,6 +48,12 @@ def parse_args(argv=None):
     return args
 
 
+def inference_ok(unused: list[str]) -> str:
+    if not unused:
+        return "ok: predicts every genre on its training tracks"
+    return f"ok (not collapsed), but never predicts {', '.join(unused)} on its training tracks"
+
+
 def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> None:
     """Copy a run's models, cards, calibration and report into models/ (what `make serve`
     imports)."""
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
     from genre_detector.store import code_version, save_calibration, save_to_store
     from train.calibrate import cross_fitted
     from train.data import artist_folds, data_fingerprint
-    from train.metrics import classification_metrics, collapse_check
+    from train.metrics import classification_metrics, collapse_check, unused_genres
     from train.options import fit_config, load_tracks
     from train.report import write_report
     from train.trainer import Corpus, train_family
@@ -133,7 +139,8 @@ def main(argv=None) -> int:
             "train_seconds": round(tr.result.seconds, 1),
             "params": int(tr.model.count_params()),
             "fit_config": dataclasses.asdict(cfg),
-            "inference_check": collapsed or "ok: predicts every genre on its training tracks",
+            "inference_check": collapsed
+            or inference_ok(unused_genres(y[train_idx], tr.p_train, labels)),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata, head_file)

@@ -97,7 +97,7 @@ def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
     lines += (
         [""]
         + [f"![{n}](confusion_{n}.png)" for n in rows]
-        + [f"![{n}](curves_{n}.png)" for n in report["models"]]
+        + [f"![{n}](curves_{n}.png)" for n, r in report["models"].items() if r.get("history")]
     )
     md, js = out_dir / "report.md", out_dir / "report.json"
     md.write_text("\n".join(lines) + "\n")
