@@ -93,3 +93,58 @@ def test_model_info_applies_its_head_and_reports_its_width():
     assert info.output_width == F
     plain = ModelInfo("cnn", ["a", "b", "c"], MUSICNN_SETTINGS, {})
     assert plain.window_probs(f) is f and plain.output_width == K
+
+
+def test_overlapping_windows_do_not_fake_a_spread():
+    """A 3-6 s clip has two windows sharing most frames: its spread comes from the training
+    tracks, as for one window; windows that do not overlap give their own."""
+    from genre_detector.features import MUSICNN_SETTINGS, extract_feature_sets
+    from genre_detector.track_head import apart
+
+    assert apart([0.0, 0.5], 3.0).tolist() == [0]
+    assert apart([0.0, 3.0, 4.0, 6.5], 3.0).tolist() == [0, 1, 3]
+    rng = np.random.default_rng(5)
+    fallback = np.full(F, 0.7)
+    head = TrackHead(rng.normal(size=(F, K)), rng.normal(size=(F, K)), np.zeros(K), fallback)
+    f = rng.normal(size=(2, F))
+    near = head.track_probs(f, start_s=[0.0, 0.5], window_s=3.0)
+    z = f.mean(axis=0) @ head.w_mean + fallback @ head.w_std
+    np.testing.assert_allclose(near, np.exp(z) / np.exp(z).sum(), atol=1e-9)
+    far = head.track_probs(f, start_s=[0.0, 3.0], window_s=3.0)
+    np.testing.assert_allclose(far, head.track_probs(f), atol=1e-12)  # both windows count
+    # what the service cuts from a 3.2 s upload: two windows 0.2 s apart
+    wave = rng.standard_normal(int(3.2 * 16000)).astype(np.float32) * 0.1
+    b = extract_feature_sets((wave, 16000), [MUSICNN_SETTINGS])[MUSICNN_SETTINGS]
+    assert len(b.start_s) == 2 and apart(b.start_s, MUSICNN_SETTINGS.window_seconds).size == 1
+    info = ModelInfo("musicnn", ["a", "b", "c"], MUSICNN_SETTINGS, {}, head=head)
+    np.testing.assert_allclose(
+        track_probabilities(info.window_probs(f, b.start_s), "geometric"), near, atol=1e-6
+    )
+
+
+def test_fit_head_without_any_multi_window_track():
+    """One window per track (the cost curve's first step): a zero fallback, not a crash."""
+    rng = np.random.default_rng(6)
+    feats = [rng.normal(size=(1, F)) + (i % K) for i in range(30)]
+    y = np.arange(30) % K
+    head = fit_head(feats, y, K, FitConfig(head_c=1.0)).head
+    np.testing.assert_array_equal(head.std_fallback, np.zeros(F))
+    assert (head_track_probs(head, feats).argmax(axis=1) == y).mean() > 0.9
+
+
+def test_output_width_is_checked_against_labels_or_head():
+    """A features model stored without its head (or a head for other labels) fails at
+    warm-up, naming the widths, instead of cutting 500 features down to nine 'probabilities'."""
+    from genre_detector.features import MUSICNN_SETTINGS
+    from genre_detector.store import check_width
+
+    plain = ModelInfo("musicnn", ["a", "b", "c"], MUSICNN_SETTINGS, {}, tag="genre-musicnn:x")
+    with pytest.raises(ValueError, match="returns 500 numbers per window, its labels need 3"):
+        check_width(plain, np.zeros((1, 500)))
+    check_width(plain, np.zeros((1, 3)))
+    rng = np.random.default_rng(7)
+    head = TrackHead(rng.normal(size=(F, K)), rng.normal(size=(F, K)), np.zeros(K), np.ones(F))
+    with_head = ModelInfo("musicnn", ["a", "b", "c"], MUSICNN_SETTINGS, {}, head=head)
+    with pytest.raises(ValueError, match="track head's features need 6"):
+        check_width(with_head, np.zeros((1, 3)))
+    check_width(with_head, np.zeros((1, F)))

@@ -28,6 +28,7 @@ EVAL_BATCH = 128  # windows per model call
 def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
     """Metrics of every model and the ensemble on `tracks` (train.data.Track)."""
     from genre_detector.calibration import Calibration
+    from genre_detector.features import window_starts
     from genre_detector.inference import ModelSet
     from genre_detector.predict import track_probabilities
     from train.fit import track_windows
@@ -47,9 +48,11 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
     out = {"labels": labels, "n_tracks": len(tracks), "models": {}}
     raw = {}
     for name, predictor in models.predictors.items():
-        windows, owner = track_windows(
-            corpus.mels(predictor.info.settings), predictor.info.settings
-        )
+        s = predictor.info.settings
+        windows, owner = track_windows(corpus.mels(s), s)
+        starts = [  # seconds, as the service's WindowBatch.start_s
+            window_starts(m.shape[1], s) * s.hop_length / s.sample_rate for m in corpus.mels(s)
+        ]
         # In batches: one call on every window of every track (musicnn: ~18 MB per window)
         # exhausted the memory and crashed TensorFlow on the 113 held-out tracks.
         wp = np.concatenate(
@@ -58,7 +61,7 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
         raw[name] = np.stack(
             [
                 track_probabilities(
-                    predictor.info.window_probs(wp[owner == i]), predictor.info.pooling
+                    predictor.info.window_probs(wp[owner == i], starts[i]), predictor.info.pooling
                 )
                 for i in range(len(tracks))
             ]

@@ -86,7 +86,8 @@ def collapse_check(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> 
     n_genres = len(np.unique(y_true))
     if share <= COLLAPSE_SHARE and n_genres - len(missing) > COLLAPSE_GENRES * n_genres:
         return ""
+    never = f"never predicts {', '.join(missing)}; " if missing else ""
     return (
-        f"collapsed: never predicts {', '.join(missing) or 'no genre missing'} on "
-        f"{len(y_true)} tracks of its own training data ({labels[top]} for {share:.0%} of them)"
+        f"collapsed: {never}{labels[top]} for {share:.0%} of the {len(y_true)} tracks of its "
+        "own training data"
     )

@@ -12,6 +12,7 @@ MSD_musicnn, MTT_musicnn and both. Embeddings are cached, so a rerun costs only 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     args.models = "musicnn"
     check_models(p, args)
     fam, cfg = family("musicnn"), fit_config(args, "musicnn")
-    s = fam.settings
+    # the served settings, but with enough windows for every cap in the table
+    s = dataclasses.replace(fam.settings, max_windows=max(WINDOW_CAPS))
     ms = {b: backbone_ms(build_backbone(b), s) for b in BACKBONES}
     corpus = Corpus(load_tracks(args), args.workers).drop_undecodable([s])
     model = new_model("musicnn", s, len(corpus.labels), cfg.seed)

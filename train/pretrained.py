@@ -85,7 +85,8 @@ def fit_head(feats_train, y_train, n_classes: int, cfg: FitConfig, groups=None) 
 
     t0 = time.time()
     y_train = np.asarray(y_train)
-    fallback = np.mean([f.std(axis=0, ddof=1) for f in feats_train if len(f) > 1], axis=0)
+    several = [f.std(axis=0, ddof=1) for f in feats_train if len(f) > 1]
+    fallback = np.mean(several, axis=0) if several else np.zeros(feats_train[0].shape[1])
     x = np.stack([statistics(f, fallback) for f in feats_train])
     counts = np.bincount(y_train, minlength=n_classes).astype(float)
     w = np.maximum(counts, 1.0)[y_train] ** -cfg.class_balance

@@ -1,9 +1,12 @@
 """Run stored Keras models on log-mel windows (imports TensorFlow: model processes only).
 
 predictor = Predictor.from_store("genre-cnn:latest")
-probs = predictor(windows)          # (n, n_mels, frames) -> (n, n_classes)
+out = predictor(windows)            # (n, n_mels, frames) -> (n, info.output_width)
 models = ModelSet.from_store()      # every registered family in the store, checked
-probs = models.predict(batches)     # {settings: windows} -> {name: window probabilities}
+outs = models.predict(batches)      # {settings: windows} -> {name: window outputs}
+
+A model's window outputs are its class probabilities, or, for a family with a track head
+(musicnn), window features that `info.window_probs` turns into probabilities per track.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ import os
 
 import numpy as np
 
-from .store import ModelInfo, check_consistent, load_calibration, load_from_store, store_name
+from .store import (
+    ModelInfo,
+    check_consistent,
+    check_width,
+    load_calibration,
+    load_from_store,
+    store_name,
+)
 
 
 def limit_threads(threads: int | None = None) -> None:
@@ -61,8 +71,11 @@ class Predictor:
         return self._fn(windows).numpy()
 
     def warm_up(self) -> None:
+        """Run once (the first request is fast), and check the output width: class
+        probabilities, or window features as wide as the model's track head expects."""
         s = self.info.settings
-        self(np.zeros((1, s.n_mels, s.window_frames), np.float32))
+        out = self(np.zeros((1, s.n_mels, s.window_frames), np.float32))
+        check_width(self.info, out)
 
 
 def default_refs() -> dict[str, str]:
@@ -122,5 +135,6 @@ class ModelSet:
         return models
 
     def predict(self, windows: dict) -> dict[str, np.ndarray]:
-        """{FeatureSettings: (n, mels, frames)} -> {model: (n, n_classes)} for every model."""
+        """{FeatureSettings: (n, mels, frames)} -> {model: (n, output_width)} for every model
+        (ModelInfo.window_probs per track makes probabilities of them)."""
         return {n: p(windows[p.info.settings]) for n, p in self.predictors.items()}

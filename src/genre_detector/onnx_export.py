@@ -6,7 +6,8 @@ The route: `model.export(format="tf_saved_model")`, then `python -m tf2onnx.conv
 opset 17 (in a subprocess: tf2onnx changes TensorFlow's global state). Keras' own
 `model.export(format="onnx")` leaves Normalization's mean and variance as dangling graph
 inputs, so it is not used. The graph takes one input "windows" (batch, n_mels, frames)
-float32 with a dynamic batch and returns the class probabilities; serving runs it with
+float32 with a dynamic batch and returns what the Keras model does (class probabilities, or
+musicnn's window features for its track head); serving runs it with
 ONNX Runtime (genre_detector.onnx_inference), which never imports TensorFlow.
 """
 

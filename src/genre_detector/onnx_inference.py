@@ -1,7 +1,7 @@
 """Run stored models' ONNX graphs with ONNX Runtime (no TensorFlow, no Keras).
 
     predictor = OnnxPredictor.from_store("genre-cnn:latest")
-    probs = predictor(windows)          # (n, n_mels, frames) -> (n, n_classes)
+    out = predictor(windows)            # (n, n_mels, frames) -> (n, info.output_width)
 
 The same interface as genre_detector.inference.Predictor (info, __call__, warm_up); the
 graph is the `model.onnx` that store.save_to_store exports next to `model.keras`.
@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .store import ModelInfo, resolve
+from .store import ModelInfo, check_width, resolve
 
 ONNX_FILE = "model.onnx"  # = onnx_export.ONNX_FILE (that module imports TensorFlow)
 
@@ -80,5 +80,8 @@ class OnnxPredictor:
         return self.session.run(None, {self._input: windows})[0]
 
     def warm_up(self) -> None:
+        """Run once (the first request is fast), and check the output width: class
+        probabilities, or window features as wide as the model's track head expects."""
         s = self.info.settings
-        self(np.zeros((1, s.n_mels, s.window_frames), np.float32))
+        out = self(np.zeros((1, s.n_mels, s.window_frames), np.float32))
+        check_width(self.info, out)

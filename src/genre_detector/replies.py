@@ -22,7 +22,10 @@ def predict_reply(
     a track head's features into probabilities); infos: model name -> ModelInfo (labels,
     settings, metrics, tag, head)."""
     labels = next(iter(infos.values())).labels
-    window_probs = {n: infos[n].window_probs(p) for n, p in window_probs.items()}
+    window_probs = {
+        n: infos[n].window_probs(p, batches[infos[n].settings].start_s)
+        for n, p in window_probs.items()
+    }
     cal = calibration or Calibration(labels)
     models, raw = {}, {}
     for name, probs in window_probs.items():

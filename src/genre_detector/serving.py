@@ -248,7 +248,10 @@ def _model_service():
             return np.stack([self.predictors[n](windows) for n in names], axis=1)
 
         run.__name__ = run.__qualname__ = method_name
-        run.__doc__ = f"(n, {len(names)}, n_classes): {', '.join(names)} on one batch of windows."
+        run.__doc__ = (
+            f"(n, {len(names)}, width): {', '.join(names)} on one batch of windows "
+            "(class probabilities, or window features for a track head)."
+        )
         return bentoml.api(
             batchable=True, max_batch_size=batch_cap(names), max_latency_ms=MAX_LATENCY_MS
         )(run)

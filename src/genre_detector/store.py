@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
@@ -51,17 +51,21 @@ class ModelInfo:
     tag: str = ""
     metadata: dict | None = None
     pooling: str = "mean"  # windows -> track (predict.track_probabilities)
-    head: object = None  # track_head.TrackHead: window features -> probabilities (else None)
+    # track_head.TrackHead: window features -> probabilities (None: the model gives those)
+    head: object = field(default=None, compare=False, repr=False)
 
     @property
     def output_width(self) -> int:
         """Numbers the model returns per window: features with a track head, else classes."""
         return len(self.labels) if self.head is None else self.head.n_features
 
-    def window_probs(self, outputs):
+    def window_probs(self, outputs, start_s=None):
         """One track's window probabilities from what the model returned for its windows
-        (the model's own probabilities, or features for a family with a track head)."""
-        return outputs if self.head is None else self.head.window_probs(outputs)
+        (the model's own probabilities, or features for a family with a track head;
+        `start_s`, the windows' start times, tells the head which windows overlap)."""
+        if self.head is None:
+            return outputs
+        return self.head.window_probs(outputs, start_s, self.settings.window_seconds)
 
     @classmethod
     def from_entry(cls, entry) -> "ModelInfo":
@@ -71,6 +75,11 @@ class ModelInfo:
             from .track_head import TrackHead
 
             info.head = TrackHead.load(entry.path_of(info.metadata["track_head"]))
+            if info.head.bias.shape != (len(info.labels),):
+                raise ValueError(
+                    f"{info.tag}: its track head has {len(info.head.bias)} classes for "
+                    f"{len(info.labels)} labels"
+                )
         return info
 
     @classmethod
@@ -83,6 +92,16 @@ class ModelInfo:
             tag=tag,
             metadata=md,
             pooling=md.get("pooling", "mean"),
+        )
+
+
+def check_width(info: ModelInfo, out) -> None:
+    """ValueError unless the model's window outputs are as wide as its info says."""
+    if out.shape[-1] != info.output_width:
+        what = "track head's features" if info.head is not None else "labels"
+        raise ValueError(
+            f"{info.tag or info.architecture} returns {out.shape[-1]} numbers per window, "
+            f"its {what} need {info.output_width}"
         )
 
 

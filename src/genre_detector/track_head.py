@@ -11,7 +11,9 @@ artist-grouped cross-validation +1.8 points over the mean alone, models/MODEL_CA
 Window i gets softmax(W_mean f_i + W_std s + b), s the track's spread, so every window has its
 own probabilities for the timeline, and their geometric mean is exactly the track's
 prediction softmax(W_mean mean + W_std s + b): the pooling every caller already applies.
-A one-window track has no spread: it gets the training tracks' mean spread (neutral).
+The spread is taken over windows that do not overlap (given their start times): a clip of
+3-6 s has two windows sharing most of their frames, whose spread is far below anything
+training saw, so like a one-window track it gets the training tracks' mean spread.
 """
 
 from __future__ import annotations
@@ -24,16 +26,30 @@ import numpy as np
 HEAD_FILE = "head.npz"
 
 
-def spread(features: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Standard deviation over the windows (unbiased); `fallback` for a single window."""
+def apart(start_s, window_s: float) -> np.ndarray:
+    """Indices of windows that do not overlap: from the first, each next window starting at
+    least `window_s` after the last one kept."""
+    keep, last = [], -np.inf
+    for i, t in enumerate(np.asarray(start_s, dtype=np.float64)):
+        if t >= last + window_s - 1e-6:
+            keep.append(i)
+            last = t
+    return np.asarray(keep, dtype=int)
+
+
+def spread(features: np.ndarray, fallback: np.ndarray, start_s=None, window_s=None) -> np.ndarray:
+    """Standard deviation over the windows (unbiased), over those that do not overlap when
+    their start times are given; `fallback` when that leaves a single window."""
     features = np.asarray(features, dtype=np.float64)
+    if start_s is not None:
+        features = features[apart(start_s, window_s)]
     return features.std(axis=0, ddof=1) if len(features) > 1 else np.asarray(fallback)
 
 
-def statistics(features: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+def statistics(features: np.ndarray, fallback: np.ndarray, start_s=None, window_s=None):
     """The head's input for one track: [mean, spread] of its window features."""
     features = np.asarray(features, dtype=np.float64)
-    return np.concatenate([features.mean(axis=0), spread(features, fallback)])
+    return np.concatenate([features.mean(axis=0), spread(features, fallback, start_s, window_s)])
 
 
 @dataclass
@@ -47,7 +63,7 @@ class TrackHead:
     def n_features(self) -> int:
         return self.w_mean.shape[0]
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
+    def logits(self, features: np.ndarray, start_s=None, window_s=None) -> np.ndarray:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or f.shape[1] != self.n_features:
             raise ValueError(
@@ -55,16 +71,18 @@ class TrackHead:
             )
         if len(f) == 0:
             return np.zeros((0, len(self.bias)))
-        return f @ self.w_mean + spread(f, self.std_fallback) @ self.w_std + self.bias
+        s = spread(f, self.std_fallback, start_s, window_s)
+        return f @ self.w_mean + s @ self.w_std + self.bias
 
-    def window_probs(self, features: np.ndarray) -> np.ndarray:
-        """(n, n_classes) float32 probabilities of one track's windows."""
-        z = self.logits(features)
+    def window_probs(self, features: np.ndarray, start_s=None, window_s=None) -> np.ndarray:
+        """(n, n_classes) float32 probabilities of one track's windows (`start_s`: their start
+        times, `window_s` their length, so that overlapping windows do not fake a spread)."""
+        z = self.logits(features, start_s, window_s)
         z = np.exp(z - z.max(axis=1, keepdims=True)) if len(z) else z
         return (z / z.sum(axis=1, keepdims=True) if len(z) else z).astype(np.float32)
 
-    def track_probs(self, features: np.ndarray) -> np.ndarray:
-        z = self.logits(features).mean(axis=0)
+    def track_probs(self, features: np.ndarray, start_s=None, window_s=None) -> np.ndarray:
+        z = self.logits(features, start_s, window_s).mean(axis=0)
         p = np.exp(z - z.max())
         return p / p.sum()
 
