@@ -74,3 +74,39 @@ def test_sigterm_with_long_requests_in_flight(store_with_models, emotify_dir, tm
         )
     finally:
         svc.stop()
+
+
+def test_model_calls_are_sent_again_when_their_connection_drops(store_with_models):
+    """A pooled connection the model service closed as it was reused (uvicorn's 5 s
+    keep-alive against aiohttp's 15 s) fails before any work: the front sends the call again
+    instead of answering 500 (seen once in a 3-minute soak). Other errors are not retried."""
+    import asyncio
+
+    import aiohttp
+    import numpy as np
+
+    from genre_detector import serving
+
+    calls = []
+
+    def method(failures, exc):
+        async def run(windows):
+            calls.append(len(windows))
+            if len(calls) <= failures:
+                raise exc
+            return windows * 2
+
+        return run
+
+    x = np.ones((3, 2))
+    dropped = aiohttp.ClientOSError(32, "Broken pipe")
+    out = asyncio.run(serving.call_model(method(2, dropped), x))
+    assert (out == 2).all() and calls == [3, 3, 3]
+    calls.clear()
+    with pytest.raises(aiohttp.ClientOSError):
+        asyncio.run(serving.call_model(method(3, dropped), x))
+    assert len(calls) == serving.MODEL_CALL_ATTEMPTS
+    calls.clear()
+    with pytest.raises(ValueError):  # the model's own failure: once, not again
+        asyncio.run(serving.call_model(method(1, ValueError("bad windows")), x))
+    assert calls == [3]

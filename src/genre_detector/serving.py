@@ -187,6 +187,26 @@ def install_drain_handler(role: str) -> bool:
     return True
 
 
+# A call to the model service whose pooled keep-alive connection the service closed at that
+# very moment (uvicorn drops connections idle for 5 s; the front's aiohttp pool keeps them
+# for 15 s) fails with a connection error before any work is done: the calls are pure, so
+# they are sent again (seen once in a 3-minute soak as an HTTP 500).
+MODEL_CALL_ATTEMPTS = 3
+
+
+async def call_model(method, windows: np.ndarray, attempts: int = MODEL_CALL_ATTEMPTS):
+    """await method(windows), again on a dropped connection (at most `attempts` in all)."""
+    import aiohttp
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return await method(windows)
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("model call failed on its connection (%r): sending it again", exc)
+
+
 def batch_cap(names: list[str]) -> int:
     """Most windows per call of a method running `names`: the smallest of their families'
     caps (families.Family.max_batch_windows), else GENRE_MAX_BATCH."""
@@ -343,11 +363,11 @@ class GenreDetector:
             if not wanted:
                 continue
             if len(wanted) == len(group) and len(group) > 1:
-                calls.append(getattr(self.models.to_async, GROUP_METHOD[s])(windows[s]))
+                calls.append(call_model(getattr(self.models.to_async, GROUP_METHOD[s]), windows[s]))
                 names.append(group)
             else:
                 for n in wanted:
-                    calls.append(getattr(self.models.to_async, n)(windows[s]))
+                    calls.append(call_model(getattr(self.models.to_async, n), windows[s]))
                     names.append([n])
         probs = {}
         for group, out in zip(names, await asyncio.gather(*calls)):
