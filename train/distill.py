@@ -40,8 +40,9 @@ def teacher_targets(corpus, train_idx, seed: int = 0, folds: int = 5) -> np.ndar
     def fit_on(idx):
         nonlocal head
         groups = [corpus.tracks[i].group for i in idx]
-        head = fit_head([feats[i] for i in idx], corpus.y[idx], len(corpus.labels), cfg, groups)
-        head = head.head
+        head = fit_head(
+            [feats[i] for i in idx], corpus.y[idx], len(corpus.labels), cfg, groups
+        ).head
 
     def ask(idx):
         return head_track_probs(head, [feats[i] for i in idx])

@@ -51,7 +51,7 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
         s = predictor.info.settings
         windows, owner = track_windows(corpus.mels(s), s)
         starts = [  # seconds, as the service's WindowBatch.start_s
-            window_starts(m.shape[1], s) * s.hop_length / s.sample_rate for m in corpus.mels(s)
+            window_starts(m.shape[1], s) * s.frame_seconds for m in corpus.mels(s)
         ]
         # In batches: one call on every window of every track (musicnn: ~18 MB per window)
         # exhausted the memory and crashed TensorFlow on the 113 held-out tracks.

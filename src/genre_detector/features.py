@@ -54,8 +54,13 @@ class FeatureSettings:
         return -self.top_db if self.scale == "db" else 0.0
 
     @property
+    def frame_seconds(self) -> float:
+        """Seconds from one frame (STFT hop) to the next."""
+        return self.hop_length / self.sample_rate
+
+    @property
     def window_seconds(self) -> float:
-        return self.window_frames * self.hop_length / self.sample_rate
+        return self.window_frames * self.frame_seconds
 
     @property
     def min_samples(self) -> int:
@@ -167,7 +172,7 @@ def extract_feature_sets(
 def _windows(wave: np.ndarray, s: FeatureSettings) -> WindowBatch:
     mel = log_mel(np.asarray(wave, dtype=np.float32), s)
     starts = window_starts(mel.shape[1], s)
-    frame_s = s.hop_length / s.sample_rate
+    frame_s = s.frame_seconds
     duration = len(wave) / s.sample_rate
     return WindowBatch(
         windows=cut_windows(mel, starts, s),
