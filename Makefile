@@ -6,18 +6,28 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install models serve test test-fast lint format train crossval evaluate build container loadtest bench
+.PHONY: install install-serve models serve test test-fast lint format train crossval evaluate build container loadtest bench
 CONTAINER_PORT ?= 3300
+
+# Two stamps: serving needs only the [serve] extra (no TensorFlow, no Ray); tests, training
+# and development install everything ([dev]), which includes it.
+$(BIN)/.serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[serve]'
+	touch $@
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	touch $@ $(BIN)/.serve
 
 install: $(BIN)/.installed
 
-models: install            ## import the shipped models into the model store (idempotent)
+install-serve: $(BIN)/.serve
+
+models: install-serve      ## import the shipped models (model.onnx included) into the model store
 	$(BIN)/python -m train.import_models
 
 serve: models              ## start the service on http://localhost:$(PORT) (web page: /ui/)
@@ -43,17 +53,17 @@ train: install             ## retrain all five models + the calibrated ensemble,
 crossval: install          ## 5-fold artist-grouped cross-validation of all five + the ensemble
 	$(BIN)/python -m train.crossval --json runs/crossval.json
 
-evaluate: models           ## score the shipped models on the artists their training held out
+evaluate: install models ## score the shipped models on the artists their training held out
 	$(BIN)/python -m train.evaluate --held-out
 
-build: models              ## build the Bento
+build: install models ## build the Bento
 	$(BIN)/bentoml build
 
-container: models          ## build the Bento, containerize it with podman, smoke-test the image (root)
+container: install models ## build the Bento, containerize it with podman, smoke-test the image (root)
 	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/build_container.sh --port $(CONTAINER_PORT)
 
-loadtest: models           ## start the service, short headless locust run, stop; fails on any failed request
+loadtest: install models ## start the service, short headless locust run, stop; fails on any failed request
 	VENV_BIN=$(CURDIR)/$(BIN) loadtests/run_loadtest.sh
 
-bench: models              ## benchmark vs the research pipeline (starts and stops everything itself)
+bench: install models ## benchmark vs the research pipeline (starts and stops everything itself)
 	$(BIN)/python loadtests/benchmark.py

@@ -1,6 +1,6 @@
 """BentoML entry point: `bentoml serve service:GenreDetector` (or `make serve`).
 
-The services live in src/genre_detector/serving.py; this file only makes them importable
+The services live in src/genre_detector/serve/service.py; this file only makes them importable
 from a checkout or a built Bento.
 """
 
@@ -9,4 +9,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from genre_detector.serving import GenreDetector, GenreModels  # noqa: E402,F401
+from genre_detector.serve.service import GenreDetector, GenreModels  # noqa: E402,F401

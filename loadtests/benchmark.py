@@ -51,7 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 from loadtests.latency import tree_rss_mb  # noqa: E402
-from tests.service_process import ServedService, free_port, wait_http_ready  # noqa: E402
+from loadtests.service_process import ServedService, free_port, wait_http_ready  # noqa: E402
 
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 BATCH_LOG = re.compile(r"model (\w+) ran a batch of (\d+) windows")
@@ -252,11 +252,11 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
     """Decode / features / model times per 30 s track with the package's own functions."""
     import bentoml
 
-    from genre_detector.audio import decode as decode_audio
-    from genre_detector.families import model_names
-    from genre_detector.features import extract_feature_sets
-    from genre_detector.inference import Predictor, limit_threads
-    from genre_detector.store import store_name
+    from genre_detector.audio.decode import decode as decode_audio
+    from genre_detector.audio.features import extract_feature_sets
+    from genre_detector.models.families import model_names
+    from genre_detector.runtime.keras_predictor import Predictor, limit_threads
+    from genre_detector.runtime.store import store_name
 
     limit_threads()
     # the tags the service uses (serving.model_ref, without importing the service module);

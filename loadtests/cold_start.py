@@ -63,10 +63,10 @@ def model_load_times(runtime: str) -> dict[str, float]:
 import json, time
 t = time.perf_counter()
 if {runtime!r} == "onnx":
-    from genre_detector.onnx_inference import OnnxPredictor as P
+    from genre_detector.runtime.onnx_predictor import OnnxPredictor as P
 else:
-    from genre_detector.inference import Predictor as P
-from genre_detector.inference import default_refs
+    from genre_detector.runtime.keras_predictor import Predictor as P
+from genre_detector.runtime.keras_predictor import default_refs
 times = {{"import": time.perf_counter() - t}}
 for name, ref in default_refs().items():
     t = time.perf_counter(); p = P.from_store(ref); p.warm_up()
@@ -77,7 +77,7 @@ print(json.dumps(times))
 
 
 def served(runtime: str, clip: Path, block_tf: bool, port: int = 0) -> dict[str, float]:
-    from tests.service_process import free_port
+    from loadtests.service_process import free_port
 
     port = port or free_port()
     env = {**os.environ, "GENRE_RUNTIME": runtime}
@@ -157,7 +157,7 @@ def timeline(url: str, clip: Path, t0: float, alive, log) -> dict:
 
 def container(image: str, clip: Path, port: int = 0) -> dict:
     """`podman run` of the image (as deploy/build_container.sh runs it) to first answer."""
-    from tests.service_process import free_port
+    from loadtests.service_process import free_port
 
     port = port or free_port()
     name = f"genre-cold-start-{port}"

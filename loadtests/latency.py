@@ -19,7 +19,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.service_process import ServedService  # noqa: E402
+from loadtests.service_process import ServedService  # noqa: E402
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -43,7 +43,7 @@ import numpy as np
 import soundfile as sf
 from locust import HttpUser, between, constant, task
 
-from genre_detector.families import model_names
+from genre_detector.models.families import model_names
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))

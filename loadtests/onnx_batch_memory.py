@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import psutil
 
-    from genre_detector.onnx_inference import ONNX_FILE, session_options
-    from genre_detector.store import resolve, store_name
+    from genre_detector.runtime.onnx_predictor import session_options
+    from genre_detector.runtime.store import ONNX_FILE, resolve, store_name
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="family name, e.g. musicnn")

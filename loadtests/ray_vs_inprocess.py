@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
 
-    from genre_detector.catalog import walk
-    from genre_detector.ray_engine import RayEngine
-    from genre_detector.tagger import InProcessEngine, tag_catalog
+    from genre_detector.batch.files import walk
+    from genre_detector.batch.ray_engine import RayEngine
+    from genre_detector.batch.tagger import InProcessEngine, tag_catalog
 
     tracks = walk([args.folder])
     if args.limit:

@@ -14,7 +14,7 @@ describes for the prototype:
    CNN, CNN+LSTM) on the 200x200x3 image one after another with `model.predict`.
 
 The networks have random weights: this measures cost, not accuracy. Sizes follow the
-descriptions in src/genre_detector/architectures.py, applied to the 200x200 image.
+descriptions in src/genre_detector/models/architectures.py, applied to the 200x200 image.
 Matplotlib is used through its object API (one Figure per request, Agg canvas) instead
 of pyplot, which is not thread-safe: the work per request is the same.
 Served by Flask's threaded server in one process, as the prototype was.

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from loadtests.benchmark import CpuMeter  # noqa: E402
 from loadtests.latency import tree_rss_mb  # noqa: E402
-from tests.service_process import ServedService  # noqa: E402
+from loadtests.service_process import ServedService  # noqa: E402
 
 DATA = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
 

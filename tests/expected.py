@@ -13,7 +13,7 @@ NINE = [
     "rnb",
 ]
 
-# The keys every /predict reply has (genre_detector.replies.predict_reply).
+# The keys every /predict reply has (genre_detector.serve.replies.predict_reply).
 PREDICT_KEYS = {
     "request_id",
     "duration_s",

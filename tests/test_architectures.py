@@ -1,4 +1,4 @@
-"""genre_detector.architectures: the four research families (and musicnn, through the
+"""genre_detector.models.architectures: the four research families (and musicnn, through the
 registry) build, predict, save and load."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from genre_detector.architectures import SpecAugment, build_model
-from genre_detector.families import FAMILIES, family, model_names, research_names
-from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings
+from genre_detector.audio.features import MUSICNN_SETTINGS, FeatureSettings
+from genre_detector.models.architectures import SpecAugment, build_model
+from genre_detector.models.families import FAMILIES, family, model_names, research_names
 
 ARCHITECTURES = research_names()  # the families built by architectures.py
 
@@ -53,7 +53,7 @@ def test_the_four_research_families_are_built_here():
     assert ARCHITECTURES == ("feedforward", "lenet", "cnn", "lstm")
     assert model_names() == (*ARCHITECTURES, "musicnn")
     for name in ARCHITECTURES:
-        assert family(name).builder == f"genre_detector.architectures:{name}"
+        assert family(name).builder == f"genre_detector.models.architectures:{name}"
         assert family(name).settings == S
 
 

@@ -1,4 +1,5 @@
-"""genre_detector.calibration: expected calibration error, temperatures, the pooled ensemble,
+"""genre_detector.models.calibration: expected calibration error, temperatures, the pooled
+ensemble,
 and its round trip through JSON and the model store."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from genre_detector.calibration import (
+from genre_detector.models.calibration import (
     Calibration,
     expected_calibration_error,
     fit_pool_weights,
@@ -127,7 +128,7 @@ def _two_noisy_views(n: int = 3000, k: int = 4, seed: int = 4):
 
 def test_pooling_two_informative_models_beats_either():
     """Two models seeing independent noisy views of the truth: the pooled log-loss is lower."""
-    from genre_detector.calibration import log_loss
+    from genre_detector.numerics import log_loss
 
     y, a, b = _two_noisy_views()
     cal = Calibration.fit({"a": a, "b": b}, y, LABELS[:2] + ["x", "y"])
@@ -210,7 +211,7 @@ def test_to_dict_from_dict_round_trip_through_json():
 def test_store_round_trip(tmp_path):
     import bentoml
 
-    from genre_detector.store import CALIBRATION_NAME, load_calibration, save_calibration
+    from genre_detector.runtime.store import CALIBRATION_NAME, load_calibration, save_calibration
 
     cal = Calibration(
         LABELS,

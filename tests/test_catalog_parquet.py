@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from genre_detector.catalog import (
+from genre_detector.batch.files import (
     ParquetWriter,
     RowWriter,
     columns,
@@ -24,7 +24,7 @@ from genre_detector.catalog import (
     read_done,
     row_from_reply,
 )
-from genre_detector.tagger import tag_catalog
+from genre_detector.batch.tagger import tag_catalog
 
 MODELS = ["cnn", "lenet"]
 LABELS = ["blues", "classical", "pop-rock"]
@@ -227,7 +227,7 @@ def test_cli_refuses_a_bad_part_size():
 
 @pytest.mark.slow
 def test_real_clips_in_process_parquet_equals_csv(store_with_models, data_dir, tmp_path):
-    from genre_detector.tagger import InProcessEngine
+    from genre_detector.batch.tagger import InProcessEngine
 
     clips = sorted((data_dir / "gtzan-samples").glob("*.wav"))[:3]
     if len(clips) < 3:

@@ -133,7 +133,7 @@ def test_cached_log_mels_are_computed_at_each_settings_sample_rate(tmp_path, wav
     """The training features of a family must be the serving ones: musicnn's 16 kHz log-mel
     of a 30 s clip has 16000 * 30 / 256 frames, not 22050 * 30 / 256."""
     import train.data as data
-    from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings, extract_windows
+    from genre_detector.audio.features import MUSICNN_SETTINGS, FeatureSettings, extract_windows
 
     monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
     track = Track(wav_clip, "rock", "x", "gtzan", "gtzan/rock.00000.wav")

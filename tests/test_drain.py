@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from genre_detector.http_boundary import DEFAULT_DRAIN_SECONDS
-from tests.service_process import ServedService
+from genre_detector.serve.http_boundary import DEFAULT_DRAIN_SECONDS
+from loadtests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 DRAIN_S = 90  # generous on a shared 2-core machine; the default is DEFAULT_DRAIN_SECONDS
@@ -85,7 +85,7 @@ def test_model_calls_are_sent_again_when_their_connection_drops(store_with_model
     import aiohttp
     import numpy as np
 
-    from genre_detector import serving
+    from genre_detector.serve import service as serving
 
     calls = []
 

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from genre_detector.audio import AudioError
+from genre_detector.audio.decode import AudioError
+from genre_detector.batch.tagger import RemoteEngine
 from genre_detector.errors import (
     AUDIO_REASONS,
     UNDECODABLE,
@@ -23,7 +24,6 @@ from genre_detector.errors import (
     parse_error,
     status_of,
 )
-from genre_detector.tagger import RemoteEngine
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""genre_detector.families: the one registry of model families, plugins (GENRE_PLUGINS), and
+"""genre_detector.models.families: the one registry of model families, plugins (GENRE_PLUGINS), and
 the service's refusal to combine models that do not share one label list."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from genre_detector.families import (
+from genre_detector.audio.features import MUSICNN_SETTINGS, FeatureSettings
+from genre_detector.models.families import (
     FAMILIES,
     LEGACY_NAMES,
     Family,
@@ -24,10 +25,9 @@ from genre_detector.families import (
     register,
     research_names,
 )
-from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings
-from genre_detector.store import InconsistentModels, ModelInfo, check_consistent
+from genre_detector.runtime.store import InconsistentModels, ModelInfo, check_consistent
+from loadtests.service_process import REPO, ServedService
 from tests.expected import NINE
-from tests.service_process import REPO, ServedService
 
 FIVE = ("feedforward", "lenet", "cnn", "lstm", "musicnn")
 RESEARCH = ("feedforward", "lenet", "cnn", "lstm")
@@ -77,7 +77,7 @@ def test_each_family_declares_its_features_and_training():
     for name in RESEARCH:
         f = family(name)
         assert f.settings == FeatureSettings() and not f.pretrained and f.legacy_name
-        assert f.builder == f"genre_detector.architectures:{name}"
+        assert f.builder == f"genre_detector.models.architectures:{name}"
         assert f.epochs > 0
     m = family("musicnn")
     assert m.settings == MUSICNN_SETTINGS and m.pretrained and m.legacy_name is None
@@ -112,7 +112,7 @@ def tiny_builder(input_shape, n_classes):
 def test_register_adds_a_family_everything_sees():
     """A registered family is built through architectures.build_model like the shipped ones
     (builder named "module:function")."""
-    from genre_detector.architectures import build_model
+    from genre_detector.models.architectures import build_model
 
     toy = Family(
         "tmp-toy",
@@ -137,7 +137,7 @@ def test_genre_plugins_env_registers_the_toy_family():
     r = _python(
         """
         import json
-        from genre_detector.families import FAMILIES, research_names, display_name
+        from genre_detector.models.families import FAMILIES, research_names, display_name
         f = FAMILIES["toy"]
         print(json.dumps({"names": list(FAMILIES), "research": list(research_names()),
                           "display": display_name("toy"), "settings": f.settings.to_dict()}))
@@ -153,7 +153,7 @@ def test_genre_plugins_env_registers_the_toy_family():
 
 
 def test_a_missing_plugin_fails_loudly():
-    r = _python("import genre_detector.families", {"GENRE_PLUGINS": "tests.no_such_plugin"})
+    r = _python("import genre_detector.models.families", {"GENRE_PLUGINS": "tests.no_such_plugin"})
     assert r.returncode != 0 and "tests.no_such_plugin" in r.stderr
 
 
@@ -171,7 +171,7 @@ def _info(name: str, labels: list[str]) -> ModelInfo:
 
 
 def test_check_consistent_returns_the_shared_labels():
-    from genre_detector.calibration import Calibration
+    from genre_detector.models.calibration import Calibration
 
     infos = {n: _info(n, NINE) for n in FIVE}
     assert check_consistent(infos) == NINE
@@ -200,7 +200,7 @@ def test_check_consistent_names_every_model_and_its_labels():
 
 
 def test_check_consistent_checks_the_calibration_too():
-    from genre_detector.calibration import Calibration
+    from genre_detector.models.calibration import Calibration
 
     infos = {n: _info(n, NINE) for n in ("cnn", "lstm")}
     with pytest.raises(InconsistentModels) as info:
@@ -233,7 +233,7 @@ def test_service_refuses_to_start_on_mixed_label_lists(tmp_path):
         store,
         """
         import shutil, tempfile
-        from genre_detector.store import card_metadata, save_to_store
+        from genre_detector.runtime.store import card_metadata, save_to_store
         md = card_metadata("models/cnn/card.json")
         md["labels"] = md["labels"][::-1]
         tag = save_to_store("models/cnn/model.keras", md)
@@ -255,11 +255,11 @@ def test_service_refuses_to_start_on_mixed_label_lists(tmp_path):
 
 TRAIN_TOY = """
     import keras
-    from genre_detector.families import family
-    from genre_detector.features import extract_windows
-    from genre_detector.inference import Predictor
-    from genre_detector.predict import track_probabilities
-    from genre_detector.store import card_metadata, save_to_store
+    from genre_detector.models.families import family
+    from genre_detector.audio.features import extract_windows
+    from genre_detector.runtime.keras_predictor import Predictor
+    from genre_detector.scoring.pooling import track_probabilities
+    from genre_detector.runtime.store import card_metadata, save_to_store
     labels = card_metadata("models/cnn/card.json")["labels"]
     toy = family("toy")
     clips = {CLIPS}
@@ -345,8 +345,8 @@ def test_the_bento_packs_every_registered_family_and_the_calibration():
     names exactly the registry's families and the ensemble's calibration."""
     import yaml
 
-    from genre_detector.families import FAMILIES
-    from genre_detector.store import CALIBRATION_NAME, store_name
+    from genre_detector.models.families import FAMILIES
+    from genre_detector.runtime.store import CALIBRATION_NAME, store_name
 
     listed = yaml.safe_load((REPO / "bentofile.yaml").read_text())["models"]
     wanted = [f"{store_name(n)}:latest" for n in FAMILIES] + [f"{CALIBRATION_NAME}:latest"]

@@ -1,4 +1,4 @@
-"""genre_detector.features: log-mel windows shared by training and serving."""
+"""genre_detector.audio.features: log-mel windows shared by training and serving."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from genre_detector.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
-from genre_detector.features import (
+from genre_detector.audio.decode import MIN_SECONDS, SAMPLE_RATE, load_audio
+from genre_detector.audio.features import (
     MUSICNN_SETTINGS,
     FeatureSettings,
     WindowBatch,
@@ -165,7 +165,7 @@ def test_path_bytes_and_waveform_agree(wav_clip, batch):
 
 
 def test_load_kwargs_are_passed_to_load_audio(wav_clip):
-    from genre_detector.audio import AudioError
+    from genre_detector.audio.decode import AudioError
 
     with pytest.raises(AudioError) as info:
         extract_windows(wav_clip, S, max_seconds=10)
@@ -298,7 +298,7 @@ def test_musicnn_short_clip_is_padded_with_silence():
 def test_feature_sets_decode_once_and_agree_with_single_extraction(
     wav_clip, both, batch, monkeypatch
 ):
-    from genre_detector import features
+    from genre_detector.audio import features
 
     calls = []
     real = features.decode

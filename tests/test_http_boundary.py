@@ -1,4 +1,4 @@
-"""genre_detector.http_boundary.HttpBoundary driven directly as ASGI (no server)."""
+"""genre_detector.serve.http_boundary.HttpBoundary driven directly as ASGI (no server)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from genre_detector.http_boundary import CORS_HEADERS, ERROR_CODES, HttpBoundary
+from genre_detector.serve.http_boundary import CORS_HEADERS, ERROR_CODES, HttpBoundary
 
 LIMIT = 1000
 ACAO = b"access-control-allow-origin"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_process import ServedService
+from loadtests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

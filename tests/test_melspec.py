@@ -1,12 +1,12 @@
-"""genre_detector.melspec (NumPy only, what the serving image runs) against librosa (the
+"""genre_detector.audio.melspec (NumPy only, what the serving image runs) against librosa (the
 training environment's reference) on real clips: same filters, same power, same dB."""
 
 import numpy as np
 import pytest
 
-from genre_detector import melspec
-from genre_detector.audio import load_audio
-from genre_detector.features import MUSICNN_SETTINGS, FeatureSettings, log_mel
+from genre_detector.audio import melspec
+from genre_detector.audio.decode import load_audio
+from genre_detector.audio.features import MUSICNN_SETTINGS, FeatureSettings, log_mel
 
 librosa = pytest.importorskip("librosa")
 

@@ -1,4 +1,4 @@
-"""The Keras port of musicnn (genre_detector.musicnn) against the original TF1 package.
+"""The Keras port of musicnn (genre_detector.models.musicnn) against the original TF1 package.
 
 tests/data/musicnn_reference.npz holds the original networks' outputs on real clips (made by
 train/musicnn_reference.py in a separate venv with musicnn 0.1.0). Here the same clips go
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre_detector.audio import load_audio
-from genre_detector.features import MUSICNN_SETTINGS, log_mel
-from genre_detector.musicnn import BACKBONES, TAGS, build_backbone
+from genre_detector.audio.decode import load_audio
+from genre_detector.audio.features import MUSICNN_SETTINGS, log_mel
+from genre_detector.models.musicnn import BACKBONES, TAGS, build_backbone
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
 TAGGRAM_ATOL = 1e-4  # measured <= 1.1e-6

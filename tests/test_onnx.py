@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre_detector.families import FAMILIES
+from genre_detector.models.families import FAMILIES
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _real_windows(gtzan_dir, emotify_dir, settings) -> np.ndarray:
-    from genre_detector.features import extract_feature_sets
+    from genre_detector.audio.features import extract_feature_sets
 
     clips = [
         gtzan_dir / "rock.00000.wav",
@@ -34,8 +34,8 @@ def _real_windows(gtzan_dir, emotify_dir, settings) -> np.ndarray:
 
 
 def test_every_stored_model_has_an_onnx_twin_that_agrees(store_with_models, gtzan_dir, emotify_dir):
-    from genre_detector.inference import Predictor, default_refs
-    from genre_detector.onnx_inference import OnnxPredictor, has_onnx
+    from genre_detector.runtime.keras_predictor import Predictor, default_refs
+    from genre_detector.runtime.onnx_predictor import OnnxPredictor, has_onnx
 
     refs = default_refs()
     assert refs, "no models in the store"
@@ -56,16 +56,16 @@ def test_every_stored_model_has_an_onnx_twin_that_agrees(store_with_models, gtza
 def test_musicnn_exports_and_agrees(tmp_path, gtzan_dir, emotify_dir):
     """The pretrained family (two nested backbones; the track head is NumPy) exports too,
     whether or not a trained one is shipped yet: built from the pretrained weights."""
-    from genre_detector.musicnn import BACKBONES, weights_path
+    from genre_detector.models.musicnn import BACKBONES, weights_path
 
     if not all(weights_path(b).exists() for b in BACKBONES):
         pytest.skip("musicnn weights not in models/musicnn")
     import keras
 
-    from genre_detector.musicnn_head import build
-    from genre_detector.onnx_export import export_onnx
-    from genre_detector.onnx_inference import OnnxPredictor
-    from genre_detector.store import ModelInfo
+    from genre_detector.models.musicnn_backbones import build
+    from genre_detector.models.onnx_export import export_onnx
+    from genre_detector.runtime.onnx_predictor import OnnxPredictor
+    from genre_detector.runtime.store import ModelInfo
 
     settings = FAMILIES["musicnn"].settings
     keras.utils.set_random_seed(0)
@@ -87,7 +87,7 @@ def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
     code = textwrap.dedent("""
         import sys
         import numpy as np
-        from genre_detector import serving
+        from genre_detector.serve import service as serving
         models = serving.GenreModels.inner()
         assert models.runtime == "onnx", models.runtime
         for name in serving.SERVED:
@@ -95,7 +95,7 @@ def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
             out = getattr(models, name)(np.zeros((3, s.n_mels, s.window_frames), np.float32))
             assert out.shape == (3, 1, serving.INFOS[name].output_width), out.shape
         # the front's work too: decoding and every feature set (NumPy only)
-        from genre_detector.features import extract_feature_sets
+        from genre_detector.audio.features import extract_feature_sets
         wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32)
         extract_feature_sets((wave, 16000), list(serving.GROUPS))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in
@@ -119,7 +119,7 @@ def test_model_service_on_onnx_never_imports_tensorflow(store_with_models):
 
 
 def test_keras_runtime_still_selectable(store_with_models, monkeypatch):
-    from genre_detector import serving
+    from genre_detector.serve import service as serving
 
     monkeypatch.setenv("GENRE_RUNTIME", "keras")
     assert serving.model_runtime() == "keras"
@@ -131,7 +131,7 @@ def test_keras_runtime_still_selectable(store_with_models, monkeypatch):
 
 
 def test_batch_caps_follow_the_registry(store_with_models):
-    from genre_detector import serving
+    from genre_detector.serve import service as serving
 
     assert FAMILIES["musicnn"].max_batch_windows == FAMILIES["musicnn"].settings.max_windows == 5
     assert serving.batch_cap(["musicnn"]) == 5
@@ -142,7 +142,7 @@ def test_batch_caps_follow_the_registry(store_with_models):
 
 
 def test_onnx_threads_sleep_when_idle_unless_told(monkeypatch):
-    from genre_detector.onnx_inference import session_options
+    from genre_detector.runtime.onnx_predictor import session_options
 
     key = "session.intra_op.allow_spinning"
     monkeypatch.delenv("GENRE_ONNX_SPIN", raising=False)

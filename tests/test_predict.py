@@ -1,4 +1,4 @@
-"""genre_detector.predict and .replies: window probabilities -> track verdicts and replies."""
+"""genre_detector.scoring.pooling and serve.replies: window probabilities -> verdicts, replies."""
 
 from __future__ import annotations
 
@@ -7,24 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from genre_detector.calibration import Calibration, softmax
-from genre_detector.families import LEGACY_NAMES, display_name, family, model_names
-from genre_detector.features import (
+from genre_detector.audio.features import (
     MUSICNN_SETTINGS,
     FeatureSettings,
     WindowBatch,
     extract_feature_sets,
 )
-from genre_detector.predict import (
+from genre_detector.models.calibration import Calibration
+from genre_detector.models.families import LEGACY_NAMES, display_name, family, model_names
+from genre_detector.numerics import softmax
+from genre_detector.runtime.store import ModelInfo
+from genre_detector.scoring.pooling import (
     BETWEEN_RATIO,
     between_genres,
     nearest_windows,
     timeline,
     track_probabilities,
-    verdict,
 )
-from genre_detector.replies import legacy_reply, models_reply, predict_reply
-from genre_detector.store import ModelInfo
+from genre_detector.scoring.track_result import Verdict, score_track
+from genre_detector.serve.replies import legacy_reply, models_reply, predict_reply
 from tests.expected import NINE, PREDICT_KEYS
 
 LABELS = NINE
@@ -48,6 +49,12 @@ def batches() -> dict[FeatureSettings, WindowBatch]:
     out = extract_feature_sets((wave, 22050), [S, M])
     assert (len(out[S].windows), len(out[M].windows)) == (5, 3)
     return out
+
+
+def _reply(batches, window_outputs, infos, calibration, request_id) -> dict:
+    """The /predict reply as the service builds it: score_track, then the rendering."""
+    result = score_track(batches, window_outputs, infos, calibration)
+    return predict_reply(result, request_id, infos, calibration)
 
 
 def _infos(names=NAMES) -> dict[str, ModelInfo]:
@@ -80,7 +87,7 @@ def _values(d: dict) -> np.ndarray:
     return np.array([d[g] for g in LABELS])
 
 
-# ----------------------------------------------------------------------------- predict.py
+# ----------------------------------------------------------------------------- pooling
 def test_track_probabilities_is_the_normalised_mean():
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 40):
@@ -96,7 +103,7 @@ def test_track_probabilities_is_the_normalised_mean():
 
 def test_verdict_with_top3():
     p = np.array([0.05, 0.30, 0.02, 0.10, 0.03, 0.35, 0.05, 0.06, 0.04])
-    v = verdict(p, LABELS)
+    v = Verdict.of(p, LABELS).as_dict()
     assert v["top_genre"] == "jazz"
     assert v["top_probability"] == pytest.approx(0.35)
     assert list(v["probabilities"]) == LABELS
@@ -105,7 +112,7 @@ def test_verdict_with_top3():
     assert [t["probability"] for t in v["top3"]] == pytest.approx([0.35, 0.30, 0.10])
     json.dumps(v)
     # float32 drift is renormalised, so the reply always sums to 1
-    v = verdict(np.float32(1.01) * p.astype(np.float32), LABELS)
+    v = Verdict.of(np.float32(1.01) * p.astype(np.float32), LABELS).as_dict()
     assert abs(sum(v["probabilities"].values()) - 1) <= SUM_TOL
     assert v["top3"][0] == {"genre": "jazz", "probability": v["top_probability"]}
 
@@ -177,10 +184,10 @@ def test_timeline_follows_a_genre_change(batches):
     assert [e["top_genre"] for e in tl] == ["blues"] * 3 + ["jazz"] * 2
 
 
-# ----------------------------------------------------------------------------- replies.py
+# ----------------------------------------------------------------------------- replies
 def test_predict_reply_shape(batches, window_probs):
     infos = _infos()
-    reply = predict_reply(batches, window_probs, infos, None, "abc123")
+    reply = _reply(batches, window_probs, infos, None, "abc123")
     json.dumps(reply)  # JSON-serialisable as is
     assert PREDICT_KEYS <= set(reply)
     assert reply["request_id"] == "abc123"
@@ -249,7 +256,7 @@ def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batc
         weights={n: 0.2 + 0.1 * i for i, n in enumerate(NAMES)},
         metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}},
     )
-    reply = predict_reply(batches, window_probs, _infos(), cal, "r")
+    reply = _reply(batches, window_probs, _infos(), cal, "r")
     raw = {n: track_probabilities(window_probs[n]) for n in NAMES}
     for n in NAMES:
         np.testing.assert_allclose(
@@ -262,7 +269,7 @@ def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batc
     assert e["calibrated"] is True and e["metrics"] == {"accuracy": 0.7, "ece": 0.05}
     # a subset: its members' weights, but not the calibrated ensemble (no metrics claimed)
     sub = {n: window_probs[n] for n in ("cnn", "musicnn")}
-    e = predict_reply(batches, sub, _infos(), cal, "r")["ensemble"]
+    e = _reply(batches, sub, _infos(), cal, "r")["ensemble"]
     np.testing.assert_allclose(
         _values(e["probabilities"]), cal.ensemble({n: raw[n] for n in sub}), atol=1e-6
     )
@@ -276,21 +283,19 @@ def test_predict_reply_agreement_counts(batches):
     jazz = np.full((5, len(LABELS)), 0.3 / 8, np.float32)
     jazz[:, 5] = 0.7
     probs = {"feedforward": blues, "lenet": blues, "cnn": blues, "lstm": jazz, "musicnn": jazz[:3]}
-    e = predict_reply(batches, probs, infos, None, "r")["ensemble"]
+    e = _reply(batches, probs, infos, None, "r")["ensemble"]
     assert e["top_genre"] == "blues"
     assert e["agreeing_models"] == 3 and e["n_models"] == 5
 
 
 def test_predict_reply_for_a_subset_of_models(batches, window_probs):
     sub = {n: window_probs[n] for n in ("cnn", "lstm")}
-    reply = predict_reply(batches, sub, _infos(), None, "r")
+    reply = _reply(batches, sub, _infos(), None, "r")
     assert list(reply["models"]) == ["cnn", "lstm"]
     assert reply["ensemble"]["n_models"] == 2
     assert set(reply["model_tags"]) == {"cnn", "lstm"}
     # musicnn alone: its own (coarser) grid and sample rate
-    alone = predict_reply(
-        {M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(), None, "r"
-    )
+    alone = _reply({M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(), None, "r")
     assert alone["sample_rate"] == 16000 and alone["n_windows"] == 3
     assert [t["start_s"] for t in alone["timeline"]] == pytest.approx(
         list(batches[M].start_s), abs=1e-3
@@ -303,7 +308,7 @@ def test_probabilities_sum_to_one_over_many_random_replies(batches):
     infos = _infos()
     worst = 0.0
     for _ in range(200):
-        reply = predict_reply(batches, _window_probs(rng, batches, sharp=3.0), infos, None, "r")
+        reply = _reply(batches, _window_probs(rng, batches, sharp=3.0), infos, None, "r")
         for v in [
             *(m["probabilities"] for m in reply["models"].values()),
             reply["ensemble"]["probabilities"],
@@ -313,7 +318,7 @@ def test_probabilities_sum_to_one_over_many_random_replies(batches):
 
 
 def test_legacy_reply_has_exactly_the_prototype_shape(batches, window_probs):
-    reply = predict_reply(batches, window_probs, _infos(), None, "r")
+    reply = _reply(batches, window_probs, _infos(), None, "r")
     legacy = legacy_reply(reply)  # musicnn is in the reply, not here
     assert list(legacy) == PROTOTYPE_KEYS  # the prototype's keys, in its order
     for name, key in LEGACY_NAMES.items():
@@ -339,7 +344,7 @@ def test_legacy_reply_without_log_loss_reports_zero(batches, window_probs):
     infos = _infos()
     for info in infos.values():
         info.metrics = {"accuracy": 0.75}
-    legacy = legacy_reply(predict_reply(batches, window_probs, infos, None, "r"))
+    legacy = legacy_reply(_reply(batches, window_probs, infos, None, "r"))
     assert all(v["metrics"] == {"accuracy": "0.75", "loss": "0.0"} for v in legacy.values())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genre_detector.tagger import InProcessEngine, tag_catalog
+from genre_detector.batch.tagger import InProcessEngine, tag_catalog
 from tests.catalog_files import BAD, add_unusable_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def reference(catalog, store_with_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_engine(store_with_models):
-    from genre_detector.ray_engine import RayEngine
+    from genre_detector.batch.ray_engine import RayEngine
 
     engine = RayEngine(num_cpus=2, batch_windows=64)  # batches of 2 tracks: several blocks
     yield engine

@@ -13,9 +13,9 @@ import pytest
 import requests
 import soundfile as sf
 
-from genre_detector.families import model_names
+from genre_detector.models.families import model_names
+from loadtests.service_process import ServedService
 from tests.expected import NINE, PREDICT_KEYS
-from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 UPLOAD_LIMIT = 4 * 1024 * 1024

@@ -1,4 +1,5 @@
-"""genre_detector.spectrogram_png: a valid PNG of the log-mel, loud = bright, low at bottom."""
+"""genre_detector.serve.spectrogram_png: a valid PNG of the log-mel, loud = bright, low at
+bottom."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from genre_detector.spectrogram_png import MAX_COLUMNS, png_bytes, png_data_url
+from genre_detector.serve.spectrogram_png import MAX_COLUMNS, png_bytes, png_data_url
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

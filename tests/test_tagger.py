@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre_detector.catalog import in_shard, parse_shard, read_done, walk
-from genre_detector.families import model_names
-from genre_detector.tagger import InProcessEngine, tag_catalog
+from genre_detector.batch.files import in_shard, parse_shard, read_done, walk
+from genre_detector.batch.tagger import InProcessEngine, tag_catalog
+from genre_detector.models.families import model_names
+from loadtests.service_process import ServedService
 from tests.catalog_files import BAD, add_unusable_files
 from tests.expected import NINE
-from tests.service_process import ServedService
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

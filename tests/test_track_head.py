@@ -1,14 +1,14 @@
 """The musicnn track head: a logistic regression on each track's mean and spread of window
-features, served per window and pooled geometrically (genre_detector.track_head)."""
+features, served per window and pooled geometrically (genre_detector.models.track_head)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from genre_detector.predict import track_probabilities
-from genre_detector.store import ModelInfo
-from genre_detector.track_head import HEAD_FILE, TrackHead, statistics
+from genre_detector.models.track_head import HEAD_FILE, TrackHead, statistics
+from genre_detector.runtime.store import ModelInfo
+from genre_detector.scoring.pooling import track_probabilities
 from train.fit import FitConfig
 from train.pretrained import fit_head, head_track_probs
 
@@ -83,7 +83,7 @@ def test_fit_head_learns_from_the_spread_and_round_trips(tmp_path):
 
 
 def test_model_info_applies_its_head_and_reports_its_width():
-    from genre_detector.features import MUSICNN_SETTINGS
+    from genre_detector.audio.features import MUSICNN_SETTINGS
 
     rng = np.random.default_rng(4)
     head = TrackHead(rng.normal(size=(F, K)), rng.normal(size=(F, K)), np.zeros(K), np.ones(F))
@@ -98,8 +98,8 @@ def test_model_info_applies_its_head_and_reports_its_width():
 def test_overlapping_windows_do_not_fake_a_spread():
     """A 3-6 s clip has two windows sharing most frames: its spread comes from the training
     tracks, as for one window; windows that do not overlap give their own."""
-    from genre_detector.features import MUSICNN_SETTINGS, extract_feature_sets
-    from genre_detector.track_head import apart
+    from genre_detector.audio.features import MUSICNN_SETTINGS, extract_feature_sets
+    from genre_detector.models.track_head import apart
 
     assert apart([0.0, 0.5], 3.0).tolist() == [0]
     assert apart([0.0, 3.0, 4.0, 6.5], 3.0).tolist() == [0, 1, 3]
@@ -135,8 +135,8 @@ def test_fit_head_without_any_multi_window_track():
 def test_output_width_is_checked_against_labels_or_head():
     """A features model stored without its head (or a head for other labels) fails at
     warm-up, naming the widths, instead of cutting 500 features down to nine 'probabilities'."""
-    from genre_detector.features import MUSICNN_SETTINGS
-    from genre_detector.store import check_width
+    from genre_detector.audio.features import MUSICNN_SETTINGS
+    from genre_detector.runtime.store import check_width
 
     plain = ModelInfo("musicnn", ["a", "b", "c"], MUSICNN_SETTINGS, {}, tag="genre-musicnn:x")
     with pytest.raises(ValueError, match="returns 500 numbers per window, its labels need 3"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genre_detector.families import DISTILL, model_names
+from genre_detector.models.families import DISTILL, model_names
 from tests.conftest import REPO
 from tests.expected import NINE
 
@@ -103,7 +103,7 @@ def test_split_keeps_every_artist_on_one_side(emotify_dir):
 
 
 def test_artist_balance_weights_and_crop_counts():
-    from genre_detector.features import FeatureSettings
+    from genre_detector.audio.features import FeatureSettings
     from train.fit import crop_weights, random_crops
 
     y = np.array([0, 0, 0, 0, 1, 1])
@@ -128,8 +128,8 @@ def test_artist_balance_weights_and_crop_counts():
 
 @pytest.mark.slow
 def test_weight_averaging_keeps_training_working(tmp_path):
-    from genre_detector.architectures import build_model
-    from genre_detector.features import FeatureSettings
+    from genre_detector.audio.features import FeatureSettings
+    from genre_detector.models.architectures import build_model
     from train.fit import FitConfig, fit
 
     s = FeatureSettings()
@@ -199,8 +199,8 @@ def test_fit_config_reads_booleans():
 def test_distillation_trains_on_the_teachers_soft_targets():
     """With distill=1 the targets are the teacher's alone: a teacher that says the opposite of
     the labels makes a student that predicts the opposite (validated on the true labels)."""
-    from genre_detector.architectures import build_model
-    from genre_detector.features import FeatureSettings
+    from genre_detector.audio.features import FeatureSettings
+    from genre_detector.models.architectures import build_model
     from train.fit import FitConfig, fit
 
     s = FeatureSettings()
@@ -275,9 +275,9 @@ def test_quick_training_beats_chance_and_lands_in_store(two_sources, tmp_path):
         "-c",
         f"""
 import json
-from genre_detector.store import load_from_store
+from genre_detector.runtime.store import load_from_store
 model, info = load_from_store({tags[0]!r})
-from genre_detector.store import load_calibration
+from genre_detector.runtime.store import load_calibration
 cal = load_calibration()
 print(json.dumps({{"labels": info.labels, "architecture": info.architecture,
                   "metrics": info.metrics, "metadata": info.metadata,
@@ -331,10 +331,10 @@ def test_collapse_check_names_the_missing_genres():
 def test_store_round_trip_same_predictions(tmp_path):
     import keras
 
-    from genre_detector.architectures import build_model
-    from genre_detector.features import FeatureSettings
-    from genre_detector.inference import Predictor
-    from genre_detector.store import load_from_store, save_to_store
+    from genre_detector.audio.features import FeatureSettings
+    from genre_detector.models.architectures import build_model
+    from genre_detector.runtime.keras_predictor import Predictor
+    from genre_detector.runtime.store import load_from_store, save_to_store
 
     s = FeatureSettings()
     model = build_model("lenet", (s.n_mels, s.window_frames), 4)
@@ -388,7 +388,7 @@ def test_import_models_is_idempotent(store_with_models):
             "code_version",
         }
     if has_calibration:
-        from genre_detector.store import load_calibration
+        from genre_detector.runtime.store import load_calibration
 
         cal = load_calibration(next(t for t, _ in again if t.startswith("genre-ensemble:")))
         assert cal.to_dict() == json.loads((SHIPPED / "calibration.json").read_text())
@@ -402,8 +402,8 @@ def test_shipped_models_are_the_five_nine_genre_families_with_a_calibration():
     for name, card in cards.items():
         assert card["architecture"] == name and card["labels"] == NINE, name
         assert (SHIPPED / name / "model.keras").stat().st_size > 0
-        from genre_detector.families import family
-        from genre_detector.features import FeatureSettings
+        from genre_detector.audio.features import FeatureSettings
+        from genre_detector.models.families import family
 
         assert FeatureSettings.from_dict(card["feature_settings"]) == family(name).settings
         assert card["metrics"]["accuracy"] > 1 / len(NINE)
@@ -708,10 +708,10 @@ def test_musicnn_trains_a_track_head_into_the_store_and_serves_it(two_sources, t
         "-c",
         f"""
 import json, os
-from genre_detector.features import extract_feature_sets
-from genre_detector.onnx_inference import OnnxPredictor
-from genre_detector.predict import track_probabilities
-from genre_detector.store import resolve
+from genre_detector.audio.features import extract_feature_sets
+from genre_detector.runtime.onnx_predictor import OnnxPredictor
+from genre_detector.scoring.pooling import track_probabilities
+from genre_detector.runtime.store import resolve
 entry = resolve({tag!r})
 p = OnnxPredictor.from_store({tag!r})
 s = p.info.settings

@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
-from genre_detector.families import model_names
-from tests.service_process import REPO, ServedService
+from genre_detector.models.families import model_names
+from loadtests.service_process import REPO, ServedService
 
 pytestmark = pytest.mark.slow
+# the same lookup as tests/conftest.py's, which fails a CI run (CI set) without it
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -28,10 +30,9 @@ def service(store_with_models):
 
 @pytest.fixture(scope="module")
 def page():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
+    if not Path(CHROMIUM).exists():  # only outside CI: tests/conftest.py stops a CI run first
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,

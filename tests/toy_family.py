@@ -9,8 +9,8 @@ loads without this module (the model service needs the registry entry, not the b
 
 from __future__ import annotations
 
-from genre_detector.families import Family, register
-from genre_detector.features import FeatureSettings
+from genre_detector.audio.features import FeatureSettings
+from genre_detector.models.families import Family, register
 
 NAME = "toy"
 DISPLAY_NAME = "Toy"

@@ -1,6 +1,11 @@
 """Train the genre models (every registered family), evaluate them per track on artists they
 never heard, fit the calibrated ensemble, and put everything in BentoML's model store.
 
+The validation artists (--val-fraction) are used for nothing but the metrics on the cards
+and the calibration: the research families stop early on other artists, held back from
+the training side (FitConfig.stop_fraction, train.data.stopping_split), and are distilled
+from a teacher cross-fitted on the tracks they fit.
+
     python -m train                                   # all five families, both sources
     python -m train --models cnn,musicnn --data DIR1 --data DIR2
     python -m train --ship                            # also refresh models/ (shipped models)
@@ -19,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from genre_detector.track_head import HEAD_FILE  # noqa: E402
+from genre_detector.models.track_head import HEAD_FILE  # noqa: E402
 from train.options import REPO  # noqa: E402  (after the TF log level is set)
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "log_loss", "ece", "n_tracks")
@@ -74,11 +79,11 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
 
 
 def main(argv=None) -> int:
-    from genre_detector.calibration import Calibration
-    from genre_detector.families import family
-    from genre_detector.store import code_version, save_calibration, save_to_store
+    from genre_detector.models.calibration import Calibration
+    from genre_detector.models.families import family
+    from genre_detector.runtime.store import code_version, save_calibration, save_to_store
     from train.calibrate import cross_fitted
-    from train.data import artist_folds, data_fingerprint
+    from train.data import artist_split, data_fingerprint
     from train.metrics import classification_metrics, collapse_check, unused_genres
     from train.options import fit_config, load_tracks
     from train.report import write_report
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
         [family(n).settings for n in args.models]
     )
     tracks, labels, y = corpus.tracks, corpus.labels, corpus.y
-    train_idx, val_idx = artist_folds(tracks, max(2, round(1 / args.val_fraction)), args.seed)[0]
+    train_idx, val_idx = artist_split(tracks, args.val_fraction, args.seed)
     sources = [t.source for t in tracks]
     src_val = [sources[i] for i in val_idx]
     print(
@@ -101,14 +106,17 @@ def main(argv=None) -> int:
     out = Path(args.out or REPO / "runs" / run_id)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(tracks)
-    results, val_probs, failed, cards, stored = {}, {}, {}, {}, {}
+    results, val_probs, failed, cards, stored, stopped_on = {}, {}, {}, {}, {}, {}
     for name in args.models:
         cfg = fit_config(args, name)
         tr = train_family(name, corpus, train_idx, val_idx, cfg)
+        assert not set(tr.stop_idx.tolist()) & set(val_idx.tolist())  # scored tracks stay out
+        if len(tr.stop_idx):
+            stopped_on[name] = tr.stop_idx
         metrics = classification_metrics(y[val_idx], tr.p_val, labels, src_val)
-        train_metrics = classification_metrics(y[train_idx], tr.p_train, labels)
+        train_metrics = classification_metrics(y[tr.fit_idx], tr.p_train, labels)
         # Inference-mode predictions of its own training tracks: catches a collapsed model.
-        collapsed = collapse_check(y[train_idx], tr.p_train, labels)
+        collapsed = collapse_check(y[tr.fit_idx], tr.p_train, labels)
         if collapsed:
             failed[name] = collapsed
             print(f"ERROR: {name} {collapsed}: not stored, not shipped", file=sys.stderr)
@@ -134,13 +142,22 @@ def main(argv=None) -> int:
             "data_fingerprint": fingerprint,
             "split": f"by artist across sources, val_fraction={args.val_fraction}, "
             f"seed={args.seed}",
+            "early_stopping": (
+                f"on {len(tr.stop_idx)} training-side tracks by artists held back from "
+                f"fitting (stop_fraction={cfg.stop_fraction}); the validation tracks of "
+                "the metrics were used for nothing else"
+                if len(tr.stop_idx)
+                else "none (fixed epochs or a head fitted in one go); the validation "
+                "tracks of the metrics were used for nothing else"
+            ),
+            "n_fit_tracks": len(tr.fit_idx),
             "code_version": code_version(),
             "best_epoch": tr.result.best_epoch,
             "train_seconds": round(tr.result.seconds, 1),
             "params": int(tr.model.count_params()),
             "fit_config": dataclasses.asdict(cfg),
             "inference_check": collapsed
-            or inference_ok(unused_genres(y[train_idx], tr.p_train, labels)),
+            or inference_ok(unused_genres(y[tr.fit_idx], tr.p_train, labels)),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata, head_file)
@@ -171,6 +188,8 @@ def main(argv=None) -> int:
             "n_train": len(train_idx),
             "n_val": len(val_idx),
             "val_tracks": [tracks[i].rel for i in val_idx],
+            # per model, the training-side tracks early stopping watched (never validation)
+            "stop_tracks": {n: [tracks[i].rel for i in idx] for n, idx in stopped_on.items()},
         },
         "models": results,
         "ensemble": {},

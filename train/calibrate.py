@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from genre_detector.calibration import Calibration, reliability
+from genre_detector.models.calibration import Calibration, reliability
 
 
 def cross_fitted(

@@ -3,7 +3,8 @@
     python -m train.convert_musicnn                      # pip-downloads musicnn==0.1.0
     python -m train.convert_musicnn --wheel musicnn-0.1.0-py3-none-any.whl   # or unpacked dir
 
-Writes models/musicnn/{MSD,MTT}_musicnn.weights.h5 (for genre_detector.musicnn.build_backbone)
+Writes models/musicnn/{MSD,MTT}_musicnn.weights.h5 (for
+genre_detector.models.musicnn.build_backbone)
 and models/musicnn/LICENSE (musicnn's ISC notice). A conversion-time step only: nothing
 downloads at run time. Every checkpoint variable except Adam's slots and beta powers must be
 used exactly once, and every Keras weight must be set, or the conversion fails.
@@ -101,7 +102,7 @@ def read_checkpoint(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
 
 def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
     """Set every weight of build_backbone(name) from `ckpt`; save; return the parameter count."""
-    from genre_detector.musicnn import build_backbone
+    from genre_detector.models.musicnn import build_backbone
 
     model = build_backbone(name, weights=False)
     wanted = {k for k in ckpt if not any(s in k for s in OPTIMIZER_STATE)}
@@ -134,7 +135,7 @@ def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genre_detector.musicnn import BACKBONES, WEIGHTS_DIR
+    from genre_detector.models.musicnn import BACKBONES, WEIGHTS_DIR
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(

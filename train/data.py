@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from genre_detector.audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from genre_detector.features import FeatureSettings, log_mel
+from genre_detector.audio.decode import AUDIO_EXTENSIONS, AudioError, load_audio
+from genre_detector.audio.features import FeatureSettings, log_mel
 
 CACHE_DIR = Path(".cache/features")
 
@@ -107,12 +107,46 @@ def artist_folds(
     )
 
 
+def artist_split(
+    tracks: list[Track], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of a stratified split where no artist (or, without
+    tracks.csv, no track) is on both sides: the first of `artist_folds(tracks,
+    round(1 / val_fraction), seed)`."""
+    return artist_folds(tracks, max(2, round(1 / val_fraction)), seed)[0]
+
+
+def stopping_split(
+    tracks: list[Track], train_idx, fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, stop indices): the training side `train_idx` (indices into `tracks`)
+    split once more by artist, so that early stopping watches artists that the weights are
+    not fitted on and that are not scored either. The stop part is the first of
+    `artist_folds` over the training tracks with round(1 / fraction) folds (about `fraction`
+    of the training artists). fraction 0: no stop part (train the fixed number of epochs)."""
+    import warnings
+
+    train_idx = np.asarray(train_idx)
+    if fraction <= 0:
+        return train_idx, train_idx[:0]
+    sub = [tracks[i] for i in train_idx]
+    k = max(2, round(1 / fraction))
+    if len({t.group for t in sub}) < k:
+        raise ValueError(
+            f"early stopping on {fraction:.0%} of the training artists needs at least {k} "
+            f"artists on the training side, got {len({t.group for t in sub})}"
+        )
+    with warnings.catch_warnings():  # a genre with fewer artists than k: expected when small
+        warnings.simplefilter("ignore", UserWarning)
+        inner_fit, inner_stop = artist_folds(sub, k, seed)[0]
+    return train_idx[inner_fit], train_idx[inner_stop]
+
+
 def split_by_artist(
     tracks: list[Track], val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[Track], list[Track]]:
-    """Stratified split where no artist (or, without tracks.csv, no track) is on both sides:
-    the first of `artist_folds(tracks, round(1 / val_fraction), seed)`."""
-    train_idx, val_idx = artist_folds(tracks, max(2, round(1 / val_fraction)), seed)[0]
+    """artist_split, as the tracks themselves."""
+    train_idx, val_idx = artist_split(tracks, val_fraction, seed)
     return [tracks[i] for i in train_idx], [tracks[i] for i in val_idx]
 
 

@@ -5,9 +5,10 @@
 The teacher is the musicnn head, refitted on part of the *training* tracks and asked about
 the rest (5-fold, artist-grouped, inside the training set), so every soft target is what
 the teacher says about artists it did not fit: the student learns the teacher's honest
-similarities between genres, not its memory of the training labels. Nothing from the
-validation tracks is used. `fit` mixes them into each window's target:
-(1 - cfg.distill) * one-hot + cfg.distill * soft.
+similarities between genres, not its memory of the training labels. train.trainer passes
+the tracks the student fits (the training side less the artists held back for early
+stopping), so neither the scored tracks nor the stopping tracks shape the targets. `fit`
+mixes them into each window's target: (1 - cfg.distill) * one-hot + cfg.distill * soft.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def teacher_targets(corpus, train_idx, seed: int = 0, folds: int = 5) -> np.ndar
     fitted (a genre without training tracks)."""
     import keras
 
-    from genre_detector.families import family
+    from genre_detector.models.families import family
     from train.data import artist_folds
     from train.fit import FitConfig, new_model
     from train.pretrained import fit_head, head_track_probs

@@ -3,8 +3,9 @@
     python -m train.evaluate --data DIR [--data DIR2] [--json OUT]   # each laid out as GENRE/*.ext
     python -m train.evaluate --held-out        # the validation artists of the shipped models
 
-Window probabilities are averaged per track, each model's are calibrated, and the ensemble
-is the calibrated pooling of the models (genre_detector.calibration). Genres of the data
+Every track is scored by genre_detector.scoring.score_track on the stored models' ONNX
+sessions, exactly as the service and the tagger score it (no TensorFlow): each model's
+calibrated probabilities and the calibrated ensemble. Genres of the data
 (after --genre-map) must be among the models' labels. Without --held-out this scores
 whatever you point it at: on the shared clips that includes the models' own training
 tracks, so expect numbers above the validation ones; --held-out scores only the tracks the
@@ -21,17 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-EVAL_BATCH = 128  # windows per model call
+# Tracks per model call: at most 16 x 40 research windows (musicnn: 5 per track, ~18 MB
+# each in the graph) keep the ONNX sessions' memory small.
+EVAL_TRACKS = 16
 
 
 def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
-    """Metrics of every model and the ensemble on `tracks` (train.data.Track)."""
-    from genre_detector.calibration import Calibration
-    from genre_detector.features import window_starts
-    from genre_detector.inference import ModelSet
-    from genre_detector.predict import track_probabilities
-    from train.fit import track_windows
+    """Metrics of every model and the ensemble on `tracks` (train.data.Track), each track
+    scored by genre_detector.scoring.score_track on the stored models' ONNX Runtime sessions
+    (as the service and the tagger do; no TensorFlow)."""
+    from genre_detector.audio.features import WindowBatch, cut_windows, window_starts
+    from genre_detector.runtime.model_set import ModelSet
+    from genre_detector.scoring.track_result import score_track
     from train.metrics import classification_metrics
     from train.trainer import Corpus
 
@@ -44,34 +46,47 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
     tracks = corpus.tracks
     y = np.array([labels.index(t.genre) for t in tracks])
     sources = [t.source for t in tracks]
-    cal = models.calibration or Calibration(labels)
-    out = {"labels": labels, "n_tracks": len(tracks), "models": {}}
-    raw = {}
-    for name, predictor in models.predictors.items():
-        s = predictor.info.settings
-        windows, owner = track_windows(corpus.mels(s), s)
-        starts = [  # seconds, as the service's WindowBatch.start_s
-            window_starts(m.shape[1], s) * s.frame_seconds for m in corpus.mels(s)
-        ]
-        # In batches: one call on every window of every track (musicnn: ~18 MB per window)
-        # exhausted the memory and crashed TensorFlow on the 113 held-out tracks.
-        wp = np.concatenate(
-            [predictor(windows[i : i + EVAL_BATCH]) for i in range(0, len(windows), EVAL_BATCH)]
-        )
-        raw[name] = np.stack(
-            [
-                track_probabilities(
-                    predictor.info.window_probs(wp[owner == i], starts[i]), predictor.info.pooling
+    calibrated = {n: [] for n in models.predictors}
+    ensemble = []
+    mels = {s: corpus.mels(s) for s in models.settings}
+    for chunk in range(0, len(tracks), EVAL_TRACKS):
+        batches = []  # per track: {settings: WindowBatch}, as the service cuts them
+        for i in range(chunk, min(chunk + EVAL_TRACKS, len(tracks))):
+            batches.append({})
+            for s, track_mels in mels.items():
+                mel = track_mels[i].astype(np.float32)
+                starts = window_starts(mel.shape[1], s)
+                duration = mel.shape[1] * s.frame_seconds
+                batches[-1][s] = WindowBatch(
+                    cut_windows(mel, starts, s),
+                    starts * s.frame_seconds,
+                    np.minimum((starts + s.window_frames) * s.frame_seconds, duration),
+                    duration,
+                    mel=None,
                 )
-                for i in range(len(tracks))
-            ]
+        outputs = models.predict(
+            {s: np.concatenate([b[s].windows for b in batches]) for s in models.settings}
         )
+        offset = {s: 0 for s in models.settings}
+        for b in batches:
+            mine = {}
+            for n, out in outputs.items():
+                s = models.infos[n].settings
+                mine[n] = out[offset[s] : offset[s] + len(b[s].windows)]
+            for s in models.settings:
+                offset[s] += len(b[s].windows)
+            result = score_track(b, mine, models.infos, models.calibration)
+            for n, m in result.models.items():
+                calibrated[n].append(m.verdict.probabilities)
+            ensemble.append(result.ensemble.probabilities)
+    out = {"labels": labels, "n_tracks": len(tracks), "models": {}}
+    for name, predictor in models.predictors.items():
         out["models"][name] = {
-            **classification_metrics(y, cal.model(name, raw[name]), labels, sources),
+            **classification_metrics(y, np.stack(calibrated[name]), labels, sources),
             "tag": predictor.info.tag,
         }
     out["ensemble"] = {
-        **classification_metrics(y, cal.ensemble(raw), labels, sources),
+        **classification_metrics(y, np.stack(ensemble), labels, sources),
         "tag": "+".join(p.info.tag for p in models.predictors.values()),
     }
     return out

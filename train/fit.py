@@ -1,5 +1,8 @@
 """Fit one model family on cached log-mels: random window crops, class-balanced sampling,
-early stopping on the validation tracks' loss (window probabilities averaged per track)."""
+early stopping on the loss of the tracks it is given to stop on (window probabilities
+averaged per track). Those are never the tracks a model is scored on: train/trainer.py
+holds back `FitConfig.stop_fraction` of the *training* artists for them
+(train.data.stopping_split), in `python -m train` and in every cross-validation fold."""
 
 from __future__ import annotations
 
@@ -10,16 +13,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from genre_detector.features import FeatureSettings, cut_windows, window_starts
+from genre_detector.audio.features import FeatureSettings, cut_windows, window_starts
 
 
 @dataclass
 class FitConfig:
     """How one family is trained: these defaults are the shipped settings (the training CLI
-    reads them; each family's epochs come from the registry, genre_detector.families)."""
+    reads them; each family's epochs come from the registry, genre_detector.models.families)."""
 
     epochs: int = 30  # upper bound; early stopping usually ends sooner
-    patience: int = 8  # epochs without a better validation loss before stopping
+    patience: int = 8  # epochs without a better stopping loss before stopping
+    # share of the training side's artists held back from fitting to stop on (their tracks'
+    # loss picks the epoch kept); never the scored tracks. 0: no early stopping, the weights
+    # after `epochs` epochs are kept and every training track is fitted on
+    stop_fraction: float = 0.2
     crops_per_track: int = 4  # random windows per training track per epoch (mean class)
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -52,7 +59,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
-    head: object = None  # a pretrained family's fitted genre_detector.track_head.TrackHead
+    head: object = None  # a pretrained family's fitted genre_detector.models.track_head.TrackHead
 
 
 def keep_label_first(soft: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -127,10 +134,12 @@ def track_windows(mels, s: FeatureSettings):
 
 
 def track_probs(model, windows, owner, n_tracks, batch_size=256):
+    """Each track's probabilities from a Keras model's window probabilities, pooled by
+    genre_detector.scoring.pooling (what the service applies to the exported model)."""
+    from genre_detector.scoring.pooling import track_probabilities
+
     p = model.predict(windows, batch_size=batch_size, verbose=0)
-    out = np.zeros((n_tracks, p.shape[1]))
-    np.add.at(out, owner, p)
-    return out / np.bincount(owner, minlength=n_tracks)[:, None]
+    return np.stack([track_probabilities(p[owner == i]) for i in range(n_tracks)])
 
 
 def new_model(name: str, s: FeatureSettings, n_classes: int, seed: int):
@@ -138,7 +147,7 @@ def new_model(name: str, s: FeatureSettings, n_classes: int, seed: int):
     when the layers are built, so seeding only inside `fit` leaves them to chance."""
     import keras
 
-    from genre_detector.families import family
+    from genre_detector.models.families import family
 
     keras.utils.set_random_seed(seed)
     return family(name).build((s.n_mels, s.window_frames), n_classes)
@@ -157,7 +166,10 @@ def fit(
     groups=None,
     soft_targets=None,
 ) -> FitResult:
-    """`groups`: the artist of each training track (for `cfg.artist_balance`);
+    """`val_mels`/`y_val`: the tracks to stop on (the epoch with their lowest loss is kept);
+    they must be neither fitted nor scored (train.data.stopping_split). Empty: no early
+    stopping, the last epoch's weights are kept.
+    `groups`: the artist of each training track (for `cfg.artist_balance`);
     `soft_targets`: a teacher's probabilities per training track (for `cfg.distill`)."""
     import keras
 
@@ -179,8 +191,9 @@ def fit(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
-    val_windows, val_owner = track_windows(val_mels, s)
-    best, best_loss, history, t0, ema = None, np.inf, [], time.time(), None
+    stopping = len(val_mels) > 0
+    val_windows, val_owner = track_windows(val_mels, s) if stopping else (None, None)
+    best, best_loss, best_epoch, history, t0, ema = None, np.inf, 0, [], time.time(), None
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", unit="epoch")
     for epoch in bar:
         x, yi, owner = random_crops(train_mels, y_train, per_track, s, rng, weight)
@@ -206,26 +219,24 @@ def fit(
                 else [cfg.weight_ema * e + (1 - cfg.weight_ema) * w for e, w in zip(ema, current)]
             )
             model.set_weights(ema)
-        probs = track_probs(model, val_windows, val_owner, len(val_mels))
-        val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1))))
-        val_acc = float((probs.argmax(1) == y_val).mean())
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": float(h.history["loss"][0]),
-                "accuracy": float(h.history["accuracy"][0]),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-            }
-        )
-        if val_loss < best_loss:
-            best_loss, best, best_epoch = val_loss, model.get_weights(), epoch
+        row = {
+            "epoch": epoch,
+            "loss": float(h.history["loss"][0]),
+            "accuracy": float(h.history["accuracy"][0]),
+        }
+        if stopping:  # "val_*": the stopping tracks (held-back training artists)
+            probs = track_probs(model, val_windows, val_owner, len(val_mels))
+            p_true = probs[np.arange(len(y_val)), y_val]
+            row["val_loss"] = float(-np.mean(np.log(np.clip(p_true, 1e-7, 1))))
+            row["val_accuracy"] = float((probs.argmax(1) == y_val).mean())
+        history.append(row)
+        if not stopping or row["val_loss"] < best_loss:
+            best_loss, best, best_epoch = row.get("val_loss", np.nan), model.get_weights(), epoch
         if cfg.weight_ema > 0:
             model.set_weights(current)
         bar.set_postfix(
-            loss=f"{history[-1]['loss']:.3f}",
-            val_loss=f"{val_loss:.3f}",
-            val_acc=f"{val_acc:.3f}",
+            loss=f"{row['loss']:.3f}",
+            **{k: f"{row[k]:.3f}" for k in ("val_loss", "val_accuracy") if k in row},
             best=best_epoch,
         )
         if epoch - best_epoch >= cfg.patience or time.time() - t0 > cfg.max_minutes * 60:

@@ -1,4 +1,5 @@
-"""Import the shipped models (models/<name>/model.keras + card.json) and the ensemble's
+"""Import the shipped models (models/<name>/model.keras + card.json, and model.onnx, the
+export that serving runs, so that importing needs no TensorFlow) and the ensemble's
 calibration (models/calibration.json) into BentoML's model store, unless an entry with the
 same content is already there. Idempotent.
 
@@ -12,15 +13,16 @@ import json
 import sys
 from pathlib import Path
 
-from genre_detector.store import (
+from genre_detector.models.track_head import HEAD_FILE
+from genre_detector.runtime.store import (
     CALIBRATION_NAME,
+    ONNX_FILE,
     add_onnx,
     file_sha,
     save_calibration,
     save_to_store,
     store_name,
 )
-from genre_detector.track_head import HEAD_FILE
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 
@@ -54,7 +56,9 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
             add_onnx(existing[0])
             results.append((str(existing[0].tag), False))
         else:
-            results.append((save_to_store(model_file, metadata, head_file), True))
+            onnx_file = card.parent / ONNX_FILE  # shipped beside model.keras: no TensorFlow
+            onnx_file = onnx_file if onnx_file.exists() else None
+            results.append((save_to_store(model_file, metadata, head_file, onnx_file), True))
     calibration = folder / "calibration.json"
     if calibration.exists():
         results.append(_import_calibration(json.loads(calibration.read_text())))
@@ -64,7 +68,7 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
 def _import_calibration(data: dict) -> tuple[str, bool]:
     import bentoml
 
-    from genre_detector.calibration import Calibration
+    from genre_detector.models.calibration import Calibration
 
     cal = Calibration.from_dict(data)
     try:

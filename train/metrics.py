@@ -16,7 +16,8 @@ def classification_metrics(
 ) -> dict:
     """Accuracy, macro-F1, log-loss, expected calibration error, per-genre precision/recall,
     confusion (rows = true genre) and, given each track's source, accuracy per source."""
-    from genre_detector.calibration import expected_calibration_error
+    from genre_detector.models.calibration import expected_calibration_error
+    from genre_detector.numerics import log_loss
 
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
@@ -24,12 +25,10 @@ def classification_metrics(
     prec, rec, _, support = precision_recall_fscore_support(
         y_true, y_pred, labels=idx, zero_division=0
     )
-    eps = 1e-7
-    log_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1))))
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
-        "log_loss": log_loss,
+        "log_loss": log_loss(probs, y_true),
         "ece": expected_calibration_error(probs, y_true),
         "n_tracks": int(len(y_true)),
         "per_genre": {

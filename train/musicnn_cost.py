@@ -45,8 +45,8 @@ def backbone_ms(backbone, settings, windows: int = 10, repeats: int = 3) -> floa
 
 
 def main(argv=None) -> int:
-    from genre_detector.families import family
-    from genre_detector.musicnn import BACKBONES, build_backbone
+    from genre_detector.models.families import family
+    from genre_detector.models.musicnn import BACKBONES, build_backbone
     from train.data import artist_folds
     from train.fit import new_model
     from train.metrics import classification_metrics

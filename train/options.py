@@ -19,7 +19,7 @@ DEFAULTS = FitConfig()  # the shipped training settings live in FitConfig, nowhe
 
 
 def add_data_and_fit_options(p: argparse.ArgumentParser) -> None:
-    from genre_detector.families import FAMILIES
+    from genre_detector.models.families import FAMILIES
 
     p.add_argument(
         "--data",
@@ -92,7 +92,7 @@ def load_tracks(args: argparse.Namespace):
 
 def check_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Turn args.models into a list of known family names (or exit with the valid ones)."""
-    from genre_detector.families import FAMILIES
+    from genre_detector.models.families import FAMILIES
 
     args.models = list(dict.fromkeys(m.strip() for m in args.models.split(",") if m.strip()))
     if not args.models:
@@ -126,7 +126,7 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
             extra[k] = cast[types[k]](v)
         except (KeyError, ValueError):
             raise ValueError(f"{k}={v!r} is not a {types[k]}") from None
-    from genre_detector.families import family
+    from genre_detector.models.families import family
 
     # Precedence: FitConfig's defaults < the family's own (registry) < options given < --set.
     given = {

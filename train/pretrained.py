@@ -5,7 +5,7 @@ frozen backbones (cached on disk), then fit only the track head on those feature
     head = fit_head(feats_train, y_train, n_classes, cfg, groups=artists).head
 
 The windows are exactly the ones serving cuts (features.window_starts), so the head learns
-from the inputs it will see (genre_detector.track_head: mean and spread per track).
+from the inputs it will see (genre_detector.models.track_head: mean and spread per track).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from genre_detector.features import FeatureSettings, cut_windows, window_starts
+from genre_detector.audio.features import FeatureSettings, cut_windows, window_starts
 from train.fit import FitConfig, FitResult, crop_weights
 
 CACHE_DIR = Path(".cache/embeddings")
@@ -81,7 +81,7 @@ def fit_head(feats_train, y_train, n_classes: int, cfg: FitConfig, groups=None) 
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from genre_detector.track_head import TrackHead, statistics
+    from genre_detector.models.track_head import TrackHead, statistics
 
     t0 = time.time()
     y_train = np.asarray(y_train)

@@ -2,11 +2,15 @@
 and `python -m train.crossval`.
 
     corpus = Corpus(tracks, workers=2)
-    trained = train_family("cnn", corpus, train_idx, val_idx, labels, cfg)
-    trained.p_val        # track probabilities of the validation tracks
+    trained = train_family("cnn", corpus, train_idx, val_idx, cfg)
+    trained.p_val        # track probabilities of the validation (scored) tracks
 
-Window families learn from random crops of cached log-mels (train/fit.py); pretrained
-families (musicnn) embed the serving windows once and fit their head (train/pretrained.py).
+Window families learn from random crops of cached log-mels (train/fit.py) and stop early
+on artists held back from the *training* side (`cfg.stop_fraction`,
+train.data.stopping_split: `trained.fit_idx` were fitted on, `trained.stop_idx` stopped
+on); the validation tracks are only predicted, after training, so their scores are honest.
+Pretrained families (musicnn) embed the serving windows once and fit their head on every
+training track, with nothing to stop (train/pretrained.py).
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genre_detector.families import family
-from genre_detector.features import FeatureSettings
-from train.data import Track, load_mels
+from genre_detector.audio.features import FeatureSettings
+from genre_detector.models.families import family
+from train.data import Track, load_mels, stopping_split
 from train.fit import FitConfig, FitResult, fit, new_model, track_probs, track_windows
 
 
@@ -77,36 +81,57 @@ class Corpus:
 class Trained:
     model: object
     result: FitResult
-    p_train: np.ndarray  # inference-mode track probabilities of the training tracks
-    p_val: np.ndarray
+    p_train: np.ndarray  # inference-mode track probabilities of the fitted tracks (fit_idx)
+    p_val: np.ndarray  # ... of the validation tracks (val_idx), used for nothing but scoring
+    fit_idx: np.ndarray  # corpus indices of the tracks the weights were fitted on
+    stop_idx: np.ndarray  # corpus indices of the tracks early stopping watched (may be empty)
 
 
 def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) -> Trained:
+    """Train family `name` on the training side `train_idx` and predict `val_idx`. A window
+    family is fitted on part of the training artists and stops on the others
+    (`cfg.stop_fraction`); no track of `val_idx` is seen before the final prediction."""
     fam = family(name)
     s, y, n = fam.settings, corpus.y, len(corpus.labels)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if set(train_idx.tolist()) & set(val_idx.tolist()):
+        raise ValueError("a track is on both the training and the validation side")
+    if fam.pretrained:  # a head fitted in one go: nothing to stop, every training track fits
+        fit_idx, stop_idx = train_idx, train_idx[:0]
+    else:
+        fit_idx, stop_idx = stopping_split(corpus.tracks, train_idx, cfg.stop_fraction, cfg.seed)
     soft = None
     if cfg.distill > 0 and not fam.pretrained:  # before the student: the teacher clears Keras
-        soft = corpus.teacher_targets(train_idx, cfg.seed)
+        # cross-fitted on the fitted tracks alone: the stopping artists stay unseen too
+        soft = corpus.teacher_targets(fit_idx, cfg.seed)
         if soft is None:
             cfg = dataclasses.replace(cfg, distill=0.0)
     model = new_model(name, s, n, cfg.seed)
-    groups = [corpus.tracks[i].group for i in train_idx]
+    groups = [corpus.tracks[i].group for i in fit_idx]
     if fam.pretrained:
         from train.pretrained import fit_head, head_track_probs
 
         feats = corpus.embeddings(model, s)
-        f_train, f_val = [feats[i] for i in train_idx], [feats[i] for i in val_idx]
-        res = fit_head(f_train, y[train_idx], n, cfg, groups)
+        f_train, f_val = [feats[i] for i in fit_idx], [feats[i] for i in val_idx]
+        res = fit_head(f_train, y[fit_idx], n, cfg, groups)
         res.model = model
         return Trained(
-            model, res, head_track_probs(res.head, f_train), head_track_probs(res.head, f_val)
+            model,
+            res,
+            head_track_probs(res.head, f_train),
+            head_track_probs(res.head, f_val),
+            fit_idx,
+            stop_idx,
         )
     mels = corpus.mels(s)
-    train_mels, val_mels = [mels[i] for i in train_idx], [mels[i] for i in val_idx]
-    res = fit(model, train_mels, y[train_idx], val_mels, y[val_idx], n, s, cfg, name, groups, soft)
+    fit_mels, stop_mels = [mels[i] for i in fit_idx], [mels[i] for i in stop_idx]
+    res = fit(model, fit_mels, y[fit_idx], stop_mels, y[stop_idx], n, s, cfg, name, groups, soft)
+    val_mels = [mels[i] for i in val_idx]  # first touched here, after training
     return Trained(
         model,
         res,
-        track_probs(model, *track_windows(train_mels, s), len(train_idx)),
+        track_probs(model, *track_windows(fit_mels, s), len(fit_idx)),
         track_probs(model, *track_windows(val_mels, s), len(val_idx)),
+        fit_idx,
+        stop_idx,
     )

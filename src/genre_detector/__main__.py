@@ -1,10 +1,11 @@
-"""Command line of the package: batch-tag a catalog of tracks.
+"""Command line of the package: batch-tag a catalog of tracks; print the settings.
 
     python -m genre_detector tag MUSIC/ --out tags.csv          # or tags.jsonl, tags.parquet
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://host:3000 --resume
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
+    python -m genre_detector settings      # every GENRE_* variable (the README's table)
 
-The work lives in genre_detector.tagger (engines, the run) and genre_detector.catalog
+The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.files
 (walking, sharding, rows, writers); this module only parses arguments.
 """
 
@@ -18,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import catalog  # light (numpy, soundfile): no TensorFlow
+    from genre_detector.batch import files as catalog  # light (numpy, soundfile): no TensorFlow
 
     p = argparse.ArgumentParser(
         prog="python -m genre_detector",
@@ -154,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
         "accuracy of every model and the ensemble at the end",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser(
+        "settings",
+        help="print every GENRE_* variable with its default and meaning (Markdown)",
+    )
     t.add_argument(
         "--profile",
         action="store_true",
@@ -166,7 +171,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import catalog, tagger
+    if args.command == "settings":
+        from genre_detector.config import markdown_table
+
+        print(markdown_table())
+        return 0
+    from genre_detector.batch import files as catalog
+    from genre_detector.batch import tagger
 
     urls = [u.strip() for arg in args.url for u in arg.split(",") if u.strip()]
     refs = (

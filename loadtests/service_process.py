@@ -1,0 +1,71 @@
+"""Start `bentoml serve` on a free port the way users do, and stop it (for the load tests,
+the benchmarks and the tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str, logs) -> float:
+    """Seconds until GET url answers 200; raises with the tail of logs() if proc exits first
+    or timeout passes."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{logs()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return time.time() - t0
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout} s:\n{logs()[-4000:]}")
+
+
+class ServedService:
+    def __init__(
+        self, env: dict | None = None, target: str = "service:GenreDetector", cwd: Path = REPO
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)
+        bentoml = Path(sys.executable).with_name("bentoml")
+        self.proc = subprocess.Popen(
+            [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        return wait_http_ready(self.proc, f"{self.url}/readyz", timeout, "bentoml serve", self.logs)
+
+    def logs(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)

@@ -1,0 +1,77 @@
+"""The two steps every tagging engine runs (in-process and on Ray alike):
+
+    features = track_features(path, settings)    # decode + windows, or (reason, detail)
+    rows = infer_rows(models, [(track, features), ...])
+                                                 # models once per batch, score_track per track
+
+Kept apart from the engines so that batch.tagger and batch.ray_engine both import it and
+never each other's internals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+
+from genre_detector.audio.decode import AudioError
+from genre_detector.audio.features import FeatureSettings, WindowBatch, extract_feature_sets
+from genre_detector.batch.files import Track, error_row, read_source, row_from_result
+from genre_detector.scoring.track_result import score_track
+
+Features = dict  # FeatureSettings -> WindowBatch (without the whole-track mel)
+
+
+def track_features(path: str, settings: list[FeatureSettings]) -> Features | tuple[str, str]:
+    """Windows of one file for every settings set, or (reason, detail) when it cannot be used."""
+    try:
+        batches = extract_feature_sets(read_source(path), settings)
+    except AudioError as exc:
+        return exc.reason, exc.detail
+    except Exception as exc:  # noqa: BLE001  one bad file != the run
+        return "failed", f"{type(exc).__name__}: {exc}"
+    return {
+        s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+        for s, b in batches.items()
+    }
+
+
+def windows_of(result) -> int:
+    """Windows a track sends to the models (its largest feature set); 0 for an error."""
+    return max(len(b.windows) for b in result.values()) if isinstance(result, dict) else 0
+
+
+def tracks_per_batch(settings: list[FeatureSettings], batch_windows: int) -> int:
+    """Whole tracks that fill `batch_windows` windows at the most windows per track."""
+    return max(1, -(-batch_windows // max(s.max_windows for s in settings)))
+
+
+def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tuple[Track, dict]]:
+    """Rows for (track, features or (reason, detail)) pairs: every model runs once on the
+    concatenated windows of the batch, the probabilities are split back per track.
+
+    `models`: a runtime.model_set.ModelSet; `seconds["models"]` accumulates the time in the
+    models. Each track is scored by scoring.score_track, as in the service."""
+
+    batches = [r for _, r in ready if isinstance(r, dict)]
+    if batches:
+        t0 = time.perf_counter()
+        probs = models.predict(
+            {s: np.concatenate([b[s].windows for b in batches]) for s in models.settings}
+        )
+        if seconds is not None:
+            seconds["models"] += time.perf_counter() - t0
+    offset = {s: 0 for s in models.settings}
+    for track, r in ready:
+        if not isinstance(r, dict):
+            yield track, error_row(track.path, *r)
+            continue
+        outputs = {}
+        for n, p in probs.items():
+            s = models.infos[n].settings
+            outputs[n] = p[offset[s] : offset[s] + len(r[s].windows)]
+        for s in models.settings:
+            offset[s] += len(r[s].windows)
+        result = score_track(r, outputs, models.infos, models.calibration)
+        yield track, row_from_result(track.path, result)

@@ -1,0 +1,405 @@
+"""The engines behind `python -m genre_detector tag`, and the run that drives them.
+
+    python -m genre_detector tag MUSIC/ --out tags.csv                          # in-process
+    python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
+    python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
+
+The engines turn an iterator of tracks into (track, row) pairs in catalog order, and
+the local ones score every track with scoring.score_track (batch.stages), so every
+engine's rows have one format (the remote one reads the service's reply, made the same way).
+
+* In-process: decoding + the windows of every feature set the models need run in a
+  ProcessPoolExecutor of spawned workers (no TensorFlow there) with at most `queue` tracks
+  in flight; the windows of consecutive tracks pile up to `batch_windows`, then each model
+  runs once on the concatenation of its windows and the probabilities are split back per
+  track.
+* Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
+  each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
+* Ray (--engine ray, genre_detector.batch.ray_engine): the same two steps
+  (stages.track_features, then stages.infer_rows on batches of tracks) as Ray Data stages:
+  decoding tasks, a model actor pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from genre_detector.audio.features import warm_up
+from genre_detector.batch.files import (
+    PARQUET_ROWS,
+    Summary,
+    Track,
+    check_output,
+    error_row,
+    in_shard,
+    open_writer,
+    row_from_reply,
+    walk,
+)
+from genre_detector.batch.stages import infer_rows, track_features, tracks_per_batch, windows_of
+from genre_detector.errors import parse_error
+
+DEFAULT_REFS = None  # every registered family that has a model in the store
+RETRY_STATUS = {502, 503, 504}  # --url: replies worth another try (Retry-After honoured)
+RETRIES = 3  # --url: tries after the first, on those replies and on connection errors
+BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-After)
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def _worker_init() -> None:
+    from threadpoolctl import threadpool_limits
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # One BLAS/OpenMP thread per worker: no oversubscription next to the other workers and TF.
+    threadpool_limits(1)
+    warm_up()
+
+
+class InProcessEngine:
+    def __init__(
+        self,
+        refs: Iterable[str] | None = DEFAULT_REFS,
+        workers: int | None = None,
+        batch_windows: int = 512,
+        queue: int | None = None,
+    ):
+        from genre_detector.runtime.model_set import ModelSet
+
+        self.workers = workers or os.cpu_count() or 1
+        self.batch_windows = batch_windows
+        self.pool = self._new_pool()  # workers warm up while models load
+        try:
+            self.models = ModelSet.from_store(list(refs) if refs else None)
+        except BaseException:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        self.predictors, self.infos = self.models.predictors, self.models.infos
+        self.labels, self.settings = self.models.labels, self.models.settings
+        self.model_names = list(self.predictors)
+        # Enough tracks in flight to fill the next batch while this one runs the models.
+        self.queue = queue or 2 * self.workers + 2 * tracks_per_batch(self.settings, batch_windows)
+        self.seconds = {"models": 0.0, "waiting for features": 0.0}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+        )
+        for _ in range(self.workers):  # start every worker now
+            pool.submit(int)
+        return pool
+
+    def _submit(self, track: Track) -> Future:
+        try:
+            return self.pool.submit(track_features, track.path, self.settings)
+        except BrokenProcessPool as exc:  # _result replaces the pool
+            future = Future()
+            future.set_exception(exc)
+            return future
+
+    def _result(self, track: Track, future) -> tuple[object, bool]:
+        """(features or (reason, detail), whether the pool had to be replaced)."""
+        t0 = time.perf_counter()
+        try:
+            return future.result(), False
+        except BrokenProcessPool:  # a decoder crashed a worker; which track is unknown,
+            for _ in range(2):  # so retry this one alone in a fresh pool
+                self.pool.shutdown(wait=False)
+                self.pool = self._new_pool()
+                try:
+                    return self.pool.submit(
+                        track_features, track.path, self.settings
+                    ).result(), True
+                except BrokenProcessPool:
+                    pass
+            return ("worker_crashed", "decoding this file killed its worker process twice"), True
+        finally:
+            self.seconds["waiting for features"] += time.perf_counter() - t0
+
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+        pending: deque = deque()
+        ready, n_windows = [], 0
+        while True:
+            while len(pending) < self.queue and (t := next(tracks, None)) is not None:
+                pending.append((t, self._submit(t)))
+            if not pending:
+                break
+            track, future = pending.popleft()
+            result, new_pool = self._result(track, future)
+            if new_pool:  # the old pool took the other pending tracks with it
+                pending = deque((t, self._submit(t)) for t, _ in pending)
+            ready.append((track, result))
+            n_windows += windows_of(result)
+            if n_windows >= self.batch_windows:
+                yield from self._infer(ready)
+                ready, n_windows = [], 0
+        yield from self._infer(ready)
+
+    def _infer(self, ready: list) -> Iterator[tuple[Track, dict]]:
+        return infer_rows(self.models, ready, self.seconds)
+
+    def stats(self) -> str:
+        return "in-process: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- remote
+
+
+def retrying_session(retries: int = RETRIES, backoff: float = BACKOFF):
+    """A requests Session whose POSTs are retried by urllib3 on RETRY_STATUS replies and
+    connection errors, honouring Retry-After; after the last try the last reply is returned
+    (or the connection error raised)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=retries,
+        backoff_factor=backoff,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=frozenset({"POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=retry))
+    return session
+
+
+class RemoteEngine:
+    def __init__(
+        self,
+        urls: list[str],
+        per_url: int = 4,
+        timeout: float = 300,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+    ):
+        """Raises ValueError when the services cannot be read or serve different models."""
+        import requests
+
+        self.urls, self.timeout = [u.rstrip("/") for u in urls], timeout
+        self.retries, self.backoff = retries, backoff
+        try:
+            infos = [requests.get(f"{u}/models", timeout=30).json() for u in self.urls]
+        except (requests.RequestException, ValueError) as exc:
+            raise ValueError(f"cannot read the models of the --url services: {exc}") from exc
+        tags = [{n: m["tag"] for n, m in i["models"].items()} for i in infos]
+        if any(i["labels"] != infos[0]["labels"] or t != tags[0] for i, t in zip(infos, tags)):
+            raise ValueError(
+                "the --url services serve different models: "
+                + "; ".join(f"{u}: {t}" for u, t in zip(self.urls, tags))
+            )
+        self.labels, self.model_names = infos[0]["labels"], list(tags[0])
+        self.pools = [
+            ThreadPoolExecutor(per_url, thread_name_prefix=f"url{i}") for i in range(len(self.urls))
+        ]
+        self.queue = 2 * per_url * len(self.urls)
+        self.local = threading.local()
+
+    def _post(self, url: str, path: str) -> dict:
+        import requests
+
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = retrying_session(self.retries, self.backoff)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return error_row(path, "not_audio", f"cannot read {path}: {exc.strerror or exc}")
+        try:
+            r = session.post(
+                f"{url}/predict", files={"audio": (Path(path).name, data)}, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            return error_row(path, "unreachable", f"{url}: {exc}")
+        if r.status_code == 200:
+            return row_from_reply(path, r.json())
+        code, detail = parse_error(r.content)
+        return error_row(path, code or f"http_{r.status_code}", detail or r.text[:300])
+
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+        pending: deque = deque()
+        i = 0
+        while True:
+            while len(pending) < self.queue and (t := next(tracks, None)) is not None:
+                k = i % len(self.urls)
+                pending.append((t, self.pools[k].submit(self._post, self.urls[k], t.path)))
+                i += 1
+            if not pending:
+                break
+            track, future = pending.popleft()
+            yield track, future.result()
+
+    def stats(self) -> str:
+        return f"remote: {len(self.urls)} URL(s)"
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- compute floor
+
+
+def measure_floor(
+    paths: list[str],
+    refs=DEFAULT_REFS,
+    workers: int | None = None,
+    batch_sizes=(128, 256, 512, 1024, 2048),
+    sweep_windows: int = 2048,
+) -> str:
+    """Seconds per stage with nothing else running: decode + features for every track in
+    the worker pool, then each model over all windows at its fastest batch size (picked on
+    the first `sweep_windows` windows). Holds every window in memory: use a sample."""
+    tracks = walk(paths)
+    engine = InProcessEngine(refs, workers)
+    try:
+        list(engine.pool.map(int, range(4 * engine.workers)))  # workers are warm
+        t0 = time.perf_counter()
+        results = list(
+            engine.pool.map(
+                track_features,
+                [t.path for t in tracks],
+                [engine.settings] * len(tracks),
+                chunksize=1,
+            )
+        )
+        seconds = {"decode+features": time.perf_counter() - t0}
+    finally:
+        engine.close()
+    by_settings = {
+        s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
+        for s in engine.settings
+    }
+    windows = by_settings[engine.settings[0]]
+    lines = []
+    for name, predictor in engine.predictors.items():
+        windows = by_settings[predictor.info.settings]
+        sample = windows[:sweep_windows]
+        sweep = {}
+        for bs in batch_sizes:
+            predictor(sample[:bs])  # first call per shape
+            t0 = time.perf_counter()
+            for i in range(0, len(sample), bs):
+                predictor(sample[i : i + bs])
+            sweep[bs] = (time.perf_counter() - t0) / len(sample)
+        best = min(sweep, key=sweep.get)
+        t0 = time.perf_counter()
+        for i in range(0, len(windows), best):
+            predictor(windows[i : i + best])
+        seconds[name] = time.perf_counter() - t0
+        lines.append(
+            f"  {name:<12} best batch {best:>5}: "
+            + " ".join(f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items())
+            + " ms/window"
+        )
+    total = sum(seconds.values())
+    head = [
+        f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
+        f"{engine.workers} decoding workers:"
+    ]
+    head += [f"  {k:<16} {v:7.1f} s" for k, v in seconds.items()]
+    head += [
+        f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
+        "model batch-size sweep:",
+    ]
+    return "\n".join(head + lines)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def tag_catalog(
+    paths: list[str],
+    out: str,
+    *,
+    urls: list[str] = (),
+    refs=DEFAULT_REFS,
+    workers: int | None = None,
+    batch_windows: int = 512,
+    per_url: int = 4,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    labels_from_folders: bool = False,
+    progress: bool = True,
+    engine=None,
+    ray: dict | None = None,
+    parquet_rows: int = PARQUET_ROWS,
+) -> tuple[Summary, str]:
+    """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
+
+    `engine`: an engine to use (and leave open) instead of building one from the options.
+    `ray`: run on Ray (genre_detector.batch.ray_engine.RayEngine) with these keyword arguments
+    (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray.
+    `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows."""
+    from tqdm import tqdm
+
+    tracks = walk(paths)
+    if shard:
+        tracks = [t for t in tracks if in_shard(t, *shard)]
+    check_output(out, resume, overwrite)  # before minutes of model loading
+    own = engine is None
+    if own:
+        if urls:
+            engine = RemoteEngine(list(urls), per_url)
+        elif ray is not None:
+            from genre_detector.batch.ray_engine import RayEngine
+
+            engine = RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
+        else:
+            engine = InProcessEngine(refs, workers, batch_windows)
+    try:
+        summary = Summary(engine.labels, labels_from_folders)
+        writer = open_writer(
+            out,
+            engine.model_names,
+            engine.labels,
+            resume,
+            overwrite,
+            on_existing=lambda row: summary.add(row, resumed=True),
+            parquet_rows=parquet_rows,
+        )
+        todo = [t for t in tracks if t.path not in writer.done]
+        bar = tqdm(
+            total=len(todo),
+            unit="track",
+            disable=not progress,
+            file=sys.stderr,
+            smoothing=0.1,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            for _, row in engine.tag(iter(todo)):
+                writer.write(row)
+                summary.add(row)
+                bar.update()
+                if row.get("error"):
+                    bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            bar.close()
+            writer.close()
+    finally:
+        if own:
+            engine.close()
+    return summary, engine.stats()

@@ -1,0 +1,144 @@
+"""Every setting of the package in one place: each `GENRE_*` environment variable, its type,
+its default and what it means. Read through `settings()`; nothing else reads os.environ for a
+GENRE_* variable. The README's configuration table is `python -m genre_detector settings`
+(tests/test_config.py keeps the two equal).
+
+    from genre_detector.config import settings
+    settings().max_upload_bytes        # 52428800 unless GENRE_MAX_UPLOAD_BYTES says otherwise
+
+`settings()` reads the environment when called (cheap), so a process reads each variable at
+the moment the setting is used (a service at start-up, a test after monkeypatching it); a
+bad value raises ValueError naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout (src/genre_detector/config.py)
+
+
+def _setting(env: str, default, meaning: str, shown: str | None = None):
+    return field(default=default, metadata={"env": env, "meaning": meaning, "shown": shown})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path = _setting(
+        "GENRE_DATA",
+        REPO.parent / "shared" / "data",
+        "the training sources, `genre_map.csv` and the test clips",
+        shown="`../shared/data`",
+    )
+    max_upload_bytes: int = _setting(
+        "GENRE_MAX_UPLOAD_BYTES", 50 * 2**20, "upload limit (413 above it)"
+    )
+    max_batch: int = _setting(
+        "GENRE_MAX_BATCH",
+        80,
+        "adaptive batching: most windows per model call (musicnn: 5, one track, from the registry)",
+    )
+    max_latency_ms: int = _setting(
+        "GENRE_MAX_LATENCY_MS", 10000, "adaptive batching latency budget per request"
+    )
+    feature_threads: int = _setting(
+        "GENRE_FEATURE_THREADS", 2, "threads decoding audio and computing features in the front"
+    )
+    runtime: str = _setting(
+        "GENRE_RUNTIME",
+        "auto",
+        "the model service's runtime: `onnx`, `keras` (needs TensorFlow), or `auto`: ONNX when "
+        "every model has its `model.onnx`; the tagger and evaluation always run ONNX",
+        shown="`auto` (image: `onnx`)",
+    )
+    onnx_threads: int = _setting(
+        "GENRE_ONNX_THREADS", 0, "intra-op threads per ONNX Runtime session (0: it decides)"
+    )
+    onnx_spin: bool = _setting(
+        "GENRE_ONNX_SPIN",
+        False,
+        "1 lets idle ONNX Runtime threads spin-wait (its own default; 0 measured 1.4x faster here)",
+    )
+    tf_threads: int = _setting(
+        "GENRE_TF_THREADS", 0, "TensorFlow threads when the service runs Keras (0: it decides)"
+    )
+    onnx_export: bool = _setting(
+        "GENRE_ONNX_EXPORT", True, "0 skips writing `model.onnx` when a model is stored or imported"
+    )
+    drain_seconds: float = _setting(
+        "GENRE_DRAIN_SECONDS", 30.0, "on SIGTERM, the longest wait for accepted requests"
+    )
+    plugins: tuple[str, ...] = _setting(
+        "GENRE_PLUGINS", (), "comma-separated modules to import that register more families"
+    )
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(name, raw.strip(), f.default)
+        s = cls(**values)
+        if s.runtime not in {"auto", "onnx", "keras"}:
+            raise ValueError(f"GENRE_RUNTIME={s.runtime!r}: use onnx, keras or auto")
+        return s
+
+    @staticmethod
+    def model_ref(name: str, default: str, env=None) -> str:
+        """GENRE_MODEL_<NAME>: the store tag serving family `name` (default `default`)."""
+        env = os.environ if env is None else env
+        return env.get(f"GENRE_MODEL_{name.upper()}") or default
+
+
+def _parse(name: str, raw: str, default):
+    try:
+        if isinstance(default, bool):
+            if raw not in {"0", "1"}:
+                raise ValueError("use 0 or 1")
+            return raw == "1"
+        if isinstance(default, tuple):
+            return tuple(m.strip() for m in raw.split(",") if m.strip())
+        if isinstance(default, Path):
+            return Path(raw)
+        return type(default)(raw.lower() if isinstance(default, str) else raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r}: {exc}") from None
+
+
+def settings(env=None) -> Settings:
+    """The settings from the environment (os.environ unless `env` is given)."""
+    return Settings.from_env(env)
+
+
+# GENRE_MODEL_<NAME> is one row of the table, not a field.
+MODEL_REF_ROW = (
+    "`GENRE_MODEL_<NAME>`",
+    "`genre-<name>:latest`",
+    "store tag per family (`FEEDFORWARD`, `LENET`, `CNN`, `LSTM`, `MUSICNN`)",
+)
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        d = f.default
+        shown = f.metadata["shown"] or (
+            f"`{int(d)}`"
+            if isinstance(d, bool)
+            else "unset"
+            if d == ()
+            else f"`{d:g}`"
+            if isinstance(d, float)
+            else f"`{d}`"
+        )
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['meaning']} |")
+    rows.append("| " + " | ".join(MODEL_REF_ROW) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,109 @@
+"""The models that are scored together, on ONNX Runtime (no TensorFlow anywhere here).
+
+    models = ModelSet.from_store()      # every registered family in the store, checked
+    outs = models.predict(windows)      # {settings: windows} -> {name: window outputs}
+    score_track(batches, outs, models.infos, models.calibration)   # genre_detector.scoring
+
+A model's window outputs are its class probabilities, or, for a family with a track head
+(musicnn), window features that scoring turns into probabilities per track. The tagger
+(in-process and on Ray) and `python -m train.evaluate` use this; the service's model service
+runs the same OnnxPredictor sessions behind BentoML's batching.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from genre_detector.runtime.onnx_predictor import OnnxPredictor
+from genre_detector.runtime.store import (
+    ModelInfo,
+    check_consistent,
+    load_calibration,
+    store_name,
+)
+
+
+class Predictor(Protocol):
+    """What runs one stored model on windows: OnnxPredictor everywhere outside training
+    (runtime.keras_predictor.Predictor, the Keras file, only to check an export)."""
+
+    info: ModelInfo
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray: ...
+
+    def warm_up(self) -> None: ...
+
+
+def default_refs() -> dict[str, str]:
+    """name -> `genre-<name>:latest` for every registered family that has a stored model."""
+    import bentoml
+
+    from genre_detector.models.families import FAMILIES
+
+    refs = {}
+    for name in FAMILIES:
+        try:
+            bentoml.models.get(f"{store_name(name)}:latest")
+        except bentoml.exceptions.NotFound:
+            continue
+        refs[name] = f"{store_name(name)}:latest"
+    return refs
+
+
+class ModelSet:
+    """Models that are served together: one label list (checked), the feature settings each
+    needs, and the ensemble's calibration (None: none stored, plain pooling)."""
+
+    def __init__(self, predictors: dict[str, Predictor], calibration=None):
+        self.predictors, self.calibration = predictors, calibration
+        self.infos = {n: p.info for n, p in predictors.items()}
+        self.labels = check_consistent(self.infos, calibration)
+        self.settings = list(dict.fromkeys(i.settings for i in self.infos.values()))
+
+    @classmethod
+    def from_store(
+        cls,
+        refs: list[str] | None = None,
+        calibration: str | None = None,
+        warm_up: bool = True,
+        predictor=OnnxPredictor,
+        threads: int | None = None,
+    ) -> "ModelSet":
+        """Load `refs` (store tags/names/families; default: every registered family in the
+        store). Raises InconsistentModels if they do not share labels. `threads`: intra-op
+        threads per ONNX session (None: GENRE_ONNX_THREADS)."""
+        predictors = {}
+        for ref in refs or list(default_refs().values()):
+            try:
+                p = (
+                    predictor.from_store(ref, threads=threads)
+                    if threads
+                    else predictor.from_store(ref)
+                )
+            except Exception as exc:  # noqa: BLE001  say which and where
+                raise LookupError(
+                    f"cannot load model {ref} from the BentoML store "
+                    f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): {exc}"
+                ) from exc
+            if p.info.architecture in predictors:
+                raise ValueError(f"two models of family {p.info.architecture}: use one")
+            predictors[p.info.architecture] = p
+        if not predictors:
+            raise LookupError(
+                "no genre models in the BentoML store (run `make models` or python -m train)"
+            )
+        models = cls(
+            predictors, load_calibration(calibration) if calibration else load_calibration()
+        )
+        if warm_up:
+            for p in predictors.values():
+                p.warm_up()
+        return models
+
+    def predict(self, windows: dict) -> dict[str, np.ndarray]:
+        """{FeatureSettings: (n, mels, frames)} -> {model: (n, output_width)} for every model
+        (ModelInfo.window_probs per track makes probabilities of them)."""
+        return {n: p(windows[p.info.settings]) for n, p in self.predictors.items()}

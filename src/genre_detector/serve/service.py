@@ -1,0 +1,447 @@
+"""BentoML services: a front service (decode + features + replies) and a model service
+whose batchable methods run the Keras models with adaptive batching. The model service is
+generated from the registry (genre_detector.models.families): per group of families that share
+feature settings one method running them all on one batch (what the default request uses),
+and one method per family (for requests that name a subset).
+
+    bentoml serve service:GenreDetector        # from the repository root (see service.py)
+
+The model service runs ONNX Runtime sessions when every served model has its exported
+model.onnx (GENRE_RUNTIME=onnx|keras|auto, default auto) and then never imports TensorFlow;
+with GENRE_RUNTIME=keras (or a model without model.onnx) it runs the Keras models. The front
+never imports TensorFlow. SIGTERM drains (install_drain_handler): GENRE_DRAIN_SECONDS.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from genre_detector.audio.decode import AudioError
+from genre_detector.audio.features import FeatureSettings, extract_feature_sets, warm_up
+from genre_detector.config import Settings, settings
+from genre_detector.errors import GenreError
+from genre_detector.models.calibration import Calibration
+from genre_detector.models.families import FAMILIES, research_names
+from genre_detector.runtime.store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
+from genre_detector.scoring.track_result import score_track
+from genre_detector.serve.container_image import IMAGE
+from genre_detector.serve.http_boundary import (
+    DRAIN,
+    MAX_CONCURRENCY,
+    TARGET_CONCURRENCY,
+    HttpBoundary,
+    drain_seconds,
+    unpooled_request_dirs,
+)
+from genre_detector.serve.replies import legacy_reply, models_reply, predict_reply
+from genre_detector.serve.spectrogram_png import png_data_url
+
+# Adaptive batching, in windows (a 30 s clip is 20 windows, a long track at most 40).
+# Chosen from loadtests/benchmark.py: see loadtests/README.md.
+SETTINGS = settings()  # read once, when `bentoml serve` imports the service
+WEB_DIR = Path(__file__).parent / "web"
+logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
+# The front reaches the model service over loopback TCP, not a Unix socket: on SIGTERM
+# BentoML's supervisor (bentoml._internal.utils.circus.Arbiter.stop) deletes its Unix
+# sockets' folder *before* it stops the workers, so a draining front could no longer reach
+# the model service (HTTP 500s). Read by `bentoml serve` after it imports this module.
+os.environ.setdefault("BENTOML_NO_UDS", "1")
+
+
+def model_ref(name: str) -> str:
+    """Store tag used for a model: GENRE_MODEL_<NAME> overrides genre-<name>:latest."""
+    return Settings.model_ref(name, f"{store_name(name)}:latest")
+
+
+def _resolve() -> dict[str, bentoml.models.BentoModel]:
+    """Every registered family with a model in the store, pinned to a concrete version so
+    every process of the service uses the same models (plus the ensemble's calibration)."""
+    found = {}
+    for name in [*FAMILIES, "ensemble"]:
+        ref = model_ref(name) if name != "ensemble" else f"{CALIBRATION_NAME}:latest"
+        try:
+            found[name] = bentoml.models.BentoModel(str(bentoml.models.get(ref).tag))
+        except bentoml.exceptions.NotFound:
+            if name != "ensemble":
+                logger.warning("no %s in the model store: not served", ref)
+    if len(found) - ("ensemble" in found) == 0:
+        raise bentoml.exceptions.NotFound(
+            "no genre models in the BentoML store: run "
+            "`make models` (shipped models) or python -m train"
+        )
+    return found
+
+
+BENTO_MODELS = _resolve()
+SERVED = [n for n in FAMILIES if n in BENTO_MODELS]
+
+
+def _infos() -> dict[str, ModelInfo]:
+    return {n: ModelInfo.from_entry(BENTO_MODELS[n].stored) for n in SERVED}
+
+
+def _calibration() -> Calibration | None:
+    if "ensemble" not in BENTO_MODELS:
+        return None
+    return Calibration.from_dict(dict(BENTO_MODELS["ensemble"].stored.info.metadata)["calibration"])
+
+
+INFOS, CALIBRATION = _infos(), _calibration()
+LABELS = check_consistent(INFOS, CALIBRATION)  # refuses to start on mixed label lists
+# Families grouped by the features they take: one batchable method per group.
+GROUPS: dict[FeatureSettings, list[str]] = {}
+for _name in SERVED:
+    GROUPS.setdefault(INFOS[_name].settings, []).append(_name)
+GROUP_METHOD = {s: "group_" + "_".join(names) for s, names in GROUPS.items()}
+
+
+MODEL_SERVICE_NAME = "genre_models"
+
+
+def _front_alive() -> bool:
+    """Whether a worker of another service (the front) still runs beside this process under
+    the same `bentoml serve` supervisor."""
+    import psutil
+
+    try:
+        me = psutil.Process()
+        siblings = me.parent().children() if me.parent() else []
+    except psutil.Error:
+        return False
+    for p in siblings:
+        try:
+            cmd = p.cmdline()
+            if p.pid == me.pid or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if "_bentoml_impl.worker.service" in cmd and MODEL_SERVICE_NAME not in cmd:
+            return True
+    return False
+
+
+def install_drain_handler(role: str) -> bool:
+    """Replace uvicorn's SIGTERM handler in this worker with a drain (BentoML's supervisor
+    sends SIGTERM to every service's workers at once, and uvicorn alone would stop the model
+    service while the front still has requests for it):
+
+    * front: /readyz turns 503 and new requests get 503 at once (http_boundary.DRAIN); once
+      the accepted requests are answered, or after GENRE_DRAIN_SECONDS, uvicorn exits.
+    * model: keeps serving until no front worker is left beside it (or the drain limit plus
+      5 s has passed), then uvicorn exits after the batches in flight.
+
+    False (and uvicorn's own handling) when the worker is not run by uvicorn's Server."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    if server is None or not hasattr(server, "should_exit"):
+        logger.warning("SIGTERM handler is not uvicorn's (%r): no graceful drain", handler)
+        return False
+    limit = drain_seconds()
+    started = threading.Event()
+
+    def wait_front() -> None:
+        DRAIN.draining = True
+        t0, deadline = time.monotonic(), time.monotonic() + limit
+        logger.info("SIGTERM: draining %d request(s), at most %g s", DRAIN.in_flight, limit)
+        while DRAIN.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = DRAIN.in_flight
+        logger.info(
+            "drained in %.1f s (%d request(s) cut off): exiting", time.monotonic() - t0, left
+        )
+        server.should_exit = True
+        if left:
+            server.force_exit = True
+
+    def wait_model() -> None:
+        t0, deadline = time.monotonic(), time.monotonic() + limit + 5
+        logger.info("SIGTERM: model service serves until the front has drained")
+        while _front_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        logger.info("front gone after %.1f s: model service exiting", time.monotonic() - t0)
+        server.should_exit = True
+
+    def on_sigterm(signum, frame) -> None:
+        if not started.is_set():
+            started.set()
+            threading.Thread(
+                target=wait_front if role == "front" else wait_model,
+                name=f"drain-{role}",
+                daemon=True,
+            ).start()
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        logger.warning("cannot install the SIGTERM drain handler outside the main thread")
+        return False
+    return True
+
+
+# A call to the model service whose pooled keep-alive connection the service closed at that
+# very moment (uvicorn drops connections idle for 5 s; the front's aiohttp pool keeps them
+# for 15 s) fails with a connection error before any work is done: the calls are pure, so
+# they are sent again (seen once in a 3-minute soak as an HTTP 500).
+MODEL_CALL_ATTEMPTS = 3
+
+
+async def call_model(method, windows: np.ndarray, attempts: int = MODEL_CALL_ATTEMPTS):
+    """await method(windows), again on a dropped connection (at most `attempts` in all)."""
+    import aiohttp
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return await method(windows)
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("model call failed on its connection (%r): sending it again", exc)
+
+
+def batch_cap(names: list[str]) -> int:
+    """Most windows per call of a method running `names`: the smallest of their families'
+    caps (families.Family.max_batch_windows), else GENRE_MAX_BATCH."""
+    return min(FAMILIES[n].max_batch_windows or SETTINGS.max_batch for n in names)
+
+
+def model_runtime() -> str:
+    """ "onnx" (ONNX Runtime, no TensorFlow) or "keras". GENRE_RUNTIME=onnx|keras|auto;
+    auto (the default): onnx when every served model has its model.onnx."""
+    from genre_detector.runtime.onnx_predictor import has_onnx
+
+    wanted = settings().runtime
+    if wanted == "keras":
+        return "keras"
+    missing = [n for n in SERVED if not has_onnx(str(BENTO_MODELS[n].tag))]
+    if not missing:
+        return "onnx"
+    if wanted == "onnx":
+        raise RuntimeError(
+            f"GENRE_RUNTIME=onnx but {', '.join(missing)} have no model.onnx "
+            "in the store: re-import (`make models`) to export them"
+        )
+    logger.warning(
+        "no model.onnx for %s: serving every model with Keras/TensorFlow", ", ".join(missing)
+    )
+    return "keras"
+
+
+def _model_service():
+    """The model service class, generated from what is served."""
+
+    def __init__(self) -> None:
+        self.runtime = model_runtime()
+        if self.runtime == "onnx":
+            from genre_detector.runtime.onnx_predictor import OnnxPredictor as Predictor
+        else:
+            from genre_detector.runtime.keras_predictor import Predictor, limit_threads
+
+            limit_threads()
+        self.predictors = {n: Predictor.from_store(str(BENTO_MODELS[n].tag)) for n in SERVED}
+        for p in self.predictors.values():  # run once so the first request is fast
+            p.warm_up()
+        import sys
+
+        logger.info(
+            "model runtime %s for %s (tensorflow imported: %s)",
+            self.runtime,
+            ", ".join(SERVED),
+            "tensorflow" in sys.modules,
+        )
+        install_drain_handler("model")
+
+    def method(names: list[str], method_name: str):
+        def run(self, windows: np.ndarray) -> np.ndarray:
+            for n in names:
+                logger.info("model %s ran a batch of %d windows", n, len(windows))
+            return np.stack([self.predictors[n](windows) for n in names], axis=1)
+
+        run.__name__ = run.__qualname__ = method_name
+        run.__doc__ = (
+            f"(n, {len(names)}, width): {', '.join(names)} on one batch of windows "
+            "(class probabilities, or window features for a track head)."
+        )
+        return bentoml.api(
+            batchable=True, max_batch_size=batch_cap(names), max_latency_ms=SETTINGS.max_latency_ms
+        )(run)
+
+    namespace = {
+        "__init__": __init__,
+        "__doc__": "The served models behind batchable methods "
+        "(generated from genre_detector.models.families).",
+    }
+    for n in SERVED:
+        namespace[f"{n}_model"] = BENTO_MODELS[n]  # declares the models the Bento packs
+        namespace[n] = method([n], n)
+    if "ensemble" in BENTO_MODELS:
+        namespace["ensemble_calibration"] = BENTO_MODELS["ensemble"]
+    for s, names in GROUPS.items():
+        if len(names) > 1:
+            namespace[GROUP_METHOD[s]] = method(names, GROUP_METHOD[s])
+    # BentoML's default recycles the front's connection to this service every 100 calls /
+    # 300 s by closing it, which aborted calls in flight (HTTP 500 under load): keep it open.
+    return bentoml.service(
+        name=MODEL_SERVICE_NAME,
+        workers=1,
+        traffic={"timeout": 120},
+        runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+    )(type("GenreModels", (), namespace))
+
+
+GenreModels = _model_service()
+
+
+def _error(ctx: bentoml.Context, exc: GenreError) -> dict:
+    ctx.response.status_code = exc.status
+    return exc.body()
+
+
+def _models_app():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    reply = models_reply(INFOS, CALIBRATION)
+
+    async def models(_request):
+        return JSONResponse(reply)
+
+    return Starlette(routes=[Route("/", models, methods=["GET"])])
+
+
+def _ui_app():
+    from starlette.staticfiles import StaticFiles
+
+    return StaticFiles(directory=WEB_DIR, html=True)
+
+
+@bentoml.service(
+    name="genre_detector",
+    image=IMAGE,
+    workers=1,
+    traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY, "concurrency": TARGET_CONCURRENCY},
+    http={"cors": {"enabled": False}},
+)
+@bentoml.asgi_app(_models_app(), path="/models")
+@bentoml.asgi_app(_ui_app(), path="/ui")
+class GenreDetector:
+    """Decodes uploads once, computes the windows every model needs, fans out to the models."""
+
+    models = bentoml.depends(GenreModels)
+
+    def __init__(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: the mel projection is tiny, and threads only contend with the models.
+        threadpool_limits(1)
+        self.infos = INFOS
+        self.pool = ThreadPoolExecutor(SETTINGS.feature_threads, thread_name_prefix="features")
+        # The mel bases and soxr's first call: now, not in a request.
+        warm_up(list(GROUPS))
+        install_drain_handler("front")
+        if not unpooled_request_dirs():
+            logger.warning("BentoML's request folder pool not found: folders may stay in TMPDIR")
+
+    async def _run_models(self, windows: dict, models: list[str]) -> dict[str, np.ndarray]:
+        """One call per feature group when the request wants the whole group, else one per
+        model; all concurrently."""
+        calls, names = [], []
+        for s, group in GROUPS.items():
+            wanted = [n for n in group if n in models]
+            if not wanted:
+                continue
+            if len(wanted) == len(group) and len(group) > 1:
+                calls.append(call_model(getattr(self.models.to_async, GROUP_METHOD[s]), windows[s]))
+                names.append(group)
+            else:
+                for n in wanted:
+                    calls.append(call_model(getattr(self.models.to_async, n), windows[s]))
+                    names.append([n])
+        probs = {}
+        for group, out in zip(names, await asyncio.gather(*calls)):
+            out = np.asarray(out)
+            probs.update({n: out[:, k] for k, n in enumerate(group)})
+        return {n: probs[n] for n in models}
+
+    async def _analyse(
+        self,
+        ctx: bentoml.Context,
+        audio: Path | None,
+        field: str,
+        models: list[str],
+        spectrogram: bool = False,
+    ) -> dict:
+        if audio is None:
+            return _error(
+                ctx,
+                GenreError(
+                    "missing_file", f"send the audio file as multipart/form-data field '{field}'"
+                ),
+            )
+        unknown = [m for m in models if m not in self.infos]
+        if unknown:
+            return _error(
+                ctx,
+                GenreError(
+                    "unknown_model",
+                    f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
+                ),
+            )
+        needed = list(dict.fromkeys(self.infos[m].settings for m in models))
+        if spectrogram and not any(s.scale == "db" for s in needed):
+            needed.append(FeatureSettings())  # the picture is drawn in dB
+        loop = asyncio.get_running_loop()
+        try:
+            batches = await loop.run_in_executor(
+                self.pool, extract_feature_sets, Path(audio).read_bytes(), needed
+            )
+        except AudioError as exc:
+            return _error(ctx, exc)
+        probs = await self._run_models({s: b.windows for s, b in batches.items()}, models)
+        result = score_track(batches, probs, self.infos, CALIBRATION)
+        reply = predict_reply(result, uuid.uuid4().hex[:16], self.infos, CALIBRATION)
+        if spectrogram:
+            s = next(s for s in needed if s.scale == "db")
+            reply["spectrogram_png"] = png_data_url(batches[s].mel, s.floor)
+        return reply
+
+    @bentoml.api(route="/predict")
+    # `audio: Path = None`, not Optional[Path]: BentoML 1.4 then treats it as a file field,
+    # and a missing field arrives as None so the reply can name it.
+    async def predict(
+        self,
+        ctx: bentoml.Context,
+        audio: Path = None,  # type: ignore[assignment]
+        models: str = ",".join(SERVED),
+        spectrogram: bool = False,
+    ) -> dict:
+        """Genre probabilities of every model, the ensemble and a timeline for one track.
+
+        multipart field `audio`; optional `models` (comma-separated subset of the served
+        models, see GET /models) and `spectrogram=true` for a PNG of the log-mel.
+        """
+        query = ctx.request.query_params  # the options work as query parameters too
+        models = query.get("models", models)
+        spectrogram = query.get("spectrogram", str(spectrogram)).lower() in {"1", "true", "yes"}
+        names = [m.strip() for m in models.split(",") if m.strip()] or list(SERVED)
+        return await self._analyse(ctx, audio, "audio", names, spectrogram)
+
+    @bentoml.api(route="/")
+    async def legacy(self, ctx: bentoml.Context, audio_file: Path = None) -> dict:  # type: ignore[assignment]
+        """The research prototype's API (multipart field `audio_file`), for its React page."""
+        reply = await self._analyse(ctx, audio_file, "audio_file", list(research_names()))
+        return reply if "error" in reply else legacy_reply(reply)
+
+
+GenreDetector.add_asgi_middleware(
+    HttpBoundary, file_fields={"/predict": "audio", "/": "audio_file"}
+)

@@ -1,0 +1,143 @@
+"""The package's rooms along the flow of data, checked on the source (every import, lazy ones
+inside functions included):
+
+    config, errors, numerics  ->  audio  ->  models  ->  runtime  ->  scoring  ->  serve | batch
+
+A module imports only from its own room or rooms to its left; serve and batch never import
+each other; no module imports itself back through others (no cycles); loadtests/ never
+imports tests/. __main__ (the command line) sits on top and may import anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PKG = REPO / "src" / "genre_detector"
+RANK = {
+    "config": 0,
+    "errors": 0,
+    "numerics": 0,
+    "audio": 1,
+    "models": 2,
+    "runtime": 3,
+    "scoring": 4,
+    "serve": 5,
+    "batch": 5,
+    "__main__": 9,
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """genre_detector modules imported anywhere in the file (absolute or relative)."""
+    me = _module_name(path).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("genre_detector")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("genre_detector"):
+                continue
+            for a in node.names:  # `from genre_detector.audio import melspec` names a module
+                sub = f"{base}.{a.name}"
+                found.add(sub if _exists(sub) else base)
+    return found
+
+
+def _exists(module: str) -> bool:
+    path = PKG.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+MODULES = {_module_name(p): p for p in PKG.rglob("*.py")}
+GRAPH = {m: {i for i in _imports(p) if i != m and i in MODULES} for m, p in MODULES.items()}
+
+
+def test_every_module_is_in_a_room():
+    assert {_room(m) for m in MODULES} - {"__init__"} <= set(RANK)
+    flat = [m for m in MODULES if m.count(".") == 1 and _room(m) not in RANK]
+    assert flat == []
+
+
+def wrong_way(module: str, targets) -> list[str]:
+    """The targets `module` may not import: a room to its right, or a sibling room."""
+    room = _room(module)
+    if room in {"__init__", "__main__"}:
+        return []
+    bad = []
+    for target in sorted(targets):
+        other = _room(target)
+        if other == "__init__":
+            continue
+        if RANK[other] > RANK[room] or (RANK[other] == RANK[room] and other != room):
+            bad.append(target)
+    return bad
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == "open":
+                cycles.append(stack[stack.index(n) :] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return cycles
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_down_the_pipeline(module):
+    assert wrong_way(module, GRAPH[module]) == []
+
+
+def test_no_import_cycles():
+    assert find_cycles(GRAPH) == []
+
+
+def test_the_checks_catch_what_they_look_for():
+    """A check that cannot fail is no check: upward, sideways and cyclic imports are seen."""
+    assert wrong_way("genre_detector.audio.features", {"genre_detector.serve.replies"})
+    assert wrong_way("genre_detector.serve.service", {"genre_detector.batch.tagger"})
+    assert not wrong_way("genre_detector.serve.service", {"genre_detector.scoring.pooling"})
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_loadtests_do_not_import_tests():
+    offenders = []
+    for path in (REPO / "loadtests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert offenders == []
