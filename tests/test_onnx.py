@@ -152,3 +152,46 @@ def test_onnx_threads_sleep_when_idle_unless_told(monkeypatch):
     monkeypatch.setenv("GENRE_ONNX_SPIN", "yes")
     with pytest.raises(ValueError, match="GENRE_ONNX_SPIN"):
         session_options()
+
+
+def test_tagging_and_evaluation_never_import_tensorflow(store_with_models, gtzan_dir, tmp_path):
+    """A fresh process tags a folder in-process and runs train.evaluate on labelled clips:
+    both score on the ONNX Runtime sessions, and TensorFlow/Keras are never imported."""
+    folder = tmp_path / "music"
+    for genre in ("classical", "rock"):
+        (folder / genre).mkdir(parents=True)
+        (folder / genre / f"{genre}.00000.wav").symlink_to(gtzan_dir / f"{genre}.00000.wav")
+    code = textwrap.dedent(f"""
+        import sys
+        from genre_detector.batch.tagger import tag_catalog
+        summary, stats = tag_catalog([{str(folder)!r}], {str(tmp_path / "tags.csv")!r},
+                                     workers=1, progress=False)
+        assert summary.ok == 2, summary.report(0)
+        from pathlib import Path
+        from train.data import Track
+        from train.evaluate import evaluate
+        tracks = [Track(path=Path({str(folder)!r}) / g / (g + ".00000.wav"),
+                        genre="pop-rock" if g == "rock" else g, source="gtzan",
+                        rel=g, artist=g) for g in ("classical", "rock")]
+        result = evaluate(tracks, workers=1)
+        assert result["n_tracks"] == 2 and set(result["models"]) >= {{"cnn", "musicnn"}}
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in
+                       {{"tensorflow", "keras", "tf2onnx", "tf_keras"}})
+        print("HEAVY", heavy)
+    """)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "HEAVY []" in proc.stdout

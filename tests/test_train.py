@@ -732,3 +732,222 @@ print(json.dumps({{"files": sorted(os.listdir(entry.path)),
     assert got["feats"][1] == 500 and got["probs"] == [got["feats"][0], 3]
     assert abs(got["sum"] - 1) < 1e-9
     assert got["top"] == "beat"
+
+
+def _fake_tracks(n_artists=40, per_artist=3, genres=("a", "b", "c", "d")):
+    from train.data import Track
+
+    return [
+        Track(Path(f"/x/{k}-{j}.wav"), genres[k % len(genres)], f"Artist {k}", "s", f"s/{k}-{j}")
+        for k in range(n_artists)
+        for j in range(per_artist)
+    ]
+
+
+def test_stopping_split_holds_back_training_artists_only():
+    from train.data import artist_folds, stopping_split
+
+    tracks = _fake_tracks()
+    train_idx, val_idx = artist_folds(tracks, 5, 0)[0]
+    fit_idx, stop_idx = stopping_split(tracks, train_idx, 0.2, seed=0)
+    assert sorted([*fit_idx, *stop_idx]) == sorted(train_idx)  # the training side, split
+    assert not set(stop_idx) & set(val_idx) and not set(fit_idx) & set(val_idx)
+    artists = lambda idx: {tracks[i].group for i in idx}  # noqa: E731
+    assert not artists(fit_idx) & artists(stop_idx)  # no artist on both sides
+    assert 0.15 <= len(stop_idx) / len(train_idx) <= 0.25
+    np.testing.assert_array_equal(stopping_split(tracks, train_idx, 0.2, 0)[1], stop_idx)
+    fit_all, none = stopping_split(tracks, train_idx, 0.0, 0)  # 0: no early stopping
+    np.testing.assert_array_equal(fit_all, train_idx) and len(none) == 0
+    with pytest.raises(ValueError, match="at least 5 artists"):
+        stopping_split(tracks, train_idx[:9], 0.2, 0)  # 3 artists cannot give 5 parts
+
+
+def test_scored_tracks_are_used_for_nothing_but_the_score(monkeypatch):
+    """train_family (the one path of `python -m train` and every crossval fold): the log-mels
+    `fit` stops on and learns from, and the tracks the teacher is fitted on, are never those
+    of the validation tracks; those are only predicted after training."""
+    import train.trainer as trainer
+    from genre_detector.models.families import family
+    from train.data import artist_folds
+    from train.fit import FitConfig, FitResult
+
+    tracks = _fake_tracks()
+    corpus = trainer.Corpus(tracks)
+    s = family("cnn").settings
+    corpus._mels[s] = [np.full((s.n_mels, 80), i, np.float16) for i in range(len(tracks))]
+    seen = {}
+
+    def fake_fit(model, fit_mels, y_fit, stop_mels, y_stop, n, s, cfg, name, groups, soft):
+        seen["fit"], seen["stop"] = (
+            [int(m[0, 0]) for m in fit_mels],
+            [int(m[0, 0]) for m in stop_mels],
+        )
+        seen["soft_rows"] = len(soft)
+        return FitResult(model, [], 3, 0.0)
+
+    def fake_teacher(idx, seed):
+        seen["teacher"] = [int(i) for i in idx]
+        return np.full((len(idx), len(corpus.labels)), 1 / len(corpus.labels), np.float32)
+
+    predicted = []
+
+    def fake_probs(model, windows, owner, n):
+        predicted.append(sorted({int(v) for v in windows[:, 0, 0]}))
+        return np.full((n, len(corpus.labels)), 1 / len(corpus.labels))
+
+    monkeypatch.setattr(trainer, "fit", fake_fit)
+    monkeypatch.setattr(trainer, "new_model", lambda *a: object())
+    monkeypatch.setattr(trainer, "track_probs", fake_probs)
+    monkeypatch.setattr(corpus, "teacher_targets", fake_teacher)
+    for k, (train_idx, val_idx) in enumerate(artist_folds(tracks, 5, 0)):
+        seen.clear(), predicted.clear()
+        tr = trainer.train_family("cnn", corpus, train_idx, val_idx, FitConfig(distill=0.8))
+        scored = set(val_idx.tolist())
+        assert seen["stop"] and not set(seen["stop"]) & scored, f"fold {k + 1} stopped on scored"
+        assert not set(seen["fit"]) & scored and not set(seen["teacher"]) & scored
+        assert seen["stop"] == tr.stop_idx.tolist() and seen["fit"] == tr.fit_idx.tolist()
+        assert seen["teacher"] == seen["fit"] and seen["soft_rows"] == len(seen["fit"])
+        assert sorted(seen["fit"] + seen["stop"]) == sorted(train_idx.tolist())
+        stop_artists = {tracks[i].group for i in seen["stop"]}
+        assert not stop_artists & {tracks[i].group for i in [*seen["fit"], *val_idx]}
+        assert predicted[-1] == sorted(scored)  # the scored tracks: predicted, last
+        assert tr.p_val.shape == (len(val_idx), len(corpus.labels))
+    with pytest.raises(ValueError, match="both the training and the validation side"):
+        trainer.train_family("cnn", corpus, [0, 1, 2], [2, 3], FitConfig())
+
+
+@pytest.mark.slow
+def test_fit_without_stopping_tracks_keeps_the_last_epoch():
+    from genre_detector.audio.features import FeatureSettings
+    from genre_detector.models.architectures import build_model
+    from train.fit import FitConfig, fit
+
+    s = FeatureSettings()
+    mels, y = _two_band_mels(s), np.arange(12) % 2
+    model = build_model("feedforward", (s.n_mels, s.window_frames), 2)
+    res = fit(model, mels, y, [], y[:0], 2, s, FitConfig(epochs=3, crops_per_track=2))
+    assert res.best_epoch == 3 and len(res.history) == 3
+    assert "val_loss" not in res.history[-1]
+
+
+def _correct(n_artists, per_artist, p, rng, clustered=True):
+    """0/1 per track: per artist all alike (clustered) or per track independent."""
+    if clustered:
+        return np.repeat(rng.random(n_artists) < p, per_artist).astype(float)
+    return (rng.random(n_artists * per_artist) < p).astype(float)
+
+
+def test_paired_artist_bootstrap_finds_a_real_difference_and_no_phantom_one():
+    from train.compare import paired_difference, recall_intervals
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"artist {k}" for k in range(120)], 3)
+    a = _correct(120, 3, 0.6, rng)
+    # B: right wherever A is, plus all tracks of 24 artists A gets wrong (+20 points)
+    wrong = np.flatnonzero(a[::3] == 0)[:24]
+    b = a.copy()
+    for k in wrong:
+        b[3 * k : 3 * k + 3] = 1
+    d = paired_difference(a, b, groups, n_boot=4000)
+    assert d["difference"] == pytest.approx(24 * 3 / 360)
+    assert 0 < d["low"] < d["difference"] < d["high"]  # excludes 0
+    # C: as often right as A, but on other artists (swap 20 right artists for 20 wrong ones)
+    right = np.flatnonzero(a[::3] == 1)[:20]
+    c = a.copy()
+    for k in [*right, *np.flatnonzero(a[::3] == 0)[:20]]:
+        c[3 * k : 3 * k + 3] = 1 - c[3 * k : 3 * k + 3]
+    d0 = paired_difference(a, c, groups, n_boot=4000)
+    assert d0["difference"] == 0 and d0["low"] < 0 < d0["high"]  # includes 0
+    assert d0["high"] - d0["low"] > 0.05  # 40 artists changed sides: far from certain
+    # recall per genre: genre 0 all right, genre 1 half (by artist)
+    y = np.repeat(np.arange(120) % 2, 3)
+    corr = np.where(y == 0, 1.0, np.repeat(np.arange(120) % 4 == 1, 3))
+    r = recall_intervals(corr, y, ["x", "y", "z"], groups, n_boot=2000)
+    assert set(r) == {"x", "y"} and r["x"]["recall"] == r["x"]["low"] == 1.0
+    assert r["y"]["recall"] == pytest.approx(0.5) and r["y"]["low"] < 0.5 < r["y"]["high"]
+    assert r["y"]["n_tracks"] == 180
+
+
+def test_bootstrap_resamples_artists_not_tracks():
+    """The same correctness per track: when an artist's tracks agree the interval must be
+    wider than when its tracks are independent (resampling tracks would not see this)."""
+    from train.compare import accuracy_interval
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(60), 6)
+    clustered = accuracy_interval(_correct(60, 6, 0.5, rng), groups, n_boot=3000)
+    spread = accuracy_interval(_correct(60, 6, 0.5, rng, clustered=False), groups, n_boot=3000)
+    width = lambda r: r["high"] - r["low"]  # noqa: E731
+    assert width(clustered) > 1.8 * width(spread)
+
+
+def _cv_file(path, y, labels, folds, probs_by_seed, artists):
+    """A minimal train.crossval result with one or more repeats (seeds 0, 1, ...)."""
+    seeds = sorted(probs_by_seed)
+    tracks = [
+        {"path": f"s/{i}", "source": "s", "genre": labels[c], "artist": artists[i], "fold": f}
+        for i, (c, f) in enumerate(zip(y, folds[seeds[0]]))
+    ]
+
+    def models(seed):
+        return {n: {"out_of_fold_probabilities": p} for n, p in probs_by_seed[seed].items()}
+
+    run = {"labels": labels, "tracks": tracks, "seed": seeds[0], "models": models(seeds[0])}
+    run["more_repeats"] = [{"seed": s, "folds": folds[s], "models": models(s)} for s in seeds[1:]]
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_compare_cli_pairs_repeats_fold_for_fold(tmp_path, capsys):
+    from train.compare import main as compare
+
+    labels, n = ["a", "b"], 200
+    y = [i % 2 for i in range(n)]
+    artists = [f"artist {i // 2}" for i in range(n)]
+    folds = {s: [1 + (i // 2 + s) % 5 for i in range(n)] for s in (0, 1)}
+    onehot = lambda right: [  # noqa: E731
+        [0.9, 0.1] if (c == 0) == r else [0.1, 0.9] for c, r in zip(y, right)
+    ]
+    good = [i % 10 != 0 for i in range(n)]  # 90 %
+    weak = [i % 10 < 6 for i in range(n)]  # 60 %
+    a = _cv_file(
+        tmp_path / "a.json", y, labels, folds, {s: {"m": onehot(weak)} for s in (0, 1)}, artists
+    )
+    b = _cv_file(
+        tmp_path / "b.json", y, labels, folds, {s: {"m": onehot(good)} for s in (0, 1)}, artists
+    )
+    out = tmp_path / "cmp.json"
+    assert compare([str(a), str(b), "--boot", "2000", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["comparisons"][0]
+    assert r["seeds"] == [0, 1] and r["n_tracks"] == n and r["n_artists"] == 100
+    assert r["difference"]["difference"] == pytest.approx(0.3) and r["difference"]["low"] > 0
+    assert r["accuracy_a"]["accuracy"] == pytest.approx(0.6)
+    assert set(r["recall_a"]) == {"a", "b"} and "excludes 0" in capsys.readouterr().out
+    # one model against another of the same run; a run on other folds is refused
+    assert compare([f"{a}:m", f"{a}:m", "--boot", "200"]) == 0
+    other = {0: [1 + i % 5 for i in range(n)]}
+    c = _cv_file(tmp_path / "c.json", y, labels, other, {0: {"m": onehot(good)}}, artists)
+    with pytest.raises(SystemExit):
+        compare([str(a), str(c)])
+
+
+@pytest.mark.slow
+def test_crossval_repeats_write_every_seed_and_compare_reads_them(synthetic_data, tmp_path):
+    out = tmp_path / "cv.json"
+    r = _run(
+        "-m",
+        "train.crossval",
+        *("--data", str(synthetic_data), "--models", "feedforward", "--folds", "3"),
+        *("--epochs", "2", "--crops", "2", "--repeats", "2", "--json", str(out)),
+    )
+    res = json.loads(out.read_text())
+    assert res["seed"] == 0 and [m["seed"] for m in res["more_repeats"]] == [1]
+    assert "over 2 repeats (95 % interval from resampling artists)" in r.stdout
+    assert res["settings"]["feedforward"]["stop_fraction"] == 0.2
+    for rep in [res, *res["more_repeats"]]:
+        rows = rep["models"]["feedforward"]["per_fold"]
+        assert [f["fold"] for f in rows] == [1, 2, 3]
+        assert all(f["n_stop"] > 0 and f["n_fit"] + f["n_stop"] == 20 for f in rows)
+    assert res["more_repeats"][0]["folds"] != [t["fold"] for t in res["tracks"]]
+    cmp = _run("-m", "train.compare", f"{out}:feedforward", f"{out}:feedforward")
+    assert "B - A +0.0 points" in cmp.stdout and "fold seeds [0, 1]" in cmp.stdout

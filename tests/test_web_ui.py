@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -69,8 +70,29 @@ def test_upload_real_clip_and_see_results(service, page, wav_clip):
     assert natural[0] and natural[1] > 100 and natural[2] > 10
     assert page.locator("#timeline .segment").count() >= 10
     assert page.locator("#error").is_hidden()
+    _page_matches_the_api(service, page, wav_clip)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-results.png"), full_page=True)
+
+
+def _page_matches_the_api(service, page, clip):
+    """Every number the page shows for each model is the API's for the same clip: top genre,
+    every genre's percentage, the accuracy sentence and its calibration error."""
+    import requests
+
+    with open(clip, "rb") as f:
+        reply = requests.post(f"{service.url}/predict", files={"audio": f}, timeout=120).json()
+    for name, m in reply["models"].items():
+        card = page.locator(f'.model-card[data-model="{name}"]')
+        assert card.locator(".top-genre").inner_text() == m["top_genre"]
+        for genre, p in m["probabilities"].items():
+            shown = card.locator(f'.row[data-genre="{genre}"] .pct').inner_text()
+            assert shown == f"{math.floor(p * 100 + 0.5)} %", (name, genre, shown, p)  # JS round
+        met = m["metrics"]
+        acc = card.locator(".acc").inner_text()
+        right = round(met["accuracy"] * met["n_tracks"])
+        assert f"Right on {right} of {met['n_tracks']} tracks" in acc, acc
+        assert f"by {met['ece'] * 100:.1f} points" in acc, acc
 
 
 def test_bad_file_shows_friendly_error(service, page, tmp_path):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 from genre_detector.config import Settings, settings
 from genre_detector.errors import HTTP_CODES, as_error_body, error_body, status_of
@@ -56,25 +55,6 @@ class Drain:
 
 
 DRAIN = Drain()
-
-
-def unpooled_request_dirs() -> bool:
-    """Remove each request's upload folder when the request ends. BentoML 1.4 keeps emptied
-    `bentoml-request-*` folders in a pool (bentoml._internal.context.request_tempdir_pool)
-    for reuse until the worker exits, so folders stay in TMPDIR between requests (one per
-    request ever in flight at once). Call once in the front's worker; False if that internal
-    pool is not there (another BentoML version)."""
-    try:
-        from bentoml._internal import context
-
-        pool = context.request_tempdir_pool
-    except (ImportError, AttributeError):
-        return False
-    if not hasattr(pool, "release"):
-        return False
-    pool.release = lambda folder: shutil.rmtree(folder, ignore_errors=True)
-    pool.cleanup()
-    return True
 
 
 def _size(n: int) -> str:

@@ -9,15 +9,12 @@ and one method per family (for requests that name a subset).
 The model service runs ONNX Runtime sessions when every served model has its exported
 model.onnx (GENRE_RUNTIME=onnx|keras|auto, default auto) and then never imports TensorFlow;
 with GENRE_RUNTIME=keras (or a model without model.onnx) it runs the Keras models. The front
-never imports TensorFlow. SIGTERM drains (install_drain_handler): GENRE_DRAIN_SECONDS.
+never imports TensorFlow. SIGTERM drains (serve.drain): GENRE_DRAIN_SECONDS. What leans on
+BentoML's internals is in serve.bentoml_internals.
 """
 
 import asyncio
 import logging
-import os
-import signal
-import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,15 +30,10 @@ from genre_detector.models.calibration import Calibration
 from genre_detector.models.families import FAMILIES, research_names
 from genre_detector.runtime.store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
 from genre_detector.scoring.track_result import score_track
+from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
 from genre_detector.serve.container_image import IMAGE
-from genre_detector.serve.http_boundary import (
-    DRAIN,
-    MAX_CONCURRENCY,
-    TARGET_CONCURRENCY,
-    HttpBoundary,
-    drain_seconds,
-    unpooled_request_dirs,
-)
+from genre_detector.serve.drain import install_drain_handler
+from genre_detector.serve.http_boundary import MAX_CONCURRENCY, TARGET_CONCURRENCY, HttpBoundary
 from genre_detector.serve.replies import legacy_reply, models_reply, predict_reply
 from genre_detector.serve.spectrogram_png import png_data_url
 
@@ -50,11 +42,7 @@ from genre_detector.serve.spectrogram_png import png_data_url
 SETTINGS = settings()  # read once, when `bentoml serve` imports the service
 WEB_DIR = Path(__file__).parent / "web"
 logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
-# The front reaches the model service over loopback TCP, not a Unix socket: on SIGTERM
-# BentoML's supervisor (bentoml._internal.utils.circus.Arbiter.stop) deletes its Unix
-# sockets' folder *before* it stops the workers, so a draining front could no longer reach
-# the model service (HTTP 500s). Read by `bentoml serve` after it imports this module.
-os.environ.setdefault("BENTOML_NO_UDS", "1")
+use_loopback_tcp()  # read by `bentoml serve` after it imports this module
 
 
 def model_ref(name: str) -> str:
@@ -105,86 +93,6 @@ GROUP_METHOD = {s: "group_" + "_".join(names) for s, names in GROUPS.items()}
 
 
 MODEL_SERVICE_NAME = "genre_models"
-
-
-def _front_alive() -> bool:
-    """Whether a worker of another service (the front) still runs beside this process under
-    the same `bentoml serve` supervisor."""
-    import psutil
-
-    try:
-        me = psutil.Process()
-        siblings = me.parent().children() if me.parent() else []
-    except psutil.Error:
-        return False
-    for p in siblings:
-        try:
-            cmd = p.cmdline()
-            if p.pid == me.pid or p.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
-            continue
-        if "_bentoml_impl.worker.service" in cmd and MODEL_SERVICE_NAME not in cmd:
-            return True
-    return False
-
-
-def install_drain_handler(role: str) -> bool:
-    """Replace uvicorn's SIGTERM handler in this worker with a drain (BentoML's supervisor
-    sends SIGTERM to every service's workers at once, and uvicorn alone would stop the model
-    service while the front still has requests for it):
-
-    * front: /readyz turns 503 and new requests get 503 at once (http_boundary.DRAIN); once
-      the accepted requests are answered, or after GENRE_DRAIN_SECONDS, uvicorn exits.
-    * model: keeps serving until no front worker is left beside it (or the drain limit plus
-      5 s has passed), then uvicorn exits after the batches in flight.
-
-    False (and uvicorn's own handling) when the worker is not run by uvicorn's Server."""
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    if server is None or not hasattr(server, "should_exit"):
-        logger.warning("SIGTERM handler is not uvicorn's (%r): no graceful drain", handler)
-        return False
-    limit = drain_seconds()
-    started = threading.Event()
-
-    def wait_front() -> None:
-        DRAIN.draining = True
-        t0, deadline = time.monotonic(), time.monotonic() + limit
-        logger.info("SIGTERM: draining %d request(s), at most %g s", DRAIN.in_flight, limit)
-        while DRAIN.in_flight and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = DRAIN.in_flight
-        logger.info(
-            "drained in %.1f s (%d request(s) cut off): exiting", time.monotonic() - t0, left
-        )
-        server.should_exit = True
-        if left:
-            server.force_exit = True
-
-    def wait_model() -> None:
-        t0, deadline = time.monotonic(), time.monotonic() + limit + 5
-        logger.info("SIGTERM: model service serves until the front has drained")
-        while _front_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        logger.info("front gone after %.1f s: model service exiting", time.monotonic() - t0)
-        server.should_exit = True
-
-    def on_sigterm(signum, frame) -> None:
-        if not started.is_set():
-            started.set()
-            threading.Thread(
-                target=wait_front if role == "front" else wait_model,
-                name=f"drain-{role}",
-                daemon=True,
-            ).start()
-
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread
-        logger.warning("cannot install the SIGTERM drain handler outside the main thread")
-        return False
-    return True
 
 
 # A call to the model service whose pooled keep-alive connection the service closed at that
@@ -257,7 +165,7 @@ def _model_service():
             ", ".join(SERVED),
             "tensorflow" in sys.modules,
         )
-        install_drain_handler("model")
+        install_drain_handler("model", MODEL_SERVICE_NAME)
 
     def method(names: list[str], method_name: str):
         def run(self, windows: np.ndarray) -> np.ndarray:
@@ -347,7 +255,7 @@ class GenreDetector:
         self.pool = ThreadPoolExecutor(SETTINGS.feature_threads, thread_name_prefix="features")
         # The mel bases and soxr's first call: now, not in a request.
         warm_up(list(GROUPS))
-        install_drain_handler("front")
+        install_drain_handler("front", MODEL_SERVICE_NAME)
         if not unpooled_request_dirs():
             logger.warning("BentoML's request folder pool not found: folders may stay in TMPDIR")
 
