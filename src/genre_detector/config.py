@@ -21,8 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]  # the checkout (src/genre_detector/config.py)
 
 
-def _setting(env: str, default, meaning: str, shown: str | None = None):
-    return field(default=default, metadata={"env": env, "meaning": meaning, "shown": shown})
+def _setting(env: str, default, meaning: str, shown: str | None = None, keep_case=False):
+    """A field read from `env`; a string value is lower-cased unless keep_case (URLs)."""
+    meta = {"env": env, "meaning": meaning, "shown": shown, "keep_case": keep_case}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,19 @@ class Settings:
     drain_seconds: float = _setting(
         "GENRE_DRAIN_SECONDS", 30.0, "on SIGTERM, the longest wait for accepted requests"
     )
+    db_url: str = _setting(
+        "GENRE_DB_URL",
+        "",
+        "the catalog's database: `sqlite:///PATH` (SQLite + sqlite-vec) or `postgresql://...` "
+        "(PostgreSQL + pgvector); unset: `catalog.sqlite3` under `BENTOML_HOME`",
+        shown="unset",
+        keep_case=True,
+    )
+    webhook_allow_private: bool = _setting(
+        "GENRE_WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "1 lets watches post to loopback and private addresses (tests, local development)",
+    )
     plugins: tuple[str, ...] = _setting(
         "GENRE_PLUGINS", (), "comma-separated modules to import that register more families"
     )
@@ -84,11 +99,19 @@ class Settings:
             raw = env.get(name)
             if raw is None or raw.strip() == "":
                 continue
-            values[f.name] = _parse(name, raw.strip(), f.default)
+            values[f.name] = _parse(name, raw.strip(), f.default, f.metadata["keep_case"])
         s = cls(**values)
         if s.runtime not in {"auto", "onnx", "keras"}:
             raise ValueError(f"GENRE_RUNTIME={s.runtime!r}: use onnx, keras or auto")
         return s
+
+    def database_url(self, env=None) -> str:
+        """GENRE_DB_URL, or the embedded default: a SQLite file beside the model store."""
+        if self.db_url:
+            return self.db_url
+        env = os.environ if env is None else env
+        home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
+        return f"sqlite:///{home / 'catalog.sqlite3'}"
 
     @staticmethod
     def model_ref(name: str, default: str, env=None) -> str:
@@ -97,7 +120,7 @@ class Settings:
         return env.get(f"GENRE_MODEL_{name.upper()}") or default
 
 
-def _parse(name: str, raw: str, default):
+def _parse(name: str, raw: str, default, keep_case: bool = False):
     try:
         if isinstance(default, bool):
             if raw not in {"0", "1"}:
@@ -107,7 +130,9 @@ def _parse(name: str, raw: str, default):
             return tuple(m.strip() for m in raw.split(",") if m.strip())
         if isinstance(default, Path):
             return Path(raw)
-        return type(default)(raw.lower() if isinstance(default, str) else raw)
+        if isinstance(default, str):
+            return raw if keep_case else raw.lower()
+        return type(default)(raw)
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r}: {exc}") from None
 

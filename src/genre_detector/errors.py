@@ -40,6 +40,12 @@ REQUEST_CODES = {
     "unknown_model": 400,
     "payload_too_large": 413,
     "shutting_down": 503,
+    # the catalog (catalog/, serve/catalog_routes.py)
+    "consent_required": 400,  # POST /tracks without consent to `search`
+    "bad_parameter": 400,  # a query parameter or JSON field out of range (named in detail)
+    "unauthorized": 401,  # missing, unknown or revoked API key
+    "not_found": 404,  # unknown id, or another account's (never 403: no confirmation)
+    "db_unavailable": 503,  # the catalog's database cannot be reached or is locked
 }
 # The code a reply of BentoML or Starlette gets from its status when the boundary reshapes it
 # (any other 4xx: client_error).

@@ -1,0 +1,105 @@
+"""What the catalog stores of a scored track: a TrackRecord built from scoring's TrackResult,
+the upload's hash and names, and the embedding projected for search."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from genre_detector.errors import GenreError
+from genre_detector.scoring.track_result import TrackResult
+
+CONSENT_SCOPES = ("search", "notify")
+MAX_NAME = 300  # characters of a title or an artist
+
+
+@dataclass(frozen=True)
+class Consent:
+    search: bool
+    notify: bool
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Consent":
+        """`search,notify` -> Consent; GenreError naming a bad or missing scope. Without
+        `search` nothing may be stored (consent_required)."""
+        scopes = [s.strip().lower() for s in (text or "").split(",") if s.strip()]
+        unknown = [s for s in scopes if s not in CONSENT_SCOPES]
+        if unknown:
+            raise GenreError(
+                "bad_parameter",
+                f"consent: unknown scope(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(CONSENT_SCOPES)}",
+            )
+        if "search" not in scopes:
+            raise GenreError(
+                "consent_required",
+                "a track enters the catalog only with its owner's consent: send "
+                "consent=search (and notify, to let watches announce it); nothing was stored",
+            )
+        return cls(search=True, notify="notify" in scopes)
+
+    def scopes(self) -> list[str]:
+        return [s for s in CONSENT_SCOPES if getattr(self, s)]
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    sha256: str
+    title: str
+    artist: str
+    duration_s: float
+    top_genre: str
+    top_probability: float
+    probabilities: dict
+    top3: list
+    timeline: list
+    model_tags: dict
+    features: np.ndarray  # the unprojected pooled features (float32)
+    embedding: np.ndarray  # projected, L2-normalised (float32)
+    embedding_version: str
+
+    @property
+    def artist_key(self) -> str:
+        return artist_key(self.artist)
+
+
+def artist_key(name: str) -> str:
+    """How artists are compared: case-insensitively, spaces collapsed."""
+    return " ".join(name.split()).casefold()
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def clean_name(value: str | None) -> str:
+    return " ".join(str(value or "").split())[:MAX_NAME]
+
+
+def record_from_result(
+    result: TrackResult, projection, sha256: str, title: str = "", artist: str = ""
+) -> TrackRecord:
+    """The stored fields of a scored track. `projection`: models.projection.Projection."""
+    if result.embedding is None:
+        raise GenreError(
+            "bad_parameter",
+            "the catalog needs the musicnn model's embedding: score with every served model",
+        )
+    e = result.ensemble
+    return TrackRecord(
+        sha256=sha256,
+        title=clean_name(title),
+        artist=clean_name(artist),
+        duration_s=round(float(result.duration_s), 3),
+        top_genre=e.top_genre,
+        top_probability=float(e.top_probability),
+        probabilities={g: float(p) for g, p in zip(e.labels, e.probabilities)},
+        top3=[{"genre": g, "probability": p} for g, p in e.top3],
+        timeline=[asdict(w) for w in result.timeline],
+        model_tags=result.model_tags,
+        features=np.asarray(result.embedding, dtype=np.float32),
+        embedding=projection.apply(result.embedding),
+        embedding_version=projection.version,
+    )

@@ -1,0 +1,57 @@
+"""The catalog's tables, one definition for both engines (SQLAlchemy Core). The vector
+indexes differ by engine and are made by the migration (catalog/migrations): sqlite-vec
+`vec0` virtual tables on SQLite, `vector(D)` columns with HNSW indexes on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False, index=True),  # the account
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex
+    sa.Column("prefix", sa.String(16), nullable=False),  # shown in listings, not secret
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+tracks = sa.Table(
+    "tracks",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),  # public id
+    sa.Column("owner", sa.String(200), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the uploaded bytes
+    sa.Column("title", sa.Text, nullable=False, default=""),
+    sa.Column("artist", sa.Text, nullable=False, default=""),
+    sa.Column("artist_key", sa.Text, nullable=False, default="", index=True),  # casefolded
+    sa.Column("consent_search", sa.Boolean, nullable=False),
+    sa.Column("consent_notify", sa.Boolean, nullable=False),
+    sa.Column("consented_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("top_genre", sa.String(32), nullable=False, index=True),
+    sa.Column("top_probability", sa.Float, nullable=False),
+    sa.Column("probabilities", sa.JSON, nullable=False),  # the ensemble's, calibrated
+    sa.Column("top3", sa.JSON, nullable=False),
+    sa.Column("timeline", sa.JSON, nullable=False),
+    sa.Column("model_tags", sa.JSON, nullable=False),
+    # the unprojected pooled features (float32 bytes): `reindex` re-projects from them
+    sa.Column("features", sa.LargeBinary, nullable=False),
+    sa.Column("embedding_version", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
+)
+
+artists = sa.Table(
+    "artists",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("artist_key", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),  # as first written
+    sa.Column("n_tracks", sa.Integer, nullable=False),
+)

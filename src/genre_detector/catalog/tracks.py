@@ -1,0 +1,206 @@
+"""Tracks in the catalog: add (one transaction, idempotent per owner and audio), read,
+list, erase. Only the owner reads or erases a track; another owner's track is "not found".
+
+    row, created = tracks.add(db, owner, record, consent)
+    tracks.get(db, owner, track_id)          # None when unknown or not the owner's
+    tracks.delete(db, owner, track_id)       # the row, its vector and its artist share gone
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+
+import numpy as np
+import sqlalchemy as sa
+
+from genre_detector.catalog import vectors
+from genre_detector.catalog.records import Consent, TrackRecord
+from genre_detector.catalog.schema import artists, tracks
+from genre_detector.errors import GenreError
+
+MAX_LIMIT = 100
+# What GET /tracks/{id} shows: every stored field but the raw features (internal).
+PUBLIC = [c for c in tracks.c if c.name not in {"pk", "features"}]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _row(r) -> dict:
+    d = dict(r._mapping)
+    d.pop("pk", None)
+    d.pop("features", None)
+    d["consent"] = [s for s in ("search", "notify") if d.pop(f"consent_{s}")]
+    for k in ("consented_at", "created_at"):
+        if isinstance(d.get(k), dt.datetime):
+            t = d[k] if d[k].tzinfo else d[k].replace(tzinfo=dt.UTC)
+            d[k] = t.isoformat()
+    return d
+
+
+def add(db, owner: str, record: TrackRecord, consent: Consent, on_insert=None) -> tuple[dict, bool]:
+    """(the stored track, whether this call created it). The same audio (sha256) from the
+    same owner is one track: later uploads return it unchanged. The track, its vector and
+    its artist's centroid are written in one transaction; `on_insert(conn, track_pk, row)`
+    runs inside it too (watches write their outbox there)."""
+    if not consent.search:
+        raise GenreError("consent_required", "a track needs consent to search to be stored")
+    existing = _by_sha(db, owner, record.sha256)
+    if existing is not None:
+        return existing, False
+    now = _now()
+    try:
+        with db.begin() as conn:
+            pk = conn.execute(
+                tracks.insert()
+                .values(
+                    id=uuid.uuid4().hex,
+                    owner=owner,
+                    sha256=record.sha256,
+                    title=record.title,
+                    artist=record.artist,
+                    artist_key=record.artist_key,
+                    consent_search=consent.search,
+                    consent_notify=consent.notify,
+                    consented_at=now,
+                    duration_s=record.duration_s,
+                    top_genre=record.top_genre,
+                    top_probability=record.top_probability,
+                    probabilities=record.probabilities,
+                    top3=record.top3,
+                    timeline=record.timeline,
+                    model_tags=record.model_tags,
+                    features=np.asarray(record.features, np.float32).tobytes(),
+                    embedding_version=record.embedding_version,
+                    created_at=now,
+                )
+                .returning(tracks.c.pk)
+            ).scalar_one()
+            vectors.put_track(db, conn, pk, record.embedding, record.top_genre, record.artist_key)
+            _refresh_artist(db, conn, record.artist_key, record.artist)
+            row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
+            if on_insert is not None:
+                on_insert(conn, pk, row)
+    except sa.exc.IntegrityError:
+        # the same audio arrived concurrently: the other transaction's row is the track
+        existing = _by_sha(db, owner, record.sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+def _by_sha(db, owner: str, sha256: str) -> dict | None:
+    with db.connect() as conn:
+        r = conn.execute(
+            sa.select(tracks).where(tracks.c.owner == owner, tracks.c.sha256 == sha256)
+        ).first()
+    return None if r is None else _row(r)
+
+
+def get(db, owner: str, track_id: str) -> dict | None:
+    with db.connect() as conn:
+        r = conn.execute(
+            sa.select(tracks).where(tracks.c.id == track_id, tracks.c.owner == owner)
+        ).first()
+    return None if r is None else _row(r)
+
+
+def pk_of(db, track_id: str) -> tuple[int, dict] | None:
+    """(pk, track) of any searchable track by id (for similar-track queries)."""
+    with db.connect() as conn:
+        r = conn.execute(
+            sa.select(tracks).where(tracks.c.id == track_id, tracks.c.consent_search.is_(True))
+        ).first()
+    return None if r is None else (r.pk, _row(r))
+
+
+def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
+    """Erase the owner's track: its row, its vector (gone from the index) and its share of
+    its artist's centroid, in one transaction. False when unknown or not the owner's."""
+    with db.begin() as conn:
+        r = conn.execute(
+            sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist).where(
+                tracks.c.id == track_id, tracks.c.owner == owner
+            )
+        ).first()
+        if r is None:
+            return False
+        if on_delete is not None:
+            on_delete(conn, r.pk)
+        vectors.delete_track(conn, r.pk)
+        conn.execute(tracks.delete().where(tracks.c.pk == r.pk))
+        _refresh_artist(db, conn, r.artist_key, r.artist)
+    return True
+
+
+def listing(
+    db,
+    owner: str,
+    artist: str | None = None,
+    genre: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict], str | None]:
+    """The owner's tracks, oldest first, `limit` at a time; (rows, next cursor or None)."""
+    from genre_detector.catalog.records import artist_key
+
+    if not 1 <= limit <= MAX_LIMIT:
+        raise GenreError("bad_parameter", f"limit: 1 to {MAX_LIMIT}, not {limit}")
+    q = sa.select(tracks).where(tracks.c.owner == owner)
+    if artist:
+        q = q.where(tracks.c.artist_key == artist_key(artist))
+    if genre:
+        q = q.where(tracks.c.top_genre == genre)
+    if cursor:
+        q = q.where(tracks.c.pk > _decode_cursor(cursor))
+    with db.connect() as conn:
+        rows = conn.execute(q.order_by(tracks.c.pk).limit(limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = _encode_cursor(rows[-1].pk) if more and rows else None
+    return [_row(r) for r in rows], nxt
+
+
+def _encode_cursor(pk: int) -> str:
+    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "pk":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise GenreError("bad_parameter", "cursor: not a cursor this service gave") from None
+
+
+def _refresh_artist(db, conn, key: str, name: str) -> None:
+    """Recompute one artist's centroid (the normalised mean of its searchable tracks'
+    vectors), or remove the artist when it has none left."""
+    if not key:
+        return
+    found = conn.execute(sa.select(artists.c.pk).where(artists.c.artist_key == key)).first()
+    vecs = vectors.artist_track_vectors(db, conn, key)
+    if len(vecs) == 0:
+        if found is not None:
+            vectors.delete_artist(conn, found.pk)
+            conn.execute(artists.delete().where(artists.c.pk == found.pk))
+        return
+    centroid = vecs.mean(axis=0)
+    centroid = centroid / (np.linalg.norm(centroid) or 1.0)
+    if found is None:
+        pk = conn.execute(
+            artists.insert()
+            .values(artist_key=key, name=name, n_tracks=len(vecs))
+            .returning(artists.c.pk)
+        ).scalar_one()
+    else:
+        pk = found.pk
+        conn.execute(artists.update().where(artists.c.pk == pk).values(n_tracks=len(vecs)))
+    vectors.put_artist(db, conn, pk, centroid)
