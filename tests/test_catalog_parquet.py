@@ -169,7 +169,7 @@ class FakeEngine:
     def tag(self, tracks):
         for t in tracks:
             self.tagged += 1
-            yield t, {**self.by_name[Path(t.path).name], "path": t.path}
+            yield t, {**self.by_name[Path(t.path).name], "path": t.path}, None
 
     def stats(self) -> str:
         return "fake"

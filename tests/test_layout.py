@@ -1,9 +1,11 @@
 """The package's rooms along the flow of data, checked on the source (every import, lazy ones
 inside functions included):
 
-    config, errors, numerics  ->  audio  ->  models  ->  runtime  ->  scoring  ->  serve | batch
+    config, errors, numerics  ->  audio  ->  models  ->  runtime  ->  scoring  ->  catalog
+                                                                      ->  serve | batch
 
-A module imports only from its own room or rooms to its left; serve and batch never import
+A module imports only from its own room or rooms to its left (serve and batch use the
+catalog's public functions; the catalog never imports them); serve and batch never import
 each other; no module imports itself back through others (no cycles); loadtests/ never
 imports tests/. __main__ (the command line) sits on top and may import anything.
 """
@@ -25,8 +27,9 @@ RANK = {
     "models": 2,
     "runtime": 3,
     "scoring": 4,
-    "serve": 5,
-    "batch": 5,
+    "catalog": 5,
+    "serve": 6,
+    "batch": 6,
     "__main__": 9,
 }
 

@@ -124,7 +124,7 @@ def test_rows_errors_and_accuracy(catalog, reference):
         ["path", "duration_s", "n_windows"]
         + [f"{n}_{c}" for n in (*NAMES, "ensemble") for c in ("genre", "probability")]
         + [f"p_{g}" for g in labels]
-        + ["timeline", "model_tags", "error"]
+        + ["timeline", "model_tags", "embedding", "error"]
     )
     for r in good:
         p = [float(r[f"p_{g}"]) for g in labels]

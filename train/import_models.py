@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from genre_detector.models.projection import PROJECTION_FILE
 from genre_detector.models.track_head import HEAD_FILE
 from genre_detector.runtime.store import (
     CALIBRATION_NAME,
@@ -39,8 +40,11 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
         metadata = json.loads(card.read_text())
         model_file = card.parent / "model.keras"
         head_file = card.parent / HEAD_FILE if (card.parent / HEAD_FILE).exists() else None
+        projection = card.parent / PROJECTION_FILE
+        projection = projection if projection.exists() else None
         sha = file_sha(model_file)
         head_sha = file_sha(head_file) if head_file else None
+        projection_sha = file_sha(projection) if projection else None
         try:
             stored = bentoml.models.list(store_name(metadata["architecture"]))
         except bentoml.exceptions.NotFound:
@@ -50,6 +54,7 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
             for m in stored
             if m.info.metadata.get("model_sha256") == sha
             and m.info.metadata.get("head_sha256") == head_sha
+            and m.info.metadata.get("projection_sha256") == projection_sha
         ]
         if existing:
             # entries imported before the ONNX export existed get their model.onnx now
@@ -58,7 +63,8 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
         else:
             onnx_file = card.parent / ONNX_FILE  # shipped beside model.keras: no TensorFlow
             onnx_file = onnx_file if onnx_file.exists() else None
-            results.append((save_to_store(model_file, metadata, head_file, onnx_file), True))
+            tag = save_to_store(model_file, metadata, head_file, onnx_file, projection)
+            results.append((tag, True))
     calibration = folder / "calibration.json"
     if calibration.exists():
         results.append(_import_calibration(json.loads(calibration.read_text())))

@@ -4,6 +4,8 @@
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://host:3000 --resume
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
     python -m genre_detector settings      # every GENRE_* variable (the README's table)
+    python -m genre_detector keys create NAME   # an API key for account NAME, shown once
+    python -m genre_detector keys list | keys revoke KEY_ID
 
 The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.files
 (walking, sharding, rows, writers); this module only parses arguments.
@@ -155,6 +157,27 @@ def _parser() -> argparse.ArgumentParser:
         "accuracy of every model and the ensemble at the end",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--catalog",
+        metavar="DB_URL",
+        help="also store every track in this catalog database (sqlite:///PATH or "
+        "postgresql://...; `default`: GENRE_DB_URL or the service's embedded one), owned by "
+        "--owner, with --consent; audio already there is skipped, so --resume is safe",
+    )
+    t.add_argument("--owner", default="", help="with --catalog: the account the tracks belong to")
+    t.add_argument(
+        "--consent",
+        default="",
+        help="with --catalog: the owner's consent, search or search,notify (required: nothing "
+        "enters the catalog without it)",
+    )
+    k = sub.add_parser("keys", help="API keys of the catalog (GENRE_DB_URL)")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="a new key for account NAME: printed once, stored hashed")
+    kc.add_argument("name", help="the account (owner) the key acts for")
+    ksub.add_parser("list", help="keys: id, account, prefix, created, revoked (no secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a key by its id (see keys list)")
+    kr.add_argument("key_id")
     sub.add_parser(
         "settings",
         help="print every GENRE_* variable with its default and meaning (Markdown)",
@@ -169,8 +192,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _keys(args) -> int:
+    from genre_detector.catalog import keys
+    from genre_detector.catalog.db import Catalog, CatalogUnavailable
+    from genre_detector.config import settings
+
+    try:
+        db = Catalog.open(settings().database_url())
+        if args.keys_command == "create":
+            key = keys.create(db, args.name)
+            print(f"key for {key.owner} (id {key.id}); shown only now, store it safely:")
+            print(key.secret)
+        elif args.keys_command == "list":
+            for k in keys.listing(db):
+                state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
+                print(f"{k['id']}  {k['owner']:<24} {k['prefix']}...  {state}")
+        elif not keys.revoke(db, args.key_id):
+            print(f"error: no active key {args.key_id}", file=sys.stderr)
+            return 2
+    except (CatalogUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "settings":
         from genre_detector.config import markdown_table
 
@@ -204,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("tag needs --out FILE.csv, FILE.jsonl or FOLDER.parquet (or --profile)")
     if args.parquet_rows < 1:
         _parser().error("--parquet-rows must be at least 1")
+    target = None
+    if args.catalog:
+        from genre_detector.config import settings
+
+        if not args.owner:
+            _parser().error("--catalog needs --owner NAME (the account the tracks belong to)")
+        url = settings().database_url() if args.catalog == "default" else args.catalog
+        target = tagger.CatalogTarget(url, args.owner, args.consent)
     try:
         shard = catalog.parse_shard(args.shard) if args.shard else None
         summary, stats = tagger.tag_catalog(
@@ -221,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             ray=ray,
             parquet_rows=args.parquet_rows,
+            catalog=target,
         )
     except KeyboardInterrupt:
         print(

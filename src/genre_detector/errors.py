@@ -46,6 +46,7 @@ REQUEST_CODES = {
     "unauthorized": 401,  # missing, unknown or revoked API key
     "not_found": 404,  # unknown id, or another account's (never 403: no confirmation)
     "db_unavailable": 503,  # the catalog's database cannot be reached or is locked
+    "catalog_unavailable": 503,  # the served models carry no search embedding (projection)
 }
 # The code a reply of BentoML or Starlette gets from its status when the boundary reshapes it
 # (any other 4xx: client_error).

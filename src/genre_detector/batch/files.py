@@ -203,6 +203,7 @@ class Summary:
     def __init__(self, labels: list[str], labels_from_folders: bool = False):
         self.labels, self.check = set(labels), labels_from_folders
         self.ok, self.resumed, self.failed = 0, 0, Counter()
+        self.catalog_added: int | None = None  # tracks new to the catalog (tag --catalog)
         self.scored, self.correct, self.models = 0, Counter(), []
 
     def add(self, row: dict, resumed: bool = False) -> None:
@@ -232,6 +233,8 @@ class Summary:
             + (f" ({why})" if why else "")
             + (f"; {self.resumed} already in the output" if self.resumed else "")
         ]
+        if self.catalog_added is not None:
+            lines.append(f"catalog: {self.catalog_added} new tracks stored")
         if self.check:
             acc = ", ".join(f"{m} {self.correct[m] / self.scored:.3f}" for m in self.models)
             lines.append(
@@ -247,14 +250,16 @@ def columns(model_names: list[str], labels: list[str]) -> list[str]:
     cols = ["path", "duration_s", "n_windows"]
     for name in [*model_names, "ensemble"]:
         cols += [f"{name}_genre", f"{name}_probability"]
-    return cols + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "error"]
+    return cols + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "embedding", "error"]
 
 
 def _flat(row: dict, cols: list[str]) -> list:
     flat = {**row, **{f"p_{g}": p for g, p in (row.get("probabilities") or {}).items()}}
     if row.get("model_tags"):
         flat["model_tags"] = " ".join(row["model_tags"].values())
-    return [flat.get(c, "") for c in cols]
+    if row.get("embedding") is not None:  # the search embedding, as a JSON list
+        flat["embedding"] = json.dumps(row["embedding"], separators=(",", ":"))
+    return [flat.get(c) if flat.get(c) is not None else "" for c in cols]
 
 
 def _nested(row: dict, cols: list[str]) -> dict:
@@ -421,6 +426,8 @@ def parquet_schema(cols: list[str]):
     def kind(c: str):
         if c == "duration_s" or c.endswith("_probability") or c.startswith("p_"):
             return pa.float64()
+        if c == "embedding":
+            return pa.list_(pa.float32())
         return pa.int64() if c == "n_windows" else pa.string()
 
     return pa.schema([pa.field(c, kind(c)) for c in cols])

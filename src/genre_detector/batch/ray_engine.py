@@ -102,8 +102,18 @@ class ModelActor:
             (Track(p, k), pickle.loads(f) if f is not None else tuple(json.loads(e)))
             for p, k, f, e in zip(cols["path"], cols["key"], cols["features"], cols["failure"])
         ]
-        rows = [json.dumps(row) for _, row in infer_rows(self.models, ready)]
-        return pa.table({"path": cols["path"], "key": cols["key"], "row": rows})
+        rows, records = [], []
+        for _, row, record in infer_rows(self.models, ready):
+            rows.append(json.dumps(row))
+            records.append(pickle.dumps(record, protocol=5) if record is not None else None)
+        return pa.table(
+            {
+                "path": cols["path"],
+                "key": cols["key"],
+                "row": rows,
+                "record": pa.array(records, pa.binary()),
+            }
+        )
 
 
 class RayEngine:
@@ -175,7 +185,7 @@ class RayEngine:
             num_cpus=self.model_cpus,
         )
 
-    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict, object]]:
         todo = list(tracks)
         if not todo:
             return
@@ -183,8 +193,8 @@ class RayEngine:
             batch_size=None, batch_format="pyarrow", prefetch_batches=1
         ):
             cols = batch.to_pydict()
-            for p, k, row in zip(cols["path"], cols["key"], cols["row"]):
-                yield Track(p, k), json.loads(row)
+            for p, k, row, rec in zip(cols["path"], cols["key"], cols["row"], cols["record"]):
+                yield Track(p, k), json.loads(row), pickle.loads(rec) if rec else None
 
     def stats(self) -> str:
         where = self.address or "local"

@@ -11,30 +11,49 @@ never each other's internals.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from genre_detector.audio.decode import AudioError
 from genre_detector.audio.features import FeatureSettings, WindowBatch, extract_feature_sets
+from genre_detector.audio.tags import read_tags
 from genre_detector.batch.files import Track, error_row, read_source, row_from_result
+from genre_detector.catalog.records import TrackRecord, record_from_result, sha256_of
 from genre_detector.scoring.track_result import score_track
 
-Features = dict  # FeatureSettings -> WindowBatch (without the whole-track mel)
+
+class Features(dict):
+    """FeatureSettings -> WindowBatch (without the whole-track mel), plus what the catalog
+    stores of the file: the sha256 of its bytes and the title and artist of its tags."""
+
+    sha256: str = ""
+    title: str = ""
+    artist: str = ""
 
 
 def track_features(path: str, settings: list[FeatureSettings]) -> Features | tuple[str, str]:
     """Windows of one file for every settings set, or (reason, detail) when it cannot be used."""
     try:
-        batches = extract_feature_sets(read_source(path), settings)
+        source = read_source(path)
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        batches = extract_feature_sets(data, settings)
     except AudioError as exc:
         return exc.reason, exc.detail
+    except OSError as exc:
+        return "not_audio", f"cannot read {path}: {exc.strerror or exc}"
     except Exception as exc:  # noqa: BLE001  one bad file != the run
         return "failed", f"{type(exc).__name__}: {exc}"
-    return {
-        s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
-        for s, b in batches.items()
-    }
+    out = Features(
+        {
+            s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+            for s, b in batches.items()
+        }
+    )
+    out.sha256 = sha256_of(data)
+    out.title, out.artist = read_tags(data)
+    return out
 
 
 def windows_of(result) -> int:
@@ -47,12 +66,18 @@ def tracks_per_batch(settings: list[FeatureSettings], batch_windows: int) -> int
     return max(1, -(-batch_windows // max(s.max_windows for s in settings)))
 
 
-def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tuple[Track, dict]]:
-    """Rows for (track, features or (reason, detail)) pairs: every model runs once on the
-    concatenated windows of the batch, the probabilities are split back per track.
+def infer_rows(
+    models, ready: list, seconds: dict | None = None
+) -> Iterator[tuple[Track, dict, TrackRecord | None]]:
+    """(track, row, catalog record) for (track, features or (reason, detail)) pairs: every
+    model runs once on the concatenated windows of the batch, the outputs are split back per
+    track, and each track is scored by scoring.score_track, as in the service. The row has
+    the track's search embedding and the record is what the catalog stores (None for a
+    failed track, or models without a projection).
 
     `models`: a runtime.model_set.ModelSet; `seconds["models"]` accumulates the time in the
-    models. Each track is scored by scoring.score_track, as in the service."""
+    models."""
+    projection = next((i.projection for i in models.infos.values() if i.projection), None)
 
     batches = [r for _, r in ready if isinstance(r, dict)]
     if batches:
@@ -65,7 +90,7 @@ def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tup
     offset = {s: 0 for s in models.settings}
     for track, r in ready:
         if not isinstance(r, dict):
-            yield track, error_row(track.path, *r)
+            yield track, error_row(track.path, *r), None
             continue
         outputs = {}
         for n, p in probs.items():
@@ -74,4 +99,9 @@ def infer_rows(models, ready: list, seconds: dict | None = None) -> Iterator[tup
         for s in models.settings:
             offset[s] += len(r[s].windows)
         result = score_track(r, outputs, models.infos, models.calibration)
-        yield track, row_from_result(track.path, result)
+        record = None
+        if projection is not None and result.embedding is not None:
+            record = record_from_result(result, projection, r.sha256, r.title, r.artist)
+        row = row_from_result(track.path, result)
+        row["embedding"] = record.embedding.round(6).tolist() if record is not None else None
+        yield track, row, record

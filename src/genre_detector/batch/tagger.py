@@ -31,6 +31,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -129,7 +130,7 @@ class InProcessEngine:
         finally:
             self.seconds["waiting for features"] += time.perf_counter() - t0
 
-    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict, object]]:
         pending: deque = deque()
         ready, n_windows = [], 0
         while True:
@@ -235,7 +236,7 @@ class RemoteEngine:
         code, detail = parse_error(r.content)
         return error_row(path, code or f"http_{r.status_code}", detail or r.text[:300])
 
-    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict]]:
+    def tag(self, tracks: Iterator[Track]) -> Iterator[tuple[Track, dict, None]]:
         pending: deque = deque()
         i = 0
         while True:
@@ -246,7 +247,7 @@ class RemoteEngine:
             if not pending:
                 break
             track, future = pending.popleft()
-            yield track, future.result()
+            yield track, future.result(), None  # the service's reply: no catalog record
 
     def stats(self) -> str:
         return f"remote: {len(self.urls)} URL(s)"
@@ -326,6 +327,52 @@ def measure_floor(
 
 # ---------------------------------------------------------------- the run
 
+CATALOG_BATCH = 32  # tracks per catalog transaction
+
+
+@dataclass(frozen=True)
+class CatalogTarget:
+    """Where `tag --catalog` stores the tracks: the database, the owning account and the
+    consent the label gives for its own catalog."""
+
+    url: str
+    owner: str
+    consent: str = "search"
+
+    def open(self) -> "CatalogSink":
+        from genre_detector.catalog.db import Catalog
+        from genre_detector.catalog.records import Consent
+
+        consent = Consent.parse(self.consent)  # refuses before any work without `search`
+        return CatalogSink(Catalog.open(self.url), self.owner, consent)
+
+
+class CatalogSink:
+    """Buffers records and writes them CATALOG_BATCH at a time (catalog.tracks.add_many)."""
+
+    def __init__(self, db, owner: str, consent):
+        self.db, self.owner, self.consent = db, owner, consent
+        self.pending: list = []
+        self.added = 0
+
+    def add(self, record) -> None:
+        self.pending.append(record)
+        if len(self.pending) >= CATALOG_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        from genre_detector.catalog import tracks
+
+        if self.pending:
+            self.added += tracks.add_many(self.db, self.owner, self.pending, self.consent)
+            self.pending = []
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.db.close()
+
 
 def tag_catalog(
     paths: list[str],
@@ -344,19 +391,27 @@ def tag_catalog(
     engine=None,
     ray: dict | None = None,
     parquet_rows: int = PARQUET_ROWS,
+    catalog: CatalogTarget | None = None,
 ) -> tuple[Summary, str]:
     """Tag every audio file under `paths` into `out`; returns the summary and engine stats.
 
     `engine`: an engine to use (and leave open) instead of building one from the options.
     `ray`: run on Ray (genre_detector.batch.ray_engine.RayEngine) with these keyword arguments
     (address, model_actors, model_cpus, decode_cpus); `workers` sizes a local Ray.
-    `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows."""
+    `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows.
+    `catalog`: also store every track in a catalog database (a label's own catalog), in
+    batches of CATALOG_BATCH tracks per transaction; audio already there is skipped."""
     from tqdm import tqdm
 
     tracks = walk(paths)
     if shard:
         tracks = [t for t in tracks if in_shard(t, *shard)]
     check_output(out, resume, overwrite)  # before minutes of model loading
+    sink = catalog.open() if catalog is not None else None  # before the models, too
+    if sink is not None and urls:
+        raise ValueError(
+            "--catalog stores what this machine scores: it does not combine with --url"
+        )
     own = engine is None
     if own:
         if urls:
@@ -389,9 +444,11 @@ def tag_catalog(
         )
         t0 = time.perf_counter()
         try:
-            for _, row in engine.tag(iter(todo)):
+            for _, row, record in engine.tag(iter(todo)):
                 writer.write(row)
                 summary.add(row)
+                if sink is not None and record is not None:
+                    sink.add(record)
                 bar.update()
                 if row.get("error"):
                     bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
@@ -399,6 +456,9 @@ def tag_catalog(
             summary.seconds = time.perf_counter() - t0
             bar.close()
             writer.close()
+            if sink is not None:
+                sink.close()
+                summary.catalog_added = sink.added
     finally:
         if own:
             engine.close()

@@ -76,6 +76,39 @@ def similar_tracks(
     return out[:k]
 
 
+def similar_to_track(
+    db,
+    track_id: str,
+    k: int = 10,
+    genre: str | None = None,
+    exclude_same_artist: bool = True,
+    min_score: float | None = None,
+) -> tuple[dict, list[dict]]:
+    """(the query track's public fields, the tracks most like it). GenreError not_found for
+    an id that is not a searchable track."""
+    from genre_detector.catalog.tracks import pk_of
+
+    found = pk_of(db, track_id)
+    if found is None:
+        raise GenreError("not_found", f"no track {track_id!r} in the catalog")
+    pk, track = found
+    with db.connect() as conn:
+        vector = vectors.track_vector(db, conn, pk)
+    if vector is None:
+        raise GenreError("not_found", f"no track {track_id!r} in the catalog")
+    results = similar_tracks(
+        db,
+        vector,
+        k,
+        genre,
+        track["artist"] if exclude_same_artist and track["artist"] else None,
+        min_score,
+        exclude_id=track_id,
+    )
+    query = {k_: track[k_] for k_ in ("id", "title", "artist")}
+    return {**query, "genre": track["top_genre"], "top3": track["top3"]}, results
+
+
 def similar_artists(db, artist: str, k: int = 10) -> tuple[dict, list[dict]]:
     """(the artist, [{artist, score, n_tracks}] of the k artists whose consented tracks sound
     most like theirs, best first). GenreError not_found for an artist with no such tracks."""

@@ -48,52 +48,81 @@ def add(db, owner: str, record: TrackRecord, consent: Consent, on_insert=None) -
     runs inside it too (watches write their outbox there)."""
     if not consent.search:
         raise GenreError("consent_required", "a track needs consent to search to be stored")
-    existing = _by_sha(db, owner, record.sha256)
+    existing = by_sha256(db, owner, record.sha256)
     if existing is not None:
         return existing, False
-    now = _now()
     try:
         with db.begin() as conn:
-            pk = conn.execute(
-                tracks.insert()
-                .values(
-                    id=uuid.uuid4().hex,
-                    owner=owner,
-                    sha256=record.sha256,
-                    title=record.title,
-                    artist=record.artist,
-                    artist_key=record.artist_key,
-                    consent_search=consent.search,
-                    consent_notify=consent.notify,
-                    consented_at=now,
-                    duration_s=record.duration_s,
-                    top_genre=record.top_genre,
-                    top_probability=record.top_probability,
-                    probabilities=record.probabilities,
-                    top3=record.top3,
-                    timeline=record.timeline,
-                    model_tags=record.model_tags,
-                    features=np.asarray(record.features, np.float32).tobytes(),
-                    embedding_version=record.embedding_version,
-                    created_at=now,
-                )
-                .returning(tracks.c.pk)
-            ).scalar_one()
-            vectors.put_track(db, conn, pk, record.embedding, record.top_genre, record.artist_key)
-            _refresh_artist(db, conn, record.artist_key, record.artist)
-            row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
-            if on_insert is not None:
-                on_insert(conn, pk, row)
+            row = _insert(db, conn, owner, record, consent, on_insert)
     except sa.exc.IntegrityError:
         # the same audio arrived concurrently: the other transaction's row is the track
-        existing = _by_sha(db, owner, record.sha256)
+        existing = by_sha256(db, owner, record.sha256)
         if existing is None:
             raise
         return existing, False
     return row, True
 
 
-def _by_sha(db, owner: str, sha256: str) -> dict | None:
+def add_many(db, owner: str, records: list[TrackRecord], consent: Consent, on_insert=None):
+    """Add a batch in one transaction (the tagger's writes); audio the owner already has is
+    skipped. Returns the number of tracks created. A concurrent writer of the same audio
+    makes the batch fall back to one transaction per track."""
+    if not consent.search:
+        raise GenreError("consent_required", "a track needs consent to search to be stored")
+    try:
+        with db.begin() as conn:
+            have = _existing(conn, owner, [r.sha256 for r in records])
+            fresh = {r.sha256: r for r in records if r.sha256 not in have}
+            for record in fresh.values():
+                _insert(db, conn, owner, record, consent, on_insert)
+        return len(fresh)
+    except sa.exc.IntegrityError:
+        return sum(add(db, owner, r, consent, on_insert)[1] for r in records)
+
+
+def _existing(conn, owner: str, shas: list[str]) -> set[str]:
+    rows = conn.execute(
+        sa.select(tracks.c.sha256).where(tracks.c.owner == owner, tracks.c.sha256.in_(shas))
+    )
+    return {r.sha256 for r in rows}
+
+
+def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
+    now = _now()
+    pk = conn.execute(
+        tracks.insert()
+        .values(
+            id=uuid.uuid4().hex,
+            owner=owner,
+            sha256=record.sha256,
+            title=record.title,
+            artist=record.artist,
+            artist_key=record.artist_key,
+            consent_search=consent.search,
+            consent_notify=consent.notify,
+            consented_at=now,
+            duration_s=record.duration_s,
+            top_genre=record.top_genre,
+            top_probability=record.top_probability,
+            probabilities=record.probabilities,
+            top3=record.top3,
+            timeline=record.timeline,
+            model_tags=record.model_tags,
+            features=np.asarray(record.features, np.float32).tobytes(),
+            embedding_version=record.embedding_version,
+            created_at=now,
+        )
+        .returning(tracks.c.pk)
+    ).scalar_one()
+    vectors.put_track(db, conn, pk, record.embedding, record.top_genre, record.artist_key)
+    _refresh_artist(db, conn, record.artist_key, record.artist)
+    row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
+    if on_insert is not None:
+        on_insert(conn, pk, row)
+    return row
+
+
+def by_sha256(db, owner: str, sha256: str) -> dict | None:
     with db.connect() as conn:
         r = conn.execute(
             sa.select(tracks).where(tracks.c.owner == owner, tracks.c.sha256 == sha256)

@@ -55,6 +55,9 @@ class ModelInfo:
     pooling: str = "mean"  # windows -> track (predict.track_probabilities)
     # track_head.TrackHead: window features -> probabilities (None: the model gives those)
     head: object = field(default=None, compare=False, repr=False)
+    # projection.Projection: the track's pooled features -> its search embedding (None: no
+    # catalog embedding from this model)
+    projection: object = field(default=None, compare=False, repr=False)
 
     @property
     def output_width(self) -> int:
@@ -81,6 +84,15 @@ class ModelInfo:
                 raise ValueError(
                     f"{info.tag}: its track head has {len(info.head.bias)} classes for "
                     f"{len(info.labels)} labels"
+                )
+        if info.metadata.get("projection"):
+            from genre_detector.models.projection import Projection
+
+            info.projection = Projection.load(entry.path_of(info.metadata["projection"]))
+            if info.head is not None and info.projection.d_in != 2 * info.head.n_features:
+                raise ValueError(
+                    f"{info.tag}: its projection takes {info.projection.d_in} numbers, the "
+                    f"track's pooled features are {2 * info.head.n_features}"
                 )
         return info
 
@@ -112,19 +124,24 @@ def save_to_store(
     metadata: dict,
     head_file: str | Path | None = None,
     onnx_file: str | Path | None = None,
+    projection_file: str | Path | None = None,
 ) -> str:
     """Copy a saved .keras file (and the family's track head, when it has one) into the
     store under genre-<architecture>; return the tag. `onnx_file`: its ONNX export, copied
-    as it is (no TensorFlow needed); without one the .keras file is exported (add_onnx)."""
+    as it is (no TensorFlow needed); without one the .keras file is exported (add_onnx).
+    `projection_file`: the search embedding's projection (models.projection), kept beside."""
     import shutil
 
     import bentoml
 
+    from genre_detector.models.projection import PROJECTION_FILE
     from genre_detector.models.track_head import HEAD_FILE
 
     md = {**metadata, "model_sha256": file_sha(model_file)}
     if head_file is not None:
         md.update(track_head=HEAD_FILE, head_sha256=file_sha(head_file))
+    if projection_file is not None:
+        md.update(projection=PROJECTION_FILE, projection_sha256=file_sha(projection_file))
     with bentoml.models.create(
         store_name(md["architecture"]),
         metadata=md,
@@ -133,6 +150,8 @@ def save_to_store(
         shutil.copyfile(model_file, bento_model.path_of(MODEL_FILE))
         if head_file is not None:
             shutil.copyfile(head_file, bento_model.path_of(HEAD_FILE))
+        if projection_file is not None:
+            shutil.copyfile(projection_file, bento_model.path_of(PROJECTION_FILE))
         if onnx_file is not None:
             shutil.copyfile(onnx_file, bento_model.path_of(ONNX_FILE))
         else:

@@ -22,7 +22,6 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from genre_detector.audio.decode import AudioError
 from genre_detector.audio.features import FeatureSettings, extract_feature_sets, warm_up
 from genre_detector.config import Settings, settings
 from genre_detector.errors import GenreError
@@ -31,6 +30,13 @@ from genre_detector.models.families import FAMILIES, research_names
 from genre_detector.runtime.store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
+from genre_detector.serve.catalog_routes import (
+    RETRY_AFTER_S,
+    CatalogHandle,
+    catalog_app,
+    search_upload,
+    store_upload,
+)
 from genre_detector.serve.container_image import IMAGE
 from genre_detector.serve.drain import install_drain_handler
 from genre_detector.serve.http_boundary import MAX_CONCURRENCY, TARGET_CONCURRENCY, HttpBoundary
@@ -93,6 +99,11 @@ GROUP_METHOD = {s: "group_" + "_".join(names) for s, names in GROUPS.items()}
 
 
 MODEL_SERVICE_NAME = "genre_models"
+# The catalog, opened on its first request (serve.catalog_routes.CatalogHandle): the embedding
+# size of a new catalog is the served projection's.
+CATALOG = CatalogHandle(
+    dim=next((i.projection.dim for i in INFOS.values() if i.projection is not None), None)
+)
 
 
 # A call to the model service whose pooled keep-alive connection the service closed at that
@@ -213,6 +224,12 @@ def _error(ctx: bentoml.Context, exc: GenreError) -> dict:
     return exc.body()
 
 
+def _catalog_error(ctx: bentoml.Context, exc: GenreError) -> dict:
+    if exc.code == "db_unavailable":
+        ctx.response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return _error(ctx, exc)
+
+
 def _models_app():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
@@ -239,6 +256,7 @@ def _ui_app():
     traffic={"timeout": 120, "max_concurrency": MAX_CONCURRENCY, "concurrency": TARGET_CONCURRENCY},
     http={"cors": {"enabled": False}},
 )
+@bentoml.asgi_app(catalog_app(CATALOG, LABELS), path="")
 @bentoml.asgi_app(_models_app(), path="/models")
 @bentoml.asgi_app(_ui_app(), path="/ui")
 class GenreDetector:
@@ -249,6 +267,7 @@ class GenreDetector:
     def __init__(self) -> None:
         from threadpoolctl import threadpool_limits
 
+        self.catalog = CATALOG
         # One BLAS thread: the mel projection is tiny, and threads only contend with the models.
         threadpool_limits(1)
         self.infos = INFOS
@@ -280,6 +299,28 @@ class GenreDetector:
             probs.update({n: out[:, k] for k, n in enumerate(group)})
         return {n: probs[n] for n in models}
 
+    async def _score(self, audio: Path | None, field: str, models: list[str], extra=()):
+        """The upload scored by every model in `models` (score_track, as everywhere):
+        (batches, TrackResult). GenreError for a missing file, an unknown model or audio
+        that cannot be used. `extra`: more feature settings to compute (the picture's)."""
+        if audio is None:
+            raise GenreError(
+                "missing_file", f"send the audio file as multipart/form-data field '{field}'"
+            )
+        unknown = [m for m in models if m not in self.infos]
+        if unknown:
+            raise GenreError(
+                "unknown_model",
+                f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
+            )
+        needed = list(dict.fromkeys([*(self.infos[m].settings for m in models), *extra]))
+        loop = asyncio.get_running_loop()
+        batches = await loop.run_in_executor(
+            self.pool, extract_feature_sets, Path(audio).read_bytes(), needed
+        )
+        probs = await self._run_models({s: b.windows for s, b in batches.items()}, models)
+        return batches, score_track(batches, probs, self.infos, CALIBRATION)
+
     async def _analyse(
         self,
         ctx: bentoml.Context,
@@ -288,39 +329,30 @@ class GenreDetector:
         models: list[str],
         spectrogram: bool = False,
     ) -> dict:
-        if audio is None:
-            return _error(
-                ctx,
-                GenreError(
-                    "missing_file", f"send the audio file as multipart/form-data field '{field}'"
-                ),
-            )
-        unknown = [m for m in models if m not in self.infos]
-        if unknown:
-            return _error(
-                ctx,
-                GenreError(
-                    "unknown_model",
-                    f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(self.infos)}",
-                ),
-            )
-        needed = list(dict.fromkeys(self.infos[m].settings for m in models))
-        if spectrogram and not any(s.scale == "db" for s in needed):
-            needed.append(FeatureSettings())  # the picture is drawn in dB
-        loop = asyncio.get_running_loop()
+        extra = []
+        if spectrogram and not any(self.infos[m].settings.scale == "db" for m in models):
+            extra.append(FeatureSettings())  # the picture is drawn in dB
         try:
-            batches = await loop.run_in_executor(
-                self.pool, extract_feature_sets, Path(audio).read_bytes(), needed
-            )
-        except AudioError as exc:
+            batches, result = await self._score(audio, field, models, extra)
+        except GenreError as exc:  # AudioError is one
             return _error(ctx, exc)
-        probs = await self._run_models({s: b.windows for s, b in batches.items()}, models)
-        result = score_track(batches, probs, self.infos, CALIBRATION)
         reply = predict_reply(result, uuid.uuid4().hex[:16], self.infos, CALIBRATION)
         if spectrogram:
-            s = next(s for s in needed if s.scale == "db")
+            s = next(s for s in batches if s.scale == "db")
             reply["spectrogram_png"] = png_data_url(batches[s].mel, s.floor)
         return reply
+
+    async def _embedding(self, audio: Path | None):
+        """(TrackResult, projection) of an upload scored by every served model: what the
+        catalog stores and searches with."""
+        name = next((n for n in SERVED if self.infos[n].projection is not None), None)
+        if name is None:
+            raise GenreError(
+                "catalog_unavailable",
+                "the served models carry no search projection: re-import them (make models)",
+            )
+        _, result = await self._score(audio, "audio", list(SERVED))
+        return result, self.infos[name].projection
 
     @bentoml.api(route="/predict")
     # `audio: Path = None`, not Optional[Path]: BentoML 1.4 then treats it as a file field,
@@ -349,7 +381,54 @@ class GenreDetector:
         reply = await self._analyse(ctx, audio_file, "audio_file", list(research_names()))
         return reply if "error" in reply else legacy_reply(reply)
 
+    @bentoml.api(route="/tracks")
+    async def add_track(
+        self,
+        ctx: bentoml.Context,
+        audio: Path = None,  # type: ignore[assignment]
+        title: str = "",
+        artist: str = "",
+        consent: str = "",
+    ) -> dict:
+        """Add a track to your catalog (`Authorization: Bearer KEY`, consent=search[,notify]):
+        scored as /predict scores it and stored with its embedding (the audio itself is
+        not stored): 201 and the track, or 200 and the same track for audio added before."""
+        fields = {"title": title, "artist": artist, "consent": consent}
+        fields.update({k: v for k, v in ctx.request.query_params.items() if k in fields})
+        if audio is None:
+            return _error(ctx, GenreError("missing_file", "send the track as field 'audio'"))
+        try:
+            status, body = await store_upload(
+                self.catalog,
+                ctx.request.headers.get("authorization"),
+                fields,
+                Path(audio).read_bytes(),
+                lambda: self._embedding(audio),
+            )
+        except GenreError as exc:
+            return _catalog_error(ctx, exc)
+        ctx.response.status_code = status
+        return body
+
+    @bentoml.api(route="/similar")
+    async def similar(self, ctx: bentoml.Context, audio: Path = None) -> dict:  # type: ignore[assignment]
+        """Tracks in the catalog that sound like the uploaded clip (which is not stored):
+        query parameters k (1-100), genre, exclude_same_artist (default true), min_score."""
+        if audio is None:
+            return _error(ctx, GenreError("missing_file", "send the clip as field 'audio'"))
+        try:
+            return await search_upload(
+                self.catalog,
+                ctx.request.query_params,
+                LABELS,
+                Path(audio).read_bytes(),
+                lambda: self._embedding(audio),
+            )
+        except GenreError as exc:
+            return _catalog_error(ctx, exc)
+
 
 GenreDetector.add_asgi_middleware(
-    HttpBoundary, file_fields={"/predict": "audio", "/": "audio_file"}
+    HttpBoundary,
+    file_fields={"/predict": "audio", "/": "audio_file", "/tracks": "audio", "/similar": "audio"},
 )
