@@ -6,6 +6,8 @@
     python -m genre_detector settings      # every GENRE_* variable (the README's table)
     python -m genre_detector keys create NAME   # an API key for account NAME, shown once
     python -m genre_detector keys list | keys revoke KEY_ID
+    python -m genre_detector catalog demo      # the shared clips into the local catalog
+    python -m genre_detector catalog reindex   # re-embed after the projection changed
 
 The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.files
 (walking, sharding, rows, writers); this module only parses arguments.
@@ -178,6 +180,17 @@ def _parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", help="keys: id, account, prefix, created, revoked (no secrets)")
     kr = ksub.add_parser("revoke", help="revoke a key by its id (see keys list)")
     kr.add_argument("key_id")
+    c = sub.add_parser("catalog", help="the catalog database (GENRE_DB_URL)")
+    csub = c.add_subparsers(dest="catalog_command", required=True)
+    cd = csub.add_parser("demo", help="fill the catalog with the shared clips (owner demo)")
+    cd.add_argument(
+        "--data", default=None, help="folder of sources with tracks.csv (default: GENRE_DATA)"
+    )
+    cd.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    cd.add_argument("--workers", type=int, default=None, help="decoding processes")
+    csub.add_parser(
+        "reindex", help="re-embed tracks made by another projection than the stored musicnn model's"
+    )
     sub.add_parser(
         "settings",
         help="print every GENRE_* variable with its default and meaning (Markdown)",
@@ -216,10 +229,54 @@ def _keys(args) -> int:
     return 0
 
 
+def _catalog(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from genre_detector.catalog.db import Catalog, CatalogUnavailable
+    from genre_detector.config import settings
+
+    url = settings().database_url()
+    try:
+        if args.catalog_command == "reindex":
+            from genre_detector.catalog import tracks
+            from genre_detector.runtime.store import ModelInfo, resolve
+
+            projection = ModelInfo.from_entry(resolve("musicnn")).projection
+            if projection is None:
+                print("error: the stored musicnn model has no projection", file=sys.stderr)
+                return 2
+            db = Catalog.open(url, dim=projection.dim)
+            n = tracks.reindex(db, projection)
+            print(f"re-embedded {n} tracks with projection {projection.version} ({url})")
+            return 0
+        from genre_detector.batch import tagger
+        from genre_detector.catalog.demo import track_names
+
+        names = track_names(Path(args.data) if args.data else settings().data)
+        if not names:
+            print("error: no <source>/tracks.csv under the data folder", file=sys.stderr)
+            return 2
+        paths = sorted(names)[: args.limit] if args.limit else sorted(names)
+        target = tagger.CatalogTarget(url, "demo", "search,notify", names)
+        with tempfile.TemporaryDirectory(prefix="genre-demo-") as tmp:
+            summary, _ = tagger.tag_catalog(
+                paths, str(Path(tmp) / "demo.csv"), workers=args.workers, catalog=target
+            )
+        print(summary.report(summary.seconds))
+        print(f"catalog: {url}")
+        return 0
+    except (CatalogUnavailable, LookupError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "catalog":
+        return _catalog(args)
     if args.command == "settings":
         from genre_detector.config import markdown_table
 

@@ -22,6 +22,7 @@ engine's rows have one format (the remote one reads the service's reply, made th
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -31,7 +32,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -338,24 +339,36 @@ class CatalogTarget:
     url: str
     owner: str
     consent: str = "search"
+    # path -> (title, artist) for files whose own tags lack them (a label's track list)
+    names: dict = field(default_factory=dict, hash=False, compare=False)
 
     def open(self) -> "CatalogSink":
         from genre_detector.catalog.db import Catalog
         from genre_detector.catalog.records import Consent
 
         consent = Consent.parse(self.consent)  # refuses before any work without `search`
-        return CatalogSink(Catalog.open(self.url), self.owner, consent)
+        return CatalogSink(Catalog.open(self.url), self.owner, consent, self.names)
 
 
 class CatalogSink:
     """Buffers records and writes them CATALOG_BATCH at a time (catalog.tracks.add_many)."""
 
-    def __init__(self, db, owner: str, consent):
+    def __init__(self, db, owner: str, consent, names: dict | None = None):
         self.db, self.owner, self.consent = db, owner, consent
+        self.names = names or {}
         self.pending: list = []
         self.added = 0
 
-    def add(self, record) -> None:
+    def add(self, record, path: str = "") -> None:
+        from genre_detector.catalog.records import clean_name
+
+        title, artist = self.names.get(path, ("", ""))
+        if (title and not record.title) or (artist and not record.artist):
+            record = dataclasses.replace(
+                record,
+                title=record.title or clean_name(title),
+                artist=record.artist or clean_name(artist),
+            )
         self.pending.append(record)
         if len(self.pending) >= CATALOG_BATCH:
             self.flush()
@@ -444,11 +457,11 @@ def tag_catalog(
         )
         t0 = time.perf_counter()
         try:
-            for _, row, record in engine.tag(iter(todo)):
+            for track, row, record in engine.tag(iter(todo)):
                 writer.write(row)
                 summary.add(row)
                 if sink is not None and record is not None:
-                    sink.add(record)
+                    sink.add(record, track.path)
                 bar.update()
                 if row.get("error"):
                     bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)

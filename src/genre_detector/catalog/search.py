@@ -34,14 +34,18 @@ def similar_tracks(
     exclude_artist: str | None = None,
     min_score: float | None = None,
     exclude_id: str | None = None,
+    exclude_sha256: str | None = None,
 ) -> list[dict]:
     """The k most similar searchable tracks, best first: [{id, title, artist, score, genre,
-    top3}], score = cosine similarity in [-1, 1]; never `exclude_id`, nor (given) any track
-    of `exclude_artist` (compared case-insensitively)."""
+    top3}], score = cosine similarity in [-1, 1]; never `exclude_id` nor a track of the
+    audio `exclude_sha256` (the query itself), nor (given) any track of `exclude_artist`
+    (compared case-insensitively)."""
     check_k(k)
     key = artist_key(exclude_artist) if exclude_artist else None
+    # room for the query itself: one row, or the same audio held by up to 5 accounts
+    extra = 5 if exclude_sha256 is not None else 1
     with db.connect() as conn:  # one transaction (PostgreSQL's scan settings are per one)
-        hits = vectors.nearest_tracks(db, conn, vector, k + 1, genre, key)
+        hits = vectors.nearest_tracks(db, conn, vector, k + extra, genre, key)
         if not hits:
             return []
         rows = conn.execute(
@@ -52,13 +56,14 @@ def similar_tracks(
                 tracks.c.artist,
                 tracks.c.top_genre,
                 tracks.c.top3,
+                tracks.c.sha256,
             ).where(tracks.c.pk.in_([pk for pk, _ in hits]))
         ).fetchall()
     by_pk = {r.pk: r for r in rows}
     out = []
     for pk, distance in hits:
         r = by_pk.get(pk)
-        if r is None or r.id == exclude_id:
+        if r is None or r.id == exclude_id or r.sha256 == exclude_sha256:
             continue
         score = round(1.0 - distance, 6)
         if min_score is not None and score < min_score:

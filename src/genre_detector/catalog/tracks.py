@@ -233,3 +233,37 @@ def _refresh_artist(db, conn, key: str, name: str) -> None:
         pk = found.pk
         conn.execute(artists.update().where(artists.c.pk == pk).values(n_tracks=len(vecs)))
     vectors.put_artist(db, conn, pk, centroid)
+
+
+def reindex(db, projection, batch: int = 500) -> int:
+    """Re-embed every track whose embedding was made by another projection than
+    `projection` (models.projection.Projection), from its stored pooled features, and
+    refresh the artists' centroids. Returns the number of tracks re-embedded. (A change of
+    the musicnn backbone itself changes the features: tag the audio again.)"""
+    from genre_detector.catalog.schema import artists as artists_table
+
+    done = 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(tracks.c.pk, tracks.c.features, tracks.c.top_genre, tracks.c.artist_key)
+                .where(tracks.c.embedding_version != projection.version)
+                .limit(batch)
+            ).fetchall()
+            for r in rows:
+                vector = projection.apply(np.frombuffer(r.features, dtype=np.float32))
+                vectors.delete_track(conn, r.pk)
+                vectors.put_track(db, conn, r.pk, vector, r.top_genre, r.artist_key)
+                conn.execute(
+                    tracks.update()
+                    .where(tracks.c.pk == r.pk)
+                    .values(embedding_version=projection.version)
+                )
+        done += len(rows)
+        if len(rows) < batch:
+            break
+    if done:
+        with db.begin() as conn:
+            for a in conn.execute(sa.select(artists_table)).fetchall():
+                _refresh_artist(db, conn, a.artist_key, a.name)
+    return done

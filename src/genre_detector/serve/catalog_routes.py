@@ -134,7 +134,8 @@ async def store_upload(handle: CatalogHandle, authorization, fields: dict, data:
 
 async def search_upload(handle: CatalogHandle, params, labels, data: bytes, score) -> dict:
     """POST /similar: the catalog's tracks most like an uploaded clip (which is not stored).
-    With exclude_same_artist, the clip's own tagged artist is left out."""
+    Catalog tracks of the very same audio are left out, and with exclude_same_artist the
+    clip's own tagged artist."""
     from genre_detector.audio.tags import read_tags
 
     opts = search_options(params, labels)
@@ -149,6 +150,8 @@ async def search_upload(handle: CatalogHandle, params, labels, data: bytes, scor
         opts["genre"],
         artist or None,
         opts["min_score"],
+        None,
+        sha256_of(data),
     )
     query = {"artist": artist, "genre": result.ensemble.top_genre, **opts}
     return {"results": results, "query": query}

@@ -1,0 +1,196 @@
+"""The catalog over real HTTP: `bentoml serve` on a real port with its embedded SQLite catalog,
+keys made by the CLI, real clips. Consent, ownership (404, never 403), idempotent uploads,
+erasure, search by id and by upload, similar artists, concurrency, and a database that cannot
+be reached (503 db_unavailable while /predict keeps working)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from loadtests.service_process import REPO, ServedService
+from tests.expected import NINE
+
+pytestmark = pytest.mark.slow
+CLIPS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae"]
+
+
+def _key(env: dict, owner: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "genre_detector", "keys", "create", owner],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def served(store_with_models, tmp_path_factory):
+    env = {"GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('cat') / 'catalog.sqlite3'}"}
+    svc = ServedService(env)
+    try:
+        keys = {o: _key(env, o) for o in ("label-a", "label-b")}
+        svc.wait_ready()
+        yield svc, keys
+    finally:
+        svc.stop()
+
+
+def _auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _post_track(svc, clip: Path, key: str | None, **fields):
+    with open(clip, "rb") as f:
+        return requests.post(
+            f"{svc.url}/tracks",
+            files={"audio": (clip.name, f)},
+            data=fields,
+            headers=_auth(key) if key else {},
+            timeout=120,
+        )
+
+
+def test_upload_needs_a_key_and_consent_and_is_stored_once(served, gtzan_dir):
+    svc, keys = served
+    clip = gtzan_dir / "rock.00000.wav"
+    r = _post_track(svc, clip, None, consent="search")
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    r = _post_track(svc, clip, "gd_not-a-key", consent="search")
+    assert r.status_code == 401
+    r = _post_track(svc, clip, keys["label-a"])
+    assert r.status_code == 400 and r.json()["error"] == "consent_required"
+    r = _post_track(svc, clip, keys["label-a"], consent="search,resell")
+    assert r.status_code == 400 and "resell" in r.json()["detail"]
+    listed = requests.get(f"{svc.url}/tracks", headers=_auth(keys["label-a"]), timeout=30)
+    assert listed.status_code == 200 and listed.json()["tracks"] == []  # nothing stored
+    r = _post_track(svc, clip, keys["label-a"], consent="search,notify", title="Rock 0")
+    assert r.status_code == 201, r.text
+    track = r.json()
+    assert track["created"] is True and track["title"] == "Rock 0"
+    assert track["consent"] == ["search", "notify"] and set(track["probabilities"]) == set(NINE)
+    assert abs(sum(track["probabilities"].values()) - 1) < 1e-6
+    with open(clip, "rb") as f:
+        predicted = requests.post(f"{svc.url}/predict", files={"audio": f}, timeout=120).json()
+    assert track["top_genre"] == predicted["ensemble"]["top_genre"]  # one scoring path
+    for g, p in predicted["ensemble"]["probabilities"].items():
+        assert abs(track["probabilities"][g] - p) < 1e-6
+    again = _post_track(svc, clip, keys["label-a"], consent="search")
+    assert again.status_code == 200 and again.json()["id"] == track["id"]
+    assert again.json()["created"] is False
+
+
+def test_owner_reads_others_get_404(served, gtzan_dir):
+    svc, keys = served
+    r = _post_track(svc, gtzan_dir / "jazz.00000.wav", keys["label-a"], consent="search")
+    assert r.status_code in (200, 201)
+    tid = r.json()["id"]
+    mine = requests.get(f"{svc.url}/tracks/{tid}", headers=_auth(keys["label-a"]), timeout=30)
+    assert mine.status_code == 200
+    body = mine.json()
+    assert body["id"] == tid and body["owner"] == "label-a" and len(body["sha256"]) == 64
+    assert body["timeline"] and body["model_tags"] and body["embedding_version"]
+    other = requests.get(f"{svc.url}/tracks/{tid}", headers=_auth(keys["label-b"]), timeout=30)
+    assert other.status_code == 404 and other.json()["error"] == "not_found"
+    gone = requests.delete(f"{svc.url}/tracks/{tid}", headers=_auth(keys["label-b"]), timeout=30)
+    assert gone.status_code == 404
+    assert requests.get(f"{svc.url}/tracks/{tid}", timeout=30).status_code == 401
+    unknown = requests.get(f"{svc.url}/tracks/nope", headers=_auth(keys["label-a"]), timeout=30)
+    assert unknown.status_code == 404
+
+
+def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
+    svc, keys = served
+    ids = {}
+    for i, name in enumerate(CLIPS):
+        artist = "Band A" if i % 2 else "Band B"
+        r = _post_track(
+            svc, gtzan_dir / f"{name}.00000.wav", keys["label-b"], consent="search", artist=artist
+        )
+        assert r.status_code in (200, 201), r.text
+        ids[name] = r.json()["id"]
+    q = ids["classical"]
+    r = requests.get(f"{svc.url}/tracks/{q}/similar?k=3&exclude_same_artist=false", timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["id"] == q and len(body["results"]) == 3
+    assert q not in {x["id"] for x in body["results"]}
+    assert set(body["results"][0]) == {"id", "title", "artist", "score", "genre", "top3"}
+    scores = [x["score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    same = requests.get(f"{svc.url}/tracks/{q}/similar?k=20", timeout=30).json()["results"]
+    assert all(x["artist"].casefold() != "band b" for x in same)  # classical is by Band B
+    for bad in ("k=0", "k=101", "k=x", "genre=polka", "min_score=2", "exclude_same_artist=maybe"):
+        r = requests.get(f"{svc.url}/tracks/{q}/similar?{bad}", timeout=30)
+        assert r.status_code == 400 and r.json()["error"] == "bad_parameter", bad
+        assert bad.split("=")[0] in r.json()["detail"]
+    with open(gtzan_dir / "classical.00000.wav", "rb") as f:
+        up = requests.post(f"{svc.url}/similar?k=5", files={"audio": f}, timeout=120)
+    assert up.status_code == 200, up.text
+    assert q not in {x["id"] for x in up.json()["results"]}  # the same audio is the query
+    artists = requests.get(f"{svc.url}/artists/similar?artist=band%20a&k=5", timeout=30)
+    assert artists.status_code == 200
+    assert artists.json()["query"]["artist"] == "Band A"
+    assert [a["artist"] for a in artists.json()["results"]] == ["Band B"]
+    # erasure: gone from the owner's list and from every search
+    d = requests.delete(
+        f"{svc.url}/tracks/{ids['jazz']}", headers=_auth(keys["label-b"]), timeout=30
+    )
+    assert d.status_code == 204
+    for name in CLIPS:
+        if name == "jazz":
+            continue
+        r = requests.get(f"{svc.url}/tracks/{ids[name]}/similar?k=100", timeout=30)
+        assert ids["jazz"] not in {x["id"] for x in r.json()["results"]}
+    assert requests.get(f"{svc.url}/tracks/{ids['jazz']}/similar", timeout=30).status_code == 404
+
+
+def test_concurrent_uploads(served, emotify_dir):
+    svc, keys = served
+    clips = sorted((emotify_dir / "electronic").glob("*.mp3"))[:8]
+    with ThreadPoolExecutor(8) as pool:
+        different = list(
+            pool.map(lambda c: _post_track(svc, c, keys["label-a"], consent="search"), clips)
+        )
+        same = list(
+            pool.map(
+                lambda _: _post_track(svc, clips[0], keys["label-b"], consent="search"), range(8)
+            )
+        )
+    assert [r.status_code for r in different] == [201] * 8
+    assert len({r.json()["id"] for r in different}) == 8
+    assert sum(r.status_code == 201 for r in same) == 1
+    assert len({r.json()["id"] for r in same}) == 1
+
+
+def test_unreachable_database_is_503_and_predict_still_works(store_with_models, wav_clip):
+    env = {"GENRE_DB_URL": "postgresql://nobody@127.0.0.1:1/catalog?connect_timeout=2"}
+    svc = ServedService(env)
+    try:
+        svc.wait_ready()
+        with open(wav_clip, "rb") as f:
+            r = requests.post(
+                f"{svc.url}/tracks",
+                files={"audio": f},
+                data={"consent": "search"},
+                headers=_auth("gd_x"),
+                timeout=60,
+            )
+        assert r.status_code == 503 and r.json()["error"] == "db_unavailable"
+        assert int(r.headers["Retry-After"]) > 0
+        g = requests.get(f"{svc.url}/tracks", headers=_auth("gd_x"), timeout=60)
+        assert g.status_code == 503 and g.headers.get("Retry-After")
+        with open(wav_clip, "rb") as f:
+            assert requests.post(f"{svc.url}/predict", files={"audio": f}, timeout=120).ok
+    finally:
+        svc.stop()
