@@ -8,6 +8,7 @@
     python -m genre_detector keys list | keys revoke KEY_ID
     python -m genre_detector catalog demo      # the shared clips into the local catalog
     python -m genre_detector catalog reindex   # re-embed after the projection changed
+    python -m genre_detector deliver           # send the watches' webhooks (a worker)
 
 The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.files
 (walking, sharding, rows, writers); this module only parses arguments.
@@ -191,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     csub.add_parser(
         "reindex", help="re-embed tracks made by another projection than the stored musicnn model's"
     )
+    d = sub.add_parser("deliver", help="run a webhook delivery worker (several may run)")
+    d.add_argument("--once", action="store_true", help="send what is due now, then exit")
     sub.add_parser(
         "settings",
         help="print every GENRE_* variable with its default and meaning (Markdown)",
@@ -226,6 +229,35 @@ def _keys(args) -> int:
     except (CatalogUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _deliver(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from genre_detector.catalog.db import Catalog, CatalogUnavailable
+    from genre_detector.catalog.delivery import Worker
+    from genre_detector.config import settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        worker = Worker(Catalog.open(settings().database_url()))
+        if args.once:
+            total = 0
+            while (n := worker.run_once()) > 0:
+                total += n
+            print(f"sent {total} webhook(s)")
+            return 0
+    except CatalogUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"delivery worker {worker.name}: running (Ctrl-C stops after the current batch)")
+    worker.run(stop)
     return 0
 
 
@@ -277,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args)
     if args.command == "catalog":
         return _catalog(args)
+    if args.command == "deliver":
+        return _deliver(args)
     if args.command == "settings":
         from genre_detector.config import markdown_table
 

@@ -86,6 +86,31 @@ class Settings:
         False,
         "1 lets watches post to loopback and private addresses (tests, local development)",
     )
+    public_url: str = _setting(
+        "GENRE_PUBLIC_URL",
+        "http://localhost:3000",
+        "the service's address as subscribers reach it (links in webhook bodies)",
+        keep_case=True,
+    )
+    webhook_timeout_s: float = _setting(
+        "GENRE_WEBHOOK_TIMEOUT_S", 15.0, "seconds a webhook receiver has to answer"
+    )
+    webhook_backoff_scale: float = _setting(
+        "GENRE_WEBHOOK_BACKOFF_SCALE",
+        1.0,
+        "multiplies the retry schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); tests shorten it",
+    )
+    webhook_disable_after_s: float = _setting(
+        "GENRE_WEBHOOK_DISABLE_AFTER_S",
+        5 * 86400.0,
+        "a watch whose deliveries keep failing this long is disabled (with the reason)",
+    )
+    deliver_in_service: bool = _setting(
+        "GENRE_DELIVER_IN_SERVICE",
+        True,
+        "1: the service runs a webhook delivery worker while it is up (`deliver` runs one alone)",
+    )
+    watch_limit: int = _setting("GENRE_WATCH_LIMIT", 100, "watches per account")
     plugins: tuple[str, ...] = _setting(
         "GENRE_PLUGINS", (), "comma-separated modules to import that register more families"
     )

@@ -374,10 +374,10 @@ class CatalogSink:
             self.flush()
 
     def flush(self) -> None:
-        from genre_detector.catalog import tracks
+        from genre_detector.catalog import ingest
 
         if self.pending:
-            self.added += tracks.add_many(self.db, self.owner, self.pending, self.consent)
+            self.added += ingest.add_many(self.db, self.owner, self.pending, self.consent)
             self.pending = []
 
     def close(self) -> None:

@@ -55,3 +55,69 @@ artists = sa.Table(
     sa.Column("name", sa.Text, nullable=False),  # as first written
     sa.Column("n_tracks", sa.Integer, nullable=False),
 )
+
+watches = sa.Table(
+    "watches",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("owner", sa.String(200), nullable=False, index=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("genres", sa.JSON, nullable=False),
+    sa.Column("like_ids", sa.JSON, nullable=False),
+    sa.Column("like_vectors", sa.LargeBinary),
+    sa.Column("min_similarity", sa.Float, nullable=False),
+    sa.Column("exclude_artists", sa.JSON, nullable=False),
+    sa.Column("webhook_url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("previous_secret", sa.Text),
+    sa.Column("previous_secret_until", sa.DateTime(timezone=True)),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+watch_matches = sa.Table(
+    "watch_matches",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("watch_pk", sa.Integer, sa.ForeignKey("watches.pk", ondelete="CASCADE")),
+    sa.Column("track_id", sa.String(32), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("watch_pk", "track_id", name="uq_watch_matches_watch_track"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("watch_pk", sa.Integer, sa.ForeignKey("watches.pk", ondelete="CASCADE")),
+    sa.Column("track_id", sa.String(32)),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("locked_until", sa.DateTime(timezone=True)),
+    sa.Column("locked_by", sa.String(64)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_pk", sa.Integer, sa.ForeignKey("deliveries.pk", ondelete="CASCADE")),
+    sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("response_head", sa.Text),
+)

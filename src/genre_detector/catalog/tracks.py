@@ -14,6 +14,8 @@ import uuid
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from genre_detector.catalog import vectors
 from genre_detector.catalog.records import Consent, TrackRecord
@@ -44,8 +46,8 @@ def _row(r) -> dict:
 def add(db, owner: str, record: TrackRecord, consent: Consent, on_insert=None) -> tuple[dict, bool]:
     """(the stored track, whether this call created it). The same audio (sha256) from the
     same owner is one track: later uploads return it unchanged. The track, its vector and
-    its artist's centroid are written in one transaction; `on_insert(conn, track_pk, row)`
-    runs inside it too (watches write their outbox there)."""
+    its artist's centroid are written in one transaction; `on_insert(conn, track_pk, row,
+    record)` runs inside it too (watches write their outbox there: catalog.ingest)."""
     if not consent.search:
         raise GenreError("consent_required", "a track needs consent to search to be stored")
     existing = by_sha256(db, owner, record.sha256)
@@ -118,7 +120,7 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
     _refresh_artist(db, conn, record.artist_key, record.artist)
     row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
     if on_insert is not None:
-        on_insert(conn, pk, row)
+        on_insert(conn, pk, row, record)
     return row
 
 
@@ -149,7 +151,8 @@ def pk_of(db, track_id: str) -> tuple[int, dict] | None:
 
 def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
     """Erase the owner's track: its row, its vector (gone from the index) and its share of
-    its artist's centroid, in one transaction. False when unknown or not the owner's."""
+    its artist's centroid, in one transaction (with `on_delete(conn, track_id)`: watches
+    cancel what they had not sent). False when unknown or not the owner's."""
     with db.begin() as conn:
         r = conn.execute(
             sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist).where(
@@ -159,7 +162,7 @@ def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
         if r is None:
             return False
         if on_delete is not None:
-            on_delete(conn, r.pk)
+            on_delete(conn, track_id)
         vectors.delete_track(conn, r.pk)
         conn.execute(tracks.delete().where(tracks.c.pk == r.pk))
         _refresh_artist(db, conn, r.artist_key, r.artist)
@@ -211,28 +214,47 @@ def _decode_cursor(cursor: str) -> int:
 
 def _refresh_artist(db, conn, key: str, name: str) -> None:
     """Recompute one artist's centroid (the normalised mean of its searchable tracks'
-    vectors), or remove the artist when it has none left."""
+    vectors), or remove the artist when it has none left. The artist's row is created if
+    missing (an upsert: concurrent adds of one artist race here) and locked for the rest of
+    the transaction, so concurrent writers of one artist take turns and each centroid
+    includes every committed track."""
     if not key:
         return
-    found = conn.execute(sa.select(artists.c.pk).where(artists.c.artist_key == key)).first()
+    insert = (
+        sqlite_insert(artists) if db.dialect == "sqlite" else postgresql_insert(artists)
+    ).values(artist_key=key, name=name, n_tracks=0)
+    conn.execute(insert.on_conflict_do_nothing(index_elements=["artist_key"]))
+    pk = conn.execute(
+        sa.select(artists.c.pk).where(artists.c.artist_key == key).with_for_update()
+    ).scalar_one()
     vecs = vectors.artist_track_vectors(db, conn, key)
     if len(vecs) == 0:
-        if found is not None:
-            vectors.delete_artist(conn, found.pk)
-            conn.execute(artists.delete().where(artists.c.pk == found.pk))
+        vectors.delete_artist(conn, pk)
+        conn.execute(artists.delete().where(artists.c.pk == pk))
         return
     centroid = vecs.mean(axis=0)
     centroid = centroid / (np.linalg.norm(centroid) or 1.0)
-    if found is None:
-        pk = conn.execute(
-            artists.insert()
-            .values(artist_key=key, name=name, n_tracks=len(vecs))
-            .returning(artists.c.pk)
-        ).scalar_one()
-    else:
-        pk = found.pk
-        conn.execute(artists.update().where(artists.c.pk == pk).values(n_tracks=len(vecs)))
+    conn.execute(artists.update().where(artists.c.pk == pk).values(n_tracks=len(vecs)))
     vectors.put_artist(db, conn, pk, centroid)
+
+
+def set_notify(db, owner: str, track_id: str, notify: bool, on_withdraw=None) -> dict | None:
+    """Give or withdraw the `notify` consent of the owner's track (`search` stays: withdraw
+    that by erasing the track). None when unknown or not the owner's."""
+    with db.begin() as conn:
+        r = conn.execute(
+            sa.select(tracks.c.pk).where(tracks.c.id == track_id, tracks.c.owner == owner)
+        ).first()
+        if r is None:
+            return None
+        conn.execute(
+            tracks.update()
+            .where(tracks.c.pk == r.pk)
+            .values(consent_notify=notify, consented_at=_now())
+        )
+        if not notify and on_withdraw is not None:
+            on_withdraw(conn, track_id)
+        return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == r.pk)).one())
 
 
 def reindex(db, projection, batch: int = 500) -> int:
@@ -240,8 +262,6 @@ def reindex(db, projection, batch: int = 500) -> int:
     `projection` (models.projection.Projection), from its stored pooled features, and
     refresh the artists' centroids. Returns the number of tracks re-embedded. (A change of
     the musicnn backbone itself changes the features: tag the audio again.)"""
-    from genre_detector.catalog.schema import artists as artists_table
-
     done = 0
     while True:
         with db.begin() as conn:
@@ -264,6 +284,6 @@ def reindex(db, projection, batch: int = 500) -> int:
             break
     if done:
         with db.begin() as conn:
-            for a in conn.execute(sa.select(artists_table)).fetchall():
+            for a in conn.execute(sa.select(artists)).fetchall():
                 _refresh_artist(db, conn, a.artist_key, a.name)
     return done

@@ -6,6 +6,11 @@ serve/service.py and call `store_upload` / `search_upload` here):
     DELETE /tracks/{id}                              erase it (row, vector, artist share)
     GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=
     GET    /artists/similar?artist=NAME&k=
+    PATCH  /tracks/{id}          {"consent": "search" | "search,notify"}: withdraw or give notify
+    POST   /watches   GET /watches   GET|PATCH|DELETE /watches/{id}
+    POST   /watches/{id}/rotate-secret   POST /watches/{id}/test
+    GET    /watches/{id}/matches   GET /watches/{id}/deliveries
+    POST   /watches/{id}/deliveries/{delivery_id}/redeliver
 
 Writes and owner reads need `Authorization: Bearer KEY` (401 without); another account's
 track is 404, never 403. Search answers only consented tracks with public fields. The
@@ -23,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from genre_detector.catalog import keys, search, tracks
+from genre_detector.catalog import ingest, keys, search, tracks, watches
 from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
@@ -31,6 +36,7 @@ from genre_detector.errors import GenreError
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
+MAX_JSON_BYTES = 16 * 1024  # a watch's JSON body
 
 
 class CatalogHandle:
@@ -50,6 +56,29 @@ class CatalogHandle:
                     self._db = Catalog.open(self.url or settings().database_url(), dim=self.dim)
                     logger.info("catalog open: %s (%s)", self._db.dialect, self._db.dim)
         return self._db
+
+
+def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
+    """The service's own webhook delivery worker (GENRE_DELIVER_IN_SERVICE): a daemon
+    thread; what it has not sent when the process ends waits in the outbox."""
+    from genre_detector.catalog.db import CatalogUnavailable
+    from genre_detector.catalog.delivery import Worker
+
+    stop = threading.Event()
+
+    def loop():
+        worker = None
+        while not stop.is_set():
+            try:
+                worker = worker or Worker(handle.get())
+                worker.run(stop)
+            except CatalogUnavailable as exc:
+                logger.warning("delivery worker waits for the catalog: %s", exc.detail)
+                stop.wait(RETRY_AFTER_S)
+
+    thread = threading.Thread(target=loop, name="webhook-delivery", daemon=True)
+    thread.start()
+    return thread
 
 
 def error_response(exc: GenreError) -> JSONResponse:
@@ -128,7 +157,7 @@ async def store_upload(handle: CatalogHandle, authorization, fields: dict, data:
     tag_title, tag_artist = read_tags(data)
     title, artist = fields.get("title") or tag_title, fields.get("artist") or tag_artist
     record = record_from_result(result, projection, sha, title, artist)
-    row, created = await run_in_threadpool(tracks.add, db, owner, record, consent)
+    row, created = await run_in_threadpool(ingest.add, db, owner, record, consent)
     return (201 if created else 200), {**row, "created": created}
 
 
@@ -191,7 +220,7 @@ def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
 
     def _delete(request):
         owner, track_id = _owner(request), request.path_params["track_id"]
-        if not tracks.delete(handle.get(), owner, track_id):
+        if not ingest.erase(handle.get(), owner, track_id):
             raise GenreError("not_found", f"no track {track_id!r} in your catalog")
         return Response(status_code=204)
 
@@ -211,6 +240,78 @@ def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
         me, results = search.similar_artists(handle.get(), artist, k)
         return JSONResponse({"results": results, "query": {**me, "k": k}})
 
+    async def _json(request) -> dict:
+        data = await request.body()
+        if len(data) > MAX_JSON_BYTES:
+            raise GenreError("payload_too_large", f"the JSON body: at most {MAX_JSON_BYTES} bytes")
+        try:
+            import json
+
+            return json.loads(data or b"{}")
+        except ValueError:
+            raise GenreError("bad_request", "the body is not JSON") from None
+
+    def _patch_track(request, body):
+        owner, track_id = _owner(request), request.path_params["track_id"]
+        consent = Consent.parse(body.get("consent") if isinstance(body, dict) else None)
+        row = ingest.set_notify(handle.get(), owner, track_id, consent.notify)
+        if row is None:
+            raise GenreError("not_found", f"no track {track_id!r} in your catalog")
+        return JSONResponse(row)
+
+    def _watch_create(request, body):
+        watch, secret = watches.create(handle.get(), _owner(request), body, labels)
+        return JSONResponse({**watch, "secret": secret}, status_code=201)
+
+    def _watch_list(request):
+        return JSONResponse({"watches": watches.listing(handle.get(), _owner(request))})
+
+    def _watch_get(request):
+        wid = request.path_params["watch_id"]
+        return JSONResponse(watches.get(handle.get(), _owner(request), wid))
+
+    def _watch_patch(request, body):
+        wid = request.path_params["watch_id"]
+        return JSONResponse(watches.update(handle.get(), _owner(request), wid, body, labels))
+
+    def _watch_delete(request):
+        watches.delete(handle.get(), _owner(request), request.path_params["watch_id"])
+        return Response(status_code=204)
+
+    def _watch_rotate(request):
+        wid = request.path_params["watch_id"]
+        secret = watches.rotate_secret(handle.get(), _owner(request), wid)
+        return JSONResponse({"id": wid, "secret": secret, "previous_valid_for_s": 86400})
+
+    def _watch_test(request):
+        wid = request.path_params["watch_id"]
+        msg = watches.send_test(handle.get(), _owner(request), wid)
+        return JSONResponse({"delivery_id": msg, "status": "pending"}, status_code=202)
+
+    def _watch_matches(request):
+        wid = request.path_params["watch_id"]
+        return JSONResponse({"matches": watches.matches(handle.get(), _owner(request), wid)})
+
+    def _watch_deliveries(request):
+        wid = request.path_params["watch_id"]
+        log = watches.delivery_log(handle.get(), _owner(request), wid)
+        return JSONResponse({"deliveries": log})
+
+    def _watch_redeliver(request):
+        p = request.path_params
+        out = watches.redeliver(handle.get(), _owner(request), p["watch_id"], p["delivery_id"])
+        return JSONResponse(out, status_code=202)
+
+    def json_route(path, fn, methods):
+        async def endpoint(request):
+            try:
+                body = await _json(request)
+            except GenreError as exc:
+                return error_response(exc)
+            return await call(fn, request, body)
+
+        return Route(path, endpoint, methods=methods)
+
     def route(path, fn, methods):
         async def endpoint(request):
             return await call(fn, request)
@@ -224,6 +325,21 @@ def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
             route("/tracks/{track_id}", _delete, ["DELETE"]),
             route("/tracks/{track_id}/similar", _similar, ["GET"]),
             route("/artists/similar", _artists, ["GET"]),
+            json_route("/tracks/{track_id}", _patch_track, ["PATCH"]),
+            json_route("/watches", _watch_create, ["POST"]),
+            route("/watches", _watch_list, ["GET"]),
+            route("/watches/{watch_id}", _watch_get, ["GET"]),
+            json_route("/watches/{watch_id}", _watch_patch, ["PATCH"]),
+            route("/watches/{watch_id}", _watch_delete, ["DELETE"]),
+            route("/watches/{watch_id}/rotate-secret", _watch_rotate, ["POST"]),
+            route("/watches/{watch_id}/test", _watch_test, ["POST"]),
+            route("/watches/{watch_id}/matches", _watch_matches, ["GET"]),
+            route("/watches/{watch_id}/deliveries", _watch_deliveries, ["GET"]),
+            route(
+                "/watches/{watch_id}/deliveries/{delivery_id}/redeliver",
+                _watch_redeliver,
+                ["POST"],
+            ),
         ]
     )
 

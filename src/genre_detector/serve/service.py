@@ -35,6 +35,7 @@ from genre_detector.serve.catalog_routes import (
     CatalogHandle,
     catalog_app,
     search_upload,
+    start_delivery_thread,
     store_upload,
 )
 from genre_detector.serve.container_image import IMAGE
@@ -268,6 +269,8 @@ class GenreDetector:
         from threadpoolctl import threadpool_limits
 
         self.catalog = CATALOG
+        if SETTINGS.deliver_in_service:
+            start_delivery_thread(CATALOG)
         # One BLAS thread: the mel projection is tiny, and threads only contend with the models.
         threadpool_limits(1)
         self.infos = INFOS

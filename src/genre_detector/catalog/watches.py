@@ -1,0 +1,445 @@
+"""Watches: saved searches of an account that fire on every new matching track.
+
+    w, secret = watches.create(db, owner, {"name": ..., "genres": {"jazz": 0.6},
+                                           "like": [track ids], "min_similarity": 0.8,
+                                           "exclude_artists": [...], "webhook_url": ...})
+    watches.match_new_track(db, conn, track_pk, row, vector)   # inside the track's transaction
+
+A watch matches a new track (added with the `notify` consent, by another account) when the
+track is not by an excluded artist, when any watched genre's calibrated probability reaches
+its minimum (if genres are given), and when its cosine similarity to the nearest reference
+track reaches min_similarity (if `like` is given). Each match writes a row and its delivery
+(the outbox) in the transaction that adds the track; a track matches a watch at most once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import numpy as np
+import sqlalchemy as sa
+
+from genre_detector.catalog import vectors, webhooks
+from genre_detector.catalog.records import artist_key, clean_name
+from genre_detector.catalog.schema import deliveries, delivery_attempts, watch_matches, watches
+from genre_detector.catalog.tracks import pk_of
+from genre_detector.config import settings
+from genre_detector.errors import GenreError
+
+MAX_LIKE = 20  # reference tracks per watch
+MAX_EXCLUDED = 100
+DEFAULT_MIN_SIMILARITY = 0.8
+ROTATION_OVERLAP = dt.timedelta(hours=24)
+FIELDS = {"name", "genres", "like", "min_similarity", "exclude_artists", "webhook_url", "active"}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _bad(detail: str) -> GenreError:
+    return GenreError("bad_parameter", detail)
+
+
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=dt.UTC))
+
+
+def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
+    """The watch's fields from a JSON body, checked (GenreError bad_parameter naming the
+    field). `partial`: a PATCH, only the fields given."""
+    if not isinstance(body, dict):
+        raise _bad("the body: a JSON object")
+    unknown = set(body) - FIELDS
+    if unknown:
+        raise _bad(
+            f"unknown field(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(FIELDS))}"
+        )
+    out = {}
+    if "name" in body or not partial:
+        name = clean_name(body.get("name"))
+        if not name:
+            raise _bad("name: a short text naming the watch")
+        out["name"] = name
+    if "genres" in body or not partial:
+        genres = body.get("genres") or {}
+        if not isinstance(genres, dict):
+            raise _bad("genres: an object of genre -> minimum probability")
+        for g, p in genres.items():
+            if g not in labels:
+                raise _bad(f"genres: {g!r} is not one of {', '.join(labels)}")
+            if not isinstance(p, int | float) or isinstance(p, bool) or not 0 <= p <= 1:
+                raise _bad(f"genres: the minimum for {g} is a probability from 0 to 1")
+        out["genres"] = {g: float(p) for g, p in genres.items()}
+    if "like" in body or not partial:
+        like = body.get("like") or []
+        if not isinstance(like, list) or not all(isinstance(i, str) for i in like):
+            raise _bad("like: a list of track ids")
+        if len(like) > MAX_LIKE:
+            raise _bad(f"like: at most {MAX_LIKE} reference tracks")
+        found = [pk_of(db, i) for i in dict.fromkeys(like)]
+        missing = [i for i, f in zip(dict.fromkeys(like), found) if f is None]
+        if missing:
+            raise _bad(f"like: no track {', '.join(missing)} in the catalog")
+        out["like_ids"] = list(dict.fromkeys(like))
+        out["like_vectors"] = _like_vectors(db, [f[0] for f in found])
+    if "min_similarity" in body or not partial:
+        s = body.get("min_similarity", DEFAULT_MIN_SIMILARITY)
+        if not isinstance(s, int | float) or isinstance(s, bool) or not -1 <= s <= 1:
+            raise _bad("min_similarity: a cosine similarity from -1 to 1")
+        out["min_similarity"] = float(s)
+    if "exclude_artists" in body or not partial:
+        ex = body.get("exclude_artists") or []
+        if not isinstance(ex, list) or not all(isinstance(a, str) for a in ex):
+            raise _bad("exclude_artists: a list of artist names")
+        if len(ex) > MAX_EXCLUDED:
+            raise _bad(f"exclude_artists: at most {MAX_EXCLUDED}")
+        out["exclude_artists"] = sorted({artist_key(a) for a in ex if a.strip()})
+    if "webhook_url" in body or not partial:
+        out["webhook_url"] = webhooks.check_url(
+            body.get("webhook_url"), settings().webhook_allow_private
+        )
+    if "active" in body:
+        if not isinstance(body["active"], bool):
+            raise _bad("active: true or false")
+        out["active"] = body["active"]
+    return out
+
+
+def _like_vectors(db, pks: list[int]) -> bytes | None:
+    if not pks:
+        return None
+    with db.connect() as conn:
+        vecs = [vectors.track_vector(db, conn, pk) for pk in pks]
+    return np.stack([v for v in vecs if v is not None]).astype(np.float32).tobytes()
+
+
+def public(row) -> dict:
+    """What the owner sees of a watch (never its secrets)."""
+    d = dict(row._mapping)
+    out = {
+        k: d[k]
+        for k in (
+            "id",
+            "name",
+            "genres",
+            "min_similarity",
+            "exclude_artists",
+            "webhook_url",
+            "active",
+            "disabled_reason",
+        )
+    }
+    out["like"] = d["like_ids"]
+    for k in ("failing_since", "created_at", "updated_at"):
+        out[k] = _aware(d[k]).isoformat() if d[k] else None
+    return out
+
+
+def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
+    """(the watch, its signing secret: shown once)."""
+    fields = validate(db, body, labels)
+    if not fields["genres"] and not fields["like_ids"]:
+        raise _bad("a watch needs genres, like, or both")
+    limit = settings().watch_limit
+    secret, now = webhooks.new_secret(), _now()
+    with db.begin() as conn:
+        n = conn.execute(
+            sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
+        ).scalar_one()
+        if n >= limit:
+            raise _bad(f"an account has at most {limit} watches: delete one first")
+        pk = conn.execute(
+            watches.insert()
+            .values(
+                id=uuid.uuid4().hex,
+                owner=owner,
+                secret=secret,
+                active=True,
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+            .returning(watches.c.pk)
+        ).scalar_one()
+        row = conn.execute(sa.select(watches).where(watches.c.pk == pk)).one()
+    return public(row), secret
+
+
+def _own(conn, owner: str, watch_id: str):
+    row = conn.execute(
+        sa.select(watches).where(watches.c.id == watch_id, watches.c.owner == owner)
+    ).first()
+    if row is None:
+        raise GenreError("not_found", f"no watch {watch_id!r} of yours")
+    return row
+
+
+def get(db, owner: str, watch_id: str) -> dict:
+    with db.connect() as conn:
+        return public(_own(conn, owner, watch_id))
+
+
+def listing(db, owner: str) -> list[dict]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(watches).where(watches.c.owner == owner).order_by(watches.c.pk)
+        ).fetchall()
+    return [public(r) for r in rows]
+
+
+def update(db, owner: str, watch_id: str, body: dict, labels: list[str]) -> dict:
+    fields = validate(db, body, labels, partial=True)
+    with db.begin() as conn:
+        row = _own(conn, owner, watch_id)
+        genres = fields.get("genres", row.genres)
+        like = fields.get("like_ids", row.like_ids)
+        if not genres and not like:
+            raise _bad("a watch needs genres, like, or both")
+        if fields.get("active") is True:  # re-enabled by its owner: a fresh start
+            fields.update(disabled_reason=None, failing_since=None)
+        conn.execute(
+            watches.update().where(watches.c.pk == row.pk).values(updated_at=_now(), **fields)
+        )
+        return public(conn.execute(sa.select(watches).where(watches.c.pk == row.pk)).one())
+
+
+def delete(db, owner: str, watch_id: str) -> None:
+    with db.begin() as conn:
+        row = _own(conn, owner, watch_id)
+        conn.execute(
+            delivery_attempts.delete().where(
+                delivery_attempts.c.delivery_pk.in_(
+                    sa.select(deliveries.c.pk).where(deliveries.c.watch_pk == row.pk)
+                )
+            )
+        )
+        conn.execute(deliveries.delete().where(deliveries.c.watch_pk == row.pk))
+        conn.execute(watch_matches.delete().where(watch_matches.c.watch_pk == row.pk))
+        conn.execute(watches.delete().where(watches.c.pk == row.pk))
+
+
+def rotate_secret(db, owner: str, watch_id: str) -> str:
+    """A new signing secret (returned once); the old one keeps signing beside it for 24 h."""
+    secret = webhooks.new_secret()
+    with db.begin() as conn:
+        row = _own(conn, owner, watch_id)
+        conn.execute(
+            watches.update()
+            .where(watches.c.pk == row.pk)
+            .values(
+                secret=secret,
+                previous_secret=row.secret,
+                previous_secret_until=_now() + ROTATION_OVERLAP,
+                updated_at=_now(),
+            )
+        )
+    return secret
+
+
+# ---------------------------------------------------------------- matching (the outbox)
+
+
+def match_new_track(db, conn, track_pk: int, row: dict, vector) -> int:
+    """Inside the transaction adding a track: match it against every active watch of other
+    accounts and write each match with its delivery. Returns the number of matches."""
+    if "notify" not in row["consent"]:
+        return 0
+    candidates = conn.execute(
+        sa.select(
+            watches.c.pk,
+            watches.c.id,
+            watches.c.genres,
+            watches.c.like_vectors,
+            watches.c.min_similarity,
+            watches.c.exclude_artists,
+        ).where(watches.c.active.is_(True), watches.c.owner != row["owner"])
+    ).fetchall()
+    if not candidates:
+        return 0
+    v = np.asarray(vector, dtype=np.float32)
+    probs, key, now = row["probabilities"], row["artist_key"], _now()
+    n = 0
+    for w in candidates:
+        if key and key in (w.exclude_artists or []):
+            continue
+        score = None
+        if w.genres:
+            hits = [probs.get(g, 0.0) for g, lo in w.genres.items() if probs.get(g, 0.0) >= lo]
+            if not hits:
+                continue
+            score = max(hits)
+        if w.like_vectors:
+            refs = np.frombuffer(w.like_vectors, dtype=np.float32).reshape(-1, len(v))
+            similarity = float((refs @ v).max())
+            if similarity < w.min_similarity:
+                continue
+            score = similarity
+        if score is None:
+            continue
+        _record_match(conn, w, row, score, now)
+        n += 1
+    return n
+
+
+def _record_match(conn, w, row: dict, score: float, now) -> None:
+    summary = {
+        "title": row["title"],
+        "artist": row["artist"],
+        "genres": {g: round(p, 4) for g, p in row["probabilities"].items()},
+        "top3": row["top3"],
+    }
+    conn.execute(
+        watch_matches.insert().values(
+            watch_pk=w.pk, track_id=row["id"], score=score, summary=summary, created_at=now
+        )
+    )
+    data = {
+        "watch_id": w.id,
+        "track_id": row["id"],
+        "score": round(score, 6),
+        **summary,
+        "catalog_url": f"{settings().public_url.rstrip('/')}/tracks/{row['id']}/similar",
+    }
+    _enqueue(conn, w.pk, "watch.match", data, row["id"], now)
+
+
+def _enqueue(conn, watch_pk: int, event: str, data: dict, track_id, now) -> str:
+    msg_id = "msg_" + uuid.uuid4().hex
+    body = json.dumps(
+        {"type": event, "timestamp": now.isoformat(), "data": data}, separators=(",", ":")
+    )
+    conn.execute(
+        deliveries.insert().values(
+            id=msg_id,
+            watch_pk=watch_pk,
+            track_id=track_id,
+            event_type=event,
+            payload=body,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return msg_id
+
+
+def forget_track(db, conn, track_id: str) -> None:
+    """Inside the transaction erasing a track (or withdrawing its notify consent): cancel
+    its deliveries not yet made, and drop it from every watch's reference tracks (its
+    vector too: nothing of an erased track stays in a watch)."""
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.track_id == track_id, deliveries.c.status == "pending")
+        .values(status="cancelled", last_error="the track was erased or its consent withdrawn")
+    )
+    # JSON containment differs by engine: read the (few) watches naming it in Python
+    for w in conn.execute(sa.select(watches.c.pk, watches.c.like_ids)).fetchall():
+        if track_id in (w.like_ids or []):
+            remaining = [i for i in w.like_ids if i != track_id]
+            pks = [pk_of(db, i) for i in remaining]
+            vecs = [vectors.track_vector(db, conn, f[0]) for f in pks if f is not None]
+            conn.execute(
+                watches.update()
+                .where(watches.c.pk == w.pk)
+                .values(
+                    like_ids=remaining,
+                    like_vectors=np.stack(vecs).astype(np.float32).tobytes() if vecs else None,
+                    updated_at=_now(),
+                )
+            )
+
+
+def send_test(db, owner: str, watch_id: str) -> str:
+    """Queue a `watch.test` event for the watch's webhook; returns its webhook-id."""
+    with db.begin() as conn:
+        row = _own(conn, owner, watch_id)
+        return _enqueue(
+            conn, row.pk, "watch.test", {"watch_id": row.id, "name": row.name}, None, _now()
+        )
+
+
+def matches(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
+    with db.connect() as conn:
+        row = _own(conn, owner, watch_id)
+        rows = conn.execute(
+            sa.select(watch_matches)
+            .where(watch_matches.c.watch_pk == row.pk)
+            .order_by(watch_matches.c.pk.desc())
+            .limit(limit)
+        ).fetchall()
+    return [
+        {
+            "track_id": r.track_id,
+            "score": r.score,
+            **r.summary,
+            "created_at": _aware(r.created_at).isoformat(),
+        }
+        for r in rows
+    ]
+
+
+def delivery_log(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
+    """Deliveries, newest first, each with its attempts (status, latency, error, head)."""
+    with db.connect() as conn:
+        row = _own(conn, owner, watch_id)
+        ds = conn.execute(
+            sa.select(deliveries)
+            .where(deliveries.c.watch_pk == row.pk)
+            .order_by(deliveries.c.pk.desc())
+            .limit(limit)
+        ).fetchall()
+        attempts = {}
+        if ds:
+            for a in conn.execute(
+                sa.select(delivery_attempts)
+                .where(delivery_attempts.c.delivery_pk.in_([d.pk for d in ds]))
+                .order_by(delivery_attempts.c.pk)
+            ):
+                attempts.setdefault(a.delivery_pk, []).append(
+                    {
+                        "at": _aware(a.attempted_at).isoformat(),
+                        "status_code": a.status_code,
+                        "latency_ms": round(a.latency_ms, 1),
+                        "error": a.error,
+                        "response": a.response_head,
+                    }
+                )
+    return [
+        {
+            "id": d.id,
+            "event": d.event_type,
+            "track_id": d.track_id,
+            "status": d.status,
+            "attempts": attempts.get(d.pk, []),
+            "next_attempt_at": _aware(d.next_attempt_at).isoformat()
+            if d.status == "pending"
+            else None,
+            "last_error": d.last_error,
+        }
+        for d in ds
+    ]
+
+
+def redeliver(db, owner: str, watch_id: str, delivery_id: str) -> dict:
+    """Send a delivery again now (same webhook-id, so the receiver can deduplicate)."""
+    with db.begin() as conn:
+        row = _own(conn, owner, watch_id)
+        d = conn.execute(
+            sa.select(deliveries).where(
+                deliveries.c.id == delivery_id, deliveries.c.watch_pk == row.pk
+            )
+        ).first()
+        if d is None:
+            raise GenreError("not_found", f"no delivery {delivery_id!r} of this watch")
+        if d.status == "cancelled":
+            raise _bad("this delivery was cancelled (its track was erased)")
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.pk == d.pk)
+            .values(status="pending", next_attempt_at=_now(), locked_until=None)
+        )
+    return {"id": delivery_id, "status": "pending"}
