@@ -85,8 +85,10 @@ class Catalog:
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, dim: int | None = None) -> "Catalog":
         """Connect (and bring the schema to the latest migration). `dim`: the embedding size
-        a new catalog is created with (default: DEFAULT_DIM); an existing one keeps its own."""
+        a new catalog is created with (default: the stored musicnn model's projection, else
+        DEFAULT_DIM); an existing one keeps its own."""
         url = engine_url(url)
+        dim = dim or store_dim()
         if url.startswith("sqlite"):
             engine = _sqlite_engine(url)
         else:
@@ -142,6 +144,17 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def store_dim() -> int | None:
+    """The search embedding's size of the musicnn model in the model store, if any."""
+    try:
+        from genre_detector.runtime.store import ModelInfo, resolve
+
+        projection = ModelInfo.from_entry(resolve("musicnn")).projection
+    except Exception:  # noqa: BLE001  no store, no model, no projection: the default
+        return None
+    return None if projection is None else projection.dim
 
 
 def _reason(exc: Exception) -> str:

@@ -53,8 +53,16 @@ class CatalogHandle:
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    self._db = Catalog.open(self.url or settings().database_url(), dim=self.dim)
-                    logger.info("catalog open: %s (%s)", self._db.dialect, self._db.dim)
+                    db = Catalog.open(self.url or settings().database_url(), dim=self.dim)
+                    if self.dim and db.dim != self.dim:
+                        db.close()
+                        raise GenreError(
+                            "catalog_unavailable",
+                            f"the catalog stores {db.dim}-number embeddings, the served "
+                            f"projection makes {self.dim}: use a catalog made for these models",
+                        )
+                    self._db = db
+                    logger.info("catalog open: %s (%s)", db.dialect, db.dim)
         return self._db
 
 
