@@ -36,10 +36,14 @@ def _key(env: dict, owner: str) -> str:
 
 @pytest.fixture(scope="module")
 def served(store_with_models, tmp_path_factory):
-    env = {"GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('cat') / 'catalog.sqlite3'}"}
+    env = {
+        "GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('cat') / 'catalog.sqlite3'}",
+        "GENRE_WEBHOOK_ALLOW_PRIVATE": "1",  # the receiver below is on 127.0.0.1
+        "GENRE_WEBHOOK_BACKOFF_SCALE": "0.01",
+    }
     svc = ServedService(env)
     try:
-        keys = {o: _key(env, o) for o in ("label-a", "label-b")}
+        keys = {o: _key(env, o) for o in ("label-a", "label-b", "scout")}
         svc.wait_ready()
         yield svc, keys
     finally:
@@ -194,3 +198,70 @@ def test_unreachable_database_is_503_and_predict_still_works(store_with_models, 
             assert requests.post(f"{svc.url}/predict", files={"audio": f}, timeout=120).ok
     finally:
         svc.stop()
+
+
+def test_watch_over_http_is_delivered_by_the_service(served, emotify_dir):
+    """The README's curl flow: a scout's watch, a label's upload with notify consent, and
+    the service's own delivery worker posting a signed webhook to a real receiver."""
+    import time
+
+    from tests.webhook_receiver import Receiver
+
+    svc, keys = served
+    receiver = Receiver().start()
+    try:
+        body = {"name": "rock", "genres": {"pop-rock": 0.3}, "webhook_url": receiver.url}
+        r = requests.post(f"{svc.url}/watches", json=body, headers=_auth(keys["scout"]), timeout=30)
+        assert r.status_code == 201, r.text
+        watch = r.json()
+        receiver.secrets.append(watch["secret"])
+        assert watch["secret"].startswith("whsec_")
+        wid = watch["id"]
+        listed = requests.get(f"{svc.url}/watches", headers=_auth(keys["scout"]), timeout=30)
+        assert [w["id"] for w in listed.json()["watches"]] == [wid]
+        assert "secret" not in listed.json()["watches"][0]
+        other = requests.get(f"{svc.url}/watches/{wid}", headers=_auth(keys["label-a"]), timeout=30)
+        assert other.status_code == 404
+        bad = requests.post(
+            f"{svc.url}/watches", data="{nope", headers=_auth(keys["scout"]), timeout=30
+        )
+        assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
+        bad = requests.post(
+            f"{svc.url}/watches",
+            json={"name": "x", "webhook_url": receiver.url},
+            headers=_auth(keys["scout"]),
+            timeout=30,
+        )
+        assert bad.status_code == 400 and "genres" in bad.json()["detail"]
+        clip = sorted((emotify_dir / "rock").glob("*.mp3"))[1]
+        up = _post_track(svc, clip, keys["label-a"], consent="search,notify", title="Loud")
+        assert up.status_code == 201, up.text
+        deadline = time.time() + 30
+        while not receiver.received and time.time() < deadline:
+            time.sleep(0.2)
+        (got,) = receiver.received
+        assert got.verified and got.payload["data"]["track_id"] == up.json()["id"]
+        assert got.payload["data"]["title"] == "Loud" and got.payload["data"]["watch_id"] == wid
+        matches = requests.get(
+            f"{svc.url}/watches/{wid}/matches", headers=_auth(keys["scout"]), timeout=30
+        ).json()["matches"]
+        assert [m["track_id"] for m in matches] == [up.json()["id"]]
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            log = requests.get(
+                f"{svc.url}/watches/{wid}/deliveries", headers=_auth(keys["scout"]), timeout=30
+            ).json()["deliveries"]
+            if log and log[0]["status"] == "delivered":
+                break
+            time.sleep(0.2)
+        assert log[0]["status"] == "delivered" and log[0]["attempts"][0]["status_code"] == 200
+        t = requests.post(f"{svc.url}/watches/{wid}/test", headers=_auth(keys["scout"]), timeout=30)
+        assert t.status_code == 202
+        deadline = time.time() + 30
+        while len(receiver.received) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert receiver.received[1].payload["type"] == "watch.test"
+        gone = requests.delete(f"{svc.url}/watches/{wid}", headers=_auth(keys["scout"]), timeout=30)
+        assert gone.status_code == 204
+    finally:
+        receiver.stop()

@@ -21,6 +21,7 @@ import pytest
 
 from genre_detector.batch.files import in_shard, parse_shard, read_done, walk
 from genre_detector.batch.tagger import InProcessEngine, tag_catalog
+from genre_detector.errors import GenreError
 from genre_detector.models.families import model_names
 from loadtests.service_process import ServedService
 from tests.catalog_files import BAD, add_unusable_files
@@ -235,3 +236,38 @@ def test_url_engine_matches_in_process(catalog, service, reference, tmp_path):
             assert _same(g[f"{name}_probability"], w[f"{name}_probability"])
         assert g["model_tags"] == w["model_tags"]
     assert summary.ok == N_TRACKS - len(BAD) and "remote" in stats
+
+
+def test_catalog_writes_every_good_track_once(catalog, engine, reference, tmp_path):
+    """--catalog stores each usable track with its embedding (batched inserts); running
+    again stores nothing twice; the output's embedding column holds the same vector."""
+    import sqlalchemy as sa
+
+    from genre_detector.batch.tagger import CatalogTarget
+    from genre_detector.catalog.db import Catalog
+
+    url = f"sqlite:///{tmp_path / 'label.sqlite3'}"
+    target = CatalogTarget(url, "label", "search,notify")
+    out = tmp_path / "tags.jsonl"
+    summary, _ = tag_catalog(
+        [str(catalog)], str(out), engine=engine, catalog=target, progress=False
+    )
+    good = N_TRACKS - len(BAD)
+    assert summary.catalog_added == good
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    embedded = [r for r in rows if not r["error"]]
+    assert all(len(r["embedding"]) == 64 for r in embedded)
+    db = Catalog.open(url)
+    with db.connect() as conn:
+        stored = conn.execute(sa.text("select count(*) from tracks where owner='label'")).scalar()
+        vecs = conn.execute(sa.text("select count(*) from track_vectors")).scalar()
+    assert stored == vecs == good
+    again, _ = tag_catalog(
+        [str(catalog)], str(out), engine=engine, catalog=target, overwrite=True, progress=False
+    )
+    assert again.catalog_added == 0
+    with db.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from tracks")).scalar() == good
+    with pytest.raises(GenreError):
+        CatalogTarget(url, "label", "notify").open()
+    db.close()

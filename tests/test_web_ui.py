@@ -20,8 +20,13 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def service(store_with_models):
-    svc = ServedService()
+def catalog_env(tmp_path_factory) -> dict:
+    return {"GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('ui') / 'catalog.sqlite3'}"}
+
+
+@pytest.fixture(scope="module")
+def service(store_with_models, catalog_env):
+    svc = ServedService(catalog_env)
     try:
         svc.wait_ready()
         yield svc
@@ -103,3 +108,77 @@ def test_bad_file_shows_friendly_error(service, page, tmp_path):
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "couldn't analyse" in page.inner_text("#error")
     assert page.locator("#results").is_hidden()
+
+
+def _frac(page) -> float:
+    return page.evaluate(
+        "() => { const p = document.getElementById('player'); return p.currentTime / p.duration; }"
+    )
+
+
+def test_player_playhead_and_tracks_like_this(service, page, catalog_env, gtzan_dir, wav_clip):
+    """The upload plays in the page; the playhead follows the player over the timeline and
+    the spectrogram; a click on either seeks there. "Tracks like this" says the catalog is
+    empty, then, once tracks are added, lists what POST /similar answers, in its order."""
+    import subprocess
+    import sys
+
+    import requests
+
+    page.goto(f"{service.url}/ui/")
+    page.set_input_files("#file-input", str(wav_clip))
+    page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('similar-note').textContent.startsWith('No tracks')",
+        timeout=60_000,
+    )
+    page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
+    page.evaluate(
+        "() => { const p = document.getElementById('player'); p.currentTime = p.duration / 2; }"
+    )
+    page.wait_for_function(
+        "Math.abs(parseFloat(document.getElementById('playhead-timeline').style.left) - 50) < 2"
+    )
+    left = page.eval_on_selector("#playhead-spectrogram", "e => parseFloat(e.style.left)")
+    assert abs(left - 50) < 2
+    for selector, where in (("#timeline-wrap", 0.25), ("#spectrogram-wrap", 0.75)):
+        box = page.locator(selector).bounding_box()  # a real click, scrolled into view
+        page.locator(selector).click(position={"x": where * box["width"], "y": box["height"] / 2})
+        page.wait_for_timeout(300)
+        page.evaluate("() => document.getElementById('player').pause()")
+        assert abs(_frac(page) - where) < 0.05, (selector, _frac(page))
+    # add three tracks to the catalog, then the same upload lists them
+    key = (
+        subprocess.run(
+            [sys.executable, "-m", "genre_detector", "keys", "create", "ui-label"],
+            env={**os.environ, **catalog_env},
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    for name in ("blues", "country", "metal"):
+        with open(gtzan_dir / f"{name}.00000.wav", "rb") as f:
+            r = requests.post(
+                f"{service.url}/tracks",
+                files={"audio": f},
+                data={"consent": "search", "title": name.title(), "artist": f"{name} band"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=120,
+            )
+        assert r.status_code == 201, r.text
+    with open(wav_clip, "rb") as f:
+        api = requests.post(f"{service.url}/similar?k=5", files={"audio": f}, timeout=120).json()
+    page.goto(f"{service.url}/ui/")
+    page.set_input_files("#file-input", str(wav_clip))
+    page.wait_for_selector("#similar li", timeout=60_000)
+    shown = page.eval_on_selector_all("#similar li", "els => els.map(e => e.dataset.id)")
+    assert shown == [x["id"] for x in api["results"]] and len(shown) == 3
+    first = page.locator("#similar li").first.inner_text()
+    assert api["results"][0]["title"] in first and api["results"][0]["genre"] in first
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-catalog.png"), full_page=True)
