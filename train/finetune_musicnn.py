@@ -29,8 +29,8 @@ out-of-fold probabilities (oof.npz) and the fold models' average (fold_average.n
 cross-validated on the same folds afterwards, if time is left) change the recipe; --budget-s
 caps the whole run (each fit gets an equal share and stops at it, best weights kept).
 
-Run once on an NVIDIA H200 (torch backend, 2025-12-04; models/musicnn_finetuned/ holds its
-weights, metrics.json and oof.npz): parity with TensorFlow 5.8e-6, 324 s in all (epochs of
+Run once on an NVIDIA H200 (torch backend, 2026-12-04; its metrics.json is
+models/report/finetune-musicnn.json; the weights were not kept, as they did not help): parity with TensorFlow 5.8e-6, 324 s in all (epochs of
 1.6-3.8 s, bound by the host, not the GPU), and 4 of the 5 fits stopped at their ~37 s share,
 not by early stopping. Pooled out-of-fold accuracy / macro-F1: frozen head 84.8 % / 0.763,
 fine-tuned backbones + the same head 84.1 % / 0.766 (paired -0.7 points, 95 % interval over
