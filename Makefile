@@ -6,7 +6,7 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install install-serve models serve test test-fast lint format train crossval evaluate build container loadtest bench
+.PHONY: install install-serve models serve demo deliver test test-fast lint format train crossval evaluate build container loadtest bench
 CONTAINER_PORT ?= 3300
 
 # Two stamps: serving needs only the [serve] extra (no TensorFlow, no Ray); tests, training
@@ -17,11 +17,17 @@ $(BIN)/.serve: pyproject.toml
 	$(BIN)/pip install -q -e '.[serve]'
 	touch $@
 
+$(BIN)/.batch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[batch]'
+	touch $@ $(BIN)/.serve
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@ $(BIN)/.serve
+	touch $@ $(BIN)/.serve $(BIN)/.batch
 
 install: $(BIN)/.installed
 
@@ -32,6 +38,12 @@ models: install-serve      ## import the shipped models (model.onnx included) in
 
 serve: models              ## start the service on http://localhost:$(PORT) (web page: /ui/)
 	$(BIN)/bentoml serve service:GenreDetector --port $(PORT)
+
+demo: $(BIN)/.batch models ## fill the embedded catalog with the shared clips (owner demo)
+	$(BIN)/python -m genre_detector catalog demo
+
+deliver: install-serve     ## a webhook delivery worker on its own (the service runs one too)
+	$(BIN)/python -m genre_detector deliver
 
 test: install              ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

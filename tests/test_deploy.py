@@ -27,7 +27,7 @@ FRONT, MODELS = "genre_detector", "genre_models"
 
 
 def _env(items) -> dict[str, str]:
-    return {e["name"]: str(e["value"]) for e in items or []}
+    return {e["name"]: str(e["value"]) for e in items or [] if "value" in e}
 
 
 def test_bentocloud_scales_to_zero_on_concurrency():
@@ -233,3 +233,24 @@ def test_the_built_bento_installs_no_compiler_and_nothing_from_apt(store_with_mo
     assert "librosa" not in reqs
     packed = {m["tag"].split(":")[0] for m in info["models"]}
     assert packed == {store_name(n) for n in FAMILIES} | {CALIBRATION_NAME}
+
+
+def test_delivery_worker_runs_the_deliver_command_on_the_shared_catalog():
+    """The worker Deployment beside the Knative service: the `deliver` command of the same
+    image, the same catalog secret as the service, always on (the service scales to zero)."""
+    worker = yaml.safe_load((REPO / "deploy" / "k8s" / "delivery-worker.yaml").read_text())
+    assert (worker["apiVersion"], worker["kind"]) == ("apps/v1", "Deployment")
+    assert worker["spec"]["replicas"] >= 1
+    (c,) = worker["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "genre_detector", "deliver"]
+    env = {e["name"]: e for e in c["env"]}
+    service = yaml.safe_load(KNATIVE.read_text())
+    (svc,) = service["spec"]["template"]["spec"]["containers"]
+    svc_env = {e["name"]: e for e in svc["env"]}
+    assert env["GENRE_DB_URL"]["valueFrom"] == svc_env["GENRE_DB_URL"]["valueFrom"]
+    assert c["image"] == svc["image"]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert worker["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    from genre_detector.__main__ import _parser
+
+    assert _parser().parse_args(c["command"][3:]).command == "deliver"
