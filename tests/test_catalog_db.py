@@ -192,3 +192,23 @@ def test_an_unreachable_database_is_db_unavailable(tmp_path):
     with pytest.raises(CatalogUnavailable) as e:
         Catalog.open("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
     assert e.value.code == "db_unavailable" and e.value.status == 503
+
+
+def test_a_crash_inside_the_insert_leaves_no_half_track(db):
+    """Everything of a track is one transaction: a failure after the row and its vector
+    were written (here: in the watches' hook) leaves neither."""
+    rec = _record(7, "jazz", "Crash", np.ones(DIM))
+
+    def boom(conn, pk, row, record):
+        raise RuntimeError("the process died here")
+
+    with pytest.raises(RuntimeError):
+        tracks.add(db, "label-a", rec, Consent(True, True), on_insert=boom)
+    with db.connect() as conn:
+        counts = [
+            conn.execute(sa.text(f"select count(*) from {t}")).scalar_one()
+            for t in ("tracks", "track_vectors", "artists")
+        ]
+    assert counts == [0, 0, 0]
+    row, created = tracks.add(db, "label-a", rec, Consent(True, True))
+    assert created and tracks.get(db, "label-a", row["id"]) is not None

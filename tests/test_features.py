@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,3 +322,24 @@ def test_feature_sets_decode_once_and_agree_with_single_extraction(
     again = extract_feature_sets((wave, sr), [MUSICNN_SETTINGS])
     assert calls == [] and list(again) == [MUSICNN_SETTINGS]
     np.testing.assert_array_equal(again[MUSICNN_SETTINGS].windows, both[MUSICNN_SETTINGS].windows)
+
+
+def test_feature_caches_are_keyed_by_the_feature_code(tmp_path):
+    """A change to any module that makes the log-mels changes the caches' key (train/data.py
+    and train/pretrained.py put it in their folder names), so stale files are never read."""
+    from genre_detector.audio import features
+
+    for name in features.FEATURE_CODE:
+        (tmp_path / name).write_text(f"# {name}\n")
+    before = features.code_fingerprint(folder=tmp_path)
+    assert before == features.code_fingerprint(folder=tmp_path)
+    for name in features.FEATURE_CODE:
+        (tmp_path / name).write_text(f"# {name}\nx = 1\n")
+        after = features.code_fingerprint(folder=tmp_path)
+        assert after != before, name
+        before = after
+    assert len(features.code_fingerprint()) == 12
+    import train.data
+
+    src = Path(train.data.__file__).read_text()
+    assert "code_fingerprint()" in src  # the mel cache's folder carries it

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from genre_detector.audio.decode import AUDIO_EXTENSIONS, AudioError, load_audio
-from genre_detector.audio.features import FeatureSettings, log_mel
+from genre_detector.audio.features import FeatureSettings, code_fingerprint, log_mel
 
 CACHE_DIR = Path(".cache/features")
 
@@ -163,7 +163,7 @@ def _cached_mel(args: tuple[Path, FeatureSettings]) -> np.ndarray | str:
     key = hashlib.sha1(
         f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()
     ).hexdigest()
-    cache = CACHE_DIR / settings.fingerprint() / f"{key}.npy"
+    cache = CACHE_DIR / f"{settings.fingerprint()}-{code_fingerprint()}" / f"{key}.npy"
     if cache.exists():
         return np.load(cache)
     try:

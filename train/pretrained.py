@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from genre_detector.audio.features import FeatureSettings, cut_windows, window_starts
+from genre_detector.audio.features import (
+    FeatureSettings,
+    code_fingerprint,
+    cut_windows,
+    window_starts,
+)
 from train.fit import FitConfig, FitResult, crop_weights
 
 CACHE_DIR = Path(".cache/embeddings")
@@ -31,6 +36,13 @@ def _backbone_key(backbones) -> str:
     return h.hexdigest()[:12]
 
 
+def _source_key() -> str:
+    """Changes whenever the musicnn port's code does."""
+    from genre_detector.models import musicnn
+
+    return hashlib.sha1(Path(musicnn.__file__).read_bytes()).hexdigest()[:8]
+
+
 def embed(
     model,
     mels: list[np.ndarray],
@@ -42,7 +54,9 @@ def embed(
 
     `keys` (one per track, e.g. its path) enable the disk cache."""
     backbones = model.get_layer("backbones")
-    cache = CACHE_DIR / f"{_backbone_key(backbones)}-{s.fingerprint()}"
+    # keyed by the weights, the settings and the code of the features and of the port
+    code = code_fingerprint() + _source_key()
+    cache = CACHE_DIR / f"{_backbone_key(backbones)}-{s.fingerprint()}-{code}"
     out: list[np.ndarray | None] = [None] * len(mels)
     todo = []
     for i in range(len(mels)):

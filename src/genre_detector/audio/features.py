@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -188,3 +189,18 @@ def warm_up(settings=(FeatureSettings(),)) -> None:
     bases): make it on 4 s of noise, before any real track."""
     wave = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
     extract_feature_sets((wave, 16000), list(settings))
+
+
+# The modules whose code turns audio bytes into these log-mels: what caches of features are
+# keyed by besides the settings (train/data.py, train/pretrained.py), so that a change to any
+# of them is never scored on stale files.
+FEATURE_CODE = ("decode.py", "melspec.py", "features.py")
+
+
+def code_fingerprint(files=FEATURE_CODE, folder=None) -> str:
+    """12 hex digits of a sha1 over the source of the feature code."""
+    folder = Path(folder) if folder is not None else Path(__file__).parent
+    h = hashlib.sha1()
+    for name in files:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return h.hexdigest()[:12]
