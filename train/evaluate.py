@@ -64,17 +64,7 @@ def evaluate(tracks, refs: list[str] | None = None, workers: int = 2) -> dict:
                     duration,
                     mel=None,
                 )
-        outputs = models.predict(
-            {s: np.concatenate([b[s].windows for b in batches]) for s in models.settings}
-        )
-        offset = {s: 0 for s in models.settings}
-        for b in batches:
-            mine = {}
-            for n, out in outputs.items():
-                s = models.infos[n].settings
-                mine[n] = out[offset[s] : offset[s] + len(b[s].windows)]
-            for s in models.settings:
-                offset[s] += len(b[s].windows)
+        for b, mine in zip(batches, models.predict_tracks(batches)):
             result = score_track(b, mine, models.infos, models.calibration)
             for n, m in result.models.items():
                 calibrated[n].append(m.verdict.probabilities)

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from genre_detector.audio.decode import AudioError
 from genre_detector.audio.features import FeatureSettings, WindowBatch, extract_feature_sets
 from genre_detector.audio.tags import read_tags
@@ -78,27 +76,15 @@ def infer_rows(
     `models`: a runtime.model_set.ModelSet; `seconds["models"]` accumulates the time in the
     models."""
     projection = next((i.projection for i in models.infos.values() if i.projection), None)
-
-    batches = [r for _, r in ready if isinstance(r, dict)]
-    if batches:
-        t0 = time.perf_counter()
-        probs = models.predict(
-            {s: np.concatenate([b[s].windows for b in batches]) for s in models.settings}
-        )
-        if seconds is not None:
-            seconds["models"] += time.perf_counter() - t0
-    offset = {s: 0 for s in models.settings}
+    t0 = time.perf_counter()
+    outputs = iter(models.predict_tracks([r for _, r in ready if isinstance(r, dict)]))
+    if seconds is not None:
+        seconds["models"] += time.perf_counter() - t0
     for track, r in ready:
         if not isinstance(r, dict):
             yield track, error_row(track.path, *r), None
             continue
-        outputs = {}
-        for n, p in probs.items():
-            s = models.infos[n].settings
-            outputs[n] = p[offset[s] : offset[s] + len(r[s].windows)]
-        for s in models.settings:
-            offset[s] += len(r[s].windows)
-        result = score_track(r, outputs, models.infos, models.calibration)
+        result = score_track(r, next(outputs), models.infos, models.calibration)
         record = None
         if projection is not None and result.embedding is not None:
             record = record_from_result(result, projection, r.sha256, r.title, r.artist)

@@ -107,3 +107,23 @@ class ModelSet:
         """{FeatureSettings: (n, mels, frames)} -> {model: (n, output_width)} for every model
         (ModelInfo.window_probs per track makes probabilities of them)."""
         return {n: p(windows[p.info.settings]) for n, p in self.predictors.items()}
+
+    def predict_tracks(self, tracks: list[dict]) -> list[dict[str, np.ndarray]]:
+        """For several tracks' windows ({FeatureSettings: WindowBatch} each): every model runs
+        once on all of them, and its outputs are split back per track, in order."""
+        if not tracks:
+            return []
+        outputs = self.predict(
+            {s: np.concatenate([t[s].windows for t in tracks]) for s in self.settings}
+        )
+        offset = {s: 0 for s in self.settings}
+        per_track = []
+        for t in tracks:
+            mine = {}
+            for name, out in outputs.items():
+                s = self.infos[name].settings
+                mine[name] = out[offset[s] : offset[s] + len(t[s].windows)]
+            for s in self.settings:
+                offset[s] += len(t[s].windows)
+            per_track.append(mine)
+        return per_track
