@@ -265,3 +265,38 @@ def test_watch_over_http_is_delivered_by_the_service(served, emotify_dir):
         assert gone.status_code == 204
     finally:
         receiver.stop()
+
+
+def test_demo_fills_a_catalog_with_named_shared_clips(store_with_models, data_dir, tmp_path):
+    """`python -m genre_detector catalog demo`: shared clips, owner demo, titles and artists
+    from each source's tracks.csv (the clips carry no tags), searchable at once."""
+    import csv
+
+    import sqlalchemy as sa
+
+    from genre_detector.catalog import search
+    from genre_detector.catalog.db import Catalog
+
+    env = {**os.environ, "GENRE_DB_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "genre_detector", "catalog", "demo", "--limit", "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "4 ok" in out.stdout and "4 new tracks stored" in out.stdout
+    listing = {}
+    for source in ("4q", "emotify"):
+        with open(data_dir / source / "tracks.csv", newline="") as f:
+            listing.update({r["title"]: r["artist"] for r in csv.DictReader(f)})
+    db = Catalog.open(env["GENRE_DB_URL"])
+    with db.connect() as conn:
+        rows = conn.execute(sa.text("select id, owner, title, artist from tracks")).fetchall()
+    assert len(rows) == 4 and {r.owner for r in rows} == {"demo"}
+    assert all(r.title and listing[r.title] == r.artist for r in rows)
+    _, similar = search.similar_to_track(db, rows[0].id, k=3, exclude_same_artist=False)
+    assert len(similar) == 3
+    db.close()

@@ -66,6 +66,10 @@ def _same_rows(got: list[dict], want: list[dict]) -> None:
         for k in w:
             if k.endswith("_genre") or k in ("path", "error", "model_tags", "n_windows"):
                 assert g[k] == w[k], (k, g, w)
+            elif k == "embedding" and w[k]:  # the search embedding, a JSON list
+                a, b = json.loads(g[k]), json.loads(w[k])
+                assert len(a) == len(b) == 64
+                assert max(abs(x - y) for x, y in zip(a, b)) < 2e-3, k
             elif k != "timeline" and w[k]:  # numbers: the models' batches differ
                 assert math.isclose(float(g[k]), float(w[k]), abs_tol=2e-4), (k, g, w)
 
@@ -96,6 +100,33 @@ def test_ray_rows_match_in_process(catalog, reference, ray_engine, tmp_path):
         r: 1 for r in BAD.values()
     }
     assert stats.startswith("ray (local)")
+
+
+@pytest.mark.slow
+def test_ray_stores_the_catalog_like_in_process(catalog, reference, ray_engine, tmp_path):
+    """--catalog on Ray: the model actors' records cross to the driver and every usable
+    track is stored once, with the embedding the in-process run wrote."""
+    import sqlalchemy as sa
+
+    from genre_detector.batch.tagger import CatalogTarget
+    from genre_detector.catalog.db import Catalog
+
+    url = f"sqlite:///{tmp_path / 'ray.sqlite3'}"
+    out = tmp_path / "ray.csv"
+    summary, _ = tag_catalog(
+        [str(catalog)],
+        str(out),
+        engine=ray_engine,
+        catalog=CatalogTarget(url, "label", "search"),
+        progress=False,
+    )
+    good = len(_rows(reference)) - len(BAD)
+    assert summary.catalog_added == good
+    db = Catalog.open(url)
+    with db.connect() as conn:
+        n = conn.execute(sa.text("select count(*) from track_vectors")).scalar_one()
+    db.close()
+    assert n == good
 
 
 @pytest.mark.slow
