@@ -66,7 +66,7 @@ if {runtime!r} == "onnx":
     from genre_detector.runtime.onnx_predictor import OnnxPredictor as P
 else:
     from genre_detector.runtime.keras_predictor import Predictor as P
-from genre_detector.runtime.keras_predictor import default_refs
+from genre_detector.runtime.model_set import default_refs
 times = {{"import": time.perf_counter() - t}}
 for name, ref in default_refs().items():
     t = time.perf_counter(); p = P.from_store(ref); p.warm_up()

@@ -205,7 +205,7 @@ def test_watch_over_http_is_delivered_by_the_service(served, emotify_dir):
     the service's own delivery worker posting a signed webhook to a real receiver."""
     import time
 
-    from tests.webhook_receiver import Receiver
+    from loadtests.webhook_receiver import Receiver
 
     svc, keys = served
     receiver = Receiver().start()

@@ -7,6 +7,7 @@ one slow test tags real clips in-process and compares the Parquet folder with th
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -256,5 +257,8 @@ def test_real_clips_in_process_parquet_equals_csv(store_with_models, data_dir, t
                 assert g[k] is None or g[k] != g[k], (k, g[k])
             elif isinstance(g[k], float):
                 assert math.isclose(g[k], float(v), abs_tol=1e-6), (k, g[k], v)
+            elif k == "embedding":  # a list<float32> in Parquet, a JSON list in the CSV
+                assert len(g[k]) == 64
+                assert max(abs(a - b) for a, b in zip(g[k], json.loads(v))) < 1e-6
             else:
                 assert str(g[k]) == v, (k, g[k], v)

@@ -28,8 +28,11 @@ def _n_frames(n_samples: int, s: FeatureSettings = S) -> int:
     return 1 + n_samples // s.hop_length
 
 
-def _check_batch(batch: WindowBatch, n_samples: int, s: FeatureSettings = S) -> None:
-    n = len(window_starts(_n_frames(n_samples, s), s))
+def _check_batch(
+    batch: WindowBatch, n_samples: int, starts: list[int], s: FeatureSettings = S
+) -> None:
+    """`starts`: the window start frames the caller worked out by hand."""
+    n = len(starts)
     assert isinstance(batch, WindowBatch)
     assert batch.windows.shape == (n, s.n_mels, s.window_frames)
     assert batch.windows.dtype == np.float32
@@ -42,12 +45,15 @@ def _check_batch(batch: WindowBatch, n_samples: int, s: FeatureSettings = S) -> 
     assert batch.duration_s == pytest.approx(n_samples / s.sample_rate)
     assert batch.start_s.shape == batch.end_s.shape == (n,)
     assert batch.start_s[0] == 0.0
+    frame_s = s.hop_length / s.sample_rate
+    np.testing.assert_allclose(batch.start_s, np.array(starts) * frame_s, rtol=0, atol=1e-9)
+    want_end = np.minimum((np.array(starts) + s.window_frames) * frame_s, n_samples / s.sample_rate)
+    np.testing.assert_allclose(batch.end_s, want_end, rtol=0, atol=1e-9)
     assert np.all(np.diff(batch.start_s) > 0)
     assert np.all(batch.end_s > batch.start_s)
     assert batch.end_s[-1] == pytest.approx(batch.duration_s)
     assert np.all(batch.end_s <= batch.duration_s + 1e-9)
     # every window is exactly the mel at its start frame (except a padded short clip)
-    starts = np.round(batch.start_s / FRAME_S).astype(int)
     for w, i in zip(batch.windows, starts):
         if i + s.window_frames <= batch.mel.shape[1]:
             np.testing.assert_array_equal(w, batch.mel[:, i : i + s.window_frames])
@@ -117,6 +123,39 @@ def test_window_starts_cover_the_track(n_frames):
         assert gaps.max() - gaps.min() <= 1
 
 
+# n_frames -> the start frames, worked out by hand from the rule: every 32 frames from 0 to
+# last = n_frames - 64; if that misses `last`, the final start moves to `last` when it is
+# under 16 frames away (else one more window starts at `last`); over 40 windows, 40 starts
+# spread evenly, round(k * last / 39).
+WINDOW_STARTS = {
+    64: [0],
+    65: [0, 1],  # 1 frame past the last start: a second window, not a nudge of the only one
+    95: [0, 31],
+    96: [0, 32],
+    97: [0, 33],  # 33 - 32 = 1 < 16: nudged
+    300: [0, 32, 64, 96, 128, 160, 192, 236],  # 236 - 224 = 12 < 16: nudged
+    647: [*range(0, 545, 32), 583],  # the real 30 s WAV: 583 - 576 = 7: nudged
+    1000: [*range(0, 897, 32), 936],  # 936 - 928 = 8: nudged
+    1312: list(range(0, 1249, 32)),  # last = 1248 = 39 x 32: exactly 40 windows
+    1313: [*range(0, 1217, 32), 1249],
+    5000: [round(k * 4936 / 39) for k in range(40)],  # 155 would-be windows, thinned
+}
+
+
+@pytest.mark.parametrize("n_frames", sorted(WINDOW_STARTS))
+def test_window_starts_fixed_reference(n_frames):
+    assert window_starts(n_frames, S).tolist() == WINDOW_STARTS[n_frames]
+
+
+def test_window_starts_musicnn_fixed_reference():
+    """musicnn: 187-frame windows every 187 frames, at most 5, nudged within 93 frames."""
+    m = MUSICNN_SETTINGS
+    assert window_starts(594, m).tolist() == [0, 187, 407]  # 407 - 374 = 33: nudged
+    assert window_starts(1000, m).tolist() == [0, 187, 374, 561, 813]  # 813 - 748 = 65: nudged
+    # the 30 s WAV at 16 kHz: 1876 frames, 10 windows, thinned to 5 over 0..1689
+    assert window_starts(1876, m).tolist() == [0, 422, 844, 1267, 1689]
+
+
 def test_window_starts_short_track():
     np.testing.assert_array_equal(window_starts(10, S), [0])
     np.testing.assert_array_equal(window_starts(S.window_frames, S), [0])
@@ -143,7 +182,10 @@ def test_log_mel_puts_a_tone_in_the_right_band():
 
 # ----------------------------------------------------------------------------- extract_windows
 def test_real_wav_windows(batch, wave):
-    _check_batch(batch, len(wave))
+    # 661794 samples: 1 + 661794 // 1024 = 647 frames; starts every 32 frames up to 544, and
+    # the last window starts at 647 - 64 = 583 (576 nudged to reach the end)
+    assert len(wave) == 661794
+    _check_batch(batch, len(wave), WINDOW_STARTS[647])
     assert batch.duration_s == pytest.approx(30.013, abs=0.01)
     # 30 s at 1.49 s hops: 19 full hops, the last one stretched to reach the end
     assert len(batch.windows) == 19
@@ -181,7 +223,8 @@ def test_long_track_is_capped_and_spread_over_the_whole_track():
     tone = np.sin(2 * np.pi * (220.0 * (1 + np.floor(t / 60))) * t)
     wave = (0.05 * rng.standard_normal(t.size) + 0.3 * tone).astype(np.float32)
     batch = extract_windows(wave, S)
-    _check_batch(batch, len(wave))
+    # 13230000 samples: 12920 frames, last start 12856; 40 starts round(k * 12856 / 39)
+    _check_batch(batch, len(wave), [round(k * 12856 / 39) for k in range(40)])
     assert len(batch.windows) == S.max_windows
     assert batch.start_s[0] == 0.0
     assert batch.end_s[-1] == pytest.approx(seconds)
@@ -197,7 +240,7 @@ def test_clip_of_exactly_min_samples_gives_one_window():
     rng = np.random.default_rng(1)
     wave = (0.1 * rng.standard_normal(S.min_samples)).astype(np.float32)
     batch = extract_windows(wave, S)
-    _check_batch(batch, len(wave))
+    _check_batch(batch, len(wave), [0])
     assert batch.windows.shape == (1, S.n_mels, S.window_frames)
     assert batch.end_s[0] == pytest.approx(batch.duration_s)
 
@@ -208,8 +251,8 @@ def test_clip_of_min_seconds_is_windowed_without_padding():
     rng = np.random.default_rng(2)
     wave = (0.1 * rng.standard_normal(int(MIN_SECONDS * SAMPLE_RATE))).astype(np.float32)
     batch = extract_windows(wave, S)
-    _check_batch(batch, len(wave))
-    assert 1 <= len(batch.windows) <= 2
+    _check_batch(batch, len(wave), [0, 1])  # 66150 samples: 1 + 66150 // 1024 = 65 frames
+    assert len(batch.windows) == 2
     assert batch.mel.shape[1] >= S.window_frames
     assert batch.end_s[-1] == pytest.approx(MIN_SECONDS, abs=1e-6)
 
@@ -239,7 +282,12 @@ def test_other_settings_change_the_shape(wave):
     )
     b = extract_windows(wave[: 10 * SAMPLE_RATE], s)
     assert b.windows.shape[1:] == (32, 32)
-    assert 1 <= len(b.windows) <= 8
+    # 220500 samples: 216 frames, last start 184; 13 windows every 16 frames would be needed,
+    # so 8 spread evenly: round(k * 184 / 7)
+    assert len(b.windows) == 8
+    np.testing.assert_array_equal(
+        np.round(b.start_s / FRAME_S), [0, 26, 53, 79, 105, 131, 158, 184]
+    )
     assert b.windows.min() >= -60.0 and b.mel.max() == 0.0
     assert b.end_s[-1] == pytest.approx(10.0)
 
@@ -259,6 +307,9 @@ def test_scale_is_checked_and_db_fingerprints_did_not_change():
         == hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
     )
     assert dataclasses.replace(S, scale="log10").fingerprint() != S.fingerprint()
+    # fixed: the names of the feature caches made with these settings (.cache/features/...)
+    assert S.fingerprint() == "bc47ac2170c6"
+    assert MUSICNN_SETTINGS.fingerprint() == "68a36f4fd2f1"
     assert FeatureSettings.from_dict(MUSICNN_SETTINGS.to_dict()) == MUSICNN_SETTINGS
 
 
@@ -272,7 +323,9 @@ def test_musicnn_windows(both, wav_clip):
     b = both[s]
     n = len(b.windows)
     assert b.windows.shape == (n, 96, 187) and b.windows.dtype == np.float32
-    assert 1 <= n <= s.max_windows
+    # 480213 samples at 16 kHz: 1876 frames; 10 windows would be needed, thinned to 5
+    assert len(load_audio(wav_clip, sample_rate=16000)) == 480213
+    assert n == s.max_windows == 5
     assert np.isfinite(b.windows).all() and b.windows.min() >= 0.0  # log10(1 + 1e4 x)
     assert b.windows.max() > 1.0  # not silence
     wave16 = load_audio(wav_clip, sample_rate=16000)
@@ -280,6 +333,7 @@ def test_musicnn_windows(both, wav_clip):
     assert b.mel.shape == (96, _n_frames(len(wave16), s))
     # 3 s patches that do not overlap (musicnn's own extractor), the last reaching the end
     starts = np.round(b.start_s * s.sample_rate / s.hop_length).astype(int)
+    assert starts.tolist() == [0, 422, 844, 1267, 1689]  # round(k * 1689 / 4)
     assert np.all(np.diff(starts) >= s.window_frames)
     assert starts[-1] == b.mel.shape[1] - s.window_frames
     for w, i in zip(b.windows, starts):

@@ -34,7 +34,8 @@ def _real_windows(gtzan_dir, emotify_dir, settings) -> np.ndarray:
 
 
 def test_every_stored_model_has_an_onnx_twin_that_agrees(store_with_models, gtzan_dir, emotify_dir):
-    from genre_detector.runtime.keras_predictor import Predictor, default_refs
+    from genre_detector.runtime.keras_predictor import Predictor
+    from genre_detector.runtime.model_set import default_refs
     from genre_detector.runtime.onnx_predictor import OnnxPredictor, has_onnx
 
     refs = default_refs()
@@ -135,10 +136,10 @@ def test_batch_caps_follow_the_registry(store_with_models):
 
     assert FAMILIES["musicnn"].max_batch_windows == FAMILIES["musicnn"].settings.max_windows == 5
     assert serving.batch_cap(["musicnn"]) == 5
-    assert serving.batch_cap(["cnn", "lstm"]) == serving.MAX_BATCH_WINDOWS
+    assert serving.batch_cap(["cnn", "lstm"]) == serving.SETTINGS.max_batch
     apis = serving.GenreModels.apis
     assert apis["musicnn"].max_batch_size == 5
-    assert apis["cnn"].max_batch_size == serving.MAX_BATCH_WINDOWS
+    assert apis["cnn"].max_batch_size == serving.SETTINGS.max_batch
 
 
 def test_onnx_threads_sleep_when_idle_unless_told(monkeypatch):

@@ -15,7 +15,6 @@ from genre_detector.audio.features import (
 )
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.families import LEGACY_NAMES, display_name, family, model_names
-from genre_detector.numerics import softmax
 from genre_detector.runtime.store import ModelInfo
 from genre_detector.scoring.pooling import (
     BETWEEN_RATIO,
@@ -49,6 +48,19 @@ def batches() -> dict[FeatureSettings, WindowBatch]:
     out = extract_feature_sets((wave, 22050), [S, M])
     assert (len(out[S].windows), len(out[M].windows)) == (5, 3)
     return out
+
+
+# The windows of that 9.5 s clip, worked out by hand (not by the feature code).
+# Research grid: 209475 samples -> 1 + 209475 // 1024 = 205 frames; windows of 64 frames
+# every 32 start at 0, 32, 64, 96, then 128 is nudged to the last start 205 - 64 = 141;
+# one frame is 1024 / 22050 s, so the starts are 0, 1.486, 2.972, 4.458, 6.548 s and the ends
+# 64 frames later (the last one cut at the clip's end, 9.5 s).
+GRID_START = [0.0, 1.486, 2.972, 4.458, 6.548]
+GRID_END = [2.972, 4.458, 5.944, 7.43, 9.5]
+# musicnn: 152000 samples at 16 kHz -> 1 + 152000 // 256 = 594 frames; 187-frame windows
+# every 187 start at 0, 187, then 374 is nudged to 594 - 187 = 407; a frame is 16 ms.
+MUSICNN_START = [0.0, 2.992, 6.512]
+MUSICNN_END = [2.992, 5.984, 9.5]
 
 
 def _reply(batches, window_outputs, infos, calibration, request_id) -> dict:
@@ -141,19 +153,25 @@ def _mean(d: dict) -> np.ndarray:
     return np.mean(list(d.values()), axis=0)
 
 
-def test_timeline_matches_the_windows(batches, window_probs):
+def test_timeline_matches_the_windows(batches):
+    """Two models on the same 5 windows, 3 genres: each window's combined (here: mean)
+    probabilities, its top genre and the window's times, all worked out by hand."""
     b = batches[S]
-    research = {n: window_probs[n] for n in RESEARCH}
-    tl = timeline(research, {n: (b.start_s, b.end_s) for n in research}, _mean, LABELS)
-    assert len(tl) == len(b.windows)
-    mean = _mean(research)
-    for i, entry in enumerate(tl):
-        assert set(entry) == {"start_s", "end_s", "top_genre", "probability"}
-        assert entry["start_s"] == pytest.approx(b.start_s[i], abs=1e-3)
-        assert entry["end_s"] == pytest.approx(b.end_s[i], abs=1e-3)
-        assert entry["top_genre"] == LABELS[int(np.argmax(mean[i]))]
-        assert entry["probability"] == pytest.approx(mean[i].max(), abs=1e-4)
-        assert 1 / len(LABELS) - 1e-4 <= entry["probability"] <= 1.0
+    three = ["blues", "classical", "jazz"]
+    cnn = np.array(
+        [[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1], [0.3, 0.3, 0.4]]
+    )
+    lstm = np.array(
+        [[0.4, 0.5, 0.1], [0.2, 0.5, 0.3], [0.3, 0.1, 0.6], [0.1, 0.2, 0.7], [0.1, 0.1, 0.8]]
+    )
+    spans = {n: (b.start_s, b.end_s) for n in ("cnn", "lstm")}
+    tl = timeline({"cnn": cnn, "lstm": lstm}, spans, _mean, three)
+    # means: [.5 .4 .1] [.2 .6 .2] [.2 .1 .7] [.3 .3 .4] [.2 .2 .6]
+    assert [e["top_genre"] for e in tl] == ["blues", "classical", "jazz", "jazz", "jazz"]
+    assert [e["probability"] for e in tl] == pytest.approx([0.5, 0.6, 0.7, 0.4, 0.6], abs=1e-9)
+    assert [e["start_s"] for e in tl] == GRID_START
+    assert [e["end_s"] for e in tl] == GRID_END
+    assert all(set(e) == {"start_s", "end_s", "top_genre", "probability"} for e in tl)
 
 
 def test_timeline_on_the_finest_grid_aligns_coarser_windows(batches):
@@ -167,12 +185,14 @@ def test_timeline_on_the_finest_grid_aligns_coarser_windows(batches):
     spans = {"cnn": (b.start_s, b.end_s), "musicnn": (m.start_s, m.end_s)}
     seen = []
     tl = timeline(probs, spans, lambda d: seen.append(d) or _mean(d), LABELS)
-    assert [e["start_s"] for e in tl] == pytest.approx(list(b.start_s), abs=1e-3)
-    ref_c = (b.start_s + b.end_s) / 2
-    want = nearest_windows(ref_c, (m.start_s + m.end_s) / 2)
+    assert [e["start_s"] for e in tl] == GRID_START
+    # centers: research 1.486, 2.972, 4.458, 5.944, 8.024 s; musicnn 1.496, 4.488, 8.006 s.
+    # 2.972 is 1.476 from the first musicnn center and 1.516 from the second; 5.944 is 1.456
+    # from the second and 2.062 from the third: the map is 0, 0, 1, 1, 2.
+    want = [0, 0, 1, 1, 2]
     np.testing.assert_array_equal(seen[0]["musicnn"], probs["musicnn"][want])
-    assert [e["top_genre"] for e in tl] == [LABELS[[0, 5, 8][i]] for i in want]
-    assert want[0] == 0 and want[-1] == 2  # the ends map to the ends
+    np.testing.assert_array_equal(seen[0]["cnn"], probs["cnn"])
+    assert [e["top_genre"] for e in tl] == ["blues", "blues", "jazz", "jazz", "rnb"]
 
 
 def test_timeline_follows_a_genre_change(batches):
@@ -213,7 +233,8 @@ def test_predict_reply_shape(batches, window_probs):
         assert m["metrics"] == infos[name].metrics
         assert list(m["probabilities"]) == LABELS
         assert abs(sum(m["probabilities"].values()) - 1) <= SUM_TOL
-        raw[name] = track_probabilities(window_probs[name])
+        w = window_probs[name].astype(np.float64)
+        raw[name] = w.mean(axis=0) / w.mean(axis=0).sum()  # "mean" pooling, done here
         # no calibration: a model's probabilities are its own, unchanged
         np.testing.assert_allclose(_values(m["probabilities"]), raw[name], atol=1e-6)
         assert m["top_genre"] == LABELS[int(np.argmax(raw[name]))]
@@ -234,45 +255,76 @@ def test_predict_reply_shape(batches, window_probs):
     } <= set(e)
     assert abs(sum(e["probabilities"].values()) - 1) <= SUM_TOL
     # without a calibration: the normalised geometric mean of the models
-    pooled = softmax(np.mean([np.log(raw[n]) for n in NAMES], axis=0))
+    geo = np.prod([raw[n] for n in NAMES], axis=0) ** (1 / len(NAMES))
+    pooled = geo / geo.sum()
     np.testing.assert_allclose(_values(e["probabilities"]), pooled, atol=1e-6)
-    assert e["top_genre"] == LABELS[int(np.argmax(pooled))]
+    top, second = np.argsort(-pooled)[:2]
+    assert e["top_genre"] == LABELS[top]
     assert e["top3"][0]["genre"] == e["top_genre"]
-    assert e["between_genres"] == between_genres(pooled, LABELS)
+    # between genres: the runner-up has at least half the top genre's probability
+    near = pooled[second] >= 0.5 * pooled[top]
+    assert e["between_genres"] == ([LABELS[top], LABELS[second]] if near else [])
     assert e["calibrated"] is False and e["metrics"] == {}
     assert e["n_models"] == 5 and e["models"] == NAMES
-    assert e["agreeing_models"] == sum(
-        reply["models"][n]["top_genre"] == e["top_genre"] for n in NAMES
-    )
-    assert 0 <= e["agreeing_models"] <= 5
+    agreeing = sum(int(np.argmax(raw[n])) == top for n in NAMES)
+    assert e["agreeing_models"] == agreeing
     assert len(reply["timeline"]) == 5
+    assert [t["start_s"] for t in reply["timeline"]] == GRID_START
     assert reply["model_tags"] == {n: infos[n].tag for n in NAMES}
 
 
-def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batches, window_probs):
+# Top values of a model's windows, varying from window to window, each list averaging 0.8.
+TOPS = {5: [0.9, 0.7, 0.8, 0.9, 0.7], 3: [0.9, 0.7, 0.8]}
+
+
+def _two_level(n_windows: int, top: int) -> np.ndarray:
+    """Windows whose mean is 0.8 on genre `top` and 0.025 on each of the 8 others (a ratio
+    of 32), each window's own split differing."""
+    tops = np.array(TOPS[n_windows])
+    w = np.repeat(((1 - tops) / 8)[:, None], len(LABELS), axis=1)
+    w[:, top] = tops
+    return w.astype(np.float32)
+
+
+def test_predict_reply_is_calibrated_when_the_calibration_covers_the_models(batches):
+    """Every number worked out by hand. A model's track probabilities are 0.8 on its genre and
+    0.025 on the others (a ratio of 32 = 2^5). A temperature T turns them into p^(1/T), so
+    the ratio becomes 32^(1/T); the log-linear ensemble gives a genre 32 to the power of the
+    summed weights of the models whose genre it is, against 1 for a genre of no model."""
+    blues, jazz = LABELS.index("blues"), LABELS.index("jazz")
+    probs = {n: _two_level(5, blues) for n in RESEARCH}
+    probs["musicnn"] = _two_level(3, jazz)
+    temperatures = {"feedforward": 1.0, "lenet": 1.25, "cnn": 5 / 3, "lstm": 2.5, "musicnn": 5.0}
+    weights = {"feedforward": 0.1, "lenet": 0.2, "cnn": 0.3, "lstm": 0.4, "musicnn": 0.6}
     cal = Calibration(
-        LABELS,
-        temperatures={n: 1.0 + 0.5 * i for i, n in enumerate(NAMES)},
-        weights={n: 0.2 + 0.1 * i for i, n in enumerate(NAMES)},
-        metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}},
+        LABELS, temperatures, weights, metrics={"ensemble": {"accuracy": 0.7, "ece": 0.05}}
     )
-    reply = _reply(batches, window_probs, _infos(), cal, "r")
-    raw = {n: track_probabilities(window_probs[n]) for n in NAMES}
-    for n in NAMES:
-        np.testing.assert_allclose(
-            _values(reply["models"][n]["probabilities"]), cal.model(n, raw[n]), atol=1e-6
-        )
-    # musicnn's temperature 3 flattens its probabilities
-    assert reply["models"]["musicnn"]["top_probability"] < raw["musicnn"].max() - 0.01
+    reply = _reply(batches, probs, _infos(), cal, "r")
+    # ratio 32^(1/T) = 32, 16, 8, 4, 2 against 8 genres at 1: top = ratio / (ratio + 8)
+    want_top = {"feedforward": 0.8, "lenet": 2 / 3, "cnn": 0.5, "lstm": 1 / 3, "musicnn": 0.2}
+    for n, top in want_top.items():
+        p = _values(reply["models"][n]["probabilities"])
+        genre = jazz if n == "musicnn" else blues
+        want = np.full(len(LABELS), (1 - top) / 8)
+        want[genre] = top
+        np.testing.assert_allclose(p, want, atol=1e-6, err_msg=n)
+        assert reply["models"][n]["top_genre"] == LABELS[genre]
+    # ensemble: blues 32^(0.1 + 0.2 + 0.3 + 0.4) = 32, jazz 32^0.6 = 8, 7 others 1 (sum 47)
     e = reply["ensemble"]
-    np.testing.assert_allclose(_values(e["probabilities"]), cal.ensemble(raw), atol=1e-6)
+    want = np.full(len(LABELS), 1 / 47)
+    want[blues], want[jazz] = 32 / 47, 8 / 47
+    np.testing.assert_allclose(_values(e["probabilities"]), want, atol=1e-6)
+    assert e["top_genre"] == "blues" and e["between_genres"] == []  # 8 < 32 / 2
     assert e["calibrated"] is True and e["metrics"] == {"accuracy": 0.7, "ece": 0.05}
-    # a subset: its members' weights, but not the calibrated ensemble (no metrics claimed)
-    sub = {n: window_probs[n] for n in ("cnn", "musicnn")}
+    assert e["agreeing_models"] == 4
+    # a subset: its members' own weights (lenet 0.2: blues 2; musicnn 0.6: jazz 8; 7 x 1),
+    # but not the calibrated ensemble (no metrics claimed)
+    sub = {n: probs[n] for n in ("lenet", "musicnn")}
     e = _reply(batches, sub, _infos(), cal, "r")["ensemble"]
-    np.testing.assert_allclose(
-        _values(e["probabilities"]), cal.ensemble({n: raw[n] for n in sub}), atol=1e-6
-    )
+    want = np.full(len(LABELS), 1 / 17)
+    want[blues], want[jazz] = 2 / 17, 8 / 17
+    np.testing.assert_allclose(_values(e["probabilities"]), want, atol=1e-6)
+    assert e["top_genre"] == "jazz"
     assert e["calibrated"] is False and e["metrics"] == {} and e["n_models"] == 2
 
 
@@ -297,9 +349,8 @@ def test_predict_reply_for_a_subset_of_models(batches, window_probs):
     # musicnn alone: its own (coarser) grid and sample rate
     alone = _reply({M: batches[M]}, {"musicnn": window_probs["musicnn"]}, _infos(), None, "r")
     assert alone["sample_rate"] == 16000 and alone["n_windows"] == 3
-    assert [t["start_s"] for t in alone["timeline"]] == pytest.approx(
-        list(batches[M].start_s), abs=1e-3
-    )
+    assert [t["start_s"] for t in alone["timeline"]] == MUSICNN_START
+    assert [t["end_s"] for t in alone["timeline"]] == MUSICNN_END
     assert alone["duration_s"] == pytest.approx(9.5, abs=1e-3)
 
 

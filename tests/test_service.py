@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -117,9 +118,24 @@ def test_musicnn_alone_on_its_own_features(service, mp3_clip):
     assert r.status_code == 200, r.text
     body = r.json()
     assert list(body["models"]) == ["musicnn"] and body["sample_rate"] == 16000
-    assert 1 <= body["n_windows"] <= 10 and len(body["timeline"]) == body["n_windows"]
-    assert body["timeline"][0]["start_s"] == 0
-    assert abs(body["timeline"][-1]["end_s"] - body["duration_s"]) < 0.05
+    # Worked out from the clip's length and musicnn's published input (3 s patches: 187
+    # frames of 256 samples at 16 kHz, not overlapping, at most 5 per track), not by the
+    # feature code: ~60 s is 1 + n // 256 ~ 3750 frames, room for 20 patches, so the cap
+    # decides: exactly 5 windows, spread evenly from 0 to the last start (frames - 187).
+    frame_s = 256 / 16000
+    frames = 1 + round(body["duration_s"] * 16000) // 256
+    uncapped = 1 + math.ceil((frames - 187) / 187)
+    assert uncapped >= 19 and body["n_windows"] == min(uncapped, 5) == 5
+    tl = body["timeline"]
+    assert len(tl) == 5
+    last = (frames - 187) * frame_s
+    want = [k * last / 4 for k in range(5)]
+    assert [w["start_s"] for w in tl] == pytest.approx(want, abs=frame_s)
+    assert [w["end_s"] for w in tl[:-1]] == pytest.approx(
+        [s + 187 * frame_s for s in want[:-1]], abs=frame_s
+    )
+    assert tl[0]["start_s"] == 0
+    assert abs(tl[-1]["end_s"] - body["duration_s"]) < 0.05
     assert body["spectrogram_png"].startswith("data:image/png;base64,")
     assert 59 < body["duration_s"] < 61
 

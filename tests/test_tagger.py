@@ -2,7 +2,9 @@
 and the --url engine against a live `bentoml serve`.
 
 The catalog is built in tmp_path from symlinks to the shared clips (nothing is copied
-into the repository) plus a few bad files made on the spot.
+into the repository) plus a few bad files made on the spot. Its emotify clips are from the
+shipped run's validation split (models/report/report.json, split by artist), so the accuracy
+measured on them is on artists the shipped models never trained on.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tests.expected import NINE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}  # emotify clips per genre
+REPORT = REPO / "models" / "report" / "report.json"  # the shipped run's report
+CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}  # held-out emotify clips
 # The catalog's folders are the models' genres (emotify's pop and rock are pop-rock), so
 # --labels-from-folders scores every clip.
 FOLDER = {
@@ -42,13 +45,32 @@ NAMES = model_names()  # the five families
 N_TRACKS = sum(CLIPS.values()) + 1 + len(BAD)  # + one nested GTZAN WAV
 
 
+def held_out_emotify() -> dict[str, list[str]]:
+    """emotify folder -> the file names (sorted) of its clips in the shipped run's validation
+    split: tracks by artists no shipped model was trained on."""
+    split = json.loads(REPORT.read_text())["split"]
+    assert split["by"] == "artist"
+    held: dict[str, list[str]] = {}
+    for rel in split["val_tracks"]:  # e.g. "emotify/rock/36.mp3"
+        source, folder, name = rel.split("/")
+        if source == "emotify":
+            held.setdefault(folder, []).append(name)
+    return {folder: sorted(names) for folder, names in held.items()}
+
+
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
+    """CLIPS held-out emotify clips per genre (the first by file name), a GTZAN WAV (a source
+    no shipped model was trained on) two folders down, and the unusable files."""
     root = tmp_path_factory.mktemp("catalog")
+    held = held_out_emotify()
     for genre, n in CLIPS.items():
         (root / FOLDER[genre]).mkdir(exist_ok=True)
-        for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:n]:
-            (root / FOLDER[genre] / f"{genre}-{clip.name}").symlink_to(clip)
+        assert len(held[genre]) >= n, (genre, held[genre])
+        for name in held[genre][:n]:
+            clip = emotify_dir / genre / name
+            assert clip.is_file(), clip
+            (root / FOLDER[genre] / f"{genre}-{name}").symlink_to(clip)
     (root / "more" / "deeper").mkdir(parents=True)
     (root / "more" / "deeper" / "classical.00000.wav").symlink_to(gtzan_dir / "classical.00000.wav")
     add_unusable_files(root, gtzan_dir)
@@ -88,6 +110,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _same(a: str, b: str) -> bool:
+    """Cells equal, numbers within 2e-4, and the embedding column's numbers within 1e-5: runs
+    with other batch sizes differ in ONNX Runtime's last bits, which can flip the last of the
+    6 decimals an embedding number is written with (seen: 0.027316 against 0.027317)."""
+    if a.startswith("[") and b.startswith("["):
+        x, y = json.loads(a), json.loads(b)
+        return len(x) == len(y) and all(math.isclose(p, q, abs_tol=1e-5) for p, q in zip(x, y))
     try:
         return math.isclose(float(a), float(b), abs_tol=2e-4)
     except ValueError:
@@ -138,8 +166,17 @@ def test_rows_errors_and_accuracy(catalog, reference):
     assert by_key["more/deeper/classical.00000.wav"]["ensemble_genre"] == "classical"
     assert summary.ok == len(good) and dict(summary.failed) == {r: 1 for r in BAD.values()}
     assert summary.scored == sum(CLIPS.values())  # "deeper", "broken": not labels
-    acc = summary.correct["ensemble"] / summary.scored
-    assert acc >= 0.6 and "ensemble" in summary.report(1.0)
+    # Every scored clip is by an artist the shipped models never heard (the shipped run's
+    # validation split): "pop-rock/rock-36.mp3" is emotify/rock/36.mp3.
+    held = {f"{genre}/{name}" for genre, names in held_out_emotify().items() for name in names}
+    scored = [k for k in by_key if k.split("/")[0] in FOLDER.values()]
+    assert len(scored) == summary.scored
+    assert all(k.split("/")[1].replace("-", "/", 1) in held for k in scored), scored
+    # On these 11 the ensemble got 9 right (0.82; on all 56 held-out emotify clips 49, 0.875,
+    # as the model card's per-source figure says). Always answering the commonest folder
+    # (pop-rock) gets 5 of 11 (0.45), chance 1/9: at least 8 (0.73), so losing two more fails.
+    assert summary.correct["ensemble"] >= 8, summary.report(1.0)
+    assert "ensemble" in summary.report(1.0)
 
 
 def _as_from_a_shell() -> None:

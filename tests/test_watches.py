@@ -20,8 +20,8 @@ from genre_detector.catalog.db import Catalog
 from genre_detector.catalog.delivery import Worker
 from genre_detector.catalog.records import Consent
 from genre_detector.errors import GenreError
+from loadtests.webhook_receiver import Receiver, verify
 from tests.test_catalog_db import DIM, _record, _unit
-from tests.webhook_receiver import Receiver, verify
 
 LABELS = ["blues", "jazz", "pop-rock"]
 NOTIFY = Consent(True, True)

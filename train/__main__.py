@@ -61,11 +61,18 @@ def inference_ok(unused: list[str]) -> str:
 
 def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> None:
     """Copy a run's models, cards, calibration and report into models/ (what `make serve`
-    imports)."""
+    imports), with each model's ONNX export beside it (importing then needs no TensorFlow;
+    tests/test_onnx.py checks the two agree)."""
+    from genre_detector.audio.features import FeatureSettings
+    from genre_detector.models.onnx_export import export_onnx
+    from genre_detector.runtime.store import ONNX_FILE
+
     for name, metadata in cards.items():
         dest = models / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / f"{name}.keras", dest / "model.keras")
+        settings = FeatureSettings.from_dict(metadata["feature_settings"])
+        export_onnx(dest / "model.keras", dest / ONNX_FILE, settings)
         if (run / f"{name}.head.npz").exists():
             shutil.copyfile(run / f"{name}.head.npz", dest / HEAD_FILE)
         (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from genre_detector.audio.decode import AudioError
 from genre_detector.audio.features import FeatureSettings, WindowBatch, extract_feature_sets
 from genre_detector.audio.tags import read_tags
@@ -89,5 +91,9 @@ def infer_rows(
         if projection is not None and result.embedding is not None:
             record = record_from_result(result, projection, r.sha256, r.title, r.artist)
         row = row_from_result(track.path, result)
-        row["embedding"] = record.embedding.round(6).tolist() if record is not None else None
+        row["embedding"] = (
+            np.round(record.embedding.astype(np.float64), 6).tolist()
+            if record is not None
+            else None
+        )
         yield track, row, record

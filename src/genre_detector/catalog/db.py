@@ -6,7 +6,7 @@
 
 * SQLite (the embedded default, no server): the `pysqlite3-binary` build of sqlite3 (the
   standard library's cannot load extensions on every Python build) with `sqlite-vec` loaded
-  on every connection; WAL journal, a 5 s busy timeout, foreign keys on.
+  on every connection; WAL journal, a 15 s busy timeout, foreign keys on.
 * PostgreSQL: psycopg 3 with the `vector` extension (pgvector); HNSW indexes.
 
 Every database error that means "not reachable, or busy" (connection refused, the server
@@ -27,7 +27,7 @@ from genre_detector.errors import GenreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_DIM = 128  # the embedding's stored size when no projection says otherwise
-SQLITE_BUSY_MS = 5000
+SQLITE_BUSY_MS = 15000  # a writer waits this long for the lock before 503 db_unavailable
 
 
 class CatalogUnavailable(GenreError):

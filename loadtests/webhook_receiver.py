@@ -1,6 +1,7 @@
-"""A real webhook receiver on 127.0.0.1 for the tests: an HTTP server in a thread that
-verifies every request's Standard Webhooks signature with `standardwebhooks` (as a
-subscriber would), records what arrived, and answers with the replies it is told to."""
+"""A real webhook receiver on 127.0.0.1, for the tests and the load scripts: an HTTP server
+in a thread that verifies every request's Standard Webhooks signature with
+`standardwebhooks` (as a subscriber would), records what arrived, and answers with the
+replies it is told to."""
 
 from __future__ import annotations
 
