@@ -34,9 +34,7 @@ def _clips(n: int) -> list[Path]:
     from genre_detector.config import settings
 
     data = settings().data
-    clips = sorted((data / "gtzan-samples").glob("*.wav")) + sorted(
-        (data / "4q").glob("*/*.mp3")
-    )
+    clips = sorted((data / "gtzan-samples").glob("*.wav")) + sorted((data / "4q").glob("*/*.mp3"))
     return clips[:n]
 
 
