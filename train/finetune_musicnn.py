@@ -32,9 +32,10 @@ caps the whole run (each fit gets an equal share and stops at it, best weights k
 Run once on an NVIDIA H200 (torch backend, 2026-12-04; its metrics.json is
 models/report/finetune-musicnn.json; the weights were not kept, as they did not help):
 parity with TensorFlow 5.8e-6, 324 s in all (epochs of 1.6-3.8 s, bound by the host, not
-the GPU), and 4 of the 5 fits stopped at their ~37 s share, not by early stopping. Pooled out-of-fold accuracy / macro-F1: frozen head 84.8 % / 0.763,
-fine-tuned backbones + the same head 84.1 % / 0.766 (paired -0.7 points, 95 % interval over
-artists -2.5 .. +1.1), the fine-tuned network's own head 79.1 % / 0.679 (-5.7, -8.7 .. -2.8).
+the GPU), and 4 of the 5 fits stopped at their ~37 s share, not by early stopping. Pooled
+out-of-fold accuracy / macro-F1: frozen head 84.8 % / 0.763, fine-tuned backbones + the
+same head 84.1 % / 0.766 (paired -0.7 points, 95 % interval over artists -2.5 .. +1.1),
+the fine-tuned network's own head 79.1 % / 0.679 (-5.7, -8.7 .. -2.8).
 """
 
 from __future__ import annotations
