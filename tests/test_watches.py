@@ -277,3 +277,20 @@ def test_concurrent_ingests_and_two_workers_deliver_each_pair_once(db, receiver)
     ]
     assert len(pairs) == 36 and len(set(pairs)) == 36
     assert all(r.verified for r in receiver.received)
+
+
+def test_a_delivery_cancelled_while_a_worker_holds_it_stays_cancelled(db, receiver):
+    """The race the no-loss script found: claimed, then the track erased, then the failed
+    attempt recorded: the delivery must stay cancelled, not go back to pending."""
+    _watch(db, receiver)
+    receiver.replies = [(503, {})]
+    row = _jazz(db, 1)
+    worker = Worker(db)
+    (d,) = worker.claim()
+    assert ingest.erase(db, "artist", row["id"])
+    assert worker.record(d, worker.send(d)) == "pending"  # what the attempt alone says
+    with db.connect() as conn:
+        status, payload = conn.execute(sa.text("select status, payload from deliveries")).one()
+        matches = conn.execute(sa.text("select count(*) from watch_matches")).scalar_one()
+    assert status == "cancelled" and payload == '{"erased":true}' and matches == 0
+    assert _drain(Worker(db)) == 0 and len(receiver.received) == 1

@@ -31,7 +31,7 @@ from genre_detector.catalog.schema import deliveries, delivery_attempts, watches
 from genre_detector.config import settings
 
 logger = logging.getLogger("genre_detector.delivery")
-LEASE_S = 60.0  # a claimed delivery is another worker's again after this (its sender died)
+LEASE_S = 60.0  # plus the batch's worst case: a claimed delivery is another worker's after it
 
 
 def _now() -> dt.datetime:
@@ -50,6 +50,9 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.session = session or requests.Session()
         self.settings = settings()
+        # long enough for every delivery of a batch to time out: no other worker takes over
+        # a batch this one is still sending
+        self.lease_s = LEASE_S + batch * self.settings.webhook_timeout_s
 
     # ------------------------------------------------------------ claim
 
@@ -75,7 +78,9 @@ class Worker:
                 conn.execute(
                     deliveries.update()
                     .where(deliveries.c.pk.in_(due.scalar_subquery()))
-                    .values(locked_until=now + dt.timedelta(seconds=LEASE_S), locked_by=self.name)
+                    .values(
+                        locked_until=now + dt.timedelta(seconds=self.lease_s), locked_by=self.name
+                    )
                     .returning(deliveries.c.pk)
                 )
                 .scalars()
@@ -177,9 +182,15 @@ class Worker:
                     response_head=out["head"],
                 )
             )
+            # only a delivery still pending and still ours: one cancelled meanwhile (its track
+            # erased or withdrawn) stays cancelled, and a lease taken over stays the taker's
             conn.execute(
                 deliveries.update()
-                .where(deliveries.c.pk == d.pk, deliveries.c.locked_by == self.name)
+                .where(
+                    deliveries.c.pk == d.pk,
+                    deliveries.c.locked_by == self.name,
+                    deliveries.c.status == "pending",
+                )
                 .values(status=state, attempts=attempts, locked_until=None, **values)
             )
             if watch_update:

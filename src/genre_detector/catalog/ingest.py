@@ -20,9 +20,9 @@ def _matcher(db):
     return on_insert
 
 
-def _forgetter(db):
+def _forgetter(db, erase: bool):
     def forget(conn, track_id):
-        watches.forget_track(db, conn, track_id)
+        watches.forget_track(db, conn, track_id, erase=erase)
 
     return forget
 
@@ -36,8 +36,8 @@ def add_many(db, owner: str, records: list, consent) -> int:
 
 
 def erase(db, owner: str, track_id: str) -> bool:
-    return tracks.delete(db, owner, track_id, on_delete=_forgetter(db))
+    return tracks.delete(db, owner, track_id, on_delete=_forgetter(db, erase=True))
 
 
 def set_notify(db, owner: str, track_id: str, notify: bool) -> dict | None:
-    return tracks.set_notify(db, owner, track_id, notify, on_withdraw=_forgetter(db))
+    return tracks.set_notify(db, owner, track_id, notify, on_withdraw=_forgetter(db, erase=False))

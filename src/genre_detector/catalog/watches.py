@@ -242,49 +242,107 @@ def rotate_secret(db, owner: str, watch_id: str) -> str:
 # ---------------------------------------------------------------- matching (the outbox)
 
 
+class _Compiled:
+    """Every active watch decoded once into arrays (genre minimums as a matrix, reference
+    vectors stacked), so matching a new track is a few vector operations instead of a JSON
+    decode and a Python loop per watch; rebuilt when the watches' signature changes."""
+
+    def __init__(self, rows, labels: list[str], dim: int, signature):
+        self.signature, self.labels = signature, list(labels)
+        self.pks = [r.pk for r in rows]
+        self.ids = [r.id for r in rows]
+        self.owners = np.array([r.owner for r in rows], dtype=object)
+        self.exclude = [set(r.exclude_artists or []) for r in rows]
+        n = len(rows)
+        self.genre_min = np.full((n, len(labels)), np.inf)
+        for i, r in enumerate(rows):
+            for g, lo in (r.genres or {}).items():
+                if g in self.labels:
+                    self.genre_min[i, self.labels.index(g)] = lo
+        self.has_genres = np.isfinite(self.genre_min).any(axis=1)
+        self.min_similarity = np.array([r.min_similarity for r in rows], dtype=np.float64)
+        refs, owner_of = [], []
+        for i, r in enumerate(rows):
+            if r.like_vectors:
+                v = np.frombuffer(r.like_vectors, dtype=np.float32).reshape(-1, dim)
+                refs.append(v)
+                owner_of += [i] * len(v)
+        self.refs = np.concatenate(refs) if refs else np.zeros((0, dim), np.float32)
+        self.ref_watch = np.asarray(owner_of, dtype=int)
+        self.has_like = np.zeros(n, dtype=bool)
+        self.has_like[self.ref_watch] = True
+
+    def match(self, probs: np.ndarray, vector: np.ndarray, owner: str, artist_key: str):
+        """[(watch index, score)] of the watches this track matches."""
+        ok = self.owners != owner
+        reached = probs[None, :] >= self.genre_min
+        genre_score = np.where(reached, probs[None, :], -np.inf).max(axis=1)
+        ok &= ~self.has_genres | reached.any(axis=1)
+        similarity = np.full(len(self.pks), -np.inf)
+        if len(self.refs):
+            np.maximum.at(similarity, self.ref_watch, self.refs @ vector)
+        ok &= ~self.has_like | (similarity >= self.min_similarity)
+        score = np.where(self.has_like, similarity, genre_score)
+        return [
+            (int(i), float(score[i]))
+            for i in np.flatnonzero(ok)
+            if not (artist_key and artist_key in self.exclude[i])
+        ]
+
+
+_COMPILED: dict = {}  # per database URL
+
+
+def _watches_signature(conn):
+    """Changes whenever an active watch is added, changed, disabled or deleted."""
+    return tuple(
+        conn.execute(
+            sa.select(
+                sa.func.count(), sa.func.max(watches.c.updated_at), sa.func.sum(watches.c.pk)
+            ).where(watches.c.active.is_(True))
+        ).one()
+    )
+
+
+def _compiled(db, conn, labels: list[str]) -> _Compiled:
+    key = str(db.engine.url)
+    signature = _watches_signature(conn)
+    found = _COMPILED.get(key)
+    if found is None or found.signature != signature or found.labels != labels:
+        rows = conn.execute(
+            sa.select(
+                watches.c.pk,
+                watches.c.id,
+                watches.c.owner,
+                watches.c.genres,
+                watches.c.like_vectors,
+                watches.c.min_similarity,
+                watches.c.exclude_artists,
+            ).where(watches.c.active.is_(True))
+        ).fetchall()
+        found = _COMPILED[key] = _Compiled(rows, labels, db.dim, signature)
+    return found
+
+
 def match_new_track(db, conn, track_pk: int, row: dict, vector) -> int:
     """Inside the transaction adding a track: match it against every active watch of other
     accounts and write each match with its delivery. Returns the number of matches."""
     if "notify" not in row["consent"]:
         return 0
-    candidates = conn.execute(
-        sa.select(
-            watches.c.pk,
-            watches.c.id,
-            watches.c.genres,
-            watches.c.like_vectors,
-            watches.c.min_similarity,
-            watches.c.exclude_artists,
-        ).where(watches.c.active.is_(True), watches.c.owner != row["owner"])
-    ).fetchall()
-    if not candidates:
+    labels = list(row["probabilities"])
+    compiled = _compiled(db, conn, labels)
+    if not compiled.pks:
         return 0
+    probs = np.array([row["probabilities"][g] for g in labels])
     v = np.asarray(vector, dtype=np.float32)
-    probs, key, now = row["probabilities"], row["artist_key"], _now()
-    n = 0
-    for w in candidates:
-        if key and key in (w.exclude_artists or []):
-            continue
-        score = None
-        if w.genres:
-            hits = [probs.get(g, 0.0) for g, lo in w.genres.items() if probs.get(g, 0.0) >= lo]
-            if not hits:
-                continue
-            score = max(hits)
-        if w.like_vectors:
-            refs = np.frombuffer(w.like_vectors, dtype=np.float32).reshape(-1, len(v))
-            similarity = float((refs @ v).max())
-            if similarity < w.min_similarity:
-                continue
-            score = similarity
-        if score is None:
-            continue
-        _record_match(conn, w, row, score, now)
-        n += 1
-    return n
+    now = _now()
+    hits = compiled.match(probs, v, row["owner"], row["artist_key"])
+    for i, score in hits:
+        _record_match(conn, compiled.pks[i], compiled.ids[i], row, score, now)
+    return len(hits)
 
 
-def _record_match(conn, w, row: dict, score: float, now) -> None:
+def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, now) -> None:
     summary = {
         "title": row["title"],
         "artist": row["artist"],
@@ -293,17 +351,17 @@ def _record_match(conn, w, row: dict, score: float, now) -> None:
     }
     conn.execute(
         watch_matches.insert().values(
-            watch_pk=w.pk, track_id=row["id"], score=score, summary=summary, created_at=now
+            watch_pk=watch_pk, track_id=row["id"], score=score, summary=summary, created_at=now
         )
     )
     data = {
-        "watch_id": w.id,
+        "watch_id": watch_id,
         "track_id": row["id"],
         "score": round(score, 6),
         **summary,
         "catalog_url": f"{settings().public_url.rstrip('/')}/tracks/{row['id']}/similar",
     }
-    _enqueue(conn, w.pk, "watch.match", data, row["id"], now)
+    _enqueue(conn, watch_pk, "watch.match", data, row["id"], now)
 
 
 def _enqueue(conn, watch_pk: int, event: str, data: dict, track_id, now) -> str:
@@ -327,15 +385,24 @@ def _enqueue(conn, watch_pk: int, event: str, data: dict, track_id, now) -> str:
     return msg_id
 
 
-def forget_track(db, conn, track_id: str) -> None:
-    """Inside the transaction erasing a track (or withdrawing its notify consent): cancel
-    its deliveries not yet made, and drop it from every watch's reference tracks (its
-    vector too: nothing of an erased track stays in a watch)."""
+def forget_track(db, conn, track_id: str, erase: bool = True) -> None:
+    """Inside the transaction erasing a track (or withdrawing its notify consent, erase
+    False): cancel its deliveries not yet made and drop it from every watch's reference
+    tracks (its vector too). Erasure also removes its matches and scrubs the bodies of its
+    deliveries, so nothing of the track stays in the catalog (a body already delivered is
+    the receiver's)."""
     conn.execute(
         deliveries.update()
         .where(deliveries.c.track_id == track_id, deliveries.c.status == "pending")
         .values(status="cancelled", last_error="the track was erased or its consent withdrawn")
     )
+    if erase:
+        conn.execute(watch_matches.delete().where(watch_matches.c.track_id == track_id))
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.track_id == track_id)
+            .values(payload='{"erased":true}')
+        )
     # JSON containment differs by engine: read the (few) watches naming it in Python
     for w in conn.execute(sa.select(watches.c.pk, watches.c.like_ids)).fetchall():
         if track_id in (w.like_ids or []):
