@@ -45,7 +45,12 @@ def similar_tracks(
     # room for the query itself: one row, or the same audio held by up to 5 accounts
     extra = 5 if exclude_sha256 is not None else 1
     with db.connect() as conn:  # one transaction (PostgreSQL's scan settings are per one)
-        hits = vectors.nearest_tracks(db, conn, vector, k + extra, genre, key)
+        excluded = None
+        if key:  # the artist's integer id (no tracks in the catalog: nothing to exclude)
+            excluded = conn.execute(
+                sa.select(artists.c.pk).where(artists.c.artist_key == key)
+            ).scalar()
+        hits = vectors.nearest_tracks(db, conn, vector, k + extra, genre, excluded)
         if not hits:
             return []
         rows = conn.execute(

@@ -116,7 +116,8 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
         )
         .returning(tracks.c.pk)
     ).scalar_one()
-    vectors.put_track(db, conn, pk, record.embedding, record.top_genre, record.artist_key)
+    artist_pk = _lock_artist(db, conn, record.artist_key, record.artist)
+    vectors.put_track(db, conn, pk, record.embedding, record.top_genre, artist_pk)
     _refresh_artist(db, conn, record.artist_key, record.artist)
     row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
     if on_insert is not None:
@@ -212,21 +213,27 @@ def _decode_cursor(cursor: str) -> int:
         raise GenreError("bad_parameter", "cursor: not a cursor this service gave") from None
 
 
-def _refresh_artist(db, conn, key: str, name: str) -> None:
-    """Recompute one artist's centroid (the normalised mean of its searchable tracks'
-    vectors), or remove the artist when it has none left. The artist's row is created if
-    missing (an upsert: concurrent adds of one artist race here) and locked for the rest of
-    the transaction, so concurrent writers of one artist take turns and each centroid
-    includes every committed track."""
+def _lock_artist(db, conn, key: str, name: str) -> int:
+    """The artist's pk (0 for no artist), its row created if missing (an upsert: concurrent
+    adds of one artist race here) and locked for the rest of the transaction, so concurrent
+    writers of one artist take turns and each centroid includes every committed track."""
     if not key:
-        return
+        return 0
     insert = (
         sqlite_insert(artists) if db.dialect == "sqlite" else postgresql_insert(artists)
     ).values(artist_key=key, name=name, n_tracks=0)
     conn.execute(insert.on_conflict_do_nothing(index_elements=["artist_key"]))
-    pk = conn.execute(
+    return conn.execute(
         sa.select(artists.c.pk).where(artists.c.artist_key == key).with_for_update()
     ).scalar_one()
+
+
+def _refresh_artist(db, conn, key: str, name: str) -> None:
+    """Recompute one artist's centroid (the normalised mean of its searchable tracks'
+    vectors), or remove the artist when it has none left."""
+    pk = _lock_artist(db, conn, key, name)
+    if not pk:
+        return
     vecs = vectors.artist_track_vectors(db, conn, key)
     if len(vecs) == 0:
         vectors.delete_artist(conn, pk)
@@ -273,7 +280,8 @@ def reindex(db, projection, batch: int = 500) -> int:
             for r in rows:
                 vector = projection.apply(np.frombuffer(r.features, dtype=np.float32))
                 vectors.delete_track(conn, r.pk)
-                vectors.put_track(db, conn, r.pk, vector, r.top_genre, r.artist_key)
+                artist_pk = _lock_artist(db, conn, r.artist_key, r.artist_key)
+                vectors.put_track(db, conn, r.pk, vector, r.top_genre, artist_pk)
                 conn.execute(
                     tracks.update()
                     .where(tracks.c.pk == r.pk)

@@ -6,9 +6,10 @@ Create Date: 2026-12-04
 
 The embedding size D comes from Catalog.migrate (config attribute `embedding_dim`) and is
 recorded in catalog_meta; the vector indexes are engine-specific:
-SQLite: sqlite-vec vec0 virtual tables (exact search, cosine distance, the genre and artist
-as metadata columns filtered during the scan). PostgreSQL: pgvector `vector(D)` columns with
-HNSW indexes (vector_cosine_ops).
+SQLite: sqlite-vec vec0 virtual tables (exact search, cosine distance, the genre and the
+artist's integer id as metadata columns filtered during the scan: an integer compares in
+place, a text over 12 bytes is read from another table on every comparison). PostgreSQL:
+pgvector `vector(D)` columns with HNSW indexes (vector_cosine_ops).
 """
 
 import sqlalchemy as sa
@@ -75,7 +76,7 @@ def upgrade() -> None:
         op.execute(
             "CREATE VIRTUAL TABLE track_vectors USING vec0("
             f"track_pk integer primary key, embedding float[{dim}] distance_metric=cosine, "
-            "top_genre text, artist_key text)"
+            "top_genre text, artist_pk integer)"
         )
         op.execute(
             "CREATE VIRTUAL TABLE artist_vectors USING vec0("
@@ -87,7 +88,7 @@ def upgrade() -> None:
             "CREATE TABLE track_vectors ("
             "track_pk integer PRIMARY KEY REFERENCES tracks(pk) ON DELETE CASCADE, "
             f"embedding vector({dim}) NOT NULL, top_genre varchar(32) NOT NULL, "
-            "artist_key text NOT NULL)"
+            "artist_pk integer NOT NULL)"
         )
         op.execute(
             "CREATE INDEX track_vectors_hnsw ON track_vectors "
