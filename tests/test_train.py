@@ -580,9 +580,20 @@ def test_crossval_rejects_bad_options_before_any_work(synthetic_data, args, mess
     assert r.returncode == 2 and message in r.stderr, r.stderr[-1000:]
 
 
-def test_ship_copies_models_cards_and_report(tmp_path):
+def test_ship_copies_models_cards_and_report(tmp_path, monkeypatch):
+    """ship() copies the run into models/ and writes each model's ONNX export beside it
+    (the export itself is tested in tests/test_onnx.py; here it is recorded)."""
+    import genre_detector.models.onnx_export as onnx_export
+    from genre_detector.audio.features import FeatureSettings
     from train.__main__ import ship
 
+    exported = []
+
+    def fake_export(keras_file, onnx_file, settings):
+        exported.append((Path(keras_file).read_bytes(), settings))
+        Path(onnx_file).write_bytes(b"onnx:" + Path(keras_file).read_bytes())
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
     run, models = tmp_path / "run", tmp_path / "models"
     run.mkdir()
     for name in ("cnn", "lstm"):
@@ -591,10 +602,14 @@ def test_ship_copies_models_cards_and_report(tmp_path):
     (run / "report.json").write_text("{}")
     (run / "calibration.json").write_text('{"labels": ["a"]}')
     (run / "report.md").write_text("# Training run x\n\n![cnn](confusion_cnn.png)\n")
-    ship(run, {"cnn": {"architecture": "cnn"}, "lstm": {"architecture": "lstm"}}, models)
+    s = FeatureSettings()
+    cards = {n: {"architecture": n, "feature_settings": s.to_dict()} for n in ("cnn", "lstm")}
+    ship(run, cards, models)
     assert (models / "calibration.json").read_text() == '{"labels": ["a"]}'
     assert (models / "lstm" / "model.keras").read_bytes() == b"lstm"
-    assert json.loads((models / "cnn" / "card.json").read_text()) == {"architecture": "cnn"}
+    assert json.loads((models / "cnn" / "card.json").read_text()) == cards["cnn"]
+    assert (models / "cnn" / "model.onnx").read_bytes() == b"onnx:cnn"  # of the copied model
+    assert exported == [(b"cnn", s), (b"lstm", s)]
     assert sorted(p.name for p in (models / "report").iterdir()) == [
         "confusion_cnn.png",
         "confusion_lstm.png",

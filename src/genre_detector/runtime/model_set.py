@@ -37,6 +37,15 @@ class Predictor(Protocol):
     def warm_up(self) -> None: ...
 
 
+def batch_cap(name: str) -> int:
+    """Most windows a call for family `name`: its registry cap, else GENRE_MAX_BATCH."""
+    from genre_detector.config import settings
+    from genre_detector.models.families import FAMILIES
+
+    family = FAMILIES.get(name)
+    return (family.max_batch_windows if family else None) or settings().max_batch
+
+
 def default_refs() -> dict[str, str]:
     """name -> `genre-<name>:latest` for every registered family that has a stored model."""
     import bentoml
@@ -105,8 +114,19 @@ class ModelSet:
 
     def predict(self, windows: dict) -> dict[str, np.ndarray]:
         """{FeatureSettings: (n, mels, frames)} -> {model: (n, output_width)} for every model
-        (ModelInfo.window_probs per track makes probabilities of them)."""
-        return {n: p(windows[p.info.settings]) for n, p in self.predictors.items()}
+        (scoring's track heads make probabilities of them). Each model runs on at most its
+        family's batch cap of windows a call (musicnn: 5), as in the service: ONNX Runtime's
+        memory arena grows with the largest batch it saw (+4.4 GB at 80 musicnn windows,
+        loadtests/onnx_batch_memory.py)."""
+        out = {}
+        for name, p in self.predictors.items():
+            w = windows[p.info.settings]
+            cap = batch_cap(name)
+            if len(w) <= cap:
+                out[name] = p(w)
+            else:
+                out[name] = np.concatenate([p(w[i : i + cap]) for i in range(0, len(w), cap)])
+        return out
 
     def predict_tracks(self, tracks: list[dict]) -> list[dict[str, np.ndarray]]:
         """For several tracks' windows ({FeatureSettings: WindowBatch} each): every model runs

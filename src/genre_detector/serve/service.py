@@ -27,6 +27,7 @@ from genre_detector.config import Settings, settings
 from genre_detector.errors import GenreError
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.families import FAMILIES, research_names
+from genre_detector.runtime.model_set import batch_cap as family_batch_cap
 from genre_detector.runtime.store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
@@ -129,8 +130,8 @@ async def call_model(method, windows: np.ndarray, attempts: int = MODEL_CALL_ATT
 
 def batch_cap(names: list[str]) -> int:
     """Most windows per call of a method running `names`: the smallest of their families'
-    caps (families.Family.max_batch_windows), else GENRE_MAX_BATCH."""
-    return min(FAMILIES[n].max_batch_windows or SETTINGS.max_batch for n in names)
+    caps (runtime.model_set.batch_cap: the registry's, else GENRE_MAX_BATCH)."""
+    return min(family_batch_cap(n) for n in names)
 
 
 def model_runtime() -> str:
