@@ -333,7 +333,9 @@ class Run:
             if e.get("track_id") in self.forgotten and e["t"] >= self.forgotten[e["track_id"]][1]
         ]
         unverified = [e for e in log if not e["verified"]]
-        phantom = set(by_pair) - matched
+        # erasure deletes a track's matches (nothing of it stays): a pair delivered before its
+        # track was erased is legitimate; what reached the receiver after is `after_forget`
+        phantom = {p for p in set(by_pair) - matched if p[1] not in forgotten}
         own = [
             p
             for p in matched

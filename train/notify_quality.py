@@ -130,14 +130,18 @@ def probe_scores(vectors, probs, tracks, labels, arrivals, refs_by_watch, genre_
         probes.append(ProbeWatch(2 * k + 1, f"genre{k}", {g: 0.0}, None, -1.0, [], "scout"))
     sim = np.full((len(refs_by_watch), len(arrivals)), np.nan)
     prob = np.full_like(sim, np.nan)
+    # the compiled watches match_new_track uses (catalog.watches._Compiled), built from them
+    compiled = watch_rules._Compiled(probes, list(labels), vectors.shape[1], None)
     for j, i in enumerate(arrivals):
-        conn = ProbeConnection(probes, owner="arrivals")
         row = track_row(i, tracks[i], probs[i], labels)
-        n = watch_rules.match_new_track(None, conn, i, row, vectors[i])
-        assert n == len(probes), "a probe watch always matches"
+        p = np.array([row["probabilities"][g] for g in labels])
+        hits = dict(
+            compiled.match(p, np.asarray(vectors[i], np.float32), row["owner"], row["artist_key"])
+        )
+        assert len(hits) == len(probes), "a probe watch always matches"
         for k in range(len(refs_by_watch)):
-            sim[k, j] = conn.matched[2 * k]
-            prob[k, j] = conn.matched[2 * k + 1]
+            sim[k, j] = hits[2 * k]
+            prob[k, j] = hits[2 * k + 1]
     return sim, prob
 
 

@@ -31,7 +31,7 @@ from genre_detector.catalog.schema import deliveries, delivery_attempts, watches
 from genre_detector.config import settings
 
 logger = logging.getLogger("genre_detector.delivery")
-LEASE_S = 60.0  # plus the batch's worst case: a claimed delivery is another worker's after it
+LEASE_S = 60.0  # a claimed delivery is another worker's after this (its sender died)
 
 
 def _now() -> dt.datetime:
@@ -50,9 +50,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.session = session or requests.Session()
         self.settings = settings()
-        # long enough for every delivery of a batch to time out: no other worker takes over
-        # a batch this one is still sending
-        self.lease_s = LEASE_S + batch * self.settings.webhook_timeout_s
+        self.lease_s = LEASE_S
 
     # ------------------------------------------------------------ claim
 
@@ -201,9 +199,28 @@ class Worker:
 
     # ------------------------------------------------------------ loop
 
+    def renew(self, d) -> bool:
+        """Right before sending: extend this delivery's lease to cover its send (a slow
+        batch must not outlive the lease of its last deliveries); False when another worker
+        took it over meanwhile, or it was cancelled: then it is not sent."""
+        until = _now() + dt.timedelta(seconds=self.settings.webhook_timeout_s + LEASE_S)
+        with self.db.begin() as conn:
+            done = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.pk == d.pk,
+                    deliveries.c.locked_by == self.name,
+                    deliveries.c.status == "pending",
+                )
+                .values(locked_until=until)
+            )
+        return done.rowcount == 1
+
     def run_once(self) -> int:
         claimed = self.claim()
         for d in claimed:
+            if not self.renew(d):
+                continue
             out = self.send(d)
             state = self.record(d, out)
             logger.info(
