@@ -328,6 +328,7 @@ def test_collapse_check_names_the_missing_genres():
     assert collapse_check(y10, lopsided, labels).startswith("collapsed: rock for 85% of the 20")
 
 
+@pytest.mark.slow  # builds and exports a model / imports the shipped ones
 def test_store_round_trip_same_predictions(tmp_path):
     import keras
 
@@ -366,6 +367,7 @@ def test_store_round_trip_same_predictions(tmp_path):
         bentoml.models.get(tag)
 
 
+@pytest.mark.slow  # builds and exports a model / imports the shipped ones
 def test_import_models_is_idempotent(store_with_models):
     from train.import_models import import_models
 
