@@ -108,3 +108,25 @@ def test_onnx_batch_memory_prints_a_line_per_batch(store_with_models):
     lines = [line for line in proc.stdout.splitlines() if "windows:" in line]
     assert [int(line.split()[0]) for line in lines] == [1, 4]
     assert all("ms/window" in line and "RSS +" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_upload_overhead_script_runs(store_with_models, tmp_path):
+    """loadtests/upload_overhead.py against a real service: it stores every clip (201) and
+    writes the overhead it measured."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "overhead.json"
+    r = subprocess.run(
+        [sys.executable, "loadtests/upload_overhead.py", "--clips", "2", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["clips"] == 2 and result["tracks_median_ms"] > 0
+    assert "storing adds" in r.stdout
