@@ -26,20 +26,12 @@ import uuid
 
 import sqlalchemy as sa
 
-from genre_detector.catalog import webhooks
+from genre_detector.catalog import clock, webhooks
 from genre_detector.catalog.schema import deliveries, delivery_attempts, watches
 from genre_detector.config import settings
 
 logger = logging.getLogger("genre_detector.delivery")
 LEASE_S = 60.0  # a claimed delivery is another worker's after this (its sender died)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(t):
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=dt.UTC))
 
 
 class Worker:
@@ -56,7 +48,7 @@ class Worker:
 
     def claim(self) -> list:
         """Lease up to `batch` due deliveries of active watches to this worker."""
-        now = _now()
+        now = clock.now()
         due = (
             sa.select(deliveries.c.pk)
             .where(
@@ -107,7 +99,10 @@ class Worker:
         import requests
 
         secrets_ = [d.secret]
-        if d.previous_secret and (_aware(d.previous_secret_until) or _now()) > _now():
+        if (
+            d.previous_secret
+            and (clock.aware(d.previous_secret_until) or clock.now()) > clock.now()
+        ):
             secrets_.append(d.previous_secret)
         t0 = time.perf_counter()
         out = {"status_code": None, "error": None, "head": None, "retry_after": None}
@@ -139,7 +134,7 @@ class Worker:
 
     def record(self, d, out: dict) -> str:
         """Write the attempt and the delivery's next state; returns that state."""
-        now = _now()
+        now = clock.now()
         attempts = d.attempts + 1
         code = out["status_code"]
         watch_update = {}
@@ -161,7 +156,7 @@ class Worker:
                     "last_error": out["error"],
                     "next_attempt_at": now + dt.timedelta(seconds=delay),
                 }
-            since = _aware(d.failing_since) or now
+            since = clock.aware(d.failing_since) or now
             watch_update = {"failing_since": since}
             if (now - since).total_seconds() > self.settings.webhook_disable_after_s:
                 watch_update.update(
@@ -203,7 +198,7 @@ class Worker:
         """Right before sending: extend this delivery's lease to cover its send (a slow
         batch must not outlive the lease of its last deliveries); False when another worker
         took it over meanwhile, or it was cancelled: then it is not sent."""
-        until = _now() + dt.timedelta(seconds=self.settings.webhook_timeout_s + LEASE_S)
+        until = clock.now() + dt.timedelta(seconds=self.settings.webhook_timeout_s + LEASE_S)
         with self.db.begin() as conn:
             done = conn.execute(
                 deliveries.update()

@@ -11,7 +11,6 @@ hash: a slow password hash (bcrypt, argon2) protects low-entropy secrets and wou
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from genre_detector.catalog import clock
 from genre_detector.catalog.schema import api_keys
 from genre_detector.errors import GenreError
 
@@ -42,10 +42,6 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def create(db, owner: str) -> NewKey:
     owner = owner.strip()
     if not owner or len(owner) > MAX_OWNER:
@@ -59,7 +55,7 @@ def create(db, owner: str) -> NewKey:
                 owner=owner,
                 key_hash=_hash(secret),
                 prefix=secret[:10],
-                created_at=_now(),
+                created_at=clock.now(),
             )
         )
     return key
@@ -90,7 +86,7 @@ def revoke(db, key_id: str) -> bool:
         done = conn.execute(
             api_keys.update()
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=_now())
+            .values(revoked_at=clock.now())
         )
     return done.rowcount == 1
 

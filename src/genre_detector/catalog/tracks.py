@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from genre_detector.catalog import vectors
+from genre_detector.catalog import clock, vectors
 from genre_detector.catalog.records import Consent, TrackRecord
 from genre_detector.catalog.schema import artists, tracks
 from genre_detector.errors import GenreError
@@ -27,10 +27,6 @@ MAX_LIMIT = 100
 PUBLIC = [c for c in tracks.c if c.name not in {"pk", "features"}]
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _row(r) -> dict:
     d = dict(r._mapping)
     d.pop("pk", None)
@@ -38,8 +34,7 @@ def _row(r) -> dict:
     d["consent"] = [s for s in ("search", "notify") if d.pop(f"consent_{s}")]
     for k in ("consented_at", "created_at"):
         if isinstance(d.get(k), dt.datetime):
-            t = d[k] if d[k].tzinfo else d[k].replace(tzinfo=dt.UTC)
-            d[k] = t.isoformat()
+            d[k] = clock.aware(d[k]).isoformat()
     return d
 
 
@@ -90,7 +85,7 @@ def _existing(conn, owner: str, shas: list[str]) -> set[str]:
 
 
 def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
-    now = _now()
+    now = clock.now()
     pk = conn.execute(
         tracks.insert()
         .values(
@@ -257,7 +252,7 @@ def set_notify(db, owner: str, track_id: str, notify: bool, on_withdraw=None) ->
         conn.execute(
             tracks.update()
             .where(tracks.c.pk == r.pk)
-            .values(consent_notify=notify, consented_at=_now())
+            .values(consent_notify=notify, consented_at=clock.now())
         )
         if not notify and on_withdraw is not None:
             on_withdraw(conn, track_id)

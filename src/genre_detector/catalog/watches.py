@@ -21,7 +21,7 @@ import uuid
 import numpy as np
 import sqlalchemy as sa
 
-from genre_detector.catalog import vectors, webhooks
+from genre_detector.catalog import clock, vectors, webhooks
 from genre_detector.catalog.records import artist_key, clean_name
 from genre_detector.catalog.schema import deliveries, delivery_attempts, watch_matches, watches
 from genre_detector.catalog.tracks import pk_of
@@ -35,16 +35,8 @@ ROTATION_OVERLAP = dt.timedelta(hours=24)
 FIELDS = {"name", "genres", "like", "min_similarity", "exclude_artists", "webhook_url", "active"}
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _bad(detail: str) -> GenreError:
     return GenreError("bad_parameter", detail)
-
-
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=dt.UTC))
 
 
 def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
@@ -134,7 +126,7 @@ def public(row) -> dict:
     }
     out["like"] = d["like_ids"]
     for k in ("failing_since", "created_at", "updated_at"):
-        out[k] = _aware(d[k]).isoformat() if d[k] else None
+        out[k] = clock.aware(d[k]).isoformat() if d[k] else None
     return out
 
 
@@ -144,7 +136,7 @@ def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
     if not fields["genres"] and not fields["like_ids"]:
         raise _bad("a watch needs genres, like, or both")
     limit = settings().watch_limit
-    secret, now = webhooks.new_secret(), _now()
+    secret, now = webhooks.new_secret(), clock.now()
     with db.begin() as conn:
         n = conn.execute(
             sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
@@ -201,7 +193,7 @@ def update(db, owner: str, watch_id: str, body: dict, labels: list[str]) -> dict
         if fields.get("active") is True:  # re-enabled by its owner: a fresh start
             fields.update(disabled_reason=None, failing_since=None)
         conn.execute(
-            watches.update().where(watches.c.pk == row.pk).values(updated_at=_now(), **fields)
+            watches.update().where(watches.c.pk == row.pk).values(updated_at=clock.now(), **fields)
         )
         return public(conn.execute(sa.select(watches).where(watches.c.pk == row.pk)).one())
 
@@ -232,8 +224,8 @@ def rotate_secret(db, owner: str, watch_id: str) -> str:
             .values(
                 secret=secret,
                 previous_secret=row.secret,
-                previous_secret_until=_now() + ROTATION_OVERLAP,
-                updated_at=_now(),
+                previous_secret_until=clock.now() + ROTATION_OVERLAP,
+                updated_at=clock.now(),
             )
         )
     return secret
@@ -335,7 +327,7 @@ def match_new_track(db, conn, track_pk: int, row: dict, vector) -> int:
         return 0
     probs = np.array([row["probabilities"][g] for g in labels])
     v = np.asarray(vector, dtype=np.float32)
-    now = _now()
+    now = clock.now()
     hits = compiled.match(probs, v, row["owner"], row["artist_key"])
     for i, score in hits:
         _record_match(conn, compiled.pks[i], compiled.ids[i], row, score, now)
@@ -415,7 +407,7 @@ def forget_track(db, conn, track_id: str, erase: bool = True) -> None:
                 .values(
                     like_ids=remaining,
                     like_vectors=np.stack(vecs).astype(np.float32).tobytes() if vecs else None,
-                    updated_at=_now(),
+                    updated_at=clock.now(),
                 )
             )
 
@@ -425,7 +417,7 @@ def send_test(db, owner: str, watch_id: str) -> str:
     with db.begin() as conn:
         row = _own(conn, owner, watch_id)
         return _enqueue(
-            conn, row.pk, "watch.test", {"watch_id": row.id, "name": row.name}, None, _now()
+            conn, row.pk, "watch.test", {"watch_id": row.id, "name": row.name}, None, clock.now()
         )
 
 
@@ -443,7 +435,7 @@ def matches(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
             "track_id": r.track_id,
             "score": r.score,
             **r.summary,
-            "created_at": _aware(r.created_at).isoformat(),
+            "created_at": clock.aware(r.created_at).isoformat(),
         }
         for r in rows
     ]
@@ -468,7 +460,7 @@ def delivery_log(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
             ):
                 attempts.setdefault(a.delivery_pk, []).append(
                     {
-                        "at": _aware(a.attempted_at).isoformat(),
+                        "at": clock.aware(a.attempted_at).isoformat(),
                         "status_code": a.status_code,
                         "latency_ms": round(a.latency_ms, 1),
                         "error": a.error,
@@ -482,7 +474,7 @@ def delivery_log(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
             "track_id": d.track_id,
             "status": d.status,
             "attempts": attempts.get(d.pk, []),
-            "next_attempt_at": _aware(d.next_attempt_at).isoformat()
+            "next_attempt_at": clock.aware(d.next_attempt_at).isoformat()
             if d.status == "pending"
             else None,
             "last_error": d.last_error,
@@ -507,6 +499,6 @@ def redeliver(db, owner: str, watch_id: str, delivery_id: str) -> dict:
         conn.execute(
             deliveries.update()
             .where(deliveries.c.pk == d.pk)
-            .values(status="pending", next_attempt_at=_now(), locked_until=None)
+            .values(status="pending", next_attempt_at=clock.now(), locked_until=None)
         )
     return {"id": delivery_id, "status": "pending"}
