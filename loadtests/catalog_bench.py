@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import sqlalchemy as sa  # noqa: E402
 
-from genre_detector.catalog import search, tracks, vectors  # noqa: E402
+from genre_detector.catalog import clock, search, tracks, vectors  # noqa: E402
 from genre_detector.catalog.db import DEFAULT_DIM, Catalog, engine_url  # noqa: E402
 from genre_detector.catalog.records import Consent, TrackRecord, artist_key  # noqa: E402
 from genre_detector.catalog.schema import artists as artists_table  # noqa: E402
@@ -327,7 +327,7 @@ def _artist_pks(conn, syn: Synthetic, present: np.ndarray) -> np.ndarray:
 
 def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
     t0 = time.perf_counter()
-    now = tracks._now()
+    now = clock.now()
     present, counts, cents = _centroids(syn, idx.stop)
     with db.begin() as conn:
         base = conn.execute(sa.text("SELECT coalesce(max(pk), 0) FROM tracks")).scalar_one()
@@ -378,7 +378,7 @@ def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
 def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple[dict, dict]:
     """COPY the middle rows with the HNSW indexes dropped, then rebuild them (timed)."""
     t0 = time.perf_counter()
-    now = tracks._now()
+    now = clock.now()
     cols = list(_track_row(syn, 0, 0, now))
     with db.begin() as conn:
         conn.exec_driver_sql("DROP INDEX track_vectors_hnsw")
