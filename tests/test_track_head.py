@@ -148,3 +148,23 @@ def test_output_width_is_checked_against_labels_or_head():
     with pytest.raises(ValueError, match="track head's features need 6"):
         check_width(with_head, np.zeros((1, 3)))
     check_width(with_head, np.zeros((1, F)))
+
+
+def test_stacked_head_is_one_linear_head_built_from_per_block_regressions():
+    """FitConfig(head="stacked"): a regression per feature block, weighed by an out-of-fold
+    meta-regression; it folds into one TrackHead (so serving is unchanged) that tells
+    unseen tracks apart as well as the joint head does."""
+    rng = np.random.default_rng(4)
+    feats, y = _tracks(rng)
+    test_feats, test_y = _tracks(np.random.default_rng(5))
+    groups = [str(i // 2) for i in range(len(y))]  # pairs of tracks share an "artist"
+    cfg = FitConfig(head_c=1.0, class_balance=0.75, head="stacked")
+    head = fit_head(feats, y, K, cfg, groups, widths=[3, 3]).head
+    assert head.w_mean.shape == (F, K) and head.w_std.shape == (F, K)
+    assert (head_track_probs(head, test_feats).argmax(axis=1) == test_y).mean() > 0.9
+    joint = fit_head(feats, y, K, FitConfig(head_c=1.0, class_balance=0.75), groups).head
+    assert not np.allclose(head.w_mean, joint.w_mean)  # really another fit
+    with pytest.raises(ValueError, match=r"widths \[4, 4\] do not make 6 features"):
+        fit_head(feats, y, K, cfg, groups, widths=[4, 4])
+    with pytest.raises(ValueError, match="head='deep': valid: joint, stacked"):
+        fit_head(feats, y, K, FitConfig(head="deep"), groups)

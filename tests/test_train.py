@@ -561,6 +561,7 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
         (["--set", "eq_db=loud"], "eq_db='loud' is not a float"),
         (["--set", "distill_keep_label=maybe"], "distill_keep_label='maybe' is not a bool"),
         (["--set", "seed=3"], "set the seed with --seed"),
+        (["--set", "features=musicnn+mfcc"], "join distinct blocks with '+'; valid: musicnn, "),
         (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
         (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),
         (["--models", ","], "--models names no model"),

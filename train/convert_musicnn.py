@@ -162,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             f"networks of musicnn {VERSION} (https://github.com/jordipons/musicnn, PyPI "
             f"musicnn=={VERSION}; J. Pons and X. Serra, ISMIR 2019 LBD), converted from its "
             f"TensorFlow 1 checkpoints to Keras 3 weights with `{COMMAND}`, unchanged in "
-            "value. musicnn's licence (ISC), copied from the wheel:\n\n"
-            + licences[0].read_text().strip()
-            + "\n"
+            "value. MSD_vgg.weights.h5, MTT_vgg.weights.h5: the pretrained VGG taggers of "
+            "the same package, converted the same way with `python -m "
+            "train.convert_musicnn_vgg`, unchanged in value. musicnn's licence (ISC), copied "
+            "from the wheel:\n\n" + licences[0].read_text().strip() + "\n"
         )
         print(f"licence -> {args.out / 'LICENSE'}")
     return 0

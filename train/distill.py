@@ -25,13 +25,14 @@ def teacher_targets(corpus, train_idx, seed: int = 0, folds: int = 5) -> np.ndar
 
     from genre_detector.models.families import family
     from train.data import artist_folds
+    from train.feature_blocks import block_widths, window_features
     from train.fit import FitConfig, new_model
     from train.pretrained import fit_head, head_track_probs
 
     fam = family(TEACHER)
     cfg = FitConfig(**fam.fit, seed=seed)
     model = new_model(TEACHER, fam.settings, len(corpus.labels), seed)
-    feats = corpus.embeddings(model, fam.settings)
+    feats = window_features(corpus, model, fam.settings, cfg.features)
     train_idx = np.asarray(train_idx)
     tracks = [corpus.tracks[i] for i in train_idx]
     y = corpus.y[train_idx]
@@ -42,7 +43,12 @@ def teacher_targets(corpus, train_idx, seed: int = 0, folds: int = 5) -> np.ndar
         nonlocal head
         groups = [corpus.tracks[i].group for i in idx]
         head = fit_head(
-            [feats[i] for i in idx], corpus.y[idx], len(corpus.labels), cfg, groups
+            [feats[i] for i in idx],
+            corpus.y[idx],
+            len(corpus.labels),
+            cfg,
+            groups,
+            block_widths(cfg.features),
         ).head
 
     def ask(idx):

@@ -49,6 +49,11 @@ class FitConfig:
     max_minutes: float = 15.0  # wall-clock safety limit per model
     # Pretrained families' heads (train/pretrained.py): a logistic regression on window features
     head_c: float = 1.0  # inverse L2 strength
+    # the window features the head reads: "+"-joined blocks of train/feature_blocks.py
+    features: str = "musicnn"
+    # "joint": one regression on all features; "stacked": one per feature block and an
+    # out-of-fold regression over their logits (train/pretrained.py)
+    head: str = "joint"
     class_balance: float = 0.5  # class weights ~ n_tracks_of_class ** -this
     seed: int = 0
 

@@ -120,12 +120,16 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
         )
     if "seed" in extra:
         raise ValueError("set the seed with --seed (it also chooses the folds)")
-    cast = {"int": int, "float": float, "bool": _bool}
+    cast = {"int": int, "float": float, "bool": _bool, "str": str}
     for k, v in extra.items():  # field types are strings under `from __future__ import annotations`
         try:
             extra[k] = cast[types[k]](v)
         except (KeyError, ValueError):
             raise ValueError(f"{k}={v!r} is not a {types[k]}") from None
+    if "features" in extra:
+        from train.feature_blocks import block_names
+
+        block_names(extra["features"])  # ValueError names the valid blocks
     from genre_detector.models.families import family
 
     # Precedence: FitConfig's defaults < the family's own (registry) < options given < --set.

@@ -109,11 +109,12 @@ def train_family(name: str, corpus: Corpus, train_idx, val_idx, cfg: FitConfig) 
     model = new_model(name, s, n, cfg.seed)
     groups = [corpus.tracks[i].group for i in fit_idx]
     if fam.pretrained:
+        from train.feature_blocks import block_widths, window_features
         from train.pretrained import fit_head, head_track_probs
 
-        feats = corpus.embeddings(model, s)
+        feats = window_features(corpus, model, s, cfg.features)
         f_train, f_val = [feats[i] for i in fit_idx], [feats[i] for i in val_idx]
-        res = fit_head(f_train, y[fit_idx], n, cfg, groups)
+        res = fit_head(f_train, y[fit_idx], n, cfg, groups, block_widths(cfg.features))
         res.model = model
         return Trained(
             model,
