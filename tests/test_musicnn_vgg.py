@@ -140,3 +140,34 @@ def test_vgg_pair_exports_to_onnx_and_agrees(tmp_path):
         diff = float(np.abs(got - want).max())
         print(f"VGG pair ONNX vs Keras, batch {n}: max |diff| {diff:.2e}")
         assert diff <= ONNX_ATOL, diff
+
+
+def test_embed_vgg_uses_the_served_windows_and_caches_them(tmp_path, monkeypatch, data_dir):
+    """train.vgg_embed.embed_vgg: per track one row per musicnn window (at most 5, as
+    served), [MSD emb, MSD tags, MTT emb, MTT tags]; a second call reads the cache."""
+    import train.vgg_embed as vgg_embed
+    from genre_detector.audio.features import window_starts
+
+    monkeypatch.setattr(vgg_embed, "CACHE_DIR", tmp_path)
+    s = MUSICNN_SETTINGS
+    long = log_mel(load_audio(data_dir / CLIPS[0], sample_rate=s.sample_rate), s)
+    short = long[:, :PATCH]  # exactly one window
+    feats = vgg_embed.embed_vgg([long, short], ["long", "short"])
+    assert [f.shape for f in feats] == [(5, 612), (1, 612)]
+    assert len(window_starts(long.shape[1], s)) == 5
+    pair = vgg_features()
+    direct = pair.predict(long[:, :PATCH][None].astype(np.float32), verbose=0)[0]
+    np.testing.assert_allclose(feats[0][0], direct, atol=1e-5)  # window 1 starts at frame 0
+    msd_tags = feats[0][:, EMBEDDING_DIM : EMBEDDING_DIM + 50]
+    assert ((msd_tags > 0) & (msd_tags < 1)).all()  # sigmoid tags in their place
+    assert len(list(tmp_path.rglob("*.npy"))) == 2
+
+    def fail(*a, **k):
+        raise AssertionError("computed again instead of read from the cache")
+
+    monkeypatch.setattr(
+        vgg_embed, "_pair", lambda: type("M", (), {"weights": [], "predict": fail})()
+    )
+    monkeypatch.setattr(vgg_embed, "fingerprint", lambda model: next(tmp_path.iterdir()).name)
+    again = vgg_embed.embed_vgg([long, short], ["long", "short"])
+    np.testing.assert_array_equal(again[1], feats[1])

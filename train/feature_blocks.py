@@ -36,7 +36,7 @@ def _disk_cached(
     todo = [i for i, f in enumerate(files) if not f.exists()]
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
-        for i, arr in zip(todo, compute(todo)):
+        for i, arr in zip(todo, compute(todo), strict=True):  # saved as they come
             tmp = files[i].with_suffix(".tmp.npy")
             np.save(tmp, np.asarray(arr, dtype=np.float32))
             tmp.replace(files[i])

@@ -1,8 +1,10 @@
 """Window features of musicnn's two pretrained VGG taggers (MSD_vgg, MTT_vgg), disk-cached,
-for the same windows the musicnn family serves, and their CPU cost against musicnn's pair.
+for the same windows the musicnn family serves.
 
     feats = embed_vgg(mels, keys)        # per track (n_windows, 612) float32
-    python -m train.vgg_embed --cost     # CPU ms per 30 s track: VGG pair vs musicnn pair
+
+(Their CPU against musicnn's, as ONNX graphs the way the service would run them:
+`python -m train.frontier`.)
 
 Per window the features are, in order, MSD_vgg's [embedding (256), taggram (50)] then
 MTT_vgg's [embedding (256), taggram (50)] (genre_detector.models.musicnn_vgg.vgg_features;
@@ -17,11 +19,8 @@ port and of this module.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,78 +62,16 @@ def embed_vgg(mels: list[np.ndarray], keys: list[str], batch_size: int = 64) -> 
 
     from genre_detector.audio.features import MUSICNN_SETTINGS as s
     from genre_detector.audio.features import cut_windows, window_starts
+    from train.feature_blocks import _disk_cached
 
     if len(keys) != len(mels):
         raise ValueError(f"{len(mels)} mels but {len(keys)} keys")
     model = _pair()
-    cache = CACHE_DIR / fingerprint(model)
-    out: list[np.ndarray | None] = [None] * len(mels)
-    todo = []
-    for i, key in enumerate(keys):
-        f = cache / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
-        if f.exists():
-            out[i] = np.load(f).astype(np.float32)
-        else:
-            todo.append((i, f))
-    for i, f in tqdm(todo, desc="embed windows (VGG)", unit="track", disable=not todo):
-        mel = mels[i].astype(np.float32)
-        wins = cut_windows(mel, window_starts(mel.shape[1], s), s)
-        out[i] = np.asarray(model.predict(wins, batch_size=batch_size, verbose=0), np.float32)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        np.save(f.with_suffix(".tmp.npy"), out[i])
-        f.with_suffix(".tmp.npy").replace(f)
-    return out  # type: ignore[return-value]
 
+    def compute(idx):
+        for i in tqdm(idx, desc="embed windows (VGG)", unit="track"):
+            mel = mels[i].astype(np.float32)
+            wins = cut_windows(mel, window_starts(mel.shape[1], s), s)
+            yield model.predict(wins, batch_size=batch_size, verbose=0)
 
-def cost(repeats: int = 10) -> dict[str, float]:
-    """CPU (process) milliseconds per 30 s track (its 5 windows, one batch) through each
-    backbone and through each pair, in Keras, on the same input in this process."""
-    import keras
-
-    from genre_detector.audio.features import MUSICNN_SETTINGS as s
-    from genre_detector.models.musicnn import BACKBONES, build_backbone
-    from genre_detector.models.musicnn_vgg import VGG_BACKBONES, build_vgg
-
-    windows = s.max_windows  # a 30 s track has 10 patches, thinned to 5
-    x = np.random.default_rng(0).uniform(0, 4, (windows, s.n_mels, s.window_frames))
-    x = x.astype(np.float32)
-
-    def pair(nets, name):
-        inputs = keras.Input((s.n_mels, s.window_frames))
-        outs = [v for net in nets for v in net(inputs).values()]
-        return keras.Model(inputs, outs, name=name)
-
-    nets = {b: build_backbone(b) for b in BACKBONES} | {b: build_vgg(b) for b in VGG_BACKBONES}
-    nets["musicnn pair"] = pair([nets[b] for b in BACKBONES], "musicnn_pair")
-    nets["VGG pair"] = pair([nets[b] for b in VGG_BACKBONES], "vgg_pair")
-    ms = {}
-    for name, net in nets.items():
-        net.predict(x, verbose=0)  # build the predict function, warm up
-        t0 = time.process_time()
-        for _ in range(repeats):
-            net.predict(x, verbose=0)
-        ms[name] = (time.process_time() - t0) / repeats * 1000
-    return ms
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m train.vgg_embed",
-        description=__doc__.split("\n\n")[0],
-    )
-    ap.add_argument("--cost", action="store_true", help="print CPU ms per 30 s track")
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args(argv)
-    if not args.cost:
-        ap.print_help()
-        return 0
-    ms = cost(args.repeats)
-    print(f"CPU ms per 30 s track (5 windows of 187 frames, Keras predict, {args.repeats} runs):")
-    for name, v in ms.items():
-        print(f"  {name:<12} {v:8.1f}")
-    print(f"  VGG pair / musicnn pair = {ms['VGG pair'] / ms['musicnn pair']:.2f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return _disk_cached(CACHE_DIR / fingerprint(model), keys, compute)
