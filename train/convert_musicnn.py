@@ -100,17 +100,22 @@ def read_checkpoint(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(tmp / "ckpt"))}
 
 
-def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
-    """Set every weight of build_backbone(name) from `ckpt`; save; return the parameter count."""
+def convert(
+    name: str, ckpt: dict[str, np.ndarray], out: Path, build=None, layer_to_scope=None
+) -> int:
+    """Set every weight of build(name, weights=False) (default: musicnn's build_backbone,
+    with LAYER_TO_SCOPE) from `ckpt`; save; return the parameter count."""
     from genre_detector.models.musicnn import build_backbone
 
-    model = build_backbone(name, weights=False)
+    build = build or build_backbone
+    layer_to_scope = layer_to_scope or LAYER_TO_SCOPE
+    model = build(name, weights=False)
     wanted = {k for k in ckpt if not any(s in k for s in OPTIMIZER_STATE)}
     used: list[str] = []
     for layer in model.layers:
         if not layer.weights:
             continue
-        scope = LAYER_TO_SCOPE[layer.name.removeprefix(f"{name}_")]
+        scope = layer_to_scope[layer.name.removeprefix(f"{name}_")]
         values = []
         for w in layer.weights:
             key = f"{scope}/{w.name}"
@@ -127,33 +132,44 @@ def convert(name: str, ckpt: dict[str, np.ndarray], out: Path) -> int:
     n_set = sum(len(layer.weights) for layer in model.layers)
     assert n_set == len(used) == len(model.weights), (n_set, len(used), len(model.weights))
     model.save_weights(out)
-    reloaded = build_backbone(name, weights=False)
+    reloaded = build(name, weights=False)
     reloaded.load_weights(out)
     for a, b in zip(model.weights, reloaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     return model.count_params()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from genre_detector.models.musicnn import BACKBONES, WEIGHTS_DIR
+def parse_args(argv, doc: str) -> argparse.Namespace:
+    from genre_detector.models.musicnn import WEIGHTS_DIR
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument(
         "--wheel",
         type=Path,
         help="musicnn-0.1.0 wheel or unpacked folder (default: pip download musicnn==0.1.0)",
     )
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"default: {WEIGHTS_DIR}")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def convert_all(args, names, scratch: Path, build=None, layer_to_scope=None) -> Path:
+    """Convert the checkpoints `names` of the wheel into args.out; return the package dir."""
+    wheel = args.wheel or _download_wheel(scratch)
+    package = _package_dir(wheel, scratch)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        out = args.out / f"{name}.weights.h5"
+        n = convert(name, read_checkpoint(package / name, scratch), out, build, layer_to_scope)
+        print(f"{name}: {n:,} parameters -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return package
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genre_detector.models.musicnn import BACKBONES
+
+    args = parse_args(argv, __doc__)
     with tempfile.TemporaryDirectory(prefix="musicnn-convert-") as scratch_name:
-        scratch = Path(scratch_name)
-        wheel = args.wheel or _download_wheel(scratch)
-        package = _package_dir(wheel, scratch)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name in BACKBONES:
-            out = args.out / f"{name}.weights.h5"
-            n = convert(name, read_checkpoint(package / name, scratch), out)
-            print(f"{name}: {n:,} parameters -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        package = convert_all(args, BACKBONES, Path(scratch_name))
         licences = sorted(package.parent.glob("musicnn-*.dist-info/LICENSE*"))
         if not licences:
             raise FileNotFoundError(f"musicnn's LICENSE not found next to {package}")

@@ -89,6 +89,40 @@ def run_original(name: str, batches: list[np.ndarray], n_frames: int):
         ]
 
 
+def save_reference(out: Path, arrays: dict[str, np.ndarray], module: str, argv) -> None:
+    """Write the reference arrays with the clips, the command line and the versions."""
+    import librosa
+    import soundfile
+    import soxr
+    import tensorflow as tf
+
+    argv = sys.argv[1:] if argv is None else argv
+    command = [
+        f"TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS', '')}",
+        sys.executable,
+        "-m",
+        module,
+        *argv,
+    ]
+    versions = {
+        "musicnn": "0.1.0",
+        "tensorflow": tf.__version__,
+        "librosa": librosa.__version__,
+        "numpy": np.__version__,
+        "soxr": soxr.__version__,
+        "soundfile": soundfile.__version__,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        **arrays,
+        clips=np.array(json.dumps(list(CLIPS))),
+        command=np.array(json.dumps(command)),
+        versions=np.array(json.dumps(versions)),
+    )
+    print(f"-> {out} ({out.stat().st_size / 1e3:.0f} kB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -100,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import librosa
     import musicnn  # noqa: F401
-    import soundfile
-    import soxr
-    import tensorflow as tf
     from musicnn import configuration as config
 
     n_frames = (
@@ -121,31 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             arrays[f"{clip}|{name}|penultimate"] = pen.astype(np.float32)
             top = labels[int(taggram.mean(0).argmax())]
             print(f"{clip} {name}: {len(taggram)} patches, top tag {top}")
-    argv = sys.argv[1:] if argv is None else argv
-    command = [
-        f"TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS', '')}",
-        sys.executable,
-        "-m",
-        "train.musicnn_reference",
-        *argv,
-    ]
-    versions = {
-        "musicnn": "0.1.0",
-        "tensorflow": tf.__version__,
-        "librosa": librosa.__version__,
-        "numpy": np.__version__,
-        "soxr": soxr.__version__,
-        "soundfile": soundfile.__version__,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        **arrays,
-        clips=np.array(json.dumps(list(CLIPS))),
-        command=np.array(json.dumps(command)),
-        versions=np.array(json.dumps(versions)),
-    )
-    print(f"-> {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
+    save_reference(args.out, arrays, "train.musicnn_reference", argv)
     return 0
 
 

@@ -25,14 +25,13 @@ pool5 by the test ([max, mean] over time and frequency per channel) — plus JSO
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from train.musicnn_reference import CLIPS, INPUT_SECONDS, REPO, log_mel_patches
+from train.musicnn_reference import CLIPS, INPUT_SECONDS, REPO, log_mel_patches, save_reference
 
 BACKBONES = ("MSD_vgg", "MTT_vgg")
 
@@ -79,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import librosa
     import musicnn  # noqa: F401
-    import soundfile
-    import soxr
-    import tensorflow as tf
     from musicnn import configuration as config
 
     n_frames = (
@@ -101,31 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             arrays[f"{clip}|{name}|pool5"] = pool5.astype(np.float32)
             top = labels[int(taggram.mean(0).argmax())]
             print(f"{clip} {name}: {len(taggram)} patches, top tag {top}")
-    argv = sys.argv[1:] if argv is None else argv
-    command = [
-        f"TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS', '')}",
-        sys.executable,
-        "-m",
-        "train.musicnn_vgg_reference",
-        *argv,
-    ]
-    versions = {
-        "musicnn": "0.1.0",
-        "tensorflow": tf.__version__,
-        "librosa": librosa.__version__,
-        "numpy": np.__version__,
-        "soxr": soxr.__version__,
-        "soundfile": soundfile.__version__,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        **arrays,
-        clips=np.array(json.dumps(list(CLIPS))),
-        command=np.array(json.dumps(command)),
-        versions=np.array(json.dumps(versions)),
-    )
-    print(f"-> {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
+    save_reference(args.out, arrays, "train.musicnn_vgg_reference", argv)
     return 0
 
 
