@@ -28,7 +28,9 @@ def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, caps
             tmp_path / f"{name}.json", y, labels, folds, {0: {"musicnn": probs(ok)}}, artists
         )
         run = json.loads(path.read_text())
-        run["settings"] = {"musicnn": {"features": "musicnn", "head": head, "head_c": 0.01}}
+        run["settings"] = {
+            "musicnn": {"features": "musicnn", "head": head, "head_c": 0.01, "class_balance": 0.75}
+        }
         path.write_text(json.dumps(run))
         runs.append(str(path))
     out = tmp_path / "frontier.json"
@@ -42,4 +44,4 @@ def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, caps
     assert first["musicnn_ms"] == second["musicnn_ms"] > 0  # one graph, measured once
     assert second["accuracy"]["accuracy"] == pytest.approx(0.9)
     assert second["paired_vs_first"]["difference"] == pytest.approx(0.3)
-    assert "| musicnn / stacked head, C 0.01 |" in capsys.readouterr().out
+    assert "| musicnn / stacked head, C 0.01, classes^-0.75 |" in capsys.readouterr().out

@@ -134,7 +134,10 @@ def main(argv=None) -> int:
     for path, run in runs.items():
         cfg = run["settings"]["musicnn"]
         features[path] = cfg.get("features", "musicnn")
-        configs[path] = f"{features[path]} / {cfg.get('head', 'joint')} head, C {cfg['head_c']}"
+        configs[path] = (
+            f"{features[path]} / {cfg.get('head', 'joint')} head, C {cfg['head_c']}, "
+            f"classes^-{cfg['class_balance']}"
+        )
     graph_sets = {f: graphs_of(f) for f in dict.fromkeys(features.values())}  # each measured once
     cost = stage_costs(args.data, graph_sets, args.repeats)
     fixed = cost["decode"] + cost["features"] + cost["research_four"]
