@@ -88,6 +88,8 @@ def test_each_family_declares_its_features_and_training():
         m.settings.scale,
     ) == (16000, 96, 187, "log10")
     assert family("feedforward").fit == {"learning_rate": 5e-4, "distill": 0.8}
+    assert family("lstm").fit == {"learning_rate": 1e-3, "weight_ema": 0.7, "distill": 0.8}
+    assert family("lstm").epochs == 36
     # every research family learns mostly from musicnn's soft targets; musicnn is the teacher
     assert {n: family(n).fit.get("distill", 0.0) for n in FIVE} == {
         **dict.fromkeys(RESEARCH, 0.8),

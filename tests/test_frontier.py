@@ -4,33 +4,43 @@ the shipped ONNX graphs, beside its cross-validated accuracy and paired differen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.test_train import _cv_file
 
 
-def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, capsys):
+def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, capsys, monkeypatch):
+    """Budget from the shipped graph even when the first run is another configuration
+    (here int8); paired differences only on the fold seeds both runs have."""
+    from train import quantize_musicnn as q
     from train.frontier import main as frontier
+
+    windows = q.calibration_windows(Path(data_dir))
+    int8 = tmp_path / "int8.onnx"
+    q.quantize(q.FP32, windows[::20], tmp_path / "static.onnx", int8)
+    monkeypatch.setattr(q, "INT8", int8)
 
     labels, n = ["a", "b"], 100
     y = [i % 2 for i in range(n)]
     artists = [f"artist {i // 2}" for i in range(n)]
-    folds = {0: [1 + (i // 2) % 5 for i in range(n)]}
+    folds = {s: [1 + (i // 2 + s) % 5 for i in range(n)] for s in (0, 1)}
 
     def probs(right):
-        return [[0.9, 0.1] if (c == 0) == r else [0.1, 0.9] for c, r in zip(y, right)]
+        ok = [(i % 10) < 10 * right for i in range(n)]
+        return [[0.9, 0.1] if (c == 0) == r else [0.1, 0.9] for c, r in zip(y, ok)]
 
     runs = []
-    for name, head, right in (("joint", "joint", 0.6), ("stacked", "stacked", 0.9)):
-        ok = [(i % 10) < 10 * right for i in range(n)]
-        path = _cv_file(
-            tmp_path / f"{name}.json", y, labels, folds, {0: {"musicnn": probs(ok)}}, artists
-        )
+    for name, features, seeds, right in (
+        ("int8", "musicnn-int8", (0,), 0.6),
+        ("fp32", "musicnn", (0, 1), 0.9),
+    ):
+        by_seed = {s: {"musicnn": probs(right)} for s in seeds}
+        path = _cv_file(tmp_path / f"{name}.json", y, labels, folds, by_seed, artists)
         run = json.loads(path.read_text())
-        run["settings"] = {
-            "musicnn": {"features": "musicnn", "head": head, "head_c": 0.01, "class_balance": 0.75}
-        }
+        cfg = {"features": features, "head": "joint", "head_c": 0.01, "class_balance": 0.75}
+        run["settings"] = {"musicnn": cfg}
         path.write_text(json.dumps(run))
         runs.append(str(path))
     out = tmp_path / "frontier.json"
@@ -39,9 +49,12 @@ def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, caps
     cost = res["cost"]
     assert cost["windows"] == {"research": 19, "musicnn": 5}  # a 30 s clip, as served
     assert all(cost[k] > 0 for k in ("decode", "features", "research_four"))
-    first, second = res["rows"]
-    assert first["request_ratio"] == pytest.approx(1.0)
-    assert first["musicnn_ms"] == second["musicnn_ms"] > 0  # one graph, measured once
-    assert second["accuracy"]["accuracy"] == pytest.approx(0.9)
-    assert second["paired_vs_first"]["difference"] == pytest.approx(0.3)
-    assert "| musicnn / stacked head, C 0.01, classes^-0.75 |" in capsys.readouterr().out
+    assert set(cost["musicnn"]) == {"musicnn", "musicnn-int8"}  # each graph measured once
+    int8_row, fp32_row = res["rows"]
+    assert fp32_row["request_ratio"] == pytest.approx(1.0)  # today = the shipped graph
+    assert int8_row["musicnn_ms"] != fp32_row["musicnn_ms"]
+    assert int8_row["request_ratio"] != pytest.approx(1.0)
+    assert fp32_row["accuracy"]["accuracy"] == pytest.approx(0.9)  # over both of its seeds
+    assert fp32_row["paired_vs_first"]["seeds"] == [0]
+    assert fp32_row["paired_vs_first"]["difference"] == pytest.approx(0.3)
+    assert "| musicnn-int8 / joint head, C 0.01, classes^-0.75 |" in capsys.readouterr().out

@@ -168,3 +168,29 @@ def test_stacked_head_is_one_linear_head_built_from_per_block_regressions():
         fit_head(feats, y, K, cfg, groups, widths=[4, 4])
     with pytest.raises(ValueError, match="head='deep': valid: joint, stacked"):
         fit_head(feats, y, K, FitConfig(head="deep"), groups)
+
+
+def test_stacked_head_folds_block_regressions_through_the_meta_regression(monkeypatch):
+    """_stacked's kernel is exactly meta_bias + sum_j (x[:, cols_j] @ k_j + b_j) @ A_j, with
+    cols_j block j's mean and spread columns: checked with stand-in regressions whose weights
+    depend only on their input's shape, on blocks of unequal widths."""
+    import train.pretrained as pretrained
+
+    def fake(x, y, w, c, n):
+        rng = np.random.default_rng(1000 * x.shape[1] + len(x))
+        return rng.normal(size=(x.shape[1], n)), rng.normal(size=n)
+
+    monkeypatch.setattr(pretrained, "_linear_head", fake)
+    rng = np.random.default_rng(6)
+    n, widths = 40, [2, 4]
+    x = rng.normal(size=(n, 2 * sum(widths)))  # [mean (6), spread (6)]
+    y = np.arange(n) % K
+    groups = [str(i // 2) for i in range(n)]
+    kernel, bias = pretrained._stacked(x, y, np.ones(n), groups, widths, FitConfig(), K)
+    cols = [np.r_[0:2, 6:8], np.r_[2:6, 8:12]]
+    meta_k, meta_b = fake(np.zeros((n, 2 * K)), None, None, None, K)
+    want = meta_b.copy()
+    for j, c in enumerate(cols):
+        k, b = fake(x[:, c], None, None, None, K)  # the final fit of block j: all n tracks
+        want = want + (x[:, c] @ k + b) @ meta_k[j * K : (j + 1) * K]
+    np.testing.assert_allclose(x @ kernel + bias, want, atol=1e-9)

@@ -409,6 +409,11 @@ def test_shipped_models_are_the_five_nine_genre_families_with_a_calibration():
 
         assert FeatureSettings.from_dict(card["feature_settings"]) == family(name).settings
         assert card["metrics"]["accuracy"] > 1 / len(NINE)
+        # trained the way the registry says (a settings change without a re-ship fails here)
+        fit = card["fit_config"]
+        assert {k: fit[k] for k in family(name).fit} == family(name).fit, name
+        if not family(name).pretrained:
+            assert fit["epochs"] == family(name).epochs, name
     cal = json.loads((SHIPPED / "calibration.json").read_text())
     assert cal["labels"] == NINE
     assert set(cal["weights"]) <= set(model_names()) and cal["weights"]
@@ -562,6 +567,7 @@ def test_crossval_validates_every_track_once_and_fold_1_is_the_training_split(
         (["--set", "distill_keep_label=maybe"], "distill_keep_label='maybe' is not a bool"),
         (["--set", "seed=3"], "set the seed with --seed"),
         (["--set", "features=musicnn+mfcc"], "join distinct blocks with '+'; valid: musicnn, "),
+        (["--set", "head=stackd"], "head='stackd': valid: joint, stacked"),
         (["--only-folds", "1,x"], "--only-folds takes fold numbers"),
         (["--only-folds", "6"], "--only-folds must lie between 1 and 5"),
         (["--models", ","], "--models names no model"),

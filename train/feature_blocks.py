@@ -49,12 +49,14 @@ def _file_key(path: Path) -> str:
 
 def _int8(corpus, s) -> list[np.ndarray]:
     from genre_detector.audio.features import code_fingerprint
+    from train import quantize_musicnn
     from train.quantize_musicnn import INT8, window_features
 
     if not INT8.exists():
         raise FileNotFoundError(f"{INT8} is missing: run `python -m train.quantize_musicnn`")
     mels = corpus.mels(s)
-    folder = CACHE / f"embeddings-int8/{_file_key(INT8)}-{s.fingerprint()}-{code_fingerprint()}"
+    code = _file_key(INT8) + _file_key(Path(quantize_musicnn.__file__)) + code_fingerprint()
+    folder = CACHE / f"embeddings-int8/{code}-{s.fingerprint()}"
     return _disk_cached(
         folder,
         [str(t.path.resolve()) for t in corpus.tracks],
@@ -85,10 +87,10 @@ def window_features(corpus, model, s, spec: str = "musicnn") -> list[np.ndarray]
     ]
     if len(parts) == 1:
         return parts[0]
-    for i, rows in enumerate(zip(*parts)):
+    for i, rows in enumerate(zip(*parts, strict=True)):
         if len({r.shape[0] for r in rows}) != 1:
             raise ValueError(f"track {i}: the blocks have different window counts")
-    return [np.concatenate(rows, axis=1) for rows in zip(*parts)]
+    return [np.concatenate(rows, axis=1) for rows in zip(*parts, strict=True)]
 
 
 def block_widths(spec: str) -> list[int]:

@@ -130,6 +130,8 @@ def fit_config(args: argparse.Namespace, name: str, **extra) -> FitConfig:
         from train.feature_blocks import block_names
 
         block_names(extra["features"])  # ValueError names the valid blocks
+    if extra.get("head", "joint") not in ("joint", "stacked"):
+        raise ValueError(f"head={extra['head']!r}: valid: joint, stacked")
     from genre_detector.models.families import family
 
     # Precedence: FitConfig's defaults < the family's own (registry) < options given < --set.

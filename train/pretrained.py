@@ -26,13 +26,14 @@ from genre_detector.audio.features import (
 from train.fit import FitConfig, FitResult, crop_weights
 
 CACHE_DIR = Path(".cache/embeddings")
+HEADS = ("joint", "stacked")  # FitConfig.head
 
 
 def _backbone_key(backbones) -> str:
     """Changes whenever the backbone weights do."""
     h = hashlib.sha1()
     for w in backbones.weights:
-        h.update(np.asarray(w.numpy() if hasattr(w, "numpy") else w).tobytes()[:4096])
+        h.update(np.ascontiguousarray(w.numpy() if hasattr(w, "numpy") else w).tobytes())
     return h.hexdigest()[:12]
 
 
@@ -114,6 +115,8 @@ def _stacked(x, y, w, groups, widths, cfg, n_classes) -> tuple[np.ndarray, np.nd
         np.r_[edges[j] : edges[j + 1], d + edges[j] : d + edges[j + 1]] for j in range(len(widths))
     ]
     groups = np.asarray(groups if groups is not None else np.arange(len(y)), dtype=str)
+    if len(set(groups)) < 2:
+        raise ValueError("a stacked head needs tracks of at least two artists")
     oof = np.zeros((len(y), len(cols) * n_classes))
     for tr, va in GroupKFold(n_splits=min(5, len(set(groups)))).split(x, y, groups):
         for j, c in enumerate(cols):
@@ -154,12 +157,14 @@ def fit_head(
     artist_w = crop_weights(y_train, groups, cfg.artist_balance)
     if artist_w is not None:
         w = w * artist_w
-    if cfg.head == "stacked" and widths:
+    if cfg.head == "stacked":
+        if not widths:
+            raise ValueError("head='stacked' needs the feature blocks' widths")
         kernel, bias = _stacked(x, y_train, w, groups, widths, cfg, n_classes)
-    elif cfg.head in ("joint", "stacked"):
+    elif cfg.head == "joint":
         kernel, bias = _linear_head(x, y_train, w, cfg.head_c, n_classes)
     else:
-        raise ValueError(f"head={cfg.head!r}: valid: joint, stacked")
+        raise ValueError(f"head={cfg.head!r}: valid: {', '.join(HEADS)}")
     n = x.shape[1] // 2
     head = TrackHead(kernel[:n], kernel[n:], bias, fallback)
     return FitResult(None, [], 0, time.time() - t0, head=head)

@@ -96,9 +96,10 @@ def quantize(src: Path, windows: np.ndarray, static: Path, dynamic: Path) -> Non
     pre.unlink()
 
 
-def window_features(path: Path, mels: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+def window_features(path: Path, mels: list[np.ndarray], batch: int = 64):
     """(n_windows, 500) backbone features of every served window of every track, from the
-    ONNX graph at `path` (as train.pretrained.embed does with the Keras model)."""
+    ONNX graph at `path` (as train.pretrained.embed does with the Keras model), yielded
+    track by track (so a cache can keep each as it comes)."""
     import onnxruntime as ort
     from tqdm import tqdm
 
@@ -110,15 +111,11 @@ def window_features(path: Path, mels: list[np.ndarray], batch: int = 64) -> list
         str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
     )
     name = sess.get_inputs()[0].name
-    out = []
     for mel in tqdm(mels, desc=f"embed {path.name}", unit="track"):
         wins = cut_windows(mel, window_starts(mel.shape[1], s), s).astype(np.float32)
-        out.append(
-            np.concatenate(
-                [sess.run(None, {name: wins[i : i + batch]})[0] for i in range(0, len(wins), batch)]
-            )
+        yield np.concatenate(
+            [sess.run(None, {name: wins[i : i + batch]})[0] for i in range(0, len(wins), batch)]
         )
-    return out
 
 
 def cost(paths: dict[str, Path], threads: int, repeats: int = 20) -> dict[str, dict]:
@@ -183,10 +180,10 @@ def main(argv=None) -> int:
         + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in graphs.items())
     )
     clips = [np.concatenate(list(windows[i : i + 5]), axis=1) for i in range(0, 50, 5)]
-    ref = np.concatenate(window_features(FP32, clips))
+    ref = np.concatenate(list(window_features(FP32, clips)))
     table = {"vnni": vnni_flags(), "relative_l2": {}, "threads": {}}
     for k in ("int8 static", "int8 dynamic"):
-        got = np.concatenate(window_features(graphs[k], clips))
+        got = np.concatenate(list(window_features(graphs[k], clips)))
         table["relative_l2"][k] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     print(
         "features against fp32 on 50 calibration windows, relative L2 error: "
