@@ -62,15 +62,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+for p in (str(REPO / "src"), str(REPO)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
 import sqlalchemy as sa  # noqa: E402
 
 from genre_detector.catalog import clock, search, tracks, vectors  # noqa: E402
-from genre_detector.catalog.db import DEFAULT_DIM, Catalog, engine_url  # noqa: E402
+from genre_detector.catalog.db import DEFAULT_DIM, Catalog  # noqa: E402
 from genre_detector.catalog.records import Consent, TrackRecord, artist_key  # noqa: E402
 from genre_detector.catalog.schema import artists as artists_table  # noqa: E402
 from genre_detector.catalog.schema import tracks as tracks_table  # noqa: E402
+from loadtests.pg import Postgres  # noqa: E402
 
 RESULTS = REPO / "loadtests" / "results" / "catalog-bench.json"
 PROJECTION = REPO / "models" / "musicnn" / "projection.npz"
@@ -894,46 +897,13 @@ def extrapolate(n: int, dim: int, sizes: dict, build: dict, half: dict | None, t
 # --- engines -------------------------------------------------------------------------------
 
 
-class Postgres:
-    """A database on a given server, or on a pgserver started (and stopped) here."""
-
-    def __init__(self, url: str | None, workdir: Path):
-        self.server = None
-        if url is None:
-            import pgserver
-
-            pgdata = workdir / "pgdata"
-            pgdata.mkdir(parents=True, exist_ok=True)
-            self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
-            url = self.server.get_uri()
-        self.admin_url = engine_url(url)
-        self.name = "catalog_bench_" + uuid.uuid4().hex[:10]
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{self.name}"')  # a generated name
-        admin.dispose()
-        self.url = (
-            sa.engine.make_url(self.admin_url)
-            .set(database=self.name)
-            .render_as_string(hide_password=False)
-        )
-
-    def close(self) -> None:
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        admin.dispose()
-        if self.server is not None:
-            self.server.cleanup()
-
-
 def bench_engine(engine: str, args, syn: Synthetic, qs: Queries, exact: dict, workdir) -> dict:
     pg = None
     if engine == "sqlite":
         url = f"sqlite:///{workdir / 'catalog.sqlite3'}"
     else:
         pg = Postgres(args.postgres_url, workdir)
-        url = pg.url
+        url = pg.new_database("catalog_bench")
     db = Catalog.open(url, dim=syn.dim)
     try:
         print(f"\n[{engine}] filling {syn.n} synthetic tracks", flush=True)

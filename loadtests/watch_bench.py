@@ -72,9 +72,10 @@ os.environ.setdefault("GENRE_WEBHOOK_BACKOFF_SCALE", "0.01")
 import sqlalchemy as sa  # noqa: E402
 
 from genre_detector.catalog import ingest, vectors, watches, webhooks  # noqa: E402
-from genre_detector.catalog.db import DEFAULT_DIM, Catalog, engine_url  # noqa: E402
+from genre_detector.catalog.db import DEFAULT_DIM, Catalog  # noqa: E402
 from genre_detector.catalog.records import Consent, TrackRecord, artist_key  # noqa: E402
 from genre_detector.catalog.schema import watches as watches_table  # noqa: E402
+from loadtests.pg import Postgres  # noqa: E402
 
 RESULTS = REPO / "loadtests" / "results" / "watch-bench.json"
 PROJECTION = REPO / "models" / "musicnn" / "projection.npz"
@@ -235,40 +236,6 @@ def add_watches(db, specs: list[dict], url: str, ref_vectors: dict) -> list[str]
 
 
 # --- engines -------------------------------------------------------------------------------
-
-
-class Postgres:
-    """Databases on a given server, or on a pgserver started (and stopped) here."""
-
-    def __init__(self, url: str | None, workdir: Path):
-        self.server = None
-        if url is None:
-            import pgserver
-
-            pgdata = workdir / "pgdata"
-            pgdata.mkdir(parents=True, exist_ok=True)
-            self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
-            url = self.server.get_uri()
-        self.admin_url = engine_url(url)
-        self.names: list[str] = []
-
-    def new_database(self) -> str:
-        name = "watch_bench_" + uuid.uuid4().hex[:10]
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')  # a generated name
-        admin.dispose()
-        self.names.append(name)
-        return sa.engine.make_url(self.admin_url).set(database=name).render_as_string(False)
-
-    def close(self) -> None:
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for name in self.names:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-        if self.server is not None:
-            self.server.cleanup()
 
 
 def cli_url(url: str) -> str:
@@ -757,7 +724,7 @@ def main(argv=None) -> int:
             def new_url(tag, engine=engine, pg=pg):
                 if engine == "sqlite":
                     return f"sqlite:///{workdir / f'{tag}.sqlite3'}"
-                return pg.new_database()
+                return pg.new_database("watch_bench")
 
             e = results["engines"][engine] = {}
             if args.skip != "matching":

@@ -62,12 +62,12 @@ for p in (str(REPO / "src"), str(REPO)):
 
 import sqlalchemy as sa  # noqa: E402
 
+from loadtests.pg import Postgres  # noqa: E402
 from loadtests.watch_bench import (  # noqa: E402
     GENRES,
     NOTIFY,
     SEARCH_ONLY,
     HookReceiver,
-    Postgres,
     Synthetic,
     embedding_dim,
     start_worker,
@@ -548,7 +548,7 @@ def main(argv=None) -> int:
             url = f"sqlite:///{workdir / 'catalog.sqlite3'}"
         else:
             pg = Postgres(args.postgres_url, workdir)
-            url = pg.new_database()
+            url = pg.new_database("watch_no_loss")
         run = Run(args, url, workdir, dim)
         try:
             report = run.run()
