@@ -62,7 +62,8 @@ def log_mel_patches(path: Path, n_frames: int) -> np.ndarray:
 
 
 def run_original(name: str, batches: list[np.ndarray], n_frames: int):
-    """[(taggram, penultimate)] per batch, from musicnn's own graph and checkpoint."""
+    """[(taggram, last feature)] per batch, from musicnn's own graph and checkpoint: the
+    last of define_model's outputs is musicnn's penultimate layer, or a VGG's pool5."""
     import warnings
 
     import musicnn
@@ -77,15 +78,14 @@ def run_original(name: str, batches: list[np.ndarray], n_frames: int):
     with tf.name_scope("model"):
         x = tf.compat.v1.placeholder(tf.float32, [None, n_frames, config.N_MELS])
         is_training = tf.compat.v1.placeholder(tf.bool)
-        y, *_, penultimate = models.define_model(x, is_training, name, len(labels))
+        y, *_, last = models.define_model(x, is_training, name, len(labels))
         normalized_y = tf.nn.sigmoid(y)
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
         saver = tf.compat.v1.train.Saver()
         saver.restore(sess, os.path.dirname(musicnn.__file__) + "/" + name + "/")
         return [
-            sess.run([normalized_y, penultimate], feed_dict={x: b, is_training: False})
-            for b in batches
+            sess.run([normalized_y, last], feed_dict={x: b, is_training: False}) for b in batches
         ]
 
 
@@ -123,14 +123,19 @@ def save_reference(out: Path, arrays: dict[str, np.ndarray], module: str, argv) 
     print(f"-> {out} ({out.stat().st_size / 1e3:.0f} kB)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def make_reference(
+    argv, doc: str, module: str, backbones, feature: str, out: Path, shape=None
+) -> int:
+    """Run the original `backbones` on CLIPS and save their taggram and last feature (named
+    `feature` in the file, of per-patch `shape` when given) with save_reference: the main
+    of this and of train/musicnn_vgg_reference.py."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data")),
     )
-    ap.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "musicnn_reference.npz")
+    ap.add_argument("--out", type=Path, default=out)
     args = ap.parse_args(argv)
     import librosa
     import musicnn  # noqa: F401
@@ -145,15 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     assert n_frames == 187, n_frames
     batches = [log_mel_patches(args.data / clip, n_frames) for clip in CLIPS]
     arrays: dict[str, np.ndarray] = {}
-    for name in BACKBONES:
+    for name in backbones:
         labels = config.MSD_LABELS if "MSD" in name else config.MTT_LABELS
-        for clip, (taggram, pen) in zip(CLIPS, run_original(name, batches, n_frames)):
+        for clip, (taggram, last) in zip(CLIPS, run_original(name, batches, n_frames)):
+            assert shape is None or last.shape[1:] == shape, last.shape
             arrays[f"{clip}|{name}|taggram"] = taggram.astype(np.float32)
-            arrays[f"{clip}|{name}|penultimate"] = pen.astype(np.float32)
+            arrays[f"{clip}|{name}|{feature}"] = last.astype(np.float32)
             top = labels[int(taggram.mean(0).argmax())]
             print(f"{clip} {name}: {len(taggram)} patches, top tag {top}")
-    save_reference(args.out, arrays, "train.musicnn_reference", argv)
+    save_reference(args.out, arrays, module, argv)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = REPO / "tests" / "data" / "musicnn_reference.npz"
+    return make_reference(argv, __doc__, "train.musicnn_reference", BACKBONES, "penultimate", out)
 
 
 if __name__ == "__main__":
