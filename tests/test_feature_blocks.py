@@ -19,6 +19,9 @@ class _Corpus:
     def embeddings(self, model, s):
         return [np.full((n, 3), i, np.float32) for i, n in enumerate(self.windows)]
 
+    def block(self, name, compute):
+        return compute()
+
 
 def test_block_names_accepts_known_blocks_and_names_the_valid_ones():
     assert feature_blocks.block_names("musicnn + vgg") == ["musicnn", "vgg"]
@@ -91,3 +94,18 @@ def test_int8_graphs_are_quantized_and_stay_close_to_fp32(tmp_path, data_dir):
         assert np.linalg.norm(got - ref) > 0  # really another graph
     cost = q.cost({"fp32": q.FP32, "int8": dynamic}, threads=1, repeats=2)
     assert all(v["cpu"] > 0 and v["wall"] > 0 for v in cost.values())
+
+
+def test_a_block_is_computed_once_per_corpus_not_once_per_fold():
+    from train.trainer import Corpus
+
+    corpus, calls = Corpus([]), []
+
+    def compute():
+        calls.append(1)
+        return [np.zeros((1, 2), np.float32)]
+
+    first = corpus.block("vgg", compute)
+    assert corpus.block("vgg", compute) is first and len(calls) == 1
+    corpus.block("musicnn-int8", compute)
+    assert len(calls) == 2

@@ -82,7 +82,9 @@ def block_names(spec: str) -> list[str]:
 def window_features(corpus, model, s, spec: str = "musicnn") -> list[np.ndarray]:
     """Per track, the (n_windows, d) features named by `spec` (see the module doc)."""
     parts = [
-        BLOCKS[n](corpus, s) if BLOCKS[n] else corpus.embeddings(model, s)
+        corpus.block(n, lambda n=n: BLOCKS[n](corpus, s))
+        if BLOCKS[n]
+        else corpus.embeddings(model, s)
         for n in block_names(spec)
     ]
     if len(parts) == 1:

@@ -32,7 +32,7 @@ class Corpus:
     def __init__(self, tracks: list[Track], workers: int = 2):
         self.tracks, self.workers = list(tracks), workers
         self._mels: dict[FeatureSettings, list[np.ndarray]] = {}
-        self._embeddings: dict[str, list[np.ndarray]] = {}
+        self._embeddings: dict[str, list[np.ndarray]] = {}  # by backbone model, or block
         self._soft: dict[tuple, np.ndarray | None] = {}
         self.labels = sorted({t.genre for t in self.tracks})
         self.y = np.array([self.labels.index(t.genre) for t in self.tracks])
@@ -65,6 +65,14 @@ class Corpus:
                 model, self.mels(s), s, keys=[str(t.path.resolve()) for t in self.tracks]
             )
         return self._embeddings[model.name]
+
+    def block(self, name: str, compute) -> list[np.ndarray]:
+        """Per-track features of a named feature block (train/feature_blocks.py), computed
+        (or read from its disk cache) once per corpus, not once per fold."""
+        key = f"block:{name}"
+        if key not in self._embeddings:
+            self._embeddings[key] = compute()
+        return self._embeddings[key]
 
     def teacher_targets(self, train_idx, seed: int) -> np.ndarray | None:
         """train.distill.teacher_targets for this training set, computed once: every
