@@ -40,17 +40,26 @@ def wait_http_ready(proc: subprocess.Popen, url: str, timeout: float, what: str,
 
 
 class ServedService:
+    """`bentoml serve TARGET` on a free port of 127.0.0.1. By default the checkout's service
+    with this interpreter's bentoml and environment; a built Bento is served by passing its
+    folder as `target`, another venv's `bentoml`, and `inherit_env=False` (only `env`)."""
+
     def __init__(
-        self, env: dict | None = None, target: str = "service:GenreDetector", cwd: Path = REPO
+        self,
+        env: dict | None = None,
+        target: str = "service:GenreDetector",
+        cwd: Path = REPO,
+        bentoml: Path | None = None,
+        inherit_env: bool = True,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)
-        bentoml = Path(sys.executable).with_name("bentoml")
+        bentoml = bentoml or Path(sys.executable).with_name("bentoml")
         self.proc = subprocess.Popen(
             [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

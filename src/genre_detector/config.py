@@ -139,6 +139,15 @@ class Settings:
         return f"sqlite:///{home / 'catalog.sqlite3'}"
 
     @staticmethod
+    def bento_models(env=None) -> Path | None:
+        """Inside a built Bento's image, its own model store: BentoML's Dockerfile sets
+        BENTO_PATH, and `containerize` puts the packed models in $BENTO_PATH/models (which
+        `bentoml serve` reads, while BENTOML_HOME's store stays empty). None elsewhere."""
+        env = os.environ if env is None else env
+        models = Path(env["BENTO_PATH"]) / "models" if env.get("BENTO_PATH") else None
+        return models if models is not None and models.is_dir() else None
+
+    @staticmethod
     def model_ref(name: str, default: str, env=None) -> str:
         """GENRE_MODEL_<NAME>: the store tag serving family `name` (default `default`)."""
         env = os.environ if env is None else env

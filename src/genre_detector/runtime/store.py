@@ -193,6 +193,12 @@ def resolve(ref: str):
 
     if ":" not in ref and not ref.startswith(STORE_PREFIX):
         ref = store_name(ref)
+    if (own := settings().bento_models()) is not None:
+        # the CLI inside the image (`deliver`, `keys`, `tag`) reads the models the Bento packs,
+        # as `bentoml serve` does; ModelStore is BentoML's store class (tests/test_bento.py)
+        from bentoml._internal.models import ModelStore
+
+        return bentoml.models.get(ref, _model_store=ModelStore(own))
     return bentoml.models.get(ref)
 
 
