@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Build the genre_detector Bento into an OCI image with podman, run it, and smoke-test it.
 #
-#   deploy/build_container.sh [--port N] [-e KEY=VALUE]... [--image NAME:TAG]
-#                             [--skip-build] [--keep-running]
+#   deploy/build_container.sh [--port N] [--image NAME:TAG] [--skip-build]
 #
 # Steps (each one is skipped when already done, so the script is safe to re-run):
 #   1. apt-get install podman buildah runc debootstrap fuse-overlayfs uidmap (if missing)
 #   2. /etc/containers/containers.conf: default_ulimits within this host's hard limit
 #   3. bentoml build                      (repo root, caller's BENTOML_HOME)
 #   4. base image named like the Dockerfile's FROM (python:3.11-slim), made locally from a
-#      debootstrapped Debian bookworm root cached in $GENRE_BASE_ROOT -- only if podman
-#      does not already have that image (Docker Hub is not needed, nor reachable here)
-#   5. bentoml containerize <bento> --backend podman -t $IMAGE   (BUILDAH_ISOLATION=chroot)
-#   6. podman --runtime runc run -d --network host -e BENTOML_PORT=$PORT ... $IMAGE,
-#      wait for /readyz, POST a real clip to /predict, print the top genres, stop the container
+#      debootstrapped, slimmed Debian bookworm root cached in $GENRE_BASE_ROOT -- only if
+#      podman has no such image (Docker Hub is not needed, nor reachable here)
+#   5. bentoml containerize <bento> --backend podman -t $IMAGE --opt squash
+#      --opt build-arg=IMAGE_SLIM=1   (BUILDAH_ISOLATION=chroot; deploy/image_slim.sh)
+#   6. deploy/smoke_image.py: the service and the delivery worker from the image on a shared
+#      catalog: /readyz, /predict on a real clip, POST /tracks, similar, one webhook delivered
+#      by `python -m genre_detector deliver` to a receiver on this host
 # Exits non-zero on any failure (the container's log is printed when it fails to serve).
 #
 # Environment (all optional):
@@ -34,35 +35,19 @@ BASE_ROOT="${GENRE_BASE_ROOT:-/var/tmp/genre-base}"
 MIRROR="${GENRE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CLIP="${GENRE_SMOKE_CLIP:-$REPO/../shared/data/gtzan-samples/rock.00000.wav}"
 READY_TIMEOUT="${GENRE_READY_TIMEOUT:-600}"
-CONTAINER="genre-detector-smoke"
 BENTO="genre_detector"
 SKIP_BUILD=0
-KEEP=0
-RUN_ENV=()
 
-usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --port) PORT="$2"; shift 2 ;;
         --port=*) PORT="${1#*=}"; shift ;;
-        -e|--env) RUN_ENV+=("$2"); shift 2 ;;
-        --env=*) RUN_ENV+=("${1#*=}"); shift ;;
         --image) IMAGE="$2"; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
-        --keep-running) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
-# -e BENTOML_PORT=N (or PORT=N, which the Bento's entrypoint copies into BENTOML_PORT)
-# picks the port as well; the last one given wins.
-ENV_ARGS=()
-for kv in "${RUN_ENV[@]}"; do
-    case "$kv" in
-        BENTOML_PORT=*|PORT=*) PORT="${kv#*=}" ;;
-        *=*) ENV_ARGS+=(-e "$kv") ;;
-        *) echo "-e expects KEY=VALUE, got '$kv'" >&2; exit 2 ;;
     esac
 done
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "bad port '$PORT'" >&2; exit 2; }
@@ -163,14 +148,26 @@ echo "Dockerfile FROM: $BASE_IMAGE"
 # A stand-in for the Docker Hub image: Debian bookworm (its python3 is 3.11), python3-venv,
 # pip, `python` on PATH, pip allowed to install system-wide (no EXTERNALLY-MANAGED), and the
 # host's extra CA certificates (a TLS-intercepting egress proxy needs them for pip and uv).
+# BASE_RECIPE names this recipe: a stand-in made by an older one is made again (an image
+# pulled from Docker Hub, which sets PYTHON_VERSION, is always used as it is).
+BASE_RECIPE=2
 base_names=("$BASE_IMAGE")
 [[ "$BASE_IMAGE" == */* ]] || base_names+=("docker.io/library/$BASE_IMAGE")
-if [[ $SKIP_BUILD -eq 0 ]] && ! podman image exists "$BASE_IMAGE"; then
+need_base=0
+if [[ $SKIP_BUILD -eq 0 ]]; then
+    if ! podman image exists "$BASE_IMAGE"; then
+        need_base=1
+    elif ! podman image inspect --format '{{.Config.Env}}' "$BASE_IMAGE" | grep -q PYTHON_VERSION=; then
+        made_by="$(podman image inspect --format '{{index .Labels "genre.base-recipe"}}' "$BASE_IMAGE")"
+        [[ "$made_by" == "$BASE_RECIPE" ]] || need_base=1
+    fi
+fi
+if [[ $need_base -eq 1 ]]; then
     step "base image $BASE_IMAGE from debootstrap ($BASE_ROOT)"
     case "$BASE_IMAGE" in python:3.11*) ;; *)
         die "the local base image is made for python:3.11 (Debian bookworm); the Dockerfile wants $BASE_IMAGE" ;;
     esac
-    if [[ ! -f "$BASE_ROOT/.genre-base-complete" ]]; then
+    if [[ "$(cat "$BASE_ROOT/.genre-base-complete" 2>/dev/null)" != "$BASE_RECIPE" ]]; then
         rm -rf "$BASE_ROOT.tmp"
         debootstrap --variant=minbase \
             --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
@@ -192,8 +189,21 @@ EOF
         fi
         chroot "$r" apt-get clean
         rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
+        # Slim, as Debian's own -slim images are made (debuerreotype --slimify): no manuals,
+        # documentation or translations, now or in packages installed later.
+        mkdir -p "$r/etc/dpkg/dpkg.cfg.d"
+        printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+            'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
+            'path-exclude /usr/share/linda/*' 'path-exclude /usr/share/lintian/overrides/*' \
+            'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+            'path-exclude /usr/share/man/*' > "$r/etc/dpkg/dpkg.cfg.d/docker-slim"
+        find "$r/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+        find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
+        rm -rf "$r"/usr/share/{groff,info,linda,lintian/overrides,man}/*
+        find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+        rm -rf "$r"/var/cache/debconf/*-old "$r"/var/log/*.log "$r"/var/log/apt/*
         rm -rf "$BASE_ROOT"; mv "$r" "$BASE_ROOT"
-        touch "$BASE_ROOT/.genre-base-complete"
+        echo "$BASE_RECIPE" > "$BASE_ROOT/.genre-base-complete"
     else
         echo "reusing debootstrap root $BASE_ROOT"
     fi
@@ -205,6 +215,7 @@ EOF
             --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
             --change 'ENV UV_SYSTEM_CERTS=true' \
             --change 'CMD ["python3"]' \
+            --change "LABEL genre.base-recipe=$BASE_RECIPE" \
             - "${base_names[0]}"
     for n in "${base_names[@]:1}"; do podman tag "${base_names[0]}" "$n"; done
     podman run --rm --runtime runc --network host "$BASE_IMAGE" \
@@ -218,7 +229,10 @@ if [[ $SKIP_BUILD -eq 0 ]]; then
     step "bentoml containerize $tag --backend podman -t $IMAGE"
     old_id="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
     t_build=$SECONDS
-    BUILDAH_ISOLATION=chroot "$BENTOML" containerize "$tag" --backend podman -t "$IMAGE"
+    # squash: the new layers become one, so what deploy/image_slim.sh (bentofile's
+    # setup_script, on with IMAGE_SLIM=1) takes out after the install never reaches the image
+    BUILDAH_ISOLATION=chroot "$BENTOML" containerize "$tag" --backend podman -t "$IMAGE" \
+        --opt squash --opt build-arg=IMAGE_SLIM=1
     BUILD_S=$((SECONDS - t_build))
     echo "containerize took ${BUILD_S}s"
     # the image that had this name before is now untagged: drop it (and only it)
@@ -232,58 +246,12 @@ podman image exists "$IMAGE" || die "image $IMAGE not found"
 podman images --format '{{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}  {{.Created}}' "$IMAGE"
 
 # --------------------------------------------------------------------------- 6. run + smoke test
-step "run $IMAGE on host port $PORT"
-URL="http://127.0.0.1:$PORT"
-podman rm -f "$CONTAINER" >/dev/null 2>&1 || true
-if curl -s -o /dev/null --max-time 3 "$URL/"; then
+step "smoke test: the service and the delivery worker from $IMAGE (host port $PORT)"
+if curl -s -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/"; then
     die "something already answers on port $PORT; pick another with --port"
 fi
-cleanup() {
-    local rc=$?
-    if [[ $rc -ne 0 ]] && podman container exists "$CONTAINER" 2>/dev/null; then
-        echo "---- container log (last 80 lines) ----" >&2
-        podman logs --tail 80 "$CONTAINER" >&2 || true
-    fi
-    if [[ $KEEP -eq 1 && $rc -eq 0 ]]; then
-        echo "container $CONTAINER left running on $URL (stop: podman rm -f $CONTAINER)"
-    else
-        podman rm -f -t 10 "$CONTAINER" >/dev/null 2>&1 || true
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-podman --runtime runc run -d --name "$CONTAINER" --network host \
-    -e BENTOML_PORT="$PORT" "${ENV_ARGS[@]}" "$IMAGE" >/dev/null
-echo "started $CONTAINER: podman --runtime runc run -d --network host -e BENTOML_PORT=$PORT ${ENV_ARGS[*]} $IMAGE"
-
-t_ready=$SECONDS
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/readyz")" == 200 ]]; do
-    state="$(podman inspect --format '{{.State.Status}}' "$CONTAINER" 2>/dev/null || echo gone)"
-    [[ "$state" == running ]] || die "container stopped ($state) before /readyz answered"
-    (( SECONDS - t_ready < READY_TIMEOUT )) || die "/readyz not 200 after ${READY_TIMEOUT}s"
-    sleep 3
-done
-echo "/readyz 200 after $((SECONDS - t_ready))s"
-podman logs "$CONTAINER" 2>&1 | grep -m 3 -E 'Starting|listening|Running on' || true
-
-step "POST $(basename "$CLIP") to $URL/predict"
-reply="$(mktemp)"
-t_pred=$SECONDS
-code="$(curl -s -o "$reply" -w '%{http_code}' --max-time 300 -F "audio=@$CLIP;type=audio/wav" "$URL/predict")"
-echo "HTTP $code in $((SECONDS - t_pred))s"
-if [[ "$code" != 200 ]]; then head -c 2000 "$reply" >&2; echo >&2; rm -f "$reply"; die "/predict returned $code"; fi
-python3 - "$reply" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-e = r["ensemble"]
-print(f"duration {r['duration_s']} s, {r['n_windows']} windows, request {r['request_id']}")
-print(f"ensemble: {e['top_genre']} ({e['top_probability']:.3f}), "
-      f"{e['agreeing_models']}/{e['n_models']} models agree")
-top = sorted(e["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-print("top genres: " + ", ".join(f"{g} {p:.3f}" for g, p in top))
-for name, m in r["models"].items():
-    print(f"  {name:12s} {m['top_genre']:10s} {m['top_probability']:.3f}  {m['tag']}")
-EOF
-rm -f "$reply"
+py="$(dirname "$BENTOML")/python"; [[ -x "$py" ]] || py=python3
+"$py" "$REPO/deploy/smoke_image.py" --image "$IMAGE" --port "$PORT" --clip "$CLIP" \
+    --ready-timeout "$READY_TIMEOUT" || die "the image's smoke test failed"
 
 step "done in $((SECONDS - T0))s${BUILD_S:+ (containerize ${BUILD_S}s)}"
