@@ -153,14 +153,17 @@ echo "Dockerfile FROM: $BASE_IMAGE"
 BASE_RECIPE=2
 base_names=("$BASE_IMAGE")
 [[ "$BASE_IMAGE" == */* ]] || base_names+=("docker.io/library/$BASE_IMAGE")
+# Every name is checked: buildah may resolve the FROM to either (docker.io/library/ first).
 need_base=0
 if [[ $SKIP_BUILD -eq 0 ]]; then
-    if ! podman image exists "$BASE_IMAGE"; then
-        need_base=1
-    elif ! podman image inspect --format '{{.Config.Env}}' "$BASE_IMAGE" | grep -q PYTHON_VERSION=; then
-        made_by="$(podman image inspect --format '{{index .Labels "genre.base-recipe"}}' "$BASE_IMAGE")"
-        [[ "$made_by" == "$BASE_RECIPE" ]] || need_base=1
-    fi
+    for n in "${base_names[@]}"; do
+        if ! podman image exists "$n"; then
+            need_base=1
+        elif ! podman image inspect --format '{{.Config.Env}}' "$n" | grep -q PYTHON_VERSION=; then
+            made_by="$(podman image inspect --format '{{index .Labels "genre.base-recipe"}}' "$n")"
+            [[ "$made_by" == "$BASE_RECIPE" ]] || need_base=1
+        fi
+    done
 fi
 if [[ $need_base -eq 1 ]]; then
     step "base image $BASE_IMAGE from debootstrap ($BASE_ROOT)"
@@ -207,6 +210,13 @@ EOF
     else
         echo "reusing debootstrap root $BASE_ROOT"
     fi
+    # Imported under its full name, then tagged by id: a short name given to `podman import`
+    # or `podman tag` may resolve to an older image of the same name.
+    old_ids=()
+    for n in "${base_names[@]}"; do
+        old_ids+=("$(podman image inspect --format '{{.Id}}' "$n" 2>/dev/null || true)")
+    done
+    full="${base_names[-1]}"; [[ "$full" == */* ]] || full="localhost/$full"
     tar -C "$BASE_ROOT" --numeric-owner --exclude=./.genre-base-complete \
         --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . |
         podman import \
@@ -216,8 +226,15 @@ EOF
             --change 'ENV UV_SYSTEM_CERTS=true' \
             --change 'CMD ["python3"]' \
             --change "LABEL genre.base-recipe=$BASE_RECIPE" \
-            - "${base_names[0]}"
-    for n in "${base_names[@]:1}"; do podman tag "${base_names[0]}" "$n"; done
+            - "$full" >/dev/null
+    base_id="$(podman image inspect --format '{{.Id}}' "$full")"
+    for n in "${base_names[@]}"; do podman tag "$base_id" "$n"; done
+    for id in "${old_ids[@]}"; do   # stand-ins of an older recipe, now untagged
+        if [[ -n "$id" && "$id" != "$base_id" ]] &&
+           [[ "$(podman image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null)" == 0 ]]; then
+            podman rmi "$id" >/dev/null 2>&1 || true
+        fi
+    done
     podman run --rm --runtime runc --network host "$BASE_IMAGE" \
         sh -c 'python --version && pip --version' || die "base image does not run"
 elif [[ $SKIP_BUILD -eq 0 ]]; then
