@@ -6,7 +6,7 @@ PORT   ?= 3000
 export BENTOML_HOME ?= $(HOME)/bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install install-serve models serve demo deliver test test-fast lint format train crossval evaluate build container loadtest bench
+.PHONY: install install-serve models serve demo deliver test test-fast lint format train crossval evaluate build container container-batch loadtest bench
 CONTAINER_PORT ?= 3300
 
 # Two stamps: serving needs only the [serve] extra (no TensorFlow, no Ray); tests, training
@@ -73,6 +73,9 @@ build: install models ## build the Bento
 
 container: install models ## build the Bento, containerize it with podman, smoke-test the image (root)
 	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/build_container.sh --port $(CONTAINER_PORT)
+
+container-batch: install models ## the image with the [batch] extra (Ray) for deploy/ray/rayjob.yaml (root)
+	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/build_container.sh --batch
 
 loadtest: install models ## start the service, short headless locust run, stop; fails on any failed request
 	VENV_BIN=$(CURDIR)/$(BIN) loadtests/run_loadtest.sh

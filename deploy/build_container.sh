@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the genre_detector Bento into an OCI image with podman, run it, and smoke-test it.
 #
-#   deploy/build_container.sh [--port N] [--image NAME:TAG] [--skip-build]
+#   deploy/build_container.sh [--port N] [--image NAME:TAG] [--skip-build] [--batch]
+#
+# --batch builds genre-detector-batch:latest instead: the same Bento with pyproject's [batch]
+# extra added (Ray Data), for deploy/ray/rayjob.yaml; its smoke test tags clips on Ray.
 #
 # Steps (each one is skipped when already done, so the script is safe to re-run):
 #   1. apt-get install podman buildah runc debootstrap fuse-overlayfs uidmap (if missing)
@@ -20,7 +23,7 @@
 # Environment (all optional):
 #   BENTOML_HOME            model/Bento store (default ~/bentoml, like the Makefile)
 #   GENRE_CONTAINER_PORT    host port; with --network host the server binds it directly (3300)
-#   GENRE_IMAGE             image name (genre-detector:latest)
+#   GENRE_IMAGE             image name (genre-detector:latest; --batch: genre-detector-batch:latest)
 #   GENRE_BASE_ROOT         debootstrap cache, outside the repo (/var/tmp/genre-base)
 #   GENRE_DEBIAN_MIRROR     (http://deb.debian.org/debian)
 #   GENRE_SMOKE_CLIP        (<repo>/../shared/data/gtzan-samples/rock.00000.wav)
@@ -30,15 +33,16 @@ set -Eeuo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export BENTOML_HOME="${BENTOML_HOME:-$HOME/bentoml}"
 PORT="${GENRE_CONTAINER_PORT:-3300}"
-IMAGE="${GENRE_IMAGE:-genre-detector:latest}"
+IMAGE="${GENRE_IMAGE:-}"
 BASE_ROOT="${GENRE_BASE_ROOT:-/var/tmp/genre-base}"
 MIRROR="${GENRE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CLIP="${GENRE_SMOKE_CLIP:-$REPO/../shared/data/gtzan-samples/rock.00000.wav}"
 READY_TIMEOUT="${GENRE_READY_TIMEOUT:-600}"
 BENTO="genre_detector"
 SKIP_BUILD=0
+BATCH=0
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -46,10 +50,12 @@ while [[ $# -gt 0 ]]; do
         --port=*) PORT="${1#*=}"; shift ;;
         --image) IMAGE="$2"; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
+        --batch) BATCH=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+[[ -n "$IMAGE" ]] || IMAGE="genre-detector$([[ $BATCH -eq 1 ]] && echo -batch):latest"
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "bad port '$PORT'" >&2; exit 2; }
 
 T0=$SECONDS
@@ -113,22 +119,31 @@ if [[ $SKIP_BUILD -eq 0 ]]; then
     # context: `service.py` matches every copy under .bentoml/{tmp,bentos}, including the
     # staging dir being written, and the build recurses until "File name too long".
     # Unless .bentoignore already excludes it, build from a copy of bentofile.yaml that does.
-    home_real="$(realpath -m "$BENTOML_HOME")"
+    home_real="$(realpath -m "$BENTOML_HOME")"; store=""
     if [[ "$home_real/" == "$REPO/"* ]]; then
         rel="${home_real#"$REPO/"}"
-        if ! grep -Eqx "/?$rel/?" "$REPO/.bentoignore" 2>/dev/null; then
-            bentofile="$(mktemp --suffix=.yaml)"
-            py="$(dirname "$BENTOML")/python"; [[ -x "$py" ]] || py=python3
-            "$py" - "$REPO/bentofile.yaml" "$bentofile" "/$rel/" <<'EOF'
-import sys, yaml
-src, dst, store = sys.argv[1:]
-cfg = yaml.safe_load(open(src))
-cfg["exclude"] = list(cfg.get("exclude") or []) + [store]
+        grep -Eqx "/?$rel/?" "$REPO/.bentoignore" 2>/dev/null || store="/$rel/"
+    fi
+    # --batch: the same Bento plus pyproject's [batch] extra (Ray Data, pyarrow, tqdm), the
+    # image deploy/ray/rayjob.yaml runs.
+    if [[ -n "$store" || $BATCH -eq 1 ]]; then
+        bentofile="$(mktemp --suffix=.yaml)"
+        py="$(dirname "$BENTOML")/python"; [[ -x "$py" ]] || py=python3
+        "$py" - "$REPO" "$bentofile" "$store" "$BATCH" <<'EOF'
+import sys, tomllib, yaml
+repo, dst, store, batch = sys.argv[1:]
+cfg = yaml.safe_load(open(f"{repo}/bentofile.yaml"))
+if store:
+    cfg["exclude"] = list(cfg.get("exclude") or []) + [store]
+if batch == "1":
+    extras = tomllib.load(open(f"{repo}/pyproject.toml", "rb"))["project"]["optional-dependencies"]
+    cfg["python"]["packages"] += [p for p in extras["batch"] if not p.startswith("genre-detector")]
 yaml.safe_dump(cfg, open(dst, "w"), sort_keys=False)
 EOF
-            echo "BENTOML_HOME is inside the repo: building with exclude '/$rel/' ($bentofile)"
-            build_args+=(-f "$bentofile")
-        fi
+        what="bentofile.yaml"; [[ -z "$store" ]] || what+=", excluding $store"
+        [[ $BATCH -eq 0 ]] || what+=", with the [batch] extra"
+        echo "building from $bentofile ($what)"
+        build_args+=(-f "$bentofile")
     fi
     tag="$("$BENTOML" "${build_args[@]}" | tail -1)"
     if [[ -n "${bentofile:-}" ]]; then rm -f "$bentofile"; fi
@@ -268,7 +283,12 @@ if curl -s -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/"; then
     die "something already answers on port $PORT; pick another with --port"
 fi
 py="$(dirname "$BENTOML")/python"; [[ -x "$py" ]] || py=python3
-"$py" "$REPO/deploy/smoke_image.py" --image "$IMAGE" --port "$PORT" --clip "$CLIP" \
-    --ready-timeout "$READY_TIMEOUT" || die "the image's smoke test failed"
+if [[ $BATCH -eq 1 ]]; then
+    "$py" "$REPO/deploy/smoke_image.py" --image "$IMAGE" --clip "$CLIP" --batch ||
+        die "the batch image's smoke test failed"
+else
+    "$py" "$REPO/deploy/smoke_image.py" --image "$IMAGE" --port "$PORT" --clip "$CLIP" \
+        --ready-timeout "$READY_TIMEOUT" || die "the image's smoke test failed"
+fi
 
 step "done in $((SECONDS - T0))s${BUILD_S:+ (containerize ${BUILD_S}s)}"

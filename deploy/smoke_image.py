@@ -116,13 +116,44 @@ def wait(what: str, check, timeout: float, alive=lambda: True) -> float:
     raise TimeoutError(f"{what}: not after {timeout} s")
 
 
+def smoke_batch(image: str, clip: Path) -> int:
+    """The [batch] image (`--batch`): `python -m genre_detector tag --engine ray` on a local Ray
+    inside the container tags every clip of the clip's folder, mounted read-only."""
+    clips = sorted(p for p in clip.parent.iterdir() if p.suffix in {".wav", ".mp3", ".flac"})
+    cmd = "python -m genre_detector tag /clips --engine ray --workers 2 --no-progress " \
+        "--out /tmp/tags.csv && cat /tmp/tags.csv"  # fmt: skip
+    t0 = time.time()
+    out = subprocess.run(
+        [*PODMAN, "run", "--rm", "--network", "host", "--shm-size", "1g",
+         "-v", f"{clip.parent}:/clips:ro", image, "sh", "-c", cmd],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if out.returncode:
+        print(f"SMOKE TEST FAILED: tag on Ray in {image}:\n{out.stderr[-4000:]}", file=sys.stderr)
+        return 1
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(out.stdout[out.stdout.index("path,") :])))
+    tagged = {Path(r["path"]).name for r in rows if r.get("ensemble_genre")}
+    missing = {p.name for p in clips} - tagged
+    if missing:
+        print(f"SMOKE TEST FAILED: not tagged on Ray: {sorted(missing)}", file=sys.stderr)
+        return 1
+    print(f"tag --engine ray in {image}: {len(tagged)} clips tagged in {time.time() - t0:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", default="genre-detector:latest")
     ap.add_argument("--port", type=int, default=3300)
     ap.add_argument("--clip", type=Path, required=True)
     ap.add_argument("--ready-timeout", type=float, default=600)
+    ap.add_argument("--batch", action="store_true", help="the [batch] image: tag on Ray")
     args = ap.parse_args(argv)
+    if args.batch:
+        return smoke_batch(args.image, args.clip)
 
     work = Path(tempfile.mkdtemp(prefix="genre-smoke-"))
     os.chown(work, IMAGE_UID, IMAGE_UID)

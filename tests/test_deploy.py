@@ -254,3 +254,28 @@ def test_delivery_worker_runs_the_deliver_command_on_the_shared_catalog():
     from genre_detector.__main__ import _parser
 
     assert _parser().parse_args(c["command"][3:]).command == "deliver"
+
+
+def test_each_manifest_runs_the_image_that_has_its_entry_point():
+    """The Knative service and the delivery worker run the serving image (`make container`,
+    whose smoke test runs both entry points); the RayJob runs the [batch] image (`make
+    container-batch`), the only one with Ray."""
+    service = yaml.safe_load(KNATIVE.read_text())["spec"]["template"]["spec"]["containers"][0]
+    worker = yaml.safe_load((DEPLOY / "k8s" / "delivery-worker.yaml").read_text())
+    (w,) = worker["spec"]["template"]["spec"]["containers"]
+    name = lambda image: image.rsplit("/", 1)[-1].split(":")[0]  # noqa: E731
+    assert name(service["image"]) == name(w["image"]) == "genre-detector"
+    assert "command" not in service  # the image's entrypoint: bentoml serve of the Bento
+    spec = _rayjob()["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"]] + spec["workerGroupSpecs"]
+    images = {name(c["image"]) for p in pods for c in p["template"]["spec"]["containers"]}
+    assert images == {"genre-detector-batch"}
+    makefile = (REPO / "Makefile").read_text()
+    assert "deploy/build_container.sh --batch" in makefile
+    script = (DEPLOY / "build_container.sh").read_text()
+    assert "genre-detector$([[ $BATCH -eq 1 ]] && echo -batch):latest" in script
+    # the image's package path is set by the image (bentofile envs), not by each manifest
+    envs = {
+        e["name"]: e["value"] for e in yaml.safe_load((REPO / "bentofile.yaml").read_text())["envs"]
+    }
+    assert envs["PYTHONPATH"] == "/home/bentoml/bento/src/src"

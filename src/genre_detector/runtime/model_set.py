@@ -22,6 +22,7 @@ from genre_detector.runtime.store import (
     ModelInfo,
     check_consistent,
     load_calibration,
+    resolve,
     store_name,
 )
 
@@ -55,7 +56,7 @@ def default_refs() -> dict[str, str]:
     refs = {}
     for name in FAMILIES:
         try:
-            bentoml.models.get(f"{store_name(name)}:latest")
+            resolve(f"{store_name(name)}:latest")
         except bentoml.exceptions.NotFound:
             continue
         refs[name] = f"{store_name(name)}:latest"

@@ -188,7 +188,8 @@ def add_onnx(entry) -> bool:
 
 def resolve(ref: str):
     """A store entry from a tag ('genre-cnn:abc'), a name ('genre-cnn') or an architecture
-    ('cnn')."""
+    ('cnn'). The one way the package reads the model store (so the image's CLI and Ray
+    workers find the Bento's own models, as `bentoml serve` does)."""
     import bentoml
 
     if ":" not in ref and not ref.startswith(STORE_PREFIX):
@@ -241,7 +242,7 @@ def load_calibration(ref: str = f"{CALIBRATION_NAME}:latest"):
     from genre_detector.models.calibration import Calibration
 
     try:
-        entry = bentoml.models.get(ref)
+        entry = resolve(ref)
     except bentoml.exceptions.NotFound:
         return None
     return Calibration.from_dict(dict(entry.info.metadata)["calibration"])

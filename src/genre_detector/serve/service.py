@@ -28,7 +28,13 @@ from genre_detector.errors import GenreError
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.families import FAMILIES, research_names
 from genre_detector.runtime.model_set import batch_cap as family_batch_cap
-from genre_detector.runtime.store import CALIBRATION_NAME, ModelInfo, check_consistent, store_name
+from genre_detector.runtime.store import (
+    CALIBRATION_NAME,
+    ModelInfo,
+    check_consistent,
+    resolve,
+    store_name,
+)
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
 from genre_detector.serve.catalog_routes import (
@@ -65,7 +71,7 @@ def _resolve() -> dict[str, bentoml.models.BentoModel]:
     for name in [*FAMILIES, "ensemble"]:
         ref = model_ref(name) if name != "ensemble" else f"{CALIBRATION_NAME}:latest"
         try:
-            found[name] = bentoml.models.BentoModel(str(bentoml.models.get(ref).tag))
+            found[name] = bentoml.models.BentoModel(str(resolve(ref).tag))
         except bentoml.exceptions.NotFound:
             if name != "ensemble":
                 logger.warning("no %s in the model store: not served", ref)
