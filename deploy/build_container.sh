@@ -55,7 +55,9 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[[ -n "$IMAGE" ]] || IMAGE="genre-detector$([[ $BATCH -eq 1 ]] && echo -batch):latest"
+if [[ -z "$IMAGE" ]]; then
+    if [[ $BATCH -eq 1 ]]; then IMAGE="genre-detector-batch:latest"; else IMAGE="genre-detector:latest"; fi
+fi
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "bad port '$PORT'" >&2; exit 2; }
 
 T0=$SECONDS
