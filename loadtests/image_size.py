@@ -70,6 +70,11 @@ def layers(image: str) -> list[dict]:
         if not r.get("size"):
             continue
         made = re.sub(r"\s+", " ", r.get("createdBy") or r.get("CreatedBy") or "")
+        if "#(nop) ADD file:" in made and not out:
+            made = "the base image (python:3.11-slim)"
+        elif "#(nop)" in made and not re.search(r"#\(nop\) (ADD|COPY)", made):
+            # a metadata step cannot add bytes: this is where --squash put every new layer
+            made = "the build's own steps, squashed (user, venv and packages, slimming, Bento)"
         out.append({"bytes": r["size"], "what": made[:90]})
     return out
 
