@@ -1,4 +1,4 @@
-"""Command line of the package: batch-tag a catalog of tracks; print the settings.
+"""Command line of the package: batch-tag a library of music files; print the settings.
 
     python -m genre_detector tag MUSIC/ --out tags.csv          # or tags.jsonl, tags.parquet
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://host:3000 --resume
@@ -10,7 +10,7 @@
     python -m genre_detector catalog reindex   # re-embed after the projection changed
     python -m genre_detector deliver           # send the watches' webhooks (a worker)
 
-The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.files
+The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.library
 (walking, sharding, rows, writers); this module only parses arguments.
 """
 
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from genre_detector.batch import files as catalog  # light (numpy, soundfile): no TensorFlow
+    from genre_detector.batch import library  # light (numpy, soundfile): no TensorFlow
 
     p = argparse.ArgumentParser(
         prog="python -m genre_detector",
@@ -34,15 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "tag",
-        help="classify every audio file under PATHs into a CSV/JSONL file or Parquet folder",
-        description="Classify every audio file under the PATHs with every stored "
-        "model and their calibrated ensemble; one row per track in --out.",
+        help="label every audio file of a library (folders, files or bucket URIs) into a "
+        "CSV/JSONL file or Parquet folder",
+        description="Label every audio file of a library (the PATHs: folders, files, s3:// or "
+        "gs:// URIs) with every stored model and their calibrated ensemble; one row per track "
+        "in --out.",
     )
     t.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
-        help="audio files and/or folders (walked recursively, in sorted order)",
+        help="the library: audio files, folders or bucket URIs (walked recursively, in "
+        "sorted order)",
     )
     t.add_argument(
         "--out",
@@ -54,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--parquet-rows",
         type=int,
-        default=catalog.PARQUET_ROWS,
+        default=library.PARQUET_ROWS,
         metavar="N",
         help="with --out NAME.parquet: rows per part file; a part is written when "
         "full, so a hard kill loses at most N rows (Ctrl-C loses none) "
-        f"(default: {catalog.PARQUET_ROWS})",
+        f"(default: {library.PARQUET_ROWS})",
     )
     t.add_argument(
         "--url",
@@ -292,7 +295,7 @@ def _catalog(args) -> int:
         paths = sorted(names)[: args.limit] if args.limit else sorted(names)
         target = tagger.CatalogTarget(url, "demo", "search,notify", names)
         with tempfile.TemporaryDirectory(prefix="genre-demo-") as tmp:
-            summary, _ = tagger.tag_catalog(
+            summary, _ = tagger.tag_library(
                 paths, str(Path(tmp) / "demo.csv"), workers=args.workers, catalog=target
             )
         print(summary.report(summary.seconds))
@@ -316,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_table())
         return 0
-    from genre_detector.batch import files as catalog
-    from genre_detector.batch import tagger
+    from genre_detector.batch import library, tagger
 
     urls = [u.strip() for arg in args.url for u in arg.split(",") if u.strip()]
     refs = (
@@ -353,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         url = settings().database_url() if args.catalog == "default" else args.catalog
         target = tagger.CatalogTarget(url, args.owner, args.consent)
     try:
-        shard = catalog.parse_shard(args.shard) if args.shard else None
-        summary, stats = tagger.tag_catalog(
+        shard = library.parse_shard(args.shard) if args.shard else None
+        summary, stats = tagger.tag_library(
             args.paths,
             args.out,
             urls=urls,

@@ -4,7 +4,7 @@
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
-The engines turn an iterator of tracks into (track, row) pairs in catalog order, and
+The engines turn an iterator of tracks into (track, row) pairs in library order, and
 the local ones score every track with scoring.score_track (batch.stages), so every
 engine's rows have one format (the remote one reads the service's reply, made the same way).
 
@@ -39,7 +39,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from genre_detector.audio.features import warm_up
-from genre_detector.batch.files import (
+from genre_detector.batch.library import (
     PARQUET_ROWS,
     Summary,
     Track,
@@ -387,7 +387,7 @@ class CatalogSink:
             self.db.close()
 
 
-def tag_catalog(
+def tag_library(
     paths: list[str],
     out: str,
     *,

@@ -1,4 +1,7 @@
-"""The catalog side of batch tagging: which files, which shard, which rows, how written.
+"""The library side of batch tagging: which files, which shard, which rows, how written.
+
+A library is a folder or bucket of music files (the catalog, genre_detector.catalog, is the
+database of consented tracks).
 
     python -m genre_detector tag MUSIC/ --out results.csv      # or results.jsonl
 
@@ -7,8 +10,8 @@
   Order is sorted by path relative to the argument it was found under: deterministic.
 * Sharding (`--shard i/n`, 1 <= i <= n): a track belongs to shard
   1 + sha1(relative path) mod n. The relative path is taken from the folder argument,
-  so machines that mount the catalog in different places agree, and adding files to the
-  catalog never moves existing tracks to another shard.
+  so machines that mount the library in different places agree, and adding files to the
+  library never moves existing tracks to another shard.
 * Rows: one per track, from a scoring.TrackResult (row_from_result; the remote engine reads
   the service's reply, row_from_reply, into the same columns); CSV, JSONL or
   Parquet by the output's extension (open_writer). CSV/JSONL: every row is one write()
