@@ -16,16 +16,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from genre_detector.batch.library import (
+from genre_detector.batch.rows import error_row, row_from_reply
+from genre_detector.batch.tagger import tag_library
+from genre_detector.batch.writers import (
     ParquetWriter,
     RowWriter,
     columns,
-    error_row,
     open_writer,
     read_done,
-    row_from_reply,
 )
-from genre_detector.batch.tagger import tag_library
 
 MODELS = ["cnn", "lenet"]
 LABELS = ["blues", "classical", "pop-rock"]

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre_detector.batch.library import in_shard, parse_shard, read_done, walk
+from genre_detector.batch.library import in_shard, parse_shard, walk
 from genre_detector.batch.tagger import InProcessEngine, tag_library
+from genre_detector.batch.writers import read_done
 from genre_detector.errors import GenreError
 from genre_detector.models.families import model_names
 from loadtests.service_process import ServedService
@@ -308,3 +309,18 @@ def test_catalog_writes_every_good_track_once(library, engine, reference, tmp_pa
     with pytest.raises(GenreError):
         CatalogTarget(url, "label", "notify").open()
     db.close()
+
+
+def test_profile_measures_the_floor_and_writes_nothing(library, store_with_models, capsys):
+    """`tag --profile` (batch.floor): seconds per stage and each model's batch-size sweep,
+    the window count of the one track, no output file."""
+    from genre_detector.__main__ import main
+
+    before = sorted(library.rglob("*"))
+    assert main(["tag", str(library / "more"), "--profile", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("compute floor over 1 tracks, ") and "1 decoding workers:" in out
+    assert "decode+features" in out and "tracks/s" in out
+    swept = [line.split()[0] for line in out.splitlines() if "best batch" in line]
+    assert swept == list(NAMES)
+    assert sorted(library.rglob("*")) == before

@@ -10,8 +10,8 @@
     python -m genre_detector catalog reindex   # re-embed after the projection changed
     python -m genre_detector deliver           # send the watches' webhooks (a worker)
 
-The work lives in genre_detector.batch.tagger (engines, the run) and genre_detector.batch.library
-(walking, sharding, rows, writers); this module only parses arguments.
+The work lives in genre_detector.batch: tagger (engines, the run), library (walking,
+sharding), rows, writers, floor (--profile); this module only parses arguments.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from genre_detector.batch import library  # light (numpy, soundfile): no TensorFlow
+    from genre_detector.batch import writers  # light: no models, no ONNX Runtime
 
     p = argparse.ArgumentParser(
         prog="python -m genre_detector",
@@ -57,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--parquet-rows",
         type=int,
-        default=library.PARQUET_ROWS,
+        default=writers.PARQUET_ROWS,
         metavar="N",
         help="with --out NAME.parquet: rows per part file; a part is written when "
         "full, so a hard kill loses at most N rows (Ctrl-C loses none) "
-        f"(default: {library.PARQUET_ROWS})",
+        f"(default: {writers.PARQUET_ROWS})",
     )
     t.add_argument(
         "--url",
@@ -328,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         else tagger.DEFAULT_REFS
     )
     if args.profile:
-        print(tagger.measure_floor(args.paths, refs, args.workers))
+        from genre_detector.batch.floor import measure_floor
+
+        print(measure_floor(args.paths, refs, args.workers))
         return 0
     if urls and args.engine == "ray":
         _parser().error("--url tags through services; it does not combine with --engine ray")

@@ -29,9 +29,7 @@ from typing import Iterable, Iterator
 
 from genre_detector.audio.features import warm_up
 from genre_detector.batch.library import Track
-from genre_detector.batch.stages import infer_rows, track_features, tracks_per_batch
-
-DEFAULT_REFS = None  # every registered family that has a model in the store
+from genre_detector.batch.stages import DEFAULT_REFS, infer_rows, track_features, tracks_per_batch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before ray is imported anywhere
 os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # no INFO line per dataset

@@ -36,24 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from genre_detector.audio.features import warm_up
-from genre_detector.batch.library import (
-    PARQUET_ROWS,
-    Summary,
-    Track,
-    check_output,
-    error_row,
-    in_shard,
-    open_writer,
-    row_from_reply,
-    walk,
+from genre_detector.batch.library import Track, in_shard, walk
+from genre_detector.batch.rows import Summary, error_row, row_from_reply
+from genre_detector.batch.stages import (
+    DEFAULT_REFS,
+    infer_rows,
+    track_features,
+    tracks_per_batch,
+    windows_of,
 )
-from genre_detector.batch.stages import infer_rows, track_features, tracks_per_batch, windows_of
+from genre_detector.batch.writers import PARQUET_ROWS, check_output, open_writer
 from genre_detector.errors import parse_error
 
-DEFAULT_REFS = None  # every registered family that has a model in the store
 RETRY_STATUS = {502, 503, 504}  # --url: replies worth another try (Retry-After honoured)
 RETRIES = 3  # --url: tries after the first, on those replies and on connection errors
 BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-After)
@@ -256,74 +251,6 @@ class RemoteEngine:
     def close(self) -> None:
         for pool in self.pools:
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-# ---------------------------------------------------------------- compute floor
-
-
-def measure_floor(
-    paths: list[str],
-    refs=DEFAULT_REFS,
-    workers: int | None = None,
-    batch_sizes=(128, 256, 512, 1024, 2048),
-    sweep_windows: int = 2048,
-) -> str:
-    """Seconds per stage with nothing else running: decode + features for every track in
-    the worker pool, then each model over all windows at its fastest batch size (picked on
-    the first `sweep_windows` windows). Holds every window in memory: use a sample."""
-    tracks = walk(paths)
-    engine = InProcessEngine(refs, workers)
-    try:
-        list(engine.pool.map(int, range(4 * engine.workers)))  # workers are warm
-        t0 = time.perf_counter()
-        results = list(
-            engine.pool.map(
-                track_features,
-                [t.path for t in tracks],
-                [engine.settings] * len(tracks),
-                chunksize=1,
-            )
-        )
-        seconds = {"decode+features": time.perf_counter() - t0}
-    finally:
-        engine.close()
-    by_settings = {
-        s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
-        for s in engine.settings
-    }
-    windows = by_settings[engine.settings[0]]
-    lines = []
-    for name, predictor in engine.predictors.items():
-        windows = by_settings[predictor.info.settings]
-        sample = windows[:sweep_windows]
-        sweep = {}
-        for bs in batch_sizes:
-            predictor(sample[:bs])  # first call per shape
-            t0 = time.perf_counter()
-            for i in range(0, len(sample), bs):
-                predictor(sample[i : i + bs])
-            sweep[bs] = (time.perf_counter() - t0) / len(sample)
-        best = min(sweep, key=sweep.get)
-        t0 = time.perf_counter()
-        for i in range(0, len(windows), best):
-            predictor(windows[i : i + best])
-        seconds[name] = time.perf_counter() - t0
-        lines.append(
-            f"  {name:<12} best batch {best:>5}: "
-            + " ".join(f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items())
-            + " ms/window"
-        )
-    total = sum(seconds.values())
-    head = [
-        f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
-        f"{engine.workers} decoding workers:"
-    ]
-    head += [f"  {k:<16} {v:7.1f} s" for k, v in seconds.items()]
-    head += [
-        f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
-        "model batch-size sweep:",
-    ]
-    return "\n".join(head + lines)
 
 
 # ---------------------------------------------------------------- the run
