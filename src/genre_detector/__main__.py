@@ -20,8 +20,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def _parser() -> argparse.ArgumentParser:
     from genre_detector.batch import writers  # light: no models, no ONNX Runtime
@@ -97,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="X",
         help="with --engine ray: CPUs each model actor reserves, also its "
-        "TensorFlow threads; 0 = reserve none, TensorFlow's default threads "
+        "ONNX Runtime threads; 0 = reserve none, GENRE_ONNX_THREADS' threads "
         "(default: 0 on a local Ray, as in-process; 1 with --address)",
     )
     t.add_argument(

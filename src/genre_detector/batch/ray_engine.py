@@ -141,7 +141,7 @@ class RayEngine:
         self.labels, self.model_names = info["labels"], info["model_names"]
         self.settings = info["settings"]
         self.batch = tracks_per_batch(self.settings, batch_windows)
-        # Locally the models share the cores with decoding, as in-process (their TensorFlow
+        # Locally the models share the cores with decoding, as in-process (their ONNX Runtime
         # threads unreserved); on a cluster each actor reserves a core by default.
         if model_cpus is None:
             model_cpus = 1.0 if address else 0.0

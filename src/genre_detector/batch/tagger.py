@@ -9,7 +9,7 @@ the local ones score every track with scoring.score_track (batch.stages), so eve
 engine's rows have one format (the remote one reads the service's reply, made the same way).
 
 * In-process: decoding + the windows of every feature set the models need run in a
-  ProcessPoolExecutor of spawned workers (no TensorFlow there) with at most `queue` tracks
+  ProcessPoolExecutor of spawned workers with at most `queue` tracks
   in flight; the windows of consecutive tracks pile up to `batch_windows`, then each model
   runs once on the concatenation of its windows and the probabilities are split back per
   track.
@@ -61,7 +61,7 @@ def _worker_init() -> None:
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # One BLAS/OpenMP thread per worker: no oversubscription next to the other workers and TF.
+    # One BLAS/OpenMP thread per worker: no oversubscription next to the others and the models.
     threadpool_limits(1)
     warm_up()
 
@@ -278,7 +278,8 @@ class CatalogTarget:
 
 
 class CatalogSink:
-    """Buffers records and writes them CATALOG_BATCH at a time (catalog.tracks.add_many)."""
+    """Buffers records and writes them CATALOG_BATCH at a time through catalog.ingest.add_many
+    (which also matches the tracks with `notify` against the watches)."""
 
     def __init__(self, db, owner: str, consent, names: dict | None = None):
         self.db, self.owner, self.consent = db, owner, consent
