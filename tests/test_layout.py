@@ -8,6 +8,11 @@ A module imports only from its own room or rooms to its left (serve and batch us
 catalog's public functions; the catalog never imports them); serve and batch never import
 each other; no module imports itself back through others (no cycles); loadtests/ never
 imports tests/. __main__ (the command line) sits on top and may import anything.
+
+Beside the package, the same checks on train/ and loadtests/: no cycles, the package never
+imports them, and the training pipeline (the modules at the top of train/, and collect/)
+imports nothing from the rooms below it that only measure (train/experiments/, train/ports/,
+train/evals/).
 """
 
 from __future__ import annotations
@@ -144,3 +149,91 @@ def test_loadtests_do_not_import_tests():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "tests"]
     assert offenders == []
+
+
+# ---------------------------------------------------------------- train/ and loadtests/
+
+SCRIPT_ROOTS = ("train", "loadtests")
+MEASURING = {"experiments", "ports", "evals"}  # train/'s rooms the pipeline never imports
+
+
+def _script_module(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _script_exists(module: str) -> bool:
+    path = REPO.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _script_imports(path: Path) -> set[str]:
+    """train.* and loadtests.* modules imported anywhere in the file (lazy ones included)."""
+    me = _script_module(path).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] in SCRIPT_ROOTS}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] not in SCRIPT_ROOTS:
+                continue
+            for a in node.names:  # `from train import feature_blocks` names a module
+                sub = f"{base}.{a.name}"
+                found.add(sub if _script_exists(sub) else base)
+    return found
+
+
+SCRIPTS = {_script_module(p): p for root in SCRIPT_ROOTS for p in (REPO / root).rglob("*.py")}
+SCRIPT_GRAPH = {
+    m: {i for i in _script_imports(p) if i != m and i in SCRIPTS} for m, p in SCRIPTS.items()
+}
+
+
+def measuring_imports(module: str, targets) -> list[str]:
+    """What a training-pipeline module imports from experiments/, ports/ or evals/."""
+
+    def measuring(m: str) -> bool:
+        parts = m.split(".")
+        return parts[0] == "train" and len(parts) > 1 and parts[1] in MEASURING
+
+    if not module.startswith("train") or measuring(module):
+        return []
+    return sorted(t for t in targets if measuring(t))
+
+
+def test_train_and_loadtests_have_no_import_cycles():
+    assert find_cycles(SCRIPT_GRAPH) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in SCRIPTS if m.startswith("train")))
+def test_the_training_pipeline_imports_no_experiment(module):
+    assert measuring_imports(module, SCRIPT_GRAPH[module]) == []
+
+
+def test_the_package_imports_neither_train_nor_loadtests():
+    offenders = []
+    for m, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            offenders += [f"{m}: {n}" for n in names if n.split(".")[0] in SCRIPT_ROOTS]
+    assert offenders == []
+
+
+def test_the_script_checks_catch_what_they_look_for():
+    assert measuring_imports("train.feature_blocks", {"train.experiments.quantize_musicnn"})
+    assert measuring_imports("train.collect.soundcloud", {"train.evals.search_quality"})
+    assert not measuring_imports("train.experiments.frontier", {"train.experiments.compare"})
+    assert not measuring_imports("train.crossval", {"train.intervals", "train.data"})
+    assert SCRIPT_GRAPH["train.experiments.quantize_musicnn"] >= {"train.feature_blocks"}
+    assert SCRIPT_GRAPH["train.collect.__main__"] >= {"train.collect.soundcloud"}
+    assert SCRIPT_GRAPH["loadtests.soak"] >= {"loadtests.benchmark", "loadtests.latency"}

@@ -1,9 +1,9 @@
 """Fine-tune musicnn's back-end and last mid-end layer for the nine genres (issue 23, point 3):
 one prepared script for a GPU machine, runnable on CPU on a tiny subset.
 
-    python -m train.finetune_data --out .ftdata                  # once, on CPU, with our audio
-    KERAS_BACKEND=torch python -m train.finetune_musicnn --data .ftdata --out runs/ft
-    python -m train.finetune_musicnn --data .ftdata --out /tmp/ft --tiny     # a CPU smoke run
+    python -m train.experiments.finetune_data --out .ftdata     # once, on CPU, with our audio
+    KERAS_BACKEND=torch python -m train.experiments.finetune_musicnn --data .ftdata --out runs/ft
+    python -m train.experiments.finetune_musicnn --data .ftdata --out /tmp/ft --tiny  # CPU smoke
 
 The model is the Keras port itself (genre_detector.models.musicnn.build_backbone, both
 backbones, pretrained weights): in each backbone only `midend3_conv` and the back-end's
@@ -14,10 +14,11 @@ the trained backbones save as `{MSD,MTT}_musicnn.weights.h5` that build_backbone
 needs only numpy, scikit-learn, h5py and Keras 3 on any backend (TensorFlow here; torch or jax
 on the device machine, which has no TensorFlow and none of our audio stack).
 
-Training: random 3 s crops near the served windows (train/finetune_data.py), class-balanced
-sampling with artists weighted by their clip count ** -0.5 (as train.fit), SpecAugment (one
-band of up to 12 mel bands and one span of up to 20 frames set to silence), mixup, AdamW with
-cosine decay, early stopping on the track-level loss of an inner split of the training artists.
+Training: random 3 s crops near the served windows (train/experiments/finetune_data.py),
+class-balanced sampling with artists weighted by their clip count ** -0.5 (as train.fit),
+SpecAugment (one band of up to 12 mel bands and one span of up to 20 frames set to silence),
+mixup, AdamW with cosine decay, early stopping on the track-level loss of an inner split of
+the training artists.
 Evaluation: 5-fold artist-grouped CV (train.data.artist_folds' folds); on each held-out fold,
 (a) the fine-tuned network's own head (geometric mean over the served windows), (b) the shipped
 head's recipe (train.pretrained.fit_head: logistic regression on the mean and spread of the
@@ -52,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.finetune_data import WINDOW, eval_windows, load
+from train.experiments.finetune_data import WINDOW, eval_windows, load
 
 BACKBONES = ("MSD_musicnn", "MTT_musicnn")
 TRAINABLE = ("midend3_conv", "dense")  # per backbone (names prefixed by the backbone's)
@@ -746,7 +747,9 @@ TINY = {
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=".ftdata", help="folder written by train.finetune_data")
+    p.add_argument(
+        "--data", default=".ftdata", help="folder written by train.experiments.finetune_data"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-folds", type=int, default=0, help="run only the first N folds")

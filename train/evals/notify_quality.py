@@ -3,14 +3,14 @@ reference tracks of one genre (`like` plus that genre in `genres`), the other cl
 arriving one by one; precision and recall of its notifications per genre, with the
 `min_similarity` and genre minimum chosen on one source and tested on the other.
 
-    python -m train.notify_quality                       # runs/notify_quality.json
-    python -m train.notify_quality --repeats 1 --draws 2 # quicker
+    python -m train.evals.notify_quality                       # runs/notify_quality.json
+    python -m train.evals.notify_quality --repeats 1 --draws 2 # quicker
 
 Protocol. The clips of both sources are split into artist-grouped folds
 (train.data.artist_folds, `--folds` x `--repeats` shuffles). For each fold, the search
 projection (train.projection's shipped method: lda+pca, 64 dims, weight 0.9) and the
 musicnn track head that gives the calibrated genre probabilities (as
-train.search_quality's "head per fold") are fitted on the other folds' tracks only: the
+train.evals.search_quality's "head per fold") are fitted on the other folds' tracks only: the
 arriving clips are never seen by either. For each source and each genre of that source, a
 watch takes 3 reference tracks of the genre from the training side of the fold (of the same
 source, three different artists where there are three; `--draws` random draws) and the
@@ -163,7 +163,7 @@ def choose_refs(rng, candidates: np.ndarray, groups: np.ndarray) -> np.ndarray:
 def evaluate(emb, labels, repeats: int, folds: int, draws: int, probabilities: str, log=print):
     """Every watch's scores on its arriving clips: a list of dicts."""
     from train.data import artist_folds
-    from train.search_quality import cv_head_probabilities, shipped_calibration
+    from train.evals.search_quality import cv_head_probabilities, shipped_calibration
 
     tracks = emb.tracks
     cal = shipped_calibration()
@@ -171,8 +171,8 @@ def evaluate(emb, labels, repeats: int, folds: int, draws: int, probabilities: s
     groups = np.array([t.group for t in tracks])
     sources = np.array([t.source for t in tracks])
     if probabilities == "shipped":
+        from train.evals.search_quality import shipped_probabilities
         from train.projection import shipped_musicnn
-        from train.search_quality import shipped_probabilities
 
         fixed = shipped_probabilities(emb, {"musicnn": shipped_musicnn().info}, cal)
     evals, folds_out = [], []
@@ -455,11 +455,11 @@ def table(title: str, res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from train.evals.search_quality import shipped_calibration
     from train.options import DEFAULT_GENRE_MAP, load_tracks
-    from train.search_quality import shipped_calibration
 
     p = argparse.ArgumentParser(
-        prog="python -m train.notify_quality", description=__doc__.split("\n\n")[0]
+        prog="python -m train.evals.notify_quality", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="fold shuffles (seeds 0..R-1)")
@@ -496,7 +496,7 @@ def main(argv=None) -> int:
     sources = sorted({str(e["source"]) for e in evals})
     c = counts(evals, sources, labels)
     report = {
-        "command": "python -m train.notify_quality " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m train.evals.notify_quality " + " ".join(argv or sys.argv[1:]),
         "n_tracks": len(emb.tracks),
         "n_artists": len({t.group for t in emb.tracks}),
         "per_source_tracks": {s: sum(t.source == s for t in emb.tracks) for s in sources},
