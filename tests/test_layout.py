@@ -39,37 +39,47 @@ RANK = {
 }
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
-    parts = list(rel.parts)
+def _module_of(path: Path, base: Path) -> str:
+    parts = list(path.relative_to(base).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """genre_detector modules imported anywhere in the file (absolute or relative)."""
-    me = _module_name(path).split(".")
+def _exists_under(base: Path, module: str) -> bool:
+    path = base.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _imports_under(path: Path, base: Path, roots: tuple[str, ...]) -> set[str]:
+    """The modules of `roots` (top-level packages under `base`) that the file imports
+    anywhere (absolute or relative, lazy ones inside functions included)."""
+    me = _module_of(path, base).split(".")
     package = me if path.name == "__init__.py" else me[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("genre_detector")}
+            found |= {a.name for a in node.names if a.name.split(".")[0] in roots}
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
+            base_name = node.module or ""
             if node.level:
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            if not base.startswith("genre_detector"):
+                up = package[: len(package) - node.level + 1]
+                base_name = ".".join(up + ([base_name] if base_name else []))
+            if base_name.split(".")[0] not in roots:
                 continue
             for a in node.names:  # `from genre_detector.audio import melspec` names a module
-                sub = f"{base}.{a.name}"
-                found.add(sub if _exists(sub) else base)
+                sub = f"{base_name}.{a.name}"
+                found.add(sub if _exists_under(base, sub) else base_name)
     return found
 
 
-def _exists(module: str) -> bool:
-    path = PKG.parent.joinpath(*module.split("."))
-    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+def _module_name(path: Path) -> str:
+    return _module_of(path, PKG.parent)
+
+
+def _imports(path: Path) -> set[str]:
+    """genre_detector modules imported anywhere in the file."""
+    return _imports_under(path, PKG.parent, ("genre_detector",))
 
 
 def _room(module: str) -> str:
@@ -157,41 +167,10 @@ SCRIPT_ROOTS = ("train", "loadtests")
 MEASURING = {"experiments", "ports", "evals"}  # train/'s rooms the pipeline never imports
 
 
-def _script_module(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _script_exists(module: str) -> bool:
-    path = REPO.joinpath(*module.split("."))
-    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
-
-
-def _script_imports(path: Path) -> set[str]:
-    """train.* and loadtests.* modules imported anywhere in the file (lazy ones included)."""
-    me = _script_module(path).split(".")
-    package = me if path.name == "__init__.py" else me[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] in SCRIPT_ROOTS}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            if base.split(".")[0] not in SCRIPT_ROOTS:
-                continue
-            for a in node.names:  # `from train import feature_blocks` names a module
-                sub = f"{base}.{a.name}"
-                found.add(sub if _script_exists(sub) else base)
-    return found
-
-
-SCRIPTS = {_script_module(p): p for root in SCRIPT_ROOTS for p in (REPO / root).rglob("*.py")}
+SCRIPTS = {_module_of(p, REPO): p for root in SCRIPT_ROOTS for p in (REPO / root).rglob("*.py")}
 SCRIPT_GRAPH = {
-    m: {i for i in _script_imports(p) if i != m and i in SCRIPTS} for m, p in SCRIPTS.items()
+    m: {i for i in _imports_under(p, REPO, SCRIPT_ROOTS) if i != m and i in SCRIPTS}
+    for m, p in SCRIPTS.items()
 }
 
 
