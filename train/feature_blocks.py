@@ -9,8 +9,8 @@ Blocks (every one computed on exactly the served windows, features.window_starts
 * `musicnn`: the shipped features: both musicnn backbones' penultimate (200) and tags (50),
   from the Keras port (train/pretrained.py's embed, cached on disk);
 * `musicnn-int8`: the same outputs from the int8-quantized ONNX graph that
-  `python -m train.experiments.quantize_musicnn` writes (the dynamic one: the static one was slower
-  than fp32 here), to check whether quantization keeps the accuracy;
+  `python -m train.experiments.quantize_musicnn` writes (the dynamic one), to check whether
+  quantization keeps the accuracy;
 * `vgg`: both musicnn VGG backbones' pooled embedding and tags (train/vgg_embed.py).
 
 A spec joins names with "+"; each block is cached on disk under .cache/embeddings-<block>,

@@ -1,4 +1,4 @@
-"""Notification quality of watches on the shared clips (issue 22): a watch built from 3
+"""Notification quality of watches on the shared clips: a watch built from 3
 reference tracks of one genre (`like` plus that genre in `genres`), the other clips
 arriving one by one; precision and recall of its notifications per genre, with the
 `min_similarity` and genre minimum chosen on one source and tested on the other.

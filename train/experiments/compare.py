@@ -13,10 +13,8 @@ whose folds come from the seeds --seed, --seed + 1, ... Only repeats with the sa
 of them. Every track's correctness is averaged over the repeats; the difference of
 accuracies (B - A) is then the mean over repeats of the paired per-repeat differences.
 
-The 95 % interval resamples *artists* with replacement (all tracks of a drawn artist come
-along, in every repeat), not tracks: an artist's clips are alike, so treating them as
-independent would make the interval too narrow. The same resampling gives each
-configuration's accuracy and per-genre recall with their intervals. An interval that
+The 95 % intervals resample *artists*, not tracks (train/intervals.py); the same resampling
+gives each configuration's accuracy and per-genre recall with their intervals. An interval that
 excludes 0 is the evidence to keep a change; one that includes 0 says the folds cannot tell.
 """
 

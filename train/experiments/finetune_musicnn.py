@@ -1,5 +1,5 @@
-"""Fine-tune musicnn's back-end and last mid-end layer for the nine genres (issue 23, point 3):
-one prepared script for a GPU machine, runnable on CPU on a tiny subset.
+"""Fine-tune musicnn's back-end and last mid-end layer for the nine genres: one
+prepared script for a GPU machine, runnable on CPU on a tiny subset.
 
     python -m train.experiments.finetune_data --out .ftdata     # once, on CPU, with our audio
     KERAS_BACKEND=torch python -m train.experiments.finetune_musicnn --data .ftdata --out runs/ft
@@ -30,13 +30,7 @@ out-of-fold probabilities (oof.npz) and the fold models' average (fold_average.n
 cross-validated on the same folds afterwards, if time is left) change the recipe; --budget-s
 caps the whole run (each fit gets an equal share and stops at it, best weights kept).
 
-Run once on an NVIDIA H200 (torch backend, 2026-12-04; its metrics.json is
-models/report/finetune-musicnn.json; the weights were not kept, as they did not help):
-parity with TensorFlow 5.8e-6, 324 s in all (epochs of 1.6-3.8 s, bound by the host, not
-the GPU), and 4 of the 5 fits stopped at their ~37 s share, not by early stopping. Pooled
-out-of-fold accuracy / macro-F1: frozen head 84.8 % / 0.763, fine-tuned backbones + the
-same head 84.1 % / 0.766 (paired -0.7 points, 95 % interval over artists -2.5 .. +1.1),
-the fine-tuned network's own head 79.1 % / 0.679 (-5.7, -8.7 .. -2.8).
+Its result (models/report/finetune-musicnn.json) is in models/MODEL_CARD.md.
 """
 
 from __future__ import annotations

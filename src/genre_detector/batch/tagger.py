@@ -342,8 +342,6 @@ def tag_library(
     `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows.
     `catalog`: also store every track in a catalog database (a label's own catalog), in
     batches of CATALOG_BATCH tracks per transaction; audio already there is skipped."""
-    from tqdm import tqdm
-
     tracks = walk(paths)
     if shard:
         tracks = [t for t in tracks if in_shard(t, *shard)]
@@ -355,14 +353,7 @@ def tag_library(
         )
     own = engine is None
     if own:
-        if urls:
-            engine = RemoteEngine(list(urls), per_url)
-        elif ray is not None:
-            from genre_detector.batch.ray_engine import RayEngine
-
-            engine = RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
-        else:
-            engine = InProcessEngine(refs, workers, batch_windows)
+        engine = _engine(urls, refs, workers, batch_windows, per_url, ray)
     try:
         summary = Summary(engine.labels, labels_from_folders)
         writer = open_writer(
@@ -375,32 +366,52 @@ def tag_library(
             parquet_rows=parquet_rows,
         )
         todo = [t for t in tracks if t.path not in writer.done]
-        bar = tqdm(
-            total=len(todo),
-            unit="track",
-            disable=not progress,
-            file=sys.stderr,
-            smoothing=0.1,
-            dynamic_ncols=True,
-        )
-        t0 = time.perf_counter()
-        try:
-            for track, row, record in engine.tag(iter(todo)):
-                writer.write(row)
-                summary.add(row)
-                if sink is not None and record is not None:
-                    sink.add(record, track.path)
-                bar.update()
-                if row.get("error"):
-                    bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
-        finally:
-            summary.seconds = time.perf_counter() - t0
-            bar.close()
-            writer.close()
-            if sink is not None:
-                sink.close()
-                summary.catalog_added = sink.added
+        _run(engine, todo, writer, summary, sink, progress)
     finally:
         if own:
             engine.close()
     return summary, engine.stats()
+
+
+def _engine(urls, refs, workers, batch_windows, per_url, ray):
+    """The engine the options ask for: through services (urls), on Ray (ray) or in-process."""
+    if urls:
+        return RemoteEngine(list(urls), per_url)
+    if ray is not None:
+        from genre_detector.batch.ray_engine import RayEngine
+
+        return RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
+    return InProcessEngine(refs, workers, batch_windows)
+
+
+def _run(engine, todo: list[Track], writer, summary: Summary, sink, progress: bool) -> None:
+    """Every track of `todo` through the engine into the writer (and the catalog sink),
+    counted in the summary, under a progress bar; closes the writer and the sink, also when
+    interrupted (Ctrl-C leaves every written row complete)."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(todo),
+        unit="track",
+        disable=not progress,
+        file=sys.stderr,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    try:
+        for track, row, record in engine.tag(iter(todo)):
+            writer.write(row)
+            summary.add(row)
+            if sink is not None and record is not None:
+                sink.add(record, track.path)
+            bar.update()
+            if row.get("error"):
+                bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        bar.close()
+        writer.close()
+        if sink is not None:
+            sink.close()
+            summary.catalog_added = sink.added
