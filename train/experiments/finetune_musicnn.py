@@ -630,11 +630,26 @@ def run(args) -> dict:
             groups=groups,
             **{m: v for m, v in oof.items()},
         )
+    avg = None
     if fold_weights:  # the fold models' average ("soup" of the trainable layers)
         avg = {p: np.mean([fw[p] for fw in fold_weights], axis=0) for p in fold_weights[0]}
         np.savez(out / "fold_average.npz", **avg)
     dump()
+    _final(args, data, cfg, frozen, per_fit, clock, fh, best_epochs, avg, out, metrics)
+    dump()
+    metrics["variants"] = {}  # filled as each variant ends (dump writes them as they come)
+    cv = (folds, oof, fold_of, metrics["cv_seconds"])
+    _variants(args, data, cfg, cv, frozen, per_fit, clock, fh, metrics["variants"], dump)
+    dump()
+    log(f"done in {clock.elapsed:.0f}s", fh)
+    fh.close()
+    return metrics
 
+
+def _final(args, data, cfg, frozen, per_fit, clock, fh, best_epochs, avg, out, metrics) -> None:
+    """The weights written to --out: a refit on every track for the folds' median best epoch
+    (when time is left), else the fold models' average `avg`; records which in metrics."""
+    y, genres = data["y"], list(data["genres"])
     final = None
     if not args.no_refit and best_epochs:
         epochs = max(1, int(np.median(best_epochs)))
@@ -646,7 +661,7 @@ def run(args) -> dict:
                 np.arange(len(y)),
                 None,
                 cfg,
-                n_classes,
+                len(genres),
                 deadline=time.time() + max(min(per_fit, clock.left - 20), 5),
                 frozen=frozen,
                 fh=fh,
@@ -659,11 +674,11 @@ def run(args) -> dict:
             }
         else:
             log(f"refit skipped: {clock.left:.0f}s left", fh)
-    if final is None and fold_weights:  # the fold average instead
+    if final is None and avg is not None:  # the fold average instead
         import keras
 
         keras.backend.clear_session()
-        final, _ = build_model(n_classes, cfg)
+        final, _ = build_model(len(genres), cfg)
         for v in final.trainable_weights:
             v.assign(avg[v.path])
         metrics["shipped"] = "fold_average"
@@ -680,13 +695,17 @@ def run(args) -> dict:
             genres=np.array(genres),
             backbones=np.array(BACKBONES),
         )
-    dump()
 
-    # optional variants, each a whole CV on the same folds, while time is left
-    metrics["variants"] = {}
+
+def _variants(args, data, cfg, cv, frozen, per_fit, clock, fh, variants: dict, dump) -> None:
+    """Each --variant into `variants`: a whole cross-validation on the main one's folds while
+    time is left, paired against its out-of-fold predictions (cv: folds, oof, fold_of and
+    the seconds it took)."""
+    y, groups = data["y"], data["groups"]
+    folds, oof, fold_of, cv_seconds = cv
     for spec in args.variant or []:
         override = parse_set(spec.split(","))
-        need = metrics["cv_seconds"] * 1.1
+        need = cv_seconds * 1.1
         if clock.left < need:
             log(f"variant {spec}: skipped ({clock.left:.0f}s left, a CV took {need:.0f}s)", fh)
             continue
@@ -703,7 +722,7 @@ def run(args) -> dict:
             v_sum[m]["vs_main_config"] = paired(
                 y[done], v_oof[m][done].argmax(1), oof[m][done].argmax(1), groups[done]
             )
-        metrics["variants"][spec] = {
+        variants[spec] = {
             "summary": {m: v_sum[m] for m in ("finetuned", "finetuned_head")},
             "folds": [
                 {k: r[k] for k in ("fold", "best_epoch", "seconds", "finetuned", "finetuned_head")}
@@ -711,10 +730,6 @@ def run(args) -> dict:
             ],
         }
         dump()
-    dump()
-    log(f"done in {clock.elapsed:.0f}s", fh)
-    fh.close()
-    return metrics
 
 
 def parse_set(items) -> dict:
