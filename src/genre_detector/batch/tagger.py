@@ -4,15 +4,19 @@
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
-The engines turn an iterator of tracks into (track, row) pairs in library order, and
-the local ones score every track with scoring.score_track (batch.stages), so every
-engine's rows have one format (the remote one reads the service's reply, made the same way).
+    summary, stats = tag_library(["MUSIC/"], "tags.csv")    # the same, from Python
+
+tag_library walks the library (batch.library), runs an engine, writes the rows
+(batch.writers), counts them (batch.rows.Summary) and, with `catalog` (CatalogTarget), stores
+every track through catalog.ingest. The engines turn an iterator of tracks into (track, row,
+record) triples in library order, and the local ones score every track with
+scoring.score_track (batch.stages), so every engine's rows have one format (the remote one
+reads the service's reply, made the same way).
 
 * In-process: decoding + the windows of every feature set the models need run in a
-  ProcessPoolExecutor of spawned workers with at most `queue` tracks
-  in flight; the windows of consecutive tracks pile up to `batch_windows`, then each model
-  runs once on the concatenation of its windows and the probabilities are split back per
-  track.
+  ProcessPoolExecutor of spawned workers with at most `queue` tracks in flight; the windows
+  of consecutive tracks pile up to `batch_windows`, then each model runs once on the
+  concatenation of its windows and the probabilities are split back per track.
 * Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
   each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
 * Ray (--engine ray, genre_detector.batch.ray_engine): the same two steps
