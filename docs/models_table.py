@@ -1,5 +1,6 @@
 """Print the README's table of cross-validated model numbers from models/report/crossval.json
-(what `python -m train.combine_cv` writes); tests/test_readme.py keeps the README equal to it.
+(what `python -m train.experiments.combine_cv` writes); tests/test_readme.py keeps the
+README equal to it.
 
     python docs/models_table.py
 """

@@ -1,4 +1,4 @@
-"""The catalog tagger's two local engines side by side: in-process vs Ray Data.
+"""The library tagger's two local engines side by side: in-process vs Ray Data.
 
     BENTOML_HOME=/tmp/raybench-home python loadtests/ray_vs_inprocess.py ../shared/data/4q
     python loadtests/ray_vs_inprocess.py FOLDER --limit 60 --model-cpus 1 --json out.json
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
 
-    from genre_detector.batch.files import walk
+    from genre_detector.batch.library import walk
     from genre_detector.batch.ray_engine import RayEngine
-    from genre_detector.batch.tagger import InProcessEngine, tag_catalog
+    from genre_detector.batch.tagger import InProcessEngine, tag_library
 
     tracks = walk([args.folder])
     if args.limit:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.perf_counter() - t0
         outs[name] = work / f"{name}.csv"
         try:
-            summary, stats = tag_catalog(paths, str(outs[name]), engine=engine, progress=True)
+            summary, stats = tag_library(paths, str(outs[name]), engine=engine, progress=True)
         finally:
             engine.close()
         done = summary.ok + sum(summary.failed.values())

@@ -1,6 +1,6 @@
-"""train/feature_blocks.py: the head's window features by name, cached on disk; and
-train/quantize_musicnn.py: int8 graphs of the shipped musicnn backbones that stay close to
-fp32 on real audio."""
+"""train/feature_blocks.py: the head's window features by name, cached on disk
+(train/cache.py); and train/experiments/quantize_musicnn.py: int8 graphs of the shipped
+musicnn backbones that stay close to fp32 on real audio."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from train import feature_blocks
+from train.cache import disk_cached
 
 
 class _Corpus:
@@ -54,8 +55,8 @@ def test_disk_cache_computes_only_what_is_missing(tmp_path):
         calls.append(list(idx))
         return [np.arange(4, dtype=np.float64).reshape(2, 2) + i for i in idx]
 
-    first = feature_blocks._disk_cached(tmp_path, ["a", "b", "c"], compute)
-    again = feature_blocks._disk_cached(tmp_path, ["c", "d", "a"], compute)
+    first = disk_cached(tmp_path, ["a", "b", "c"], compute)
+    again = disk_cached(tmp_path, ["c", "d", "a"], compute)
     assert calls == [[0, 1, 2], [1]]  # the second call computed only "d"
     assert all(f.dtype == np.float32 for f in first)
     np.testing.assert_array_equal(again[0], first[2])
@@ -68,14 +69,14 @@ def test_disk_cache_computes_only_what_is_missing(tmp_path):
         yield from (np.full((1, 2), i, np.float32) for i in idx[:-1])
 
     with pytest.raises(ValueError):
-        feature_blocks._disk_cached(short, ["x", "y", "z"], gen)
+        disk_cached(short, ["x", "y", "z"], gen)
     assert len(list(short.glob("*.npy"))) == 2
 
 
 def test_int8_graphs_are_quantized_and_stay_close_to_fp32(tmp_path, data_dir):
     import onnx
 
-    from train import quantize_musicnn as q
+    from train.experiments import quantize_musicnn as q
 
     windows = q.calibration_windows(Path(data_dir))
     assert windows.shape[1:] == (96, 187) and len(windows) >= 50
@@ -85,10 +86,10 @@ def test_int8_graphs_are_quantized_and_stay_close_to_fp32(tmp_path, data_dir):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops[static]
     assert "ConvInteger" in ops[dynamic] and "Conv" not in ops[dynamic]
     clip = [np.concatenate(list(windows[20:25]), axis=1)]  # 5 real windows, one track
-    ref = next(q.window_features(q.FP32, clip))
+    ref = next(feature_blocks.onnx_window_features(q.FP32, clip))
     assert ref.shape == (5, 500)
     for path in (static, dynamic):
-        got = next(q.window_features(path, clip))
+        got = next(feature_blocks.onnx_window_features(path, clip))
         assert got.shape == ref.shape
         assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.2
         assert np.linalg.norm(got - ref) > 0  # really another graph

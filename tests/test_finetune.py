@@ -1,6 +1,7 @@
-"""The GPU fine-tuning script (train/finetune_musicnn.py) on a tiny real subset, on CPU: its
-data round trip, its folds, the network at step 0 being exactly the frozen Keras port, and a
-run of a few steps that writes weights build_backbone loads, changed only where it trains."""
+"""The GPU fine-tuning script (train/experiments/finetune_musicnn.py) on a tiny real subset, on
+CPU: its data round trip, its folds, the network at step 0 being exactly the frozen Keras
+port, and a run of a few steps that writes weights build_backbone loads, changed only where it
+trains."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from genre_detector.models.musicnn import BACKBONES, build_backbone
 from genre_detector.models.musicnn_backbones import backbone_features
-from train import finetune_data as fd
-from train import finetune_musicnn as ft
+from train.experiments import finetune_data as fd
+from train.experiments import finetune_musicnn as ft
 
 # keras (TensorFlow backend) + numpy 2, as in tests/test_musicnn_port.py
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -1,5 +1,5 @@
-"""train/frontier.py: each configuration's CPU per 30 s track, measured on a real clip with
-the shipped ONNX graphs, beside its cross-validated accuracy and paired difference."""
+"""train/experiments/frontier.py: each configuration's CPU per 30 s track, measured on a real
+clip with the shipped ONNX graphs, beside its cross-validated accuracy and paired difference."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from tests.test_train import _cv_file
 def test_frontier_prints_cost_ratio_and_paired_accuracy(tmp_path, data_dir, capsys, monkeypatch):
     """Budget from the shipped graph even when the first run is another configuration
     (here int8); paired differences only on the fold seeds both runs have."""
-    from train import quantize_musicnn as q
-    from train.frontier import main as frontier
+    from train.experiments import quantize_musicnn as q
+    from train.experiments.frontier import main as frontier
 
     windows = q.calibration_windows(Path(data_dir))
     int8 = tmp_path / "int8.onnx"

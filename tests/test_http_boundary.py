@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from genre_detector.serve.http_boundary import CORS_HEADERS, ERROR_CODES, HttpBoundary
+from genre_detector.errors import HTTP_CODES
+from genre_detector.serve.http_boundary import CORS_HEADERS, HttpBoundary
 
 LIMIT = 1000
 ACAO = b"access-control-allow-origin"
@@ -226,7 +227,7 @@ def test_foreign_4xx_bodies_are_rewritten(status, body, content_type):
     assert int(headers[b"content-length"]) == len(got_body)
     reply = _json(got_body)
     assert set(reply) == {"error", "detail"}
-    assert reply["error"] == ERROR_CODES.get(status, "client_error")
+    assert reply["error"] == HTTP_CODES.get(status, "client_error")
     assert isinstance(reply["detail"], str) and reply["detail"]
 
 

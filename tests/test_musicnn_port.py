@@ -1,7 +1,7 @@
 """The Keras port of musicnn (genre_detector.models.musicnn) against the original TF1 package.
 
 tests/data/musicnn_reference.npz holds the original networks' outputs on real clips (made by
-train/musicnn_reference.py in a separate venv with musicnn 0.1.0). Here the same clips go
+train/ports/musicnn_reference.py in a separate venv with musicnn 0.1.0). Here the same clips go
 through the project's own decoding and log-mel and the ported networks. Measured on the
 reference machine: taggram within 1.1e-6 and penultimate within 4.6e-6 of the original
 (our 16 kHz waveform and log-mel equal librosa's bit for bit), so the bounds below leave

@@ -2,7 +2,7 @@
 original TF1 package, plus .keras and ONNX round trips.
 
 tests/data/musicnn_vgg_reference.npz holds the original networks' taggram and pool5 maps on
-real clips (made by train/musicnn_vgg_reference.py in a separate venv with musicnn 0.1.0).
+real clips (made by train/ports/musicnn_vgg_reference.py in a separate venv with musicnn 0.1.0).
 Here the same clips go through the project's own decoding and log-mel (as in
 test_musicnn_port.py) and the ported networks; the reference embedding is computed from the
 original pool5 in NumPy. Measured on the reference machine: taggram within 3.2e-7 and

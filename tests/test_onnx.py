@@ -164,8 +164,8 @@ def test_tagging_and_evaluation_never_import_tensorflow(store_with_models, gtzan
         (folder / genre / f"{genre}.00000.wav").symlink_to(gtzan_dir / f"{genre}.00000.wav")
     code = textwrap.dedent(f"""
         import sys
-        from genre_detector.batch.tagger import tag_catalog
-        summary, stats = tag_catalog([{str(folder)!r}], {str(tmp_path / "tags.csv")!r},
+        from genre_detector.batch.tagger import tag_library
+        summary, stats = tag_library([{str(folder)!r}], {str(tmp_path / "tags.csv")!r},
                                      workers=1, progress=False)
         assert summary.ok == 2, summary.report(0)
         from pathlib import Path

@@ -1,7 +1,7 @@
 """`python -m genre_detector tag --engine ray`: a real local Ray (2 CPUs) against the
-in-process engine on a small mixed catalog, resume, and the KubeRay manifest.
+in-process engine on a small mixed library, resume, and the KubeRay manifest.
 
-The catalog is built in tmp_path from symlinks to a few shared clips plus bad files.
+The library is built in tmp_path from symlinks to a few shared clips plus bad files.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genre_detector.batch.tagger import InProcessEngine, tag_catalog
-from tests.catalog_files import BAD, add_unusable_files
+from genre_detector.batch.tagger import InProcessEngine, tag_library
+from tests.unusable_files import BAD, add_unusable_files
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "deploy" / "ray" / "rayjob.yaml"
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
-    root = tmp_path_factory.mktemp("ray-catalog")
+def library(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
+    root = tmp_path_factory.mktemp("ray-library")
     for genre in ("rock", "classical"):
         (root / genre).mkdir()
         for clip in sorted((emotify_dir / genre).glob("*.mp3"))[:2]:
@@ -35,11 +35,11 @@ def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(catalog, store_with_models, tmp_path_factory) -> Path:
+def reference(library, store_with_models, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "inprocess.csv"
     engine = InProcessEngine(workers=2)
     try:
-        tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
+        tag_library([str(library)], str(out), engine=engine, progress=False)
     finally:
         engine.close()
     return out
@@ -60,7 +60,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _same_rows(got: list[dict], want: list[dict]) -> None:
-    assert [r["path"] for r in got] == [r["path"] for r in want]  # catalog order
+    assert [r["path"] for r in got] == [r["path"] for r in want]  # library order
     for g, w in zip(got, want):
         assert list(g) == list(w)
         for k in w:
@@ -89,12 +89,12 @@ def _close(g, w) -> None:
 
 
 @pytest.mark.slow
-def test_ray_rows_match_in_process(catalog, reference, ray_engine, tmp_path):
+def test_ray_rows_match_in_process(library, reference, ray_engine, tmp_path):
     out = tmp_path / "ray.csv"
-    summary, stats = tag_catalog([str(catalog)], str(out), engine=ray_engine, progress=False)
+    summary, stats = tag_library([str(library)], str(out), engine=ray_engine, progress=False)
     got, want = _rows(out), _rows(reference)
     _same_rows(got, want)
-    errors = {Path(r["path"]).relative_to(catalog).as_posix(): r["error"] for r in got}
+    errors = {Path(r["path"]).relative_to(library).as_posix(): r["error"] for r in got}
     for key, reason in BAD.items():
         assert errors[key].startswith(f"{reason}: "), errors[key]
     assert "more/deeper/jazz.00000.wav" in errors and "readme.txt" not in errors
@@ -105,7 +105,7 @@ def test_ray_rows_match_in_process(catalog, reference, ray_engine, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_stores_the_catalog_like_in_process(catalog, reference, ray_engine, tmp_path):
+def test_ray_stores_the_catalog_like_in_process(library, reference, ray_engine, tmp_path):
     """--catalog on Ray: the model actors' records cross to the driver and every usable
     track is stored once, with the embedding the in-process run wrote."""
     import sqlalchemy as sa
@@ -115,8 +115,8 @@ def test_ray_stores_the_catalog_like_in_process(catalog, reference, ray_engine, 
 
     url = f"sqlite:///{tmp_path / 'ray.sqlite3'}"
     out = tmp_path / "ray.csv"
-    summary, _ = tag_catalog(
-        [str(catalog)],
+    summary, _ = tag_library(
+        [str(library)],
         str(out),
         engine=ray_engine,
         catalog=CatalogTarget(url, "label", "search"),
@@ -132,15 +132,15 @@ def test_ray_stores_the_catalog_like_in_process(catalog, reference, ray_engine, 
 
 
 @pytest.mark.slow
-def test_ray_resume_gives_the_same_file(catalog, reference, ray_engine, tmp_path):
+def test_ray_resume_gives_the_same_file(library, reference, ray_engine, tmp_path):
     full = tmp_path / "full.jsonl"
-    tag_catalog([str(catalog)], str(full), engine=ray_engine, progress=False)
+    tag_library([str(library)], str(full), engine=ray_engine, progress=False)
     # An interrupted run: the first rows, then half a row cut by the crash.
     part = tmp_path / "part.jsonl"
     lines = full.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[:3]) + lines[3][:40])
-    summary, _ = tag_catalog(
-        [str(catalog)], str(part), engine=ray_engine, resume=True, progress=False
+    summary, _ = tag_library(
+        [str(library)], str(part), engine=ray_engine, resume=True, progress=False
     )
     assert summary.resumed == 3 and summary.ok + sum(summary.failed.values()) == len(lines) - 3
     got, want = part.read_text().splitlines(), full.read_text().splitlines()
@@ -148,18 +148,18 @@ def test_ray_resume_gives_the_same_file(catalog, reference, ray_engine, tmp_path
     for g, w in zip(got, want):  # the same rows (numbers: the models' batches differ)
         _close(json.loads(g), json.loads(w))
     with pytest.raises(FileExistsError):  # no silent overwrite without --resume
-        tag_catalog([str(catalog)], str(part), engine=ray_engine, progress=False)
+        tag_library([str(library)], str(part), engine=ray_engine, progress=False)
 
 
 @pytest.mark.slow
-def test_cli_engine_ray(catalog, reference, store_with_models, tmp_path, capsys):
+def test_cli_engine_ray(library, reference, store_with_models, tmp_path, capsys):
     from genre_detector.__main__ import main
 
     ray = pytest.importorskip("ray")
     if ray.is_initialized():  # the module's engine: the CLI starts and stops its own Ray
         ray.shutdown()
     out = tmp_path / "cli.csv"
-    argv = ["tag", str(catalog), "--out", str(out), "--engine", "ray", "--workers", "2"]
+    argv = ["tag", str(library), "--out", str(out), "--engine", "ray", "--workers", "2"]
     rc = main([*argv, "--no-progress"])
     assert rc == 0, capsys.readouterr()
     _same_rows(_rows(out), _rows(reference))

@@ -1,7 +1,7 @@
 """Batch tagging (`python -m genre_detector tag`): real clips, broken files, resume, shards,
 and the --url engine against a live `bentoml serve`.
 
-The catalog is built in tmp_path from symlinks to the shared clips (nothing is copied
+The library is built in tmp_path from symlinks to the shared clips (nothing is copied
 into the repository) plus a few bad files made on the spot. Its emotify clips are from the
 shipped run's validation split (models/report/report.json, split by artist), so the accuracy
 measured on them is on artists the shipped models never trained on.
@@ -21,19 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre_detector.batch.files import in_shard, parse_shard, read_done, walk
-from genre_detector.batch.tagger import InProcessEngine, tag_catalog
+from genre_detector.batch.library import in_shard, parse_shard, walk
+from genre_detector.batch.tagger import InProcessEngine, tag_library
+from genre_detector.batch.writers import read_done
 from genre_detector.errors import GenreError
 from genre_detector.models.families import model_names
 from loadtests.service_process import ServedService
-from tests.catalog_files import BAD, add_unusable_files
 from tests.expected import NINE
+from tests.unusable_files import BAD, add_unusable_files
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 REPORT = REPO / "models" / "report" / "report.json"  # the shipped run's report
 CLIPS = {"rock": 3, "classical": 3, "electronic": 3, "pop": 2}  # held-out emotify clips
-# The catalog's folders are the models' genres (emotify's pop and rock are pop-rock), so
+# The library's folders are the models' genres (emotify's pop and rock are pop-rock), so
 # --labels-from-folders scores every clip.
 FOLDER = {
     "rock": "pop-rock",
@@ -59,10 +60,10 @@ def held_out_emotify() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
+def library(tmp_path_factory, emotify_dir, gtzan_dir) -> Path:
     """CLIPS held-out emotify clips per genre (the first by file name), a GTZAN WAV (a source
     no shipped model was trained on) two folders down, and the unusable files."""
-    root = tmp_path_factory.mktemp("catalog")
+    root = tmp_path_factory.mktemp("library")
     held = held_out_emotify()
     for genre, n in CLIPS.items():
         (root / FOLDER[genre]).mkdir(exist_ok=True)
@@ -95,11 +96,11 @@ def engine(store_with_models, service):
 
 
 @pytest.fixture(scope="module")
-def reference(catalog, engine, tmp_path_factory):
+def reference(library, engine, tmp_path_factory):
     """An uninterrupted in-process run: (csv path, summary)."""
     out = tmp_path_factory.mktemp("ref") / "tags.csv"
-    summary, _ = tag_catalog(
-        [str(catalog)], str(out), engine=engine, labels_from_folders=True, progress=False
+    summary, _ = tag_library(
+        [str(library)], str(out), engine=engine, labels_from_folders=True, progress=False
     )
     return out, summary
 
@@ -122,27 +123,27 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
-def test_walk_and_shards_cover_every_track_once(catalog):
-    tracks = walk([str(catalog)])
+def test_walk_and_shards_cover_every_track_once(library):
+    tracks = walk([str(library)])
     keys = [t.key for t in tracks]
     assert len(tracks) == N_TRACKS and keys == sorted(keys)
     assert "readme.txt" not in keys and ".hidden.mp3" not in keys
     assert "more/deeper/classical.00000.wav" in keys
-    assert walk([str(catalog), str(catalog / "pop-rock")]) == tracks  # each file once
+    assert walk([str(library), str(library / "pop-rock")]) == tracks  # each file once
     shards = [[t.key for t in tracks if in_shard(t, i, 3)] for i in (1, 2, 3)]
     assert sorted(sum(shards, [])) == keys and all(shards)
-    # the same catalog reached by another path is sharded the same way
-    other = [t.key for t in walk([f"{catalog}/../{catalog.name}"]) if in_shard(t, 2, 3)]
+    # the same library reached by another path is sharded the same way
+    other = [t.key for t in walk([f"{library}/../{library.name}"]) if in_shard(t, 2, 3)]
     assert other == shards[1]
     with pytest.raises(ValueError):
         parse_shard("0/3")
 
 
-def test_rows_errors_and_accuracy(catalog, reference):
+def test_rows_errors_and_accuracy(library, reference):
     out, summary = reference
     rows = _rows(out)
     assert len(rows) == N_TRACKS
-    by_key = {Path(r["path"]).relative_to(catalog).as_posix(): r for r in rows}
+    by_key = {Path(r["path"]).relative_to(library).as_posix(): r for r in rows}
     for key, reason in BAD.items():
         assert by_key[key]["error"].startswith(f"{reason}: "), by_key[key]["error"]
         assert by_key[key]["ensemble_genre"] == ""
@@ -187,14 +188,14 @@ def _as_from_a_shell() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
-def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference, tmp_path):
+def test_cli_ctrl_c_then_resume_matches_uninterrupted(library, engine, reference, tmp_path):
     out = tmp_path / "tags.csv"
     cmd = [
         sys.executable,
         "-m",
         "genre_detector",
         "tag",
-        str(catalog),
+        str(library),
         "--out",
         str(out),
         "--workers",
@@ -233,8 +234,8 @@ def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference
     assert text.endswith("\n") and 1 + 3 <= text.count("\n") < 1 + N_TRACKS
     done = len(_rows(out))
     with open(out, "a") as f:  # as if killed in the middle of a write
-        f.write(f"{catalog}/pop-rock/partial.mp3,60.0,39,po")
-    summary, _ = tag_catalog([str(catalog)], str(out), engine=engine, resume=True, progress=False)
+        f.write(f"{library}/pop-rock/partial.mp3,60.0,39,po")
+    summary, _ = tag_library([str(library)], str(out), engine=engine, resume=True, progress=False)
     assert summary.resumed == done and summary.ok + sum(summary.failed.values()) == N_TRACKS - done
     got, want = _rows(out), _rows(reference[0])
     assert [r["path"] for r in got] == [r["path"] for r in want]
@@ -242,11 +243,11 @@ def test_cli_ctrl_c_then_resume_matches_uninterrupted(catalog, engine, reference
         assert all(_same(g[k], w[k]) for k in w), (g, w)
 
 
-def test_jsonl_has_the_csv_content(catalog, engine, reference, tmp_path):
+def test_jsonl_has_the_csv_content(library, engine, reference, tmp_path):
     out = tmp_path / "tags.jsonl"
-    tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
+    tag_library([str(library)], str(out), engine=engine, progress=False)
     with pytest.raises(FileExistsError):  # no silent overwrite
-        tag_catalog([str(catalog)], str(out), engine=engine, progress=False)
+        tag_library([str(library)], str(out), engine=engine, progress=False)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(read_done(out)) == len(lines) == N_TRACKS
     for j, c in zip(lines, _rows(reference[0])):
@@ -257,11 +258,11 @@ def test_jsonl_has_the_csv_content(catalog, engine, reference, tmp_path):
             assert j["timeline"] == c["timeline"] and j["cnn_genre"] == c["cnn_genre"]
 
 
-def test_url_engine_matches_in_process(catalog, service, reference, tmp_path):
+def test_url_engine_matches_in_process(library, service, reference, tmp_path):
     service.wait_ready()
     out = tmp_path / "remote.csv"
-    summary, stats = tag_catalog(
-        [str(catalog)], str(out), urls=[service.url, service.url], per_url=2, progress=False
+    summary, stats = tag_library(
+        [str(library)], str(out), urls=[service.url, service.url], per_url=2, progress=False
     )
     got, want = _rows(out), _rows(reference[0])
     assert list(got[0]) == list(want[0])  # same columns
@@ -275,7 +276,7 @@ def test_url_engine_matches_in_process(catalog, service, reference, tmp_path):
     assert summary.ok == N_TRACKS - len(BAD) and "remote" in stats
 
 
-def test_catalog_writes_every_good_track_once(catalog, engine, reference, tmp_path):
+def test_catalog_writes_every_good_track_once(library, engine, reference, tmp_path):
     """--catalog stores each usable track with its embedding (batched inserts); running
     again stores nothing twice; the output's embedding column holds the same vector."""
     import sqlalchemy as sa
@@ -286,8 +287,8 @@ def test_catalog_writes_every_good_track_once(catalog, engine, reference, tmp_pa
     url = f"sqlite:///{tmp_path / 'label.sqlite3'}"
     target = CatalogTarget(url, "label", "search,notify")
     out = tmp_path / "tags.jsonl"
-    summary, _ = tag_catalog(
-        [str(catalog)], str(out), engine=engine, catalog=target, progress=False
+    summary, _ = tag_library(
+        [str(library)], str(out), engine=engine, catalog=target, progress=False
     )
     good = N_TRACKS - len(BAD)
     assert summary.catalog_added == good
@@ -299,8 +300,8 @@ def test_catalog_writes_every_good_track_once(catalog, engine, reference, tmp_pa
         stored = conn.execute(sa.text("select count(*) from tracks where owner='label'")).scalar()
         vecs = conn.execute(sa.text("select count(*) from track_vectors")).scalar()
     assert stored == vecs == good
-    again, _ = tag_catalog(
-        [str(catalog)], str(out), engine=engine, catalog=target, overwrite=True, progress=False
+    again, _ = tag_library(
+        [str(library)], str(out), engine=engine, catalog=target, overwrite=True, progress=False
     )
     assert again.catalog_added == 0
     with db.connect() as conn:
@@ -308,3 +309,18 @@ def test_catalog_writes_every_good_track_once(catalog, engine, reference, tmp_pa
     with pytest.raises(GenreError):
         CatalogTarget(url, "label", "notify").open()
     db.close()
+
+
+def test_profile_measures_the_floor_and_writes_nothing(library, store_with_models, capsys):
+    """`tag --profile` (batch.floor): seconds per stage and each model's batch-size sweep,
+    the window count of the one track, no output file."""
+    from genre_detector.__main__ import main
+
+    before = sorted(library.rglob("*"))
+    assert main(["tag", str(library / "more"), "--profile", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("compute floor over 1 tracks, ") and "1 decoding workers:" in out
+    assert "decode+features" in out and "tracks/s" in out
+    swept = [line.split()[0] for line in out.splitlines() if "best batch" in line]
+    assert swept == list(NAMES)
+    assert sorted(library.rglob("*")) == before

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genre_detector.audio.features import MUSICNN_SETTINGS, FeatureSettings, extract_feature_sets
-from genre_detector.batch.files import row_from_reply, row_from_result
+from genre_detector.batch.rows import row_from_reply, row_from_result
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.track_head import TrackHead
 from genre_detector.runtime.store import ModelInfo

@@ -662,9 +662,9 @@ def test_teacher_targets_are_cross_fitted_on_the_training_tracks_only(synthetic_
 
 
 def test_combine_cv_merges_runs_on_the_same_folds_and_refuses_others(tmp_path):
-    """train.combine_cv: models taken from two runs, the ensemble cross-fitted over them; a run
-    on other tracks is refused."""
-    from train.combine_cv import main as combine
+    """train.experiments.combine_cv: models taken from two runs, the ensemble cross-fitted over
+    them; a run on other tracks is refused."""
+    from train.experiments.combine_cv import main as combine
 
     rng = np.random.default_rng(0)
     labels = ["a", "b", "c"]
@@ -862,7 +862,7 @@ def _correct(n_artists, per_artist, p, rng, clustered=True):
 
 
 def test_paired_artist_bootstrap_finds_a_real_difference_and_no_phantom_one():
-    from train.compare import paired_difference, recall_intervals
+    from train.intervals import paired_difference, recall_intervals
 
     rng = np.random.default_rng(0)
     groups = np.repeat([f"artist {k}" for k in range(120)], 3)
@@ -895,7 +895,7 @@ def test_paired_artist_bootstrap_finds_a_real_difference_and_no_phantom_one():
 def test_bootstrap_resamples_artists_not_tracks():
     """The same correctness per track: when an artist's tracks agree the interval must be
     wider than when its tracks are independent (resampling tracks would not see this)."""
-    from train.compare import accuracy_interval
+    from train.intervals import accuracy_interval
 
     rng = np.random.default_rng(1)
     groups = np.repeat(np.arange(60), 6)
@@ -923,7 +923,7 @@ def _cv_file(path, y, labels, folds, probs_by_seed, artists):
 
 
 def test_compare_cli_pairs_repeats_fold_for_fold(tmp_path, capsys):
-    from train.compare import main as compare
+    from train.experiments.compare import main as compare
 
     labels, n = ["a", "b"], 200
     y = [i % 2 for i in range(n)]
@@ -973,5 +973,5 @@ def test_crossval_repeats_write_every_seed_and_compare_reads_them(synthetic_data
         assert [f["fold"] for f in rows] == [1, 2, 3]
         assert all(f["n_stop"] > 0 and f["n_fit"] + f["n_stop"] == 20 for f in rows)
     assert res["more_repeats"][0]["folds"] != [t["fold"] for t in res["tracks"]]
-    cmp = _run("-m", "train.compare", f"{out}:feedforward", f"{out}:feedforward")
+    cmp = _run("-m", "train.experiments.compare", f"{out}:feedforward", f"{out}:feedforward")
     assert "B - A +0.0 points" in cmp.stdout and "fold seeds [0, 1]" in cmp.stdout

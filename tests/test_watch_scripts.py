@@ -1,5 +1,5 @@
 """The watch scripts still run: loadtests/watch_bench.py, loadtests/watch_no_loss.py and
-train/notify_quality.py with tiny sizes, their printed tables and their JSON. The real
+train/evals/notify_quality.py with tiny sizes, their printed tables and their JSON. The real
 numbers come from the scripts themselves (loadtests/README.md, "Watches: matching cost,
 delivery throughput, nothing lost"); nothing here times anything."""
 
@@ -128,7 +128,7 @@ def test_watch_no_loss_on_postgresql(postgres_url, tmp_path):
 
 
 def test_notify_quality_probes_score_as_the_catalog_matches(tmp_path, monkeypatch):
-    """train.notify_quality's probe scores (match_new_track with the watches in memory)
+    """train.evals.notify_quality's probe scores (match_new_track with the watches in memory)
     decide exactly as a real catalog does at any thresholds: synthetic vectors, no audio."""
     import numpy as np
     import sqlalchemy as sa
@@ -138,7 +138,7 @@ def test_notify_quality_probes_score_as_the_catalog_matches(tmp_path, monkeypatc
     from genre_detector.catalog.records import Consent
     from tests.test_catalog_db import _record
     from train.data import Track
-    from train.notify_quality import probe_scores
+    from train.evals.notify_quality import probe_scores
 
     monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_PRIVATE", "1")
     labels = ["blues", "jazz", "pop-rock"]
@@ -211,7 +211,7 @@ def test_notify_quality_runs(tmp_path, data_dir):
     out = tmp_path / "notify.json"
     proc, report = _run(
         [
-            *("-m", "train.notify_quality", "--max-per-genre", "6", "--folds", "2"),
+            *("-m", "train.evals.notify_quality", "--max-per-genre", "6", "--folds", "2"),
             *("--repeats", "1", "--draws", "1", "--probabilities", "shipped", "--json", str(out)),
         ],
         timeout=900,

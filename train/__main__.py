@@ -86,12 +86,10 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
 
 
 def main(argv=None) -> int:
-    from genre_detector.models.calibration import Calibration
     from genre_detector.models.families import family
-    from genre_detector.runtime.store import code_version, save_calibration, save_to_store
-    from train.calibrate import cross_fitted
+    from genre_detector.runtime.store import save_to_store
     from train.data import artist_split, data_fingerprint
-    from train.metrics import classification_metrics, collapse_check, unused_genres
+    from train.metrics import classification_metrics, collapse_check
     from train.options import fit_config, load_tracks
     from train.report import write_report
     from train.trainer import Corpus, train_family
@@ -105,6 +103,7 @@ def main(argv=None) -> int:
     train_idx, val_idx = artist_split(tracks, args.val_fraction, args.seed)
     sources = [t.source for t in tracks]
     src_val = [sources[i] for i in val_idx]
+    groups = [tracks[i].group for i in val_idx]
     print(
         f"{len(train_idx)} training / {len(val_idx)} validation tracks from "
         f"{len(set(sources))} source(s), no artist on both sides; labels {labels}"
@@ -134,39 +133,9 @@ def main(argv=None) -> int:
         head_file = None
         if tr.result.head is not None:  # a pretrained family's track head, beside the model
             head_file = tr.result.head.save(out / f"{name}.head.npz")
-        metadata = {
-            "architecture": name,
-            "labels": labels,
-            "feature_settings": family(name).settings.to_dict(),
-            "pooling": family(name).pooling,
-            "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
-            "per_genre": metrics["per_genre"],
-            "per_source": metrics["per_source"],
-            "confusion": metrics["confusion"],
-            "train_accuracy": train_metrics["accuracy"],
-            "data": [str(d) for d in args.data],
-            "genre_map": str(args.genre_map),
-            "data_fingerprint": fingerprint,
-            "split": f"by artist across sources, val_fraction={args.val_fraction}, "
-            f"seed={args.seed}",
-            "early_stopping": (
-                f"on {len(tr.stop_idx)} training-side tracks by artists held back from "
-                f"fitting (stop_fraction={cfg.stop_fraction}); the validation tracks of "
-                "the metrics were used for nothing else"
-                if len(tr.stop_idx)
-                else "none (fixed epochs or a head fitted in one go); the validation "
-                "tracks of the metrics were used for nothing else"
-            ),
-            "n_fit_tracks": len(tr.fit_idx),
-            "code_version": code_version(),
-            "best_epoch": tr.result.best_epoch,
-            "train_seconds": round(tr.result.seconds, 1),
-            "params": int(tr.model.count_params()),
-            "fit_config": dataclasses.asdict(cfg),
-            "inference_check": collapsed
-            or inference_ok(unused_genres(y[tr.fit_idx], tr.p_train, labels)),
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+        metadata = _card(
+            name, args, cfg, tr, labels, y, metrics, train_metrics, collapsed, fingerprint
+        )
         tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata, head_file)
         stored[name] = tag
         results[name] = {
@@ -202,33 +171,90 @@ def main(argv=None) -> int:
         "ensemble": {},
     }
     if val_probs:
-        # Calibration (temperatures, pooling weights) is fitted on the validation tracks, which
-        # no model heard; its own accuracy is measured cross-fitted (fit on 4/5 of the
-        # validation artists, scored on the other 1/5), so no track scores a fit it was in.
-        groups = [tracks[i].group for i in val_idx]
-        cal = Calibration.fit(val_probs, y[val_idx], labels, groups=groups)
-        honest = cross_fitted(val_probs, y[val_idx], labels, groups, args.seed)
-        ens = classification_metrics(y[val_idx], honest["ensemble"], labels, src_val)
-        raw = {n: classification_metrics(y[val_idx], honest[n], labels) for n in val_probs}
-        cal.metrics = {
-            "ensemble": {k: ens[k] for k in SUMMARY_KEYS},
-            "per_source": ens["per_source"],
-            "models_calibrated": {n: {k: m[k] for k in SUMMARY_KEYS} for n, m in raw.items()},
-            "fitted_on": f"{len(val_idx)} validation tracks (artists never heard)",
-            "members": {n: stored.get(n, "") for n in val_probs},
-        }
-        (out / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=1) + "\n")
-        if not args.no_store:
-            save_calibration(cal)
-        report["ensemble"] = {
-            "val": ens,
-            "weights": cal.weights,
-            "temperatures": cal.temperatures,
-            "calibrated_models": raw,
-            "reliability": honest["reliability"],
-        }
+        report["ensemble"] = _ensemble(
+            val_probs, y[val_idx], labels, groups, src_val, stored, out, args
+        )
     report["seconds"] = time.time() - t_start
     js, md = write_report(out, report)
+    _finish(report, js, md, out, cards, stored, failed, args.ship)
+    return 1 if failed else 0
+
+
+def _card(name, args, cfg, tr, labels, y, metrics, train_metrics, collapsed, fingerprint) -> dict:
+    """The model card (store metadata and models/<name>/card.json) of one trained family."""
+    from genre_detector.models.families import family
+    from genre_detector.runtime.store import code_version
+    from train.metrics import unused_genres
+
+    return {
+        "architecture": name,
+        "labels": labels,
+        "feature_settings": family(name).settings.to_dict(),
+        "pooling": family(name).pooling,
+        "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
+        "per_genre": metrics["per_genre"],
+        "per_source": metrics["per_source"],
+        "confusion": metrics["confusion"],
+        "train_accuracy": train_metrics["accuracy"],
+        "data": [str(d) for d in args.data],
+        "genre_map": str(args.genre_map),
+        "data_fingerprint": fingerprint,
+        "split": f"by artist across sources, val_fraction={args.val_fraction}, seed={args.seed}",
+        "early_stopping": (
+            f"on {len(tr.stop_idx)} training-side tracks by artists held back from "
+            f"fitting (stop_fraction={cfg.stop_fraction}); the validation tracks of "
+            "the metrics were used for nothing else"
+            if len(tr.stop_idx)
+            else "none (fixed epochs or a head fitted in one go); the validation "
+            "tracks of the metrics were used for nothing else"
+        ),
+        "n_fit_tracks": len(tr.fit_idx),
+        "code_version": code_version(),
+        "best_epoch": tr.result.best_epoch,
+        "train_seconds": round(tr.result.seconds, 1),
+        "params": int(tr.model.count_params()),
+        "fit_config": dataclasses.asdict(cfg),
+        "inference_check": collapsed
+        or inference_ok(unused_genres(y[tr.fit_idx], tr.p_train, labels)),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _ensemble(val_probs, y_val, labels, groups, src_val, stored, out, args) -> dict:
+    """Calibration (temperatures, pooling weights) fitted on the validation tracks, which no
+    model heard; its own accuracy is measured cross-fitted (fit on 4/5 of the validation
+    artists, scored on the other 1/5), so no track scores a fit it was in. Saved beside the
+    run (and into the store unless --no-store); returns the report's "ensemble" entry."""
+    from genre_detector.models.calibration import Calibration
+    from genre_detector.runtime.store import save_calibration
+    from train.calibrate import cross_fitted
+    from train.metrics import classification_metrics
+
+    cal = Calibration.fit(val_probs, y_val, labels, groups=groups)
+    honest = cross_fitted(val_probs, y_val, labels, groups, args.seed)
+    ens = classification_metrics(y_val, honest["ensemble"], labels, src_val)
+    raw = {n: classification_metrics(y_val, honest[n], labels) for n in val_probs}
+    cal.metrics = {
+        "ensemble": {k: ens[k] for k in SUMMARY_KEYS},
+        "per_source": ens["per_source"],
+        "models_calibrated": {n: {k: m[k] for k in SUMMARY_KEYS} for n, m in raw.items()},
+        "fitted_on": f"{len(y_val)} validation tracks (artists never heard)",
+        "members": {n: stored.get(n, "") for n in val_probs},
+    }
+    (out / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=1) + "\n")
+    if not args.no_store:
+        save_calibration(cal)
+    return {
+        "val": ens,
+        "weights": cal.weights,
+        "temperatures": cal.temperatures,
+        "calibrated_models": raw,
+        "reliability": honest["reliability"],
+    }
+
+
+def _finish(report: dict, js, md, out: Path, cards: dict, stored: dict, failed: dict, ship_it):
+    """Print the run's summary; ship it into models/ when asked and no model failed."""
     if report["ensemble"]:
         e = report["ensemble"]["val"]
         print(
@@ -237,7 +263,7 @@ def main(argv=None) -> int:
             + ", ".join(f"{n} {w:.2f}" for n, w in report["ensemble"]["weights"].items())
         )
     print(f"report: {md} and {js}")
-    if args.ship and not failed:  # all or nothing: one collapsed model ships none of the run
+    if ship_it and not failed:  # all or nothing: one collapsed model ships none of the run
         ship(out, cards)
         print(f"shipped: {', '.join(cards)}, calibration and report into {REPO / 'models'}")
     print(f"total training time: {report['seconds']:.0f} s")
@@ -246,11 +272,10 @@ def main(argv=None) -> int:
     for name, why in failed.items():
         print(
             f"ERROR: {name} {why}; it was not stored"
-            f"{', and models/ was left as it was' if args.ship else ''} "
+            f"{', and models/ was left as it was' if ship_it else ''} "
             "(train it again, e.g. with another --seed)",
             file=sys.stderr,
         )
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

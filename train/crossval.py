@@ -5,7 +5,7 @@ never heard its artist. For choosing training settings on more than one 60-track
     python -m train.crossval --models feedforward --artist-balance 0   # compare a setting
     python -m train.crossval --models lenet --set eq_db=6 --set mixup_alpha=0.3
     python -m train.crossval --repeats 3 --json runs/a.json   # 3 fold seeds: --seed, +1, +2
-    python -m train.compare runs/a.json runs/b.json   # paired, intervals over artists
+    python -m train.experiments.compare runs/a.json runs/b.json   # paired, intervals over artists
 
 Takes the same options as `python -m train` (plus --folds, --only-folds, --repeats and --set
 FIELD=VALUE for any other FitConfig field). Fold 1 is the validation split `python -m
@@ -25,7 +25,7 @@ drawn from --seed, --seed + 1, ...: the JSON's top level is the first (as withou
 "models": {name: {"per_fold", "mean_accuracy", "out_of_fold_probabilities"}}}), and the
 summary adds each model's accuracy over all repeats with its 95 % interval from resampling
 artists. Two such files, run with different settings, are compared pairwise, fold for
-fold, by `python -m train.compare` (train/compare.py).
+fold, by `python -m train.experiments.compare` (train/experiments/compare.py).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def report(args, configs, tracks, labels, y, repeats, seconds, out: Path, final:
 def _over_repeats(results: dict, models: list[str]) -> list[str]:
     """Each model's accuracy over all repeats (every track's correctness averaged over the
     repeats that scored it in all), with its artist-bootstrap interval."""
-    from train.compare import accuracy_interval, correctness, repeats_of
+    from train.intervals import accuracy_interval, correctness, repeats_of
 
     seeds = [r["seed"] for r in repeats_of(results)]
     lines = []

@@ -9,58 +9,64 @@ Blocks (every one computed on exactly the served windows, features.window_starts
 * `musicnn`: the shipped features: both musicnn backbones' penultimate (200) and tags (50),
   from the Keras port (train/pretrained.py's embed, cached on disk);
 * `musicnn-int8`: the same outputs from the int8-quantized ONNX graph that
-  `python -m train.quantize_musicnn` writes (the dynamic one: the static one was slower
-  than fp32 here), to check whether quantization keeps the accuracy;
+  `python -m train.experiments.quantize_musicnn` writes (the dynamic one), to check whether
+  quantization keeps the accuracy;
 * `vgg`: both musicnn VGG backbones' pooled embedding and tags (train/vgg_embed.py).
 
 A spec joins names with "+"; each block is cached on disk under .cache/embeddings-<block>,
-keyed by the weights (or graph file) and the feature code, so a rerun costs only the fits.
+keyed by the weights (or graph file) and the feature code (train/cache.py), so a rerun
+costs only the fits.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(".cache")
+from train.cache import CACHE, disk_cached, file_key
+
+# The int8 (dynamic) musicnn graph `python -m train.experiments.quantize_musicnn` writes.
+INT8 = Path(__file__).resolve().parent.parent / ".cache" / "quant" / "musicnn-int8.onnx"
 
 
-def _disk_cached(
-    folder: Path, keys: list[str], compute: Callable[[list[int]], list[np.ndarray]]
-) -> list[np.ndarray]:
-    """Per-track arrays under folder/<sha1(key)>.npy; `compute(indices)` makes the missing."""
-    files = [folder / f"{hashlib.sha1(k.encode()).hexdigest()}.npy" for k in keys]
-    todo = [i for i, f in enumerate(files) if not f.exists()]
-    if todo:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, arr in zip(todo, compute(todo), strict=True):  # saved as they come
-            tmp = files[i].with_suffix(".tmp.npy")
-            np.save(tmp, np.asarray(arr, dtype=np.float32))
-            tmp.replace(files[i])
-    return [np.load(f).astype(np.float32) for f in files]
+def onnx_window_features(path: Path, mels: list[np.ndarray], batch: int = 64):
+    """(n_windows, 500) backbone features of every served window of every track, from the
+    ONNX graph at `path` (as train.pretrained.embed does with the Keras model), yielded
+    track by track (so a cache can keep each as it comes)."""
+    import onnxruntime as ort
+    from tqdm import tqdm
 
+    from genre_detector.audio.features import MUSICNN_SETTINGS, cut_windows, window_starts
+    from genre_detector.runtime.onnx_predictor import session_options
 
-def _file_key(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    s = MUSICNN_SETTINGS
+    sess = ort.InferenceSession(
+        str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
+    name = sess.get_inputs()[0].name
+    for mel in tqdm(mels, desc=f"embed {path.name}", unit="track"):
+        wins = cut_windows(mel, window_starts(mel.shape[1], s), s).astype(np.float32)
+        yield np.concatenate(
+            [sess.run(None, {name: wins[i : i + batch]})[0] for i in range(0, len(wins), batch)]
+        )
 
 
 def _int8(corpus, s) -> list[np.ndarray]:
     from genre_detector.audio.features import code_fingerprint
-    from train import quantize_musicnn
-    from train.quantize_musicnn import INT8, window_features
 
     if not INT8.exists():
-        raise FileNotFoundError(f"{INT8} is missing: run `python -m train.quantize_musicnn`")
+        raise FileNotFoundError(
+            f"{INT8} is missing: run `python -m train.experiments.quantize_musicnn`"
+        )
     mels = corpus.mels(s)
-    code = _file_key(INT8) + _file_key(Path(quantize_musicnn.__file__)) + code_fingerprint()
+    code = file_key(INT8) + file_key(Path(__file__)) + code_fingerprint()
     folder = CACHE / f"embeddings-int8/{code}-{s.fingerprint()}"
-    return _disk_cached(
+    return disk_cached(
         folder,
         [str(t.path.resolve()) for t in corpus.tracks],
-        lambda idx: window_features(INT8, [mels[i] for i in idx]),
+        lambda idx: onnx_window_features(INT8, [mels[i] for i in idx]),
     )
 
 

@@ -14,7 +14,7 @@ serving windows (audio.features.window_starts under MUSICNN_SETTINGS: at most 5)
 features come from train.pretrained's disk cache (.cache/embeddings, Keras on the cached
 log-mels) where present, else from the shipped ONNX graph on the same windows; a few
 cached tracks are recomputed with ONNX on every run, so a stale cache is an error, not a
-silent mismatch. `python -m train.search_quality --verify N` checks the result against
+silent mismatch. `python -m train.evals.search_quality --verify N` checks the result against
 score_track on decoded audio.
 
 Methods (all z-score first with the training tracks' mean and standard deviation):
@@ -28,7 +28,7 @@ Methods (all z-score first with the training tracks' mean and standard deviation
   nca           linear metric learning: Neighbourhood Components Analysis (scikit-learn) to
                 `dim` outputs on the top `nca_input` principal components
 
-Chosen by `python -m train.search_quality` (genre precision@10, own artist excluded, 5 artist
+Chosen by `python -m train.evals.search_quality` (genre precision@10, own artist excluded, 5 artist
 folds x 3): LDA 0.812 (macro over genres 0.760), lda+pca 64 dims at weight 0.9 0.809 (0.763:
 within one standard error of LDA, at a fixed 64 dimensions that keep 56 principal components
 of the sound for ranking within a genre), raw pooled features 0.731 (0.562), PCA and
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m train.projection",
         description="Fit the search projection on every shipped training track (both sources) "
-        "and write it (choose the method with python -m train.search_quality).",
+        "and write it (choose the method with python -m train.evals.search_quality).",
     )
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--dim", type=int, default=DEFAULT_DIM, help="output dimension")

@@ -4,7 +4,7 @@ for the same windows the musicnn family serves.
     feats = embed_vgg(mels, keys)        # per track (n_windows, 612) float32
 
 (Their CPU against musicnn's, as ONNX graphs the way the service would run them:
-`python -m train.frontier`.)
+`python -m train.experiments.frontier`.)
 
 Per window the features are, in order, MSD_vgg's [embedding (256), taggram (50)] then
 MTT_vgg's [embedding (256), taggram (50)] (genre_detector.models.musicnn_vgg.vgg_features;
@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from train.cache import CACHE, disk_cached
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CACHE_DIR = Path(".cache/embeddings-vgg")
+CACHE_DIR = CACHE / "embeddings-vgg"
 _MODEL = None  # the (weights-loaded) VGG pair, built once per process
 
 
@@ -62,7 +64,6 @@ def embed_vgg(mels: list[np.ndarray], keys: list[str], batch_size: int = 64) -> 
 
     from genre_detector.audio.features import MUSICNN_SETTINGS as s
     from genre_detector.audio.features import cut_windows, window_starts
-    from train.feature_blocks import _disk_cached
 
     if len(keys) != len(mels):
         raise ValueError(f"{len(mels)} mels but {len(keys)} keys")
@@ -74,4 +75,4 @@ def embed_vgg(mels: list[np.ndarray], keys: list[str], batch_size: int = 64) -> 
             wins = cut_windows(mel, window_starts(mel.shape[1], s), s)
             yield model.predict(wins, batch_size=batch_size, verbose=0)
 
-    return _disk_cached(CACHE_DIR / fingerprint(model), keys, compute)
+    return disk_cached(CACHE_DIR / fingerprint(model), keys, compute)

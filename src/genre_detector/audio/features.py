@@ -87,7 +87,7 @@ class FeatureSettings:
 # bands, log10(1 + 10000 x); 187 frames = 3 s patches. Patches do not overlap (as in the
 # original extractor), and at most 5 are kept, spread over the track: in 5-fold artist
 # cross-validation 5 windows were as accurate as 10 at half the CPU (python -m
-# train.musicnn_cost; models/MODEL_CARD.md).
+# train.experiments.musicnn_cost; models/MODEL_CARD.md).
 MUSICNN_SETTINGS = FeatureSettings(
     sample_rate=16000,
     n_fft=512,

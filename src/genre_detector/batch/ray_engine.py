@@ -1,10 +1,10 @@
-"""`python -m genre_detector tag --engine ray`: the catalog tagger on Ray Data.
+"""`python -m genre_detector tag --engine ray`: the library tagger on Ray Data.
 
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray              # local Ray
     python -m genre_detector tag s3://bucket/music --out tags.csv --engine ray --address auto
 
 The engine has the interface of the others in genre_detector.batch.tagger (labels, model_names,
-tag(tracks) -> (track, row) in catalog order, stats(), close()), so tag_catalog writes,
+tag(tracks) -> (track, row) in library order, stats(), close()), so tag_library writes,
 resumes, counts and shows progress for it exactly as for the in-process engine.
 
     paths (a Ray dataset, blocks of `batch` tracks)
@@ -16,7 +16,7 @@ resumes, counts and shows progress for it exactly as for the in-process engine.
       -> iter_batches on the driver    rows, in order (preserve_order), one batch at a time
 
 Ray Data's streaming executor bounds the blocks in flight between the stages (back-pressure):
-memory does not grow with the catalog. Ray's dashboard and usage statistics are off, and a
+memory does not grow with the library. Ray's dashboard and usage statistics are off, and a
 local Ray listens on 127.0.0.1 only.
 """
 
@@ -28,10 +28,8 @@ import pickle
 from typing import Iterable, Iterator
 
 from genre_detector.audio.features import warm_up
-from genre_detector.batch.files import Track
-from genre_detector.batch.stages import infer_rows, track_features, tracks_per_batch
-
-DEFAULT_REFS = None  # every registered family that has a model in the store
+from genre_detector.batch.library import Track
+from genre_detector.batch.stages import DEFAULT_REFS, infer_rows, track_features, tracks_per_batch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before ray is imported anywhere
 os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # no INFO line per dataset
@@ -143,7 +141,7 @@ class RayEngine:
         self.labels, self.model_names = info["labels"], info["model_names"]
         self.settings = info["settings"]
         self.batch = tracks_per_batch(self.settings, batch_windows)
-        # Locally the models share the cores with decoding, as in-process (their TensorFlow
+        # Locally the models share the cores with decoding, as in-process (their ONNX Runtime
         # threads unreserved); on a cluster each actor reserves a core by default.
         if model_cpus is None:
             model_cpus = 1.0 if address else 0.0
@@ -156,8 +154,8 @@ class RayEngine:
         import ray
 
         ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # rows in catalog order
-        ctx.enable_progress_bars = False  # tag_catalog has its bar
+        ctx.execution_options.preserve_order = True  # rows in library order
+        ctx.enable_progress_bars = False  # tag_library has its bar
         ctx.print_on_execution_start = False
         table = pa.table({"path": [t.path for t in tracks], "key": [t.key for t in tracks]})
         ds = ray.data.from_arrow(table)

@@ -19,9 +19,12 @@ import numpy as np
 from genre_detector.audio.decode import AudioError
 from genre_detector.audio.features import FeatureSettings, WindowBatch, extract_feature_sets
 from genre_detector.audio.tags import read_tags
-from genre_detector.batch.files import Track, error_row, read_source, row_from_result
+from genre_detector.batch.library import Track, read_source
+from genre_detector.batch.rows import error_row, row_from_result
 from genre_detector.catalog.records import TrackRecord, record_from_result, sha256_of
 from genre_detector.scoring.track_result import score_track
+
+DEFAULT_REFS = None  # the models to load: every registered family that has one in the store
 
 
 class Features(dict):

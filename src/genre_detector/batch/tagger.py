@@ -4,15 +4,19 @@
     python -m genre_detector tag MUSIC/ --out tags.csv --url http://a:3000,http://b:3000
     python -m genre_detector tag MUSIC/ --out tags.csv --engine ray [--address auto]
 
-The engines turn an iterator of tracks into (track, row) pairs in catalog order, and
-the local ones score every track with scoring.score_track (batch.stages), so every
-engine's rows have one format (the remote one reads the service's reply, made the same way).
+    summary, stats = tag_library(["MUSIC/"], "tags.csv")    # the same, from Python
+
+tag_library walks the library (batch.library), runs an engine, writes the rows
+(batch.writers), counts them (batch.rows.Summary) and, with `catalog` (CatalogTarget), stores
+every track through catalog.ingest. The engines turn an iterator of tracks into (track, row,
+record) triples in library order, and the local ones score every track with
+scoring.score_track (batch.stages), so every engine's rows have one format (the remote one
+reads the service's reply, made the same way).
 
 * In-process: decoding + the windows of every feature set the models need run in a
-  ProcessPoolExecutor of spawned workers (no TensorFlow there) with at most `queue` tracks
-  in flight; the windows of consecutive tracks pile up to `batch_windows`, then each model
-  runs once on the concatenation of its windows and the probabilities are split back per
-  track.
+  ProcessPoolExecutor of spawned workers with at most `queue` tracks in flight; the windows
+  of consecutive tracks pile up to `batch_windows`, then each model runs once on the
+  concatenation of its windows and the probabilities are split back per track.
 * Remote (--url): every file is POSTed to URL/predict. Tracks go round-robin to the URLs;
   each URL has its own pool of `per_url` threads, which bounds its in-flight requests.
 * Ray (--engine ray, genre_detector.batch.ray_engine): the same two steps
@@ -36,24 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from genre_detector.audio.features import warm_up
-from genre_detector.batch.files import (
-    PARQUET_ROWS,
-    Summary,
-    Track,
-    check_output,
-    error_row,
-    in_shard,
-    open_writer,
-    row_from_reply,
-    walk,
+from genre_detector.batch.library import Track, in_shard, walk
+from genre_detector.batch.rows import Summary, error_row, row_from_reply
+from genre_detector.batch.stages import (
+    DEFAULT_REFS,
+    infer_rows,
+    track_features,
+    tracks_per_batch,
+    windows_of,
 )
-from genre_detector.batch.stages import infer_rows, track_features, tracks_per_batch, windows_of
+from genre_detector.batch.writers import PARQUET_ROWS, check_output, open_writer
 from genre_detector.errors import parse_error
 
-DEFAULT_REFS = None  # every registered family that has a model in the store
 RETRY_STATUS = {502, 503, 504}  # --url: replies worth another try (Retry-After honoured)
 RETRIES = 3  # --url: tries after the first, on those replies and on connection errors
 BACKOFF = 2.0  # s: urllib3's backoff_factor: waits 0, 4, 8 s (without a Retry-After)
@@ -66,7 +65,7 @@ def _worker_init() -> None:
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # One BLAS/OpenMP thread per worker: no oversubscription next to the other workers and TF.
+    # One BLAS/OpenMP thread per worker: no oversubscription next to the others and the models.
     threadpool_limits(1)
     warm_up()
 
@@ -258,74 +257,6 @@ class RemoteEngine:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-# ---------------------------------------------------------------- compute floor
-
-
-def measure_floor(
-    paths: list[str],
-    refs=DEFAULT_REFS,
-    workers: int | None = None,
-    batch_sizes=(128, 256, 512, 1024, 2048),
-    sweep_windows: int = 2048,
-) -> str:
-    """Seconds per stage with nothing else running: decode + features for every track in
-    the worker pool, then each model over all windows at its fastest batch size (picked on
-    the first `sweep_windows` windows). Holds every window in memory: use a sample."""
-    tracks = walk(paths)
-    engine = InProcessEngine(refs, workers)
-    try:
-        list(engine.pool.map(int, range(4 * engine.workers)))  # workers are warm
-        t0 = time.perf_counter()
-        results = list(
-            engine.pool.map(
-                track_features,
-                [t.path for t in tracks],
-                [engine.settings] * len(tracks),
-                chunksize=1,
-            )
-        )
-        seconds = {"decode+features": time.perf_counter() - t0}
-    finally:
-        engine.close()
-    by_settings = {
-        s: np.concatenate([r[s].windows for r in results if isinstance(r, dict)])
-        for s in engine.settings
-    }
-    windows = by_settings[engine.settings[0]]
-    lines = []
-    for name, predictor in engine.predictors.items():
-        windows = by_settings[predictor.info.settings]
-        sample = windows[:sweep_windows]
-        sweep = {}
-        for bs in batch_sizes:
-            predictor(sample[:bs])  # first call per shape
-            t0 = time.perf_counter()
-            for i in range(0, len(sample), bs):
-                predictor(sample[i : i + bs])
-            sweep[bs] = (time.perf_counter() - t0) / len(sample)
-        best = min(sweep, key=sweep.get)
-        t0 = time.perf_counter()
-        for i in range(0, len(windows), best):
-            predictor(windows[i : i + best])
-        seconds[name] = time.perf_counter() - t0
-        lines.append(
-            f"  {name:<12} best batch {best:>5}: "
-            + " ".join(f"{bs}={ms * 1e3:.2f}" for bs, ms in sweep.items())
-            + " ms/window"
-        )
-    total = sum(seconds.values())
-    head = [
-        f"compute floor over {len(tracks)} tracks, {len(windows)} windows, "
-        f"{engine.workers} decoding workers:"
-    ]
-    head += [f"  {k:<16} {v:7.1f} s" for k, v in seconds.items()]
-    head += [
-        f"  {'total':<16} {total:7.1f} s  ->  {len(tracks) / total:.2f} tracks/s",
-        "model batch-size sweep:",
-    ]
-    return "\n".join(head + lines)
-
-
 # ---------------------------------------------------------------- the run
 
 CATALOG_BATCH = 32  # tracks per catalog transaction
@@ -351,7 +282,8 @@ class CatalogTarget:
 
 
 class CatalogSink:
-    """Buffers records and writes them CATALOG_BATCH at a time (catalog.tracks.add_many)."""
+    """Buffers records and writes them CATALOG_BATCH at a time through catalog.ingest.add_many
+    (which also matches the tracks with `notify` against the watches)."""
 
     def __init__(self, db, owner: str, consent, names: dict | None = None):
         self.db, self.owner, self.consent = db, owner, consent
@@ -387,7 +319,7 @@ class CatalogSink:
             self.db.close()
 
 
-def tag_catalog(
+def tag_library(
     paths: list[str],
     out: str,
     *,
@@ -414,8 +346,6 @@ def tag_catalog(
     `out`: a .csv or .jsonl file, or a .parquet folder of parts of `parquet_rows` rows.
     `catalog`: also store every track in a catalog database (a label's own catalog), in
     batches of CATALOG_BATCH tracks per transaction; audio already there is skipped."""
-    from tqdm import tqdm
-
     tracks = walk(paths)
     if shard:
         tracks = [t for t in tracks if in_shard(t, *shard)]
@@ -427,14 +357,7 @@ def tag_catalog(
         )
     own = engine is None
     if own:
-        if urls:
-            engine = RemoteEngine(list(urls), per_url)
-        elif ray is not None:
-            from genre_detector.batch.ray_engine import RayEngine
-
-            engine = RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
-        else:
-            engine = InProcessEngine(refs, workers, batch_windows)
+        engine = _engine(urls, refs, workers, batch_windows, per_url, ray)
     try:
         summary = Summary(engine.labels, labels_from_folders)
         writer = open_writer(
@@ -447,32 +370,52 @@ def tag_catalog(
             parquet_rows=parquet_rows,
         )
         todo = [t for t in tracks if t.path not in writer.done]
-        bar = tqdm(
-            total=len(todo),
-            unit="track",
-            disable=not progress,
-            file=sys.stderr,
-            smoothing=0.1,
-            dynamic_ncols=True,
-        )
-        t0 = time.perf_counter()
-        try:
-            for track, row, record in engine.tag(iter(todo)):
-                writer.write(row)
-                summary.add(row)
-                if sink is not None and record is not None:
-                    sink.add(record, track.path)
-                bar.update()
-                if row.get("error"):
-                    bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
-        finally:
-            summary.seconds = time.perf_counter() - t0
-            bar.close()
-            writer.close()
-            if sink is not None:
-                sink.close()
-                summary.catalog_added = sink.added
+        _run(engine, todo, writer, summary, sink, progress)
     finally:
         if own:
             engine.close()
     return summary, engine.stats()
+
+
+def _engine(urls, refs, workers, batch_windows, per_url, ray):
+    """The engine the options ask for: through services (urls), on Ray (ray) or in-process."""
+    if urls:
+        return RemoteEngine(list(urls), per_url)
+    if ray is not None:
+        from genre_detector.batch.ray_engine import RayEngine
+
+        return RayEngine(refs, num_cpus=workers, batch_windows=batch_windows, **ray)
+    return InProcessEngine(refs, workers, batch_windows)
+
+
+def _run(engine, todo: list[Track], writer, summary: Summary, sink, progress: bool) -> None:
+    """Every track of `todo` through the engine into the writer (and the catalog sink),
+    counted in the summary, under a progress bar; closes the writer and the sink, also when
+    interrupted (Ctrl-C leaves every written row complete)."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(todo),
+        unit="track",
+        disable=not progress,
+        file=sys.stderr,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    try:
+        for track, row, record in engine.tag(iter(todo)):
+            writer.write(row)
+            summary.add(row)
+            if sink is not None and record is not None:
+                sink.add(record, track.path)
+            bar.update()
+            if row.get("error"):
+                bar.set_postfix_str(f"failed {sum(summary.failed.values())}", refresh=False)
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        bar.close()
+        writer.close()
+        if sink is not None:
+            sink.close()
+            summary.catalog_added = sink.added

@@ -23,8 +23,6 @@ from genre_detector.catalog.schema import artists, tracks
 from genre_detector.errors import GenreError
 
 MAX_LIMIT = 100
-# What GET /tracks/{id} shows: every stored field but the raw features (internal).
-PUBLIC = [c for c in tracks.c if c.name not in {"pk", "features"}]
 
 
 def _row(r) -> dict:

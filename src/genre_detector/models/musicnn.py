@@ -16,7 +16,7 @@ names in TAGS[name]) and "penultimate" (the 200 batch-normalised units before th
 dense layer, musicnn's "penultimate" feature). Layer names start with the backbone name,
 so both backbones can live side by side in one model; only standard Keras layers are used,
 so such a model saves and loads as .keras. Weights (converted from the original TF1
-checkpoints by `python -m train.convert_musicnn`) live in models/musicnn/.
+checkpoints by `python -m train.ports.convert_musicnn`) live in models/musicnn/.
 
 Credits: J. Pons and X. Serra, "musicnn: pre-trained convolutional neural networks for
 music audio tagging", ISMIR 2019 LBD; https://github.com/jordipons/musicnn. The weights

@@ -31,7 +31,7 @@ Outputs are a dict:
 Layer names start with the backbone name, so both backbones can live side by side in one
 model; only standard Keras layers are used, so a model saves/loads as .keras and exports to
 ONNX. Weights (converted from the original TF1 checkpoints by
-`python -m train.convert_musicnn_vgg`) live in models/musicnn/.
+`python -m train.ports.convert_musicnn_vgg`) live in models/musicnn/.
 
 Credits: J. Pons and X. Serra, "musicnn: pre-trained convolutional neural networks for
 music audio tagging", ISMIR 2019 LBD; https://github.com/jordipons/musicnn. The weights

@@ -52,7 +52,7 @@ class ModelInfo:
     metrics: dict
     tag: str = ""
     metadata: dict | None = None
-    pooling: str = "mean"  # windows -> track (predict.track_probabilities)
+    pooling: str = "mean"  # windows -> track (scoring.pooling.track_probabilities)
     # track_head.TrackHead: window features -> probabilities (None: the model gives those)
     head: object = field(default=None, compare=False, repr=False)
     # projection.Projection: the track's pooled features -> its search embedding (None: no

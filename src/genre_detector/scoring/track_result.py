@@ -5,7 +5,7 @@
     result.embedding            # the track's pooled musicnn backbone features (or None)
 
 Every place that turns audio into a result calls it: the service (serve.replies renders the
-HTTP reply), the batch tagger in-process and on Ray (batch.files renders a row), and
+HTTP reply), the batch tagger in-process and on Ray (batch.library renders a row), and
 `python -m train.evaluate` (reads the probabilities). Nothing here runs a model or does I/O:
 callers run the ONNX Runtime sessions (runtime.model_set, or the service's model service)
 and hand their raw window outputs over.

@@ -69,7 +69,6 @@ class CatalogHandle:
 def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
     """The service's own webhook delivery worker (GENRE_DELIVER_IN_SERVICE): a daemon
     thread; what it has not sent when the process ends waits in the outbox."""
-    from genre_detector.catalog.db import CatalogUnavailable
     from genre_detector.catalog.delivery import Worker
 
     stop = threading.Event()

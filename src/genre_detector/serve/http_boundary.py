@@ -7,7 +7,7 @@
   another file field is a 400 naming the right one, before any decoding or inference.
 * Every 4xx reply of ours or BentoML's has the JSON shape {"error": code, "detail": text}
   (codes, statuses and the body: errors.py).
-* Drain: once DRAIN.draining is set (SIGTERM, see serving.install_drain_handler) /readyz
+* Drain: once DRAIN.draining is set (SIGTERM, see serve.drain.install_drain_handler) /readyz
   answers 503 and new requests get 503 `shutting_down`; DRAIN.in_flight counts the requests
   being answered, which finish normally.
 """
@@ -18,9 +18,8 @@ import json
 import re
 
 from genre_detector.config import Settings, settings
-from genre_detector.errors import HTTP_CODES, as_error_body, error_body, status_of
+from genre_detector.errors import as_error_body, error_body, status_of
 
-DEFAULT_MAX_UPLOAD = Settings.max_upload_bytes  # bytes (config.Settings' default)
 DEFAULT_DRAIN_SECONDS = Settings.drain_seconds  # SIGTERM: the longest wait for requests
 PROBE_PATHS = ("/readyz", "/livez", "/healthz", "/metrics")
 # Requests one replica takes at once (BentoML's max_concurrency: more queue at the platform)
@@ -35,7 +34,6 @@ CORS_HEADERS = [
     (b"access-control-allow-headers", b"*"),
     (b"access-control-max-age", b"600"),
 ]
-ERROR_CODES = HTTP_CODES  # the code of BentoML's own error replies, by status
 
 
 def max_upload_bytes() -> int:

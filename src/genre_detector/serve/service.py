@@ -1,5 +1,5 @@
 """BentoML services: a front service (decode + features + replies) and a model service
-whose batchable methods run the Keras models with adaptive batching. The model service is
+whose batchable methods run the models with adaptive batching. The model service is
 generated from the registry (genre_detector.models.families): per group of families that share
 feature settings one method running them all on one batch (what the default request uses),
 and one method per family (for requests that name a subset).

@@ -1,6 +1,6 @@
-"""Parquet output of the catalog tagger (`--out NAME.parquet`): a folder of part files.
+"""Parquet output of the library tagger (`--out NAME.parquet`): a folder of part files.
 
-Fast tests build rows with catalog.row_from_reply from small fake replies (no models);
+Fast tests build rows with row_from_reply from small fake replies (no models);
 one slow test tags real clips in-process and compares the Parquet folder with the CSV.
 """
 
@@ -16,16 +16,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from genre_detector.batch.files import (
+from genre_detector.batch.rows import error_row, row_from_reply
+from genre_detector.batch.tagger import tag_library
+from genre_detector.batch.writers import (
     ParquetWriter,
     RowWriter,
     columns,
-    error_row,
     open_writer,
     read_done,
-    row_from_reply,
 )
-from genre_detector.batch.tagger import tag_catalog
 
 MODELS = ["cnn", "lenet"]
 LABELS = ["blues", "classical", "pop-rock"]
@@ -89,7 +88,7 @@ def test_parts_read_back_as_the_rows(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"part-{i:05d}.parquet" for i in range(5)]  # 5+5+5+5+3, no temp left
     assert [pq.read_metadata(out / n).num_rows for n in names] == [5, 5, 5, 5, 3]
-    assert _read(out) == [_expected(r) for r in rows]  # catalog order, every value
+    assert _read(out) == [_expected(r) for r in rows]  # library order, every value
     schema = ds.dataset(out, format="parquet").schema
     assert schema.names == COLS
     assert schema.field("duration_s").type == pa.float64()
@@ -179,7 +178,7 @@ class FakeEngine:
         pass
 
 
-def test_tag_catalog_writes_and_resumes_parquet(tmp_path):
+def test_tag_library_writes_and_resumes_parquet(tmp_path):
     music = tmp_path / "music"
     (music / "pop-rock").mkdir(parents=True)
     rows = _rows(11)
@@ -199,9 +198,9 @@ def test_tag_catalog_writes_and_resumes_parquet(tmp_path):
 
     first.tag = interrupted
     with pytest.raises(KeyboardInterrupt):
-        tag_catalog([str(music)], str(out), engine=first, progress=False, parquet_rows=3)
+        tag_library([str(music)], str(out), engine=first, progress=False, parquet_rows=3)
     assert len(_read(out)) == 7 and len(list(out.iterdir())) == 3  # 3 + 3 + 1
-    summary, _ = tag_catalog(
+    summary, _ = tag_library(
         [str(music)],
         str(out),
         engine=engine,
@@ -216,7 +215,7 @@ def test_tag_catalog_writes_and_resumes_parquet(tmp_path):
     got = _read(out)
     assert [Path(r["path"]).name for r in got] == [Path(r["path"]).name for r in rows]
     with pytest.raises(FileExistsError):
-        tag_catalog([str(music)], str(out), engine=engine, progress=False)
+        tag_library([str(music)], str(out), engine=engine, progress=False)
 
 
 def test_cli_refuses_a_bad_part_size():
@@ -236,8 +235,8 @@ def test_real_clips_in_process_parquet_equals_csv(store_with_models, data_dir, t
     paths = [str(c) for c in clips]
     engine = InProcessEngine(workers=1)
     try:
-        tag_catalog(paths, str(tmp_path / "t.csv"), engine=engine, progress=False)
-        summary, _ = tag_catalog(
+        tag_library(paths, str(tmp_path / "t.csv"), engine=engine, progress=False)
+        summary, _ = tag_library(
             paths, str(tmp_path / "t.parquet"), engine=engine, progress=False, parquet_rows=2
         )
     finally:

@@ -1,9 +1,9 @@
-"""Fine-tune musicnn's back-end and last mid-end layer for the nine genres (issue 23, point 3):
-one prepared script for a GPU machine, runnable on CPU on a tiny subset.
+"""Fine-tune musicnn's back-end and last mid-end layer for the nine genres: one
+prepared script for a GPU machine, runnable on CPU on a tiny subset.
 
-    python -m train.finetune_data --out .ftdata                  # once, on CPU, with our audio
-    KERAS_BACKEND=torch python -m train.finetune_musicnn --data .ftdata --out runs/ft
-    python -m train.finetune_musicnn --data .ftdata --out /tmp/ft --tiny     # a CPU smoke run
+    python -m train.experiments.finetune_data --out .ftdata     # once, on CPU, with our audio
+    KERAS_BACKEND=torch python -m train.experiments.finetune_musicnn --data .ftdata --out runs/ft
+    python -m train.experiments.finetune_musicnn --data .ftdata --out /tmp/ft --tiny  # CPU smoke
 
 The model is the Keras port itself (genre_detector.models.musicnn.build_backbone, both
 backbones, pretrained weights): in each backbone only `midend3_conv` and the back-end's
@@ -14,10 +14,11 @@ the trained backbones save as `{MSD,MTT}_musicnn.weights.h5` that build_backbone
 needs only numpy, scikit-learn, h5py and Keras 3 on any backend (TensorFlow here; torch or jax
 on the device machine, which has no TensorFlow and none of our audio stack).
 
-Training: random 3 s crops near the served windows (train/finetune_data.py), class-balanced
-sampling with artists weighted by their clip count ** -0.5 (as train.fit), SpecAugment (one
-band of up to 12 mel bands and one span of up to 20 frames set to silence), mixup, AdamW with
-cosine decay, early stopping on the track-level loss of an inner split of the training artists.
+Training: random 3 s crops near the served windows (train/experiments/finetune_data.py),
+class-balanced sampling with artists weighted by their clip count ** -0.5 (as train.fit),
+SpecAugment (one band of up to 12 mel bands and one span of up to 20 frames set to silence),
+mixup, AdamW with cosine decay, early stopping on the track-level loss of an inner split of
+the training artists.
 Evaluation: 5-fold artist-grouped CV (train.data.artist_folds' folds); on each held-out fold,
 (a) the fine-tuned network's own head (geometric mean over the served windows), (b) the shipped
 head's recipe (train.pretrained.fit_head: logistic regression on the mean and spread of the
@@ -29,13 +30,7 @@ out-of-fold probabilities (oof.npz) and the fold models' average (fold_average.n
 cross-validated on the same folds afterwards, if time is left) change the recipe; --budget-s
 caps the whole run (each fit gets an equal share and stops at it, best weights kept).
 
-Run once on an NVIDIA H200 (torch backend, 2026-12-04; its metrics.json is
-models/report/finetune-musicnn.json; the weights were not kept, as they did not help):
-parity with TensorFlow 5.8e-6, 324 s in all (epochs of 1.6-3.8 s, bound by the host, not
-the GPU), and 4 of the 5 fits stopped at their ~37 s share, not by early stopping. Pooled
-out-of-fold accuracy / macro-F1: frozen head 84.8 % / 0.763, fine-tuned backbones + the
-same head 84.1 % / 0.766 (paired -0.7 points, 95 % interval over artists -2.5 .. +1.1),
-the fine-tuned network's own head 79.1 % / 0.679 (-5.7, -8.7 .. -2.8).
+Its result (models/report/finetune-musicnn.json) is in models/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -52,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.finetune_data import WINDOW, eval_windows, load
+from train.experiments.finetune_data import WINDOW, eval_windows, load
 
 BACKBONES = ("MSD_musicnn", "MTT_musicnn")
 TRAINABLE = ("midend3_conv", "dense")  # per backbone (names prefixed by the backbone's)
@@ -635,11 +630,26 @@ def run(args) -> dict:
             groups=groups,
             **{m: v for m, v in oof.items()},
         )
+    avg = None
     if fold_weights:  # the fold models' average ("soup" of the trainable layers)
         avg = {p: np.mean([fw[p] for fw in fold_weights], axis=0) for p in fold_weights[0]}
         np.savez(out / "fold_average.npz", **avg)
     dump()
+    _final(args, data, cfg, frozen, per_fit, clock, fh, best_epochs, avg, out, metrics)
+    dump()
+    metrics["variants"] = {}  # filled as each variant ends (dump writes them as they come)
+    cv = (folds, oof, fold_of, metrics["cv_seconds"])
+    _variants(args, data, cfg, cv, frozen, per_fit, clock, fh, metrics["variants"], dump)
+    dump()
+    log(f"done in {clock.elapsed:.0f}s", fh)
+    fh.close()
+    return metrics
 
+
+def _final(args, data, cfg, frozen, per_fit, clock, fh, best_epochs, avg, out, metrics) -> None:
+    """The weights written to --out: a refit on every track for the folds' median best epoch
+    (when time is left), else the fold models' average `avg`; records which in metrics."""
+    y, genres = data["y"], list(data["genres"])
     final = None
     if not args.no_refit and best_epochs:
         epochs = max(1, int(np.median(best_epochs)))
@@ -651,7 +661,7 @@ def run(args) -> dict:
                 np.arange(len(y)),
                 None,
                 cfg,
-                n_classes,
+                len(genres),
                 deadline=time.time() + max(min(per_fit, clock.left - 20), 5),
                 frozen=frozen,
                 fh=fh,
@@ -664,11 +674,11 @@ def run(args) -> dict:
             }
         else:
             log(f"refit skipped: {clock.left:.0f}s left", fh)
-    if final is None and fold_weights:  # the fold average instead
+    if final is None and avg is not None:  # the fold average instead
         import keras
 
         keras.backend.clear_session()
-        final, _ = build_model(n_classes, cfg)
+        final, _ = build_model(len(genres), cfg)
         for v in final.trainable_weights:
             v.assign(avg[v.path])
         metrics["shipped"] = "fold_average"
@@ -685,13 +695,17 @@ def run(args) -> dict:
             genres=np.array(genres),
             backbones=np.array(BACKBONES),
         )
-    dump()
 
-    # optional variants, each a whole CV on the same folds, while time is left
-    metrics["variants"] = {}
+
+def _variants(args, data, cfg, cv, frozen, per_fit, clock, fh, variants: dict, dump) -> None:
+    """Each --variant into `variants`: a whole cross-validation on the main one's folds while
+    time is left, paired against its out-of-fold predictions (cv: folds, oof, fold_of and
+    the seconds it took)."""
+    y, groups = data["y"], data["groups"]
+    folds, oof, fold_of, cv_seconds = cv
     for spec in args.variant or []:
         override = parse_set(spec.split(","))
-        need = metrics["cv_seconds"] * 1.1
+        need = cv_seconds * 1.1
         if clock.left < need:
             log(f"variant {spec}: skipped ({clock.left:.0f}s left, a CV took {need:.0f}s)", fh)
             continue
@@ -708,7 +722,7 @@ def run(args) -> dict:
             v_sum[m]["vs_main_config"] = paired(
                 y[done], v_oof[m][done].argmax(1), oof[m][done].argmax(1), groups[done]
             )
-        metrics["variants"][spec] = {
+        variants[spec] = {
             "summary": {m: v_sum[m] for m in ("finetuned", "finetuned_head")},
             "folds": [
                 {k: r[k] for k in ("fold", "best_epoch", "seconds", "finetuned", "finetuned_head")}
@@ -716,10 +730,6 @@ def run(args) -> dict:
             ],
         }
         dump()
-    dump()
-    log(f"done in {clock.elapsed:.0f}s", fh)
-    fh.close()
-    return metrics
 
 
 def parse_set(items) -> dict:
@@ -746,7 +756,9 @@ TINY = {
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=".ftdata", help="folder written by train.finetune_data")
+    p.add_argument(
+        "--data", default=".ftdata", help="folder written by train.experiments.finetune_data"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-folds", type=int, default=0, help="run only the first N folds")

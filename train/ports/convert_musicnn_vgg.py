@@ -1,13 +1,13 @@
 """Convert musicnn's pretrained TF1 VGG checkpoints (MSD_vgg, MTT_vgg) to Keras 3 weights.
 
-    python -m train.convert_musicnn_vgg                  # pip-downloads musicnn==0.1.0
-    python -m train.convert_musicnn_vgg --wheel musicnn-0.1.0-py3-none-any.whl  # or unpacked
+    python -m train.ports.convert_musicnn_vgg                  # pip-downloads musicnn==0.1.0
+    python -m train.ports.convert_musicnn_vgg --wheel musicnn-0.1.0-py3-none-any.whl  # or unpacked
 
 Writes models/musicnn/{MSD,MTT}_vgg.weights.h5 (for
 genre_detector.models.musicnn_vgg.build_vgg). A conversion-time step only: nothing downloads
 at run time. Every checkpoint variable except Adam's slots and beta powers must be used
 exactly once, and every Keras weight must be set, or the conversion fails. (The licence
-notice in models/musicnn/LICENSE is written by train.convert_musicnn.)
+notice in models/musicnn/LICENSE is written by train.ports.convert_musicnn.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train.convert_musicnn import convert_all, parse_args
+from train.ports.convert_musicnn import convert_all, parse_args
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

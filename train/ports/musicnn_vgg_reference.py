@@ -1,14 +1,14 @@
 """Reference outputs of the ORIGINAL musicnn 0.1.0 VGG networks, to prove the Keras port.
 
-Runs in the same separate virtual environment as train/musicnn_reference.py (see its
+Runs in the same separate virtual environment as train/ports/musicnn_reference.py (see its
 docstring for the recipe; nothing from genre_detector is imported), from the repository
 root:
 
-    TF_USE_LEGACY_KERAS=1 /tmp/refvenv/bin/python -m train.musicnn_vgg_reference
+    TF_USE_LEGACY_KERAS=1 /tmp/refvenv/bin/python -m train.ports.musicnn_vgg_reference
 
 (--data ROOT, default $GENRE_DATA or ../shared/data; --out, default
 tests/data/musicnn_vgg_reference.npz.) The clips and their log-mel patches are those of
-train/musicnn_reference.py (CLIPS and log_mel_patches, imported from it: the non-overlapping
+train/ports/musicnn_reference.py (CLIPS and log_mel_patches, imported from it: the non-overlapping
 187-frame patches of musicnn.extractor.batch_data, with the log-mel kept in float32). For
 each backbone the graph is built with musicnn.models.define_model and restored with
 tf.compat.v1.train.Saver exactly as musicnn.extractor.extractor(file, model,
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import sys
 
-from train.musicnn_reference import REPO, make_reference
+from train.ports.musicnn_reference import REPO, make_reference
 
 BACKBONES = ("MSD_vgg", "MTT_vgg")
 
 
 def main(argv: list[str] | None = None) -> int:
     out = REPO / "tests" / "data" / "musicnn_vgg_reference.npz"
-    module = "train.musicnn_vgg_reference"
+    module = "train.ports.musicnn_vgg_reference"
     return make_reference(argv, __doc__, module, BACKBONES, "pool5", out, shape=(2, 1, 128))
 
 

@@ -1,4 +1,4 @@
-"""The files no catalog run can use, shared by the tagger's tests (in-process and Ray)."""
+"""The files no tagging run can use, shared by the tagger's tests (in-process and Ray)."""
 
 from __future__ import annotations
 

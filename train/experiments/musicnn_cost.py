@@ -1,7 +1,7 @@
 """The musicnn family's cost against its accuracy: how many 3 s windows per track, and
 which backbones, are worth their CPU. Prints one table row per setting.
 
-    python -m train.musicnn_cost                 # both sources, 5 artist-grouped folds
+    python -m train.experiments.musicnn_cost                 # both sources, 5 artist-grouped folds
 
 Cost: CPU milliseconds of each backbone per 30 s track (10 windows) at serving batch sizes,
 measured here. Accuracy: 5-fold artist-grouped cross-validation of the shipped head recipe
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from train.trainer import Corpus
 
     p = argparse.ArgumentParser(
-        prog="python -m train.musicnn_cost",
+        prog="python -m train.experiments.musicnn_cost",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

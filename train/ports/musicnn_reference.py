@@ -7,7 +7,7 @@ is imported), from the repository root:
     /tmp/refvenv/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0 librosa==0.11.0 \\
         numpy==2.4.6 soundfile
     /tmp/refvenv/bin/pip install --no-deps musicnn==0.1.0
-    TF_USE_LEGACY_KERAS=1 /tmp/refvenv/bin/python -m train.musicnn_reference
+    TF_USE_LEGACY_KERAS=1 /tmp/refvenv/bin/python -m train.ports.musicnn_reference
 
 (--data ROOT, default $GENRE_DATA or ../shared/data; --out, default
 tests/data/musicnn_reference.npz.) For each clip in CLIPS and each backbone it does what
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLIPS = ("gtzan-samples/blues.00000.wav", "emotify/classical/1.mp3", "4q/jazz/MT0000315392.mp3")
 BACKBONES = ("MSD_musicnn", "MTT_musicnn")
 INPUT_SECONDS = 3
@@ -128,7 +128,7 @@ def make_reference(
 ) -> int:
     """Run the original `backbones` on CLIPS and save their taggram and last feature (named
     `feature` in the file, of per-patch `shape` when given) with save_reference: the main
-    of this and of train/musicnn_vgg_reference.py."""
+    of this and of train/ports/musicnn_vgg_reference.py."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument(
         "--data",
@@ -164,7 +164,9 @@ def make_reference(
 
 def main(argv: list[str] | None = None) -> int:
     out = REPO / "tests" / "data" / "musicnn_reference.npz"
-    return make_reference(argv, __doc__, "train.musicnn_reference", BACKBONES, "penultimate", out)
+    return make_reference(
+        argv, __doc__, "train.ports.musicnn_reference", BACKBONES, "penultimate", out
+    )
 
 
 if __name__ == "__main__":

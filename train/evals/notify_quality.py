@@ -1,16 +1,16 @@
-"""Notification quality of watches on the shared clips (issue 22): a watch built from 3
+"""Notification quality of watches on the shared clips: a watch built from 3
 reference tracks of one genre (`like` plus that genre in `genres`), the other clips
 arriving one by one; precision and recall of its notifications per genre, with the
 `min_similarity` and genre minimum chosen on one source and tested on the other.
 
-    python -m train.notify_quality                       # runs/notify_quality.json
-    python -m train.notify_quality --repeats 1 --draws 2 # quicker
+    python -m train.evals.notify_quality                       # runs/notify_quality.json
+    python -m train.evals.notify_quality --repeats 1 --draws 2 # quicker
 
 Protocol. The clips of both sources are split into artist-grouped folds
 (train.data.artist_folds, `--folds` x `--repeats` shuffles). For each fold, the search
 projection (train.projection's shipped method: lda+pca, 64 dims, weight 0.9) and the
 musicnn track head that gives the calibrated genre probabilities (as
-train.search_quality's "head per fold") are fitted on the other folds' tracks only: the
+train.evals.search_quality's "head per fold") are fitted on the other folds' tracks only: the
 arriving clips are never seen by either. For each source and each genre of that source, a
 watch takes 3 reference tracks of the genre from the training side of the fold (of the same
 source, three different artists where there are three; `--draws` random draws) and the
@@ -163,7 +163,7 @@ def choose_refs(rng, candidates: np.ndarray, groups: np.ndarray) -> np.ndarray:
 def evaluate(emb, labels, repeats: int, folds: int, draws: int, probabilities: str, log=print):
     """Every watch's scores on its arriving clips: a list of dicts."""
     from train.data import artist_folds
-    from train.search_quality import cv_head_probabilities, shipped_calibration
+    from train.evals.search_quality import cv_head_probabilities, shipped_calibration
 
     tracks = emb.tracks
     cal = shipped_calibration()
@@ -171,8 +171,8 @@ def evaluate(emb, labels, repeats: int, folds: int, draws: int, probabilities: s
     groups = np.array([t.group for t in tracks])
     sources = np.array([t.source for t in tracks])
     if probabilities == "shipped":
+        from train.evals.search_quality import shipped_probabilities
         from train.projection import shipped_musicnn
-        from train.search_quality import shipped_probabilities
 
         fixed = shipped_probabilities(emb, {"musicnn": shipped_musicnn().info}, cal)
     evals, folds_out = [], []
@@ -455,35 +455,10 @@ def table(title: str, res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from train.options import DEFAULT_GENRE_MAP, load_tracks
-    from train.search_quality import shipped_calibration
+    from train.evals.search_quality import shipped_calibration
+    from train.options import load_tracks
 
-    p = argparse.ArgumentParser(
-        prog="python -m train.notify_quality", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3, help="fold shuffles (seeds 0..R-1)")
-    p.add_argument("--draws", type=int, default=5, help="reference draws per genre and fold")
-    p.add_argument("--beta", type=float, default=1.0, help="F-beta chooses the thresholds")
-    p.add_argument(
-        "--probabilities",
-        choices=("fold", "shipped"),
-        default="fold",
-        help="fold: a musicnn head fitted per fold (honest); shipped: the shipped ensemble "
-        "(optimistic: trained on most of these clips)",
-    )
-    p.add_argument("--no-check-catalog", dest="check", action="store_false")
-    p.add_argument("--json", default=str(REPO / "runs" / "notify_quality.json"))
-    p.add_argument("--data", action="append", default=None, help="a source (repeatable)")
-    p.add_argument("--genre-map", default=DEFAULT_GENRE_MAP)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument(
-        "--max-per-genre",
-        type=int,
-        default=0,
-        help="keep at most N clips per source and genre (a quick look; 0: all)",
-    )
-    args = p.parse_args(argv)
+    args = _parse(argv)
     t_start = time.time()
     tracks = load_tracks(args)
     if args.max_per_genre:
@@ -496,7 +471,7 @@ def main(argv=None) -> int:
     sources = sorted({str(e["source"]) for e in evals})
     c = counts(evals, sources, labels)
     report = {
-        "command": "python -m train.notify_quality " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m train.evals.notify_quality " + " ".join(argv or sys.argv[1:]),
         "n_tracks": len(emb.tracks),
         "n_artists": len({t.group for t in emb.tracks}),
         "per_source_tracks": {s: sum(t.source == s for t in emb.tracks) for s in sources},
@@ -520,61 +495,9 @@ def main(argv=None) -> int:
         f"probabilities ({args.probabilities}) fitted without the arriving artists; 'arrived': "
         "clips of the watch's genre that arrived, summed over folds, draws and repeats\n"
     )
-    chosen = {}
-    for s in sources:
-        si, pi = best_index(c, s, labels, args.beta)
-        chosen[s] = (si, pi)
-        report["own_best"][s] = at(c, s, labels, si, pi, args.beta)
-    d_si = int(np.argmin(np.abs(SIM_GRID - DEFAULT_POINT[0])))
-    d_pi = int(np.argmin(np.abs(PROB_GRID - DEFAULT_POINT[1])))
-    for tune in sources:
-        for test in sources:
-            if test == tune:
-                continue
-            si, pi = chosen[tune]
-            res = at(c, test, labels, si, pi, args.beta)
-            res["chosen_on"] = tune
-            res["in_source_macro_f"] = report["own_best"][tune]["macro"]["f"]
-            report["transfer"][f"{tune}->{test}"] = res
-            print(
-                table(
-                    f"chosen on {tune} (macro F {res['in_source_macro_f']:.3f}), tested on {test}",
-                    res,
-                )
-            )
-            own = report["own_best"][test]
-            print(
-                f"  ({test}'s own best pair: {own['min_similarity']:.2f} / "
-                f"{own['genre_minimum']:.2f}, macro P {own['macro']['precision']:.3f} "
-                f"R {own['macro']['recall']:.3f} F {own['macro']['f']:.3f})\n"
-            )
-    for s in sources:
-        report["defaults"][s] = at(c, s, labels, d_si, d_pi, args.beta)
-        print(table(f"API default min_similarity with genre >= 0.5, on {s}", report["defaults"][s]))
-        print()
-    # what each criterion brings: the same choice restricted to one of them
-    report["criteria"] = {}
-    head = (
-        f"{'criteria':32s} {'chosen on':>9s} {'min_sim':>7s} {'genre>=':>7s} {'tested on':>9s} "
-        f"{'macro P':>7s} {'macro R':>7s} {'macro F':>7s}"
-    )
-    print("each criterion alone (thresholds chosen on one source, tested on the other)")
-    print(head)
-    print("-" * len(head))
-    for crit in CRITERIA:
-        for tune in sources:
-            for test in sources:
-                if test == tune:
-                    continue
-                si, pi = best_index(c, tune, labels, args.beta, crit)
-                res = at(c, test, labels, si, pi, args.beta)
-                report["criteria"][f"{crit}: {tune}->{test}"] = res
-                m = res["macro"]
-                print(
-                    f"{crit:32s} {tune:>9s} {SIM_GRID[si]:7.2f} {PROB_GRID[pi]:7.2f} "
-                    f"{test:>9s} {m['precision']:7.3f} {m['recall']:7.3f} {m['f']:7.3f}"
-                )
-    print()
+    chosen = _transfer(report, c, sources, labels, args.beta)
+    _defaults(report, c, sources, labels, args.beta)
+    report["criteria"] = _criteria(c, sources, labels, args.beta)
     if args.check and len(sources) > 1:
         tune, test = sources[0], sources[1]
         chk = check_catalog(emb, labels, evals, folds_out, test, *chosen[tune])
@@ -595,6 +518,106 @@ def main(argv=None) -> int:
         print("error: the catalog's matches differ from the evaluated rule", file=sys.stderr)
         return 1
     return 0
+
+
+def _parse(argv):
+    from train.options import DEFAULT_GENRE_MAP
+
+    p = argparse.ArgumentParser(
+        prog="python -m train.evals.notify_quality", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="fold shuffles (seeds 0..R-1)")
+    p.add_argument("--draws", type=int, default=5, help="reference draws per genre and fold")
+    p.add_argument("--beta", type=float, default=1.0, help="F-beta chooses the thresholds")
+    p.add_argument(
+        "--probabilities",
+        choices=("fold", "shipped"),
+        default="fold",
+        help="fold: a musicnn head fitted per fold (honest); shipped: the shipped ensemble "
+        "(optimistic: trained on most of these clips)",
+    )
+    p.add_argument("--no-check-catalog", dest="check", action="store_false")
+    p.add_argument("--json", default=str(REPO / "runs" / "notify_quality.json"))
+    p.add_argument("--data", action="append", default=None, help="a source (repeatable)")
+    p.add_argument("--genre-map", default=DEFAULT_GENRE_MAP)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--max-per-genre",
+        type=int,
+        default=0,
+        help="keep at most N clips per source and genre (a quick look; 0: all)",
+    )
+    return p.parse_args(argv)
+
+
+def _transfer(report: dict, c, sources, labels, beta) -> dict:
+    """Each source's own best thresholds, and how they do on the other source (printed and
+    put in the report); returns source -> the chosen (min_similarity, genre_minimum) indices."""
+    chosen = {}
+    for s in sources:
+        si, pi = best_index(c, s, labels, beta)
+        chosen[s] = (si, pi)
+        report["own_best"][s] = at(c, s, labels, si, pi, beta)
+    for tune in sources:
+        for test in sources:
+            if test == tune:
+                continue
+            si, pi = chosen[tune]
+            res = at(c, test, labels, si, pi, beta)
+            res["chosen_on"] = tune
+            res["in_source_macro_f"] = report["own_best"][tune]["macro"]["f"]
+            report["transfer"][f"{tune}->{test}"] = res
+            print(
+                table(
+                    f"chosen on {tune} (macro F {res['in_source_macro_f']:.3f}), tested on {test}",
+                    res,
+                )
+            )
+            own = report["own_best"][test]
+            print(
+                f"  ({test}'s own best pair: {own['min_similarity']:.2f} / "
+                f"{own['genre_minimum']:.2f}, macro P {own['macro']['precision']:.3f} "
+                f"R {own['macro']['recall']:.3f} F {own['macro']['f']:.3f})\n"
+            )
+    return chosen
+
+
+def _defaults(report: dict, c, sources, labels, beta) -> None:
+    """The API's default thresholds on each source (printed and put in the report)."""
+    d_si = int(np.argmin(np.abs(SIM_GRID - DEFAULT_POINT[0])))
+    d_pi = int(np.argmin(np.abs(PROB_GRID - DEFAULT_POINT[1])))
+    for s in sources:
+        report["defaults"][s] = at(c, s, labels, d_si, d_pi, beta)
+        print(table(f"API default min_similarity with genre >= 0.5, on {s}", report["defaults"][s]))
+        print()
+
+
+def _criteria(c, sources, labels, beta) -> dict:
+    """What each criterion brings: the same choice restricted to one of them (printed)."""
+    criteria = {}
+    head = (
+        f"{'criteria':32s} {'chosen on':>9s} {'min_sim':>7s} {'genre>=':>7s} {'tested on':>9s} "
+        f"{'macro P':>7s} {'macro R':>7s} {'macro F':>7s}"
+    )
+    print("each criterion alone (thresholds chosen on one source, tested on the other)")
+    print(head)
+    print("-" * len(head))
+    for crit in CRITERIA:
+        for tune in sources:
+            for test in sources:
+                if test == tune:
+                    continue
+                si, pi = best_index(c, tune, labels, beta, crit)
+                res = at(c, test, labels, si, pi, beta)
+                criteria[f"{crit}: {tune}->{test}"] = res
+                m = res["macro"]
+                print(
+                    f"{crit:32s} {tune:>9s} {SIM_GRID[si]:7.2f} {PROB_GRID[pi]:7.2f} "
+                    f"{test:>9s} {m['precision']:7.3f} {m['recall']:7.3f} {m['f']:7.3f}"
+                )
+    print()
+    return criteria
 
 
 if __name__ == "__main__":

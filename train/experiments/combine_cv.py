@@ -2,7 +2,8 @@
 model's out-of-fold predictions from the run that trained it the way it ships, and the
 calibrated ensemble cross-fitted over them exactly as `train.crossval` does.
 
-    python -m train.combine_cv runs/crossval-distill05.json:feedforward,lenet,lstm,musicnn \\
+    python -m train.experiments.combine_cv \\
+        runs/crossval-distill05.json:feedforward,lenet,lstm,musicnn \\
         runs/crossval-cnn.json:cnn --json models/report/crossval.json
 
 Refuses runs whose tracks, folds or labels differ. Prints one line per model and writes the

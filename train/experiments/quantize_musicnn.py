@@ -1,9 +1,9 @@
 """Int8 quantization of the served musicnn backbones with ONNX Runtime, measured.
 
-    python -m train.quantize_musicnn        # writes .cache/quant/musicnn-int8*.onnx, cost table
+    python -m train.experiments.quantize_musicnn    # .cache/quant/musicnn-int8*.onnx, cost table
     python -m train.crossval --models musicnn --repeats 3 --set features=musicnn-int8 \\
         --json runs/musicnn-int8.json        # accuracy with the int8 (dynamic) features
-    python -m train.compare runs/musicnn-fp32.json runs/musicnn-int8.json     # paired
+    python -m train.experiments.compare runs/musicnn-fp32.json runs/musicnn-int8.json     # paired
 
 Two quantizations of models/musicnn/model.onnx (after `quant_pre_process`: ONNX shape
 inference and graph cleanup), Conv and MatMul only:
@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from train.feature_blocks import INT8, onnx_window_features  # INT8: the dynamic graph
+
+REPO = Path(__file__).resolve().parents[2]
 FP32 = REPO / "models" / "musicnn" / "model.onnx"
-INT8 = REPO / ".cache" / "quant" / "musicnn-int8.onnx"  # dynamic
-INT8_STATIC = REPO / ".cache" / "quant" / "musicnn-int8-static.onnx"
+INT8_STATIC = INT8.parent / "musicnn-int8-static.onnx"
 CALIBRATION_CLIPS = "gtzan-samples"
 
 
@@ -96,28 +97,6 @@ def quantize(src: Path, windows: np.ndarray, static: Path, dynamic: Path) -> Non
     pre.unlink()
 
 
-def window_features(path: Path, mels: list[np.ndarray], batch: int = 64):
-    """(n_windows, 500) backbone features of every served window of every track, from the
-    ONNX graph at `path` (as train.pretrained.embed does with the Keras model), yielded
-    track by track (so a cache can keep each as it comes)."""
-    import onnxruntime as ort
-    from tqdm import tqdm
-
-    from genre_detector.audio.features import MUSICNN_SETTINGS, cut_windows, window_starts
-    from genre_detector.runtime.onnx_predictor import session_options
-
-    s = MUSICNN_SETTINGS
-    sess = ort.InferenceSession(
-        str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
-    )
-    name = sess.get_inputs()[0].name
-    for mel in tqdm(mels, desc=f"embed {path.name}", unit="track"):
-        wins = cut_windows(mel, window_starts(mel.shape[1], s), s).astype(np.float32)
-        yield np.concatenate(
-            [sess.run(None, {name: wins[i : i + batch]})[0] for i in range(0, len(wins), batch)]
-        )
-
-
 def cost(paths: dict[str, Path], threads: int, repeats: int = 20) -> dict[str, dict]:
     """Per 30 s track (5 windows in one batch): median CPU and wall ms per session."""
     import onnxruntime as ort
@@ -156,7 +135,7 @@ def vnni_flags() -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m train.quantize_musicnn",
+        prog="python -m train.experiments.quantize_musicnn",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -180,10 +159,10 @@ def main(argv=None) -> int:
         + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in graphs.items())
     )
     clips = [np.concatenate(list(windows[i : i + 5]), axis=1) for i in range(0, 50, 5)]
-    ref = np.concatenate(list(window_features(FP32, clips)))
+    ref = np.concatenate(list(onnx_window_features(FP32, clips)))
     table = {"vnni": vnni_flags(), "relative_l2": {}, "threads": {}}
     for k in ("int8 static", "int8 dynamic"):
-        got = np.concatenate(list(window_features(graphs[k], clips)))
+        got = np.concatenate(list(onnx_window_features(graphs[k], clips)))
         table["relative_l2"][k] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     print(
         "features against fp32 on 50 calibration windows, relative L2 error: "

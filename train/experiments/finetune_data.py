@@ -1,7 +1,7 @@
-"""musicnn's inputs for the GPU fine-tuning (train/finetune_musicnn.py), computed once on CPU
-into one small folder that travels to a machine without our audio stack.
+"""musicnn's inputs for the GPU fine-tuning (train/experiments/finetune_musicnn.py), computed
+once on CPU into one small folder that travels to a machine without our audio stack.
 
-    python -m train.finetune_data --out .ftdata            # every labelled track (27 MiB)
+    python -m train.experiments.finetune_data --out .ftdata     # every labelled track (27 MiB)
     data = load(".ftdata")        # numpy, lzma and json only: safe where TensorFlow is not
 
 Per track, the (at most 5) windows serving cuts (features.window_starts with MUSICNN_SETTINGS)

@@ -1,8 +1,8 @@
 """Search quality of the track embedding: genre precision@10 of "tracks like this one" for
 each projection method (train/projection.py) next to baselines. Prints a table, saves JSON.
 
-    python -m train.search_quality                      # runs/search_quality.json
-    python -m train.search_quality --verify 6           # first: embeddings == score_track's
+    python -m train.evals.search_quality                      # runs/search_quality.json
+    python -m train.evals.search_quality --verify 6           # first: embeddings == score_track's
 
 Protocol. Queries and catalog are the shared clips (both sources). The tracks are split into
 artist-grouped folds (train.data.artist_folds); for each fold the projection is fitted on
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     from train.options import DEFAULT_GENRE_MAP, load_tracks
 
     p = argparse.ArgumentParser(
-        prog="python -m train.search_quality", description=__doc__.split("\n\n")[0]
+        prog="python -m train.evals.search_quality", description=__doc__.split("\n\n")[0]
     )
     p.add_argument(
         "--methods", default=",".join(DEFAULT_SPECS), help="method[:dim[:lda_weight]],..."
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     report = run(emb, specs, args.repeats, args.folds)
     report["seconds"] = time.time() - t0
-    report["command"] = "python -m train.search_quality " + " ".join(argv or sys.argv[1:])
+    report["command"] = "python -m train.evals.search_quality " + " ".join(argv or sys.argv[1:])
     shipped = REPO / "models" / "musicnn" / "projection.npz"
     if shipped.exists():
         proj = Projection.load(shipped)

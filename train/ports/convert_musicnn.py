@@ -1,7 +1,7 @@
 """Convert musicnn's pretrained TF1 checkpoints (MSD_musicnn, MTT_musicnn) to Keras 3 weights.
 
-    python -m train.convert_musicnn                      # pip-downloads musicnn==0.1.0
-    python -m train.convert_musicnn --wheel musicnn-0.1.0-py3-none-any.whl   # or unpacked dir
+    python -m train.ports.convert_musicnn                      # pip-downloads musicnn==0.1.0
+    python -m train.ports.convert_musicnn --wheel musicnn-0.1.0-py3-none-any.whl   # or unpacked dir
 
 Writes models/musicnn/{MSD,MTT}_musicnn.weights.h5 (for
 genre_detector.models.musicnn.build_backbone)
@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VERSION = "0.1.0"
-COMMAND = "python -m train.convert_musicnn"
+COMMAND = "python -m train.ports.convert_musicnn"
 
 # Keras layer (after the "<backbone>_" prefix) -> TF1 variable scope in the checkpoint. The TF1
 # scopes are numbered in creation order in musicnn/models.py: input BN, then per front-end
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             f"TensorFlow 1 checkpoints to Keras 3 weights with `{COMMAND}`, unchanged in "
             "value. MSD_vgg.weights.h5, MTT_vgg.weights.h5: the pretrained VGG taggers of "
             "the same package, converted the same way with `python -m "
-            "train.convert_musicnn_vgg`, unchanged in value. musicnn's licence (ISC), copied "
+            "train.ports.convert_musicnn_vgg`, unchanged in value. musicnn's licence (ISC), copied "
             "from the wheel:\n\n" + licences[0].read_text().strip() + "\n"
         )
         print(f"licence -> {args.out / 'LICENSE'}")

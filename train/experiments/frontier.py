@@ -2,18 +2,18 @@
 budget: the default request may cost at most BUDGET x today's (decode + both feature sets
 + the five models).
 
-    python -m train.frontier runs/blocks-musicnn.json runs/blocks-int8.json \\
+    python -m train.experiments.frontier runs/blocks-musicnn.json runs/blocks-int8.json \\
         runs/blocks-musicnn-vgg.json ...                 # train.crossval results of musicnn
 
 Each result's musicnn settings (`features`, `head`) name the graphs a request would run:
 `musicnn` = the shipped models/musicnn/model.onnx, `musicnn-int8` = the dynamic int8 graph
-(`python -m train.quantize_musicnn`), `vgg` = both VGG taggers exported to ONNX here (once,
-cached under .cache/quant). Cost, measured in this run on one real 30 s clip: CPU (process)
-milliseconds, median of --repeats, of decode, features, the four research models (their
+(`python -m train.experiments.quantize_musicnn`), `vgg` = both VGG taggers exported to ONNX
+here (once, cached under .cache/quant). Cost, measured in this run on one real 30 s clip: CPU
+(process) milliseconds, median of --repeats, of decode, features, the four research models (their
 shipped ONNX graphs) and each musicnn configuration's graphs on its 5 windows, with the
 service's session options and threads. Accuracy: each result's accuracy over its repeats,
-with the artist-bootstrap interval (train.compare), and the paired difference against the
-first result (same fold seeds).
+with the artist-bootstrap interval (train.intervals), and the paired difference against
+the first result (same fold seeds).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BUDGET = 1.25
 SHIPPED = "musicnn"  # the features the served model reads (FitConfig.features' default)
 CLIP = "gtzan-samples/blues.00000.wav"  # 30 s
@@ -61,14 +61,16 @@ def vgg_graph() -> Path:
 
 
 def graphs_of(features: str) -> list[Path]:
+    from train.experiments.quantize_musicnn import FP32, INT8
     from train.feature_blocks import block_names
-    from train.quantize_musicnn import FP32, INT8
 
     paths = {"musicnn": FP32, "musicnn-int8": INT8}
     out = [paths[n] if n in paths else vgg_graph() for n in block_names(features)]
     missing = [str(p) for p in out if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{missing}: run `python -m train.quantize_musicnn` first")
+        raise FileNotFoundError(
+            f"{missing}: run `python -m train.experiments.quantize_musicnn` first"
+        )
     return out
 
 
@@ -121,10 +123,11 @@ def stage_costs(data: Path, graph_sets: dict[str, list[Path]], repeats: int) -> 
 
 
 def main(argv=None) -> int:
-    from train.compare import accuracy_interval, compare, correctness, repeats_of
+    from train.experiments.compare import compare
+    from train.intervals import accuracy_interval, correctness, repeats_of
 
     p = argparse.ArgumentParser(
-        prog="python -m train.frontier",
+        prog="python -m train.experiments.frontier",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
