@@ -531,7 +531,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     os.environ["GENRE_WEBHOOK_BACKOFF_SCALE"] = str(args.backoff_scale)  # the worker's too
-    os.environ["GENRE_WEBHOOK_ALLOW_PRIVATE"] = "1"
+    os.environ["GENRE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="watch-no-loss-"))
     workdir.mkdir(parents=True, exist_ok=True)
     dim, _ = embedding_dim()

@@ -318,7 +318,7 @@ def check_catalog(emb, labels, evals, folds_out, source: str, si: int, pi: int) 
     """The watches of repeat 0, fold 0, draw 0 for `source`, made by watches.create at the
     chosen thresholds in a real SQLite catalog; that fold's clips of `source` ingested one by
     one by ingest.add; the matches table vs the prediction from the two probe scores."""
-    os.environ["GENRE_WEBHOOK_ALLOW_PRIVATE"] = "1"
+    os.environ["GENRE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
     import sqlalchemy as sa
 
     from genre_detector.catalog import ingest, watches
