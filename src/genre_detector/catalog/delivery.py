@@ -130,7 +130,7 @@ class Worker:
             )
             if not pks:
                 return []
-            return conn.execute(
+            rows = conn.execute(
                 sa.select(
                     deliveries,
                     watches.c.owner,
@@ -144,6 +144,7 @@ class Worker:
                 .where(deliveries.c.pk.in_(pks))
                 .order_by(deliveries.c.next_attempt_at)
             ).fetchall()
+        return _round_robin(rows)
 
     # ------------------------------------------------------------ send
 
@@ -267,7 +268,7 @@ class Worker:
     def renew(self, d) -> bool:
         """Right before sending: extend this delivery's lease; False when another worker
         took it over meanwhile, or it was cancelled: then it is not sent."""
-        until = clock.now() + dt.timedelta(seconds=self.settings.webhook_timeout_s + self.lease_s)
+        until = clock.now() + dt.timedelta(seconds=self.lease_s)  # the heartbeat extends it
         with self.db.begin() as conn:
             done = conn.execute(
                 deliveries.update()
@@ -286,7 +287,7 @@ class Worker:
             pks = list(self._inflight)
         if not pks:
             return 0
-        until = clock.now() + dt.timedelta(seconds=self.settings.webhook_timeout_s + self.lease_s)
+        until = clock.now() + dt.timedelta(seconds=self.lease_s)
         with self.db.begin() as conn:
             return conn.execute(
                 deliveries.update()
@@ -299,7 +300,11 @@ class Worker:
             ).rowcount
 
     def _heartbeat(self) -> None:
-        while not self._closed.wait(self.lease_s / 3):
+        last = time.monotonic()
+        while not self._closed.wait(min(0.25, self.lease_s / 3)):
+            if time.monotonic() - last < self.lease_s / 3:
+                continue
+            last = time.monotonic()
             try:
                 self.renew_inflight()
             except Exception as exc:  # noqa: BLE001  a database outage: the next beat retries
@@ -427,3 +432,24 @@ class Worker:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._closed.set()
+
+
+def _round_robin(rows) -> list:
+    """The rows in the order they are sent: one per account in turn, and within an account
+    one per watch in turn, each watch's oldest first."""
+    accounts: dict = {}
+    for r in rows:  # already oldest first
+        accounts.setdefault(r.owner, {}).setdefault(r.watch_pk, []).append(r)
+    per_account = []
+    for by_watch in accounts.values():
+        queues = list(by_watch.values())
+        order = []
+        while queues:
+            order += [q.pop(0) for q in queues]
+            queues = [q for q in queues if q]
+        per_account.append(order)
+    out = []
+    while per_account:
+        out += [q.pop(0) for q in per_account]
+        per_account = [q for q in per_account if q]
+    return out

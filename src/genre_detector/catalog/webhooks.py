@@ -48,6 +48,7 @@ RETRY_AFTER_CAP_S = 3600.0  # a longer Retry-After is not honoured: the schedule
 # the one SSRF library for requests, is unmaintained and resolves twice).
 _PREFIXES = (
     (ipaddress.ip_network("100.64.0.0/10"), "a shared (CGNAT) address"),
+    (ipaddress.ip_network("192.0.0.0/24"), "an IETF protocol address"),  # 3.11 calls it global
     (ipaddress.ip_network("64:ff9b::/96"), "a NAT64 address"),
     (ipaddress.ip_network("64:ff9b:1::/48"), "a NAT64 address"),
     (ipaddress.ip_network("2002::/16"), "a 6to4 address"),
@@ -280,13 +281,20 @@ def post(target: Target, body: bytes, headers: dict, deadline_s: float) -> Reply
             decode_content=False,
         )
         resp = conn.getresponse()
-        head = b""
-        while len(head) < RESPONSE_HEAD:
-            chunk = resp.read(RESPONSE_HEAD - len(head), decode_content=False)
-            if not chunk:
-                break
-            head += chunk
-        return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, head)
+        if expired.is_set():  # the status line and headers were cut short
+            raise DeadlineExceeded(f"no reply within {deadline_s:g} s")
+        reply = Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, b"")
+        try:  # the receiver has answered: a body cut at the deadline keeps what came
+            while len(reply.head) < RESPONSE_HEAD and not expired.is_set():
+                chunk = resp.read(RESPONSE_HEAD - len(reply.head), decode_content=False)
+                if not chunk:
+                    break
+                reply.head += chunk
+        except Exception:  # noqa: BLE001
+            pass
+        return reply
+    except DeadlineExceeded:
+        raise
     except Exception:
         if expired.is_set() or time.monotonic() - t0 >= deadline_s:
             raise DeadlineExceeded(f"no reply within {deadline_s:g} s") from None
