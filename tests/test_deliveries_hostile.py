@@ -576,7 +576,7 @@ def test_the_checked_address_is_the_one_connected_to(receivers):
 
 
 def test_the_send_time_check_runs(db, receivers, monkeypatch):
-    """Review: the tests ran with GENRE_WEBHOOK_ALLOW_PRIVATE=1, so the check before each
+    """Review: the tests ran with the guard off (ALLOW_PRIVATE), so the check before each
     send never ran in a test. Saved while allowed, refused when the list no longer has it."""
     rx = receivers()
     _events(db, ("scout", _watch(db, rx, "scout")))

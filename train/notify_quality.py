@@ -66,7 +66,9 @@ SOURCES = ("emotify", "4q")
 
 # What match_new_track reads of each watch (the columns it selects).
 ProbeWatch = namedtuple(
-    "ProbeWatch", "pk id genres like_vectors min_similarity exclude_artists owner"
+    "ProbeWatch",
+    "pk id genres like_vectors min_similarity exclude_artists owner like_ids",
+    defaults=((),),
 )
 
 
@@ -126,7 +128,7 @@ def probe_scores(vectors, probs, tracks, labels, arrivals, refs_by_watch, genre_
     probes = []
     for k, (refs, g) in enumerate(zip(refs_by_watch, genre_by_watch)):
         like = np.asarray(vectors[refs], dtype=np.float32).tobytes()
-        probes.append(ProbeWatch(2 * k, f"like{k}", {}, like, -1.0, [], "scout"))
+        probes.append(ProbeWatch(2 * k, f"like{k}", {}, like, -1.0, [], "scout", list(refs)))
         probes.append(ProbeWatch(2 * k + 1, f"genre{k}", {g: 0.0}, None, -1.0, [], "scout"))
     sim = np.full((len(refs_by_watch), len(arrivals)), np.nan)
     prob = np.full_like(sim, np.nan)
