@@ -588,3 +588,41 @@ def test_the_send_time_check_runs(db, receivers, monkeypatch):
     assert "127.0.0.1" in d.last_error  # the URL's own host, as written; no lookup result
     monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.0/8,hooks.internal")
     assert webhooks.check_url(rx.url) == rx.url
+
+
+def test_https_to_the_pinned_address_verifies_the_host_name(tmp_path, monkeypatch):
+    """Pinning the address keeps TLS checked against the URL's host name (SNI and the
+    certificate): a certificate for hooks.test is accepted for hooks.test only."""
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=hooks.test"),
+            *("-addext", "subjectAltName=DNS:hooks.test"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    rx = Hostile(lambda h, _: h.reply(200, body=b"tls ok"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    rx.server.socket = ctx.wrap_socket(rx.server.socket, server_side=True)
+    try:
+        port = rx.server.server_port
+        import certifi
+
+        good = webhooks.Target("x", "https", "hooks.test", port, "/hook", "127.0.0.1")
+        wrong = webhooks.Target("x", "https", "other.test", port, "/hook", "127.0.0.1")
+        with monkeypatch.context() as m:
+            m.setattr(certifi, "where", lambda: str(cert))  # trust this one certificate
+            assert webhooks.post(good, b"{}", {}, 5.0).head == b"tls ok"
+            with pytest.raises(Exception, match="(?i)hostname|match|certificate"):
+                webhooks.post(wrong, b"{}", {}, 5.0)
+        # the public CAs only: this self-signed certificate is refused
+        with pytest.raises(Exception, match="(?i)certificate"):
+            webhooks.post(good, b"{}", {}, 5.0)
+    finally:
+        rx.stop()

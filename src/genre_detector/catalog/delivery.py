@@ -79,7 +79,7 @@ class Worker:
         wait while it is disabled, except the `watch.disabled` event itself."""
         now = clock.now()
         limit = self.batch if limit is None else limit
-        sendable = sa.or_(watches.c.active.is_(True), deliveries.c.event_type == "watch.disabled")
+        sendable = _sendable()
         by_watch = (
             sa.select(
                 deliveries.c.pk,
@@ -384,7 +384,7 @@ class Worker:
                     sa.select(watches.c.owner)
                     .distinct()
                     .join(deliveries, deliveries.c.watch_pk == watches.c.pk)
-                    .where(self._due(now))
+                    .where(self._due(now), _sendable())
                     .limit(1000)
                 ).scalars()
             )
@@ -432,6 +432,11 @@ class Worker:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._closed.set()
+
+
+def _sendable():
+    """A watch's deliveries wait while it is disabled, except the `watch.disabled` event."""
+    return sa.or_(watches.c.active.is_(True), deliveries.c.event_type == "watch.disabled")
 
 
 def _round_robin(rows) -> list:
