@@ -189,6 +189,48 @@ def run(args, url: str, hostile: bool, workdir: Path, pg: Postgres | None) -> di
     }
     os.environ.update(env_extra)
     worker = start_worker(url, workdir, "worker-0")
+    workers = [worker]
+    try:
+        return _chaos(
+            args,
+            db,
+            url,
+            workdir,
+            pg,
+            worker,
+            workers,
+            receiver,
+            owner_of,
+            hostiles,
+            deleted,
+            env_extra,
+            hostile,
+        )
+    finally:
+        for w in workers:  # never left behind, whatever happened
+            if w.poll() is None:
+                w.kill()
+        receiver.stop()
+        for rx in hostiles:
+            rx.stop()
+        db.close()
+
+
+def _chaos(
+    args,
+    db,
+    url,
+    workdir,
+    pg,
+    worker,
+    workers,
+    receiver,
+    owner_of,
+    hostiles,
+    deleted,
+    env_extra,
+    hostile,
+) -> dict:
     wait_running([worker])
     events: dict[str, float] = {}
     uploads = {"ok": 0, "failed": 0}
@@ -218,7 +260,6 @@ def run(args, url: str, hostile: bool, workdir: Path, pg: Postgres | None) -> di
     kill_at, restart_after = args.duration * 0.4, 3.0
     outage_at = args.duration * 0.65
     killed = restarted = outage = False
-    workers = [worker]
     while time.time() - t_start < args.duration:
         el = time.time() - t_start
         if not killed and el >= kill_at:
@@ -271,10 +312,6 @@ def run(args, url: str, hostile: bool, workdir: Path, pg: Postgres | None) -> di
         events={k: round(v - t_start, 1) for k, v in events.items()},
         settings=env_extra,
     )
-    receiver.stop()
-    for rx in hostiles:
-        rx.stop()
-    db.close()
     return result
 
 

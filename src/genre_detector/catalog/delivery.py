@@ -14,7 +14,8 @@ and another sends again with the same `webhook-id` (the receiver's idempotency k
 
 No account can stop or slow another's deliveries: every send has one overall deadline
 (GENRE_WEBHOOK_TIMEOUT_S) and keeps 1 KB of the reply; up to GENRE_WEBHOOK_CONCURRENCY sends
-run at once, shared fairly between the accounts with due deliveries, then between each
+run at once, shared fairly between the accounts with due deliveries (one share kept free
+for the next account to come due), then between each
 account's watches; every exception in sending or recording one delivery becomes a recorded
 failed attempt with its reason, and the worker goes on. Only 2xx is success; redirects are
 not followed; 429/503 honour Retry-After up to an hour; 410 disables the watch; a watch
@@ -369,7 +370,8 @@ class Worker:
 
     def fill(self) -> int:
         """Claim as many deliveries as there are free senders, each account getting at most
-        its fair share of them (the senders divided by the accounts with work)."""
+        its fair share of them (the senders divided by one more than the accounts with
+        work)."""
         with self._lock:
             free = self.concurrency - len(self._inflight)
             busy: dict[str, int] = {}
@@ -389,7 +391,10 @@ class Worker:
                 ).scalars()
             )
         accounts = len(waiting | set(busy)) or 1
-        share = max(1, -(-self.concurrency // accounts))
+        # n accounts with work share the senders as if there were n + 1: a sender stays free
+        # for an account whose delivery comes due next, so slow receivers of the accounts
+        # sending now (up to GENRE_WEBHOOK_TIMEOUT_S each) never make it wait
+        share = max(1, self.concurrency // (accounts + 1))
         full = [o for o, n in busy.items() if n >= share]
         claimed = self.claim(min(free, self.batch), skip_owners=full)
         # one account past its share in this batch waits for the next round

@@ -75,7 +75,7 @@ def retry_after(value: str | None, now: dt.datetime | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         seconds = float(int(value[:12]))  # a 10^12 s value is already past the cap
     else:
         from email.utils import parsedate_to_datetime
