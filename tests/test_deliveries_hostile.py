@@ -342,6 +342,33 @@ def test_a_slow_account_with_many_watches_does_not_delay_another(db, receivers):
     assert len(slow.verified) == 10
 
 
+def test_a_slow_account_sending_alone_leaves_a_sender_free(db, receivers):
+    """The chaos run's finding: a hostile account alone with due deliveries took every
+    sender for its 15 s sends, and the next healthy delivery waited for one. Now n accounts
+    share the senders as if there were n + 1."""
+    slow = receivers(lambda h, _: (time.sleep(2.0), h.reply(200)))
+    good = receivers()
+    hostile = [("hostile", _watch(db, slow, "hostile", name=f"w{i}")) for i in range(10)]
+    healthy = _watch(db, good, "healthy")
+    _events(db, *hostile)
+    worker = Worker(db, concurrency=4)
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop, 0.1))
+    loop.start()
+    while len(slow.received) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the hostile account has taken what it may
+    in_flight = len(slow.received)
+    t0 = time.time()
+    _events(db, ("healthy", healthy))
+    while time.time() - t0 < 10 and not good.verified:
+        time.sleep(0.05)
+    stop.set()
+    loop.join(30)
+    assert in_flight == 2  # half of the 4 senders (alone: shared as if by two accounts)
+    assert good.verified and good.verified[0]["at"] - t0 < 1.0  # all four taken: 2 s
+
+
 # ---------------------------------------------------------------- 2. watches never widen
 
 
