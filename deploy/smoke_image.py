@@ -39,7 +39,7 @@ class Smoke:
         self.url = f"http://127.0.0.1:{port}"
         self.env = {
             "GENRE_DB_URL": "sqlite:////catalog/catalog.sqlite3",
-            "GENRE_WEBHOOK_ALLOW_PRIVATE": "1",  # the receiver is this host's 127.0.0.1
+            "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the receiver is this host's 127.0.0.1
             "GENRE_WEBHOOK_BACKOFF_SCALE": "0.01",
         }
         self.names: list[str] = []

@@ -66,7 +66,7 @@ for p in (str(REPO / "src"), str(REPO)):
 
 # The watches post to 127.0.0.1; settings are read at call time, so set them before any use
 # (and the `deliver` subprocesses inherit them).
-os.environ["GENRE_WEBHOOK_ALLOW_PRIVATE"] = "1"
+os.environ["GENRE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
 os.environ.setdefault("GENRE_WEBHOOK_BACKOFF_SCALE", "0.01")
 
 import sqlalchemy as sa  # noqa: E402
@@ -347,7 +347,7 @@ def worker_env(url: str, workdir: Path) -> dict:
     env = dict(os.environ)
     env.update(
         GENRE_DB_URL=cli_url(url),
-        GENRE_WEBHOOK_ALLOW_PRIVATE="1",
+        GENRE_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
         PYTHONUNBUFFERED="1",
         BENTOML_HOME=str(workdir / "bentoml"),  # nothing of the user's model store is read
         PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]),

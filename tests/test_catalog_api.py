@@ -38,7 +38,7 @@ def _key(env: dict, owner: str) -> str:
 def served(store_with_models, tmp_path_factory):
     env = {
         "GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('cat') / 'catalog.sqlite3'}",
-        "GENRE_WEBHOOK_ALLOW_PRIVATE": "1",  # the receiver below is on 127.0.0.1
+        "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the receiver below is on 127.0.0.1
         "GENRE_WEBHOOK_BACKOFF_SCALE": "0.01",
     }
     svc = ServedService(env)

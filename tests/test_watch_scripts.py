@@ -140,7 +140,7 @@ def test_notify_quality_probes_score_as_the_catalog_matches(tmp_path, monkeypatc
     from train.data import Track
     from train.evals.notify_quality import probe_scores
 
-    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
     labels = ["blues", "jazz", "pop-rock"]
     rng = np.random.default_rng(0)
     dim, n = 16, 30

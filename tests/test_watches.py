@@ -29,7 +29,7 @@ NOTIFY = Consent(True, True)
 
 @pytest.fixture(autouse=True)
 def _local_webhooks(monkeypatch):
-    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_PRIVATE", "1")  # the receiver is on 127.0.0.1
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")  # the receivers' host
     monkeypatch.setenv("GENRE_WEBHOOK_BACKOFF_SCALE", "0")  # retries due at once
     monkeypatch.setenv("GENRE_PUBLIC_URL", "https://genres.example")
 
@@ -165,8 +165,8 @@ def test_redirects_are_not_followed(db, receiver):
     assert status == "pending" and "redirect" in error
 
 
-def test_private_urls_are_refused_without_the_setting(db, receiver, monkeypatch):
-    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_PRIVATE", "0")
+def test_private_urls_are_refused_outside_the_allow_list(db, receiver, monkeypatch):
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "")
     for url in (receiver.url, "https://127.0.0.1/x", "https://10.0.0.8/x", "ftp://a.example/"):
         with pytest.raises(GenreError) as e:
             watches.create(

@@ -81,10 +81,17 @@ class Settings:
         shown="unset",
         keep_case=True,
     )
-    webhook_allow_private: bool = _setting(
-        "GENRE_WEBHOOK_ALLOW_PRIVATE",
-        False,
-        "1 lets watches post to loopback and private addresses (tests, local development)",
+    webhook_allow_hosts: tuple[str, ...] = _setting(
+        "GENRE_WEBHOOK_ALLOW_HOSTS",
+        (),
+        "comma-separated hosts or networks (`hooks.internal`, `10.2.0.0/16`, `127.0.0.1`) "
+        "webhooks may reach although private (http and any port allowed there)",
+    )
+    webhook_ports: tuple[str, ...] = _setting(
+        "GENRE_WEBHOOK_PORTS",
+        ("443", "80", "8443"),
+        "the ports a webhook URL may name (hosts of GENRE_WEBHOOK_ALLOW_HOSTS: any)",
+        shown="`443,80,8443`",
     )
     public_url: str = _setting(
         "GENRE_PUBLIC_URL",
@@ -93,7 +100,14 @@ class Settings:
         keep_case=True,
     )
     webhook_timeout_s: float = _setting(
-        "GENRE_WEBHOOK_TIMEOUT_S", 15.0, "seconds a webhook receiver has to answer"
+        "GENRE_WEBHOOK_TIMEOUT_S",
+        15.0,
+        "seconds one webhook send may take in all (connect, send, reply)",
+    )
+    webhook_concurrency: int = _setting(
+        "GENRE_WEBHOOK_CONCURRENCY",
+        8,
+        "webhook sends in flight per worker, shared fairly by account, then by watch",
     )
     webhook_backoff_scale: float = _setting(
         "GENRE_WEBHOOK_BACKOFF_SCALE",

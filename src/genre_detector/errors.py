@@ -45,6 +45,7 @@ REQUEST_CODES = {
     "bad_parameter": 400,  # a query parameter or JSON field out of range (named in detail)
     "unauthorized": 401,  # missing, unknown or revoked API key
     "not_found": 404,  # unknown id, or another account's (never 403: no confirmation)
+    "conflict": 409,  # the state forbids it now (redeliver a webhook whose track is gone)
     "db_unavailable": 503,  # the catalog's database cannot be reached or is locked
     "catalog_unavailable": 503,  # the served models carry no search embedding (projection)
 }

@@ -66,7 +66,9 @@ SOURCES = ("emotify", "4q")
 
 # What match_new_track reads of each watch (the columns it selects).
 ProbeWatch = namedtuple(
-    "ProbeWatch", "pk id genres like_vectors min_similarity exclude_artists owner"
+    "ProbeWatch",
+    "pk id genres like_vectors min_similarity exclude_artists owner like_ids",
+    defaults=((),),
 )
 
 
@@ -126,7 +128,7 @@ def probe_scores(vectors, probs, tracks, labels, arrivals, refs_by_watch, genre_
     probes = []
     for k, (refs, g) in enumerate(zip(refs_by_watch, genre_by_watch)):
         like = np.asarray(vectors[refs], dtype=np.float32).tobytes()
-        probes.append(ProbeWatch(2 * k, f"like{k}", {}, like, -1.0, [], "scout"))
+        probes.append(ProbeWatch(2 * k, f"like{k}", {}, like, -1.0, [], "scout", list(refs)))
         probes.append(ProbeWatch(2 * k + 1, f"genre{k}", {g: 0.0}, None, -1.0, [], "scout"))
     sim = np.full((len(refs_by_watch), len(arrivals)), np.nan)
     prob = np.full_like(sim, np.nan)
@@ -318,7 +320,7 @@ def check_catalog(emb, labels, evals, folds_out, source: str, si: int, pi: int) 
     """The watches of repeat 0, fold 0, draw 0 for `source`, made by watches.create at the
     chosen thresholds in a real SQLite catalog; that fold's clips of `source` ingested one by
     one by ingest.add; the matches table vs the prediction from the two probe scores."""
-    os.environ["GENRE_WEBHOOK_ALLOW_PRIVATE"] = "1"
+    os.environ["GENRE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
     import sqlalchemy as sa
 
     from genre_detector.catalog import ingest, watches

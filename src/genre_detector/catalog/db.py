@@ -18,6 +18,7 @@ is written with bound parameters.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,12 @@ class CatalogUnavailable(GenreError):
 
     def __init__(self, detail: str):
         super().__init__("db_unavailable", detail)
+
+
+def strict_json(value) -> str:
+    """JSON columns are written strictly: NaN or Infinity raise instead of being stored as
+    tokens a strict parser refuses."""
+    return json.dumps(value, allow_nan=False)
 
 
 def engine_url(url: str) -> str:
@@ -57,6 +64,7 @@ def _sqlite_engine(url: str) -> sa.Engine:
         url,
         module=sqlite3,
         connect_args={"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False},
+        json_serializer=strict_json,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -92,7 +100,13 @@ class Catalog:
         if url.startswith("sqlite"):
             engine = _sqlite_engine(url)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=8,
+                max_overflow=8,
+                json_serializer=strict_json,
+            )
         db = cls(engine, dim or DEFAULT_DIM)
         with db.unavailable_as_503():
             if migrate:

@@ -149,9 +149,9 @@ def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
     cancel what they had not sent). False when unknown or not the owner's."""
     with db.begin() as conn:
         r = conn.execute(
-            sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist).where(
-                tracks.c.id == track_id, tracks.c.owner == owner
-            )
+            sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist)
+            .where(tracks.c.id == track_id, tracks.c.owner == owner)
+            .with_for_update()  # PostgreSQL: after any watch being saved with it commits
         ).first()
         if r is None:
             return False
@@ -243,7 +243,9 @@ def set_notify(db, owner: str, track_id: str, notify: bool, on_withdraw=None) ->
     that by erasing the track). None when unknown or not the owner's."""
     with db.begin() as conn:
         r = conn.execute(
-            sa.select(tracks.c.pk).where(tracks.c.id == track_id, tracks.c.owner == owner)
+            sa.select(tracks.c.pk)
+            .where(tracks.c.id == track_id, tracks.c.owner == owner)
+            .with_for_update()  # PostgreSQL: after any watch or redelivery holding it commits
         ).first()
         if r is None:
             return None

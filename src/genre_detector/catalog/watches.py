@@ -23,8 +23,13 @@ import sqlalchemy as sa
 
 from genre_detector.catalog import clock, vectors, webhooks
 from genre_detector.catalog.records import artist_key, clean_name
-from genre_detector.catalog.schema import deliveries, delivery_attempts, watch_matches, watches
-from genre_detector.catalog.tracks import pk_of
+from genre_detector.catalog.schema import (
+    deliveries,
+    delivery_attempts,
+    tracks,
+    watch_matches,
+    watches,
+)
 from genre_detector.config import settings
 from genre_detector.errors import GenreError
 
@@ -71,12 +76,7 @@ def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
             raise _bad("like: a list of track ids")
         if len(like) > MAX_LIKE:
             raise _bad(f"like: at most {MAX_LIKE} reference tracks")
-        found = [pk_of(db, i) for i in dict.fromkeys(like)]
-        missing = [i for i, f in zip(dict.fromkeys(like), found) if f is None]
-        if missing:
-            raise _bad(f"like: no track {', '.join(missing)} in the catalog")
-        out["like_ids"] = list(dict.fromkeys(like))
-        out["like_vectors"] = _like_vectors(db, [f[0] for f in found])
+        out["like_ids"] = list(dict.fromkeys(like))  # their vectors: in the write's transaction
     if "min_similarity" in body or not partial:
         s = body.get("min_similarity", DEFAULT_MIN_SIMILARITY)
         if not isinstance(s, int | float) or isinstance(s, bool) or not -1 <= s <= 1:
@@ -90,9 +90,7 @@ def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
             raise _bad(f"exclude_artists: at most {MAX_EXCLUDED}")
         out["exclude_artists"] = sorted({artist_key(a) for a in ex if a.strip()})
     if "webhook_url" in body or not partial:
-        out["webhook_url"] = webhooks.check_url(
-            body.get("webhook_url"), settings().webhook_allow_private
-        )
+        out["webhook_url"] = webhooks.check_url(body.get("webhook_url"))
     if "active" in body:
         if not isinstance(body["active"], bool):
             raise _bad("active: true or false")
@@ -100,12 +98,28 @@ def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
     return out
 
 
-def _like_vectors(db, pks: list[int]) -> bytes | None:
-    if not pks:
+def _like_vectors(db, conn, like_ids: list[str]) -> bytes | None:
+    """The reference tracks' vectors, read in the transaction writing the watch (after its
+    first write, so on SQLite no erasure can come between; on PostgreSQL the tracks' rows
+    are locked FOR SHARE until it commits): an erasure either comes first (the track is
+    refused here) or after (and then finds the watch and drops the track from it)."""
+    if not like_ids:
         return None
-    with db.connect() as conn:
-        vecs = [vectors.track_vector(db, conn, pk) for pk in pks]
-    return np.stack([v for v in vecs if v is not None]).astype(np.float32).tobytes()
+    found = {
+        r.id: r.pk
+        for r in conn.execute(
+            sa.select(tracks.c.pk, tracks.c.id)
+            .where(tracks.c.id.in_(like_ids), tracks.c.consent_search.is_(True))
+            .with_for_update(read=True)
+        )
+    }
+    missing = [i for i in like_ids if i not in found]
+    if missing:
+        raise _bad(f"like: no track {', '.join(missing)} in the catalog")
+    vecs = [vectors.track_vector(db, conn, found[i]) for i in like_ids]
+    if any(v is None for v in vecs):
+        raise _bad("like: a reference track has no vector yet")
+    return np.stack(vecs).astype(np.float32).tobytes()
 
 
 def public(row) -> dict:
@@ -156,6 +170,8 @@ def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
             )
             .returning(watches.c.pk)
         ).scalar_one()
+        like_vectors = _like_vectors(db, conn, fields["like_ids"])
+        conn.execute(watches.update().where(watches.c.pk == pk).values(like_vectors=like_vectors))
         row = conn.execute(sa.select(watches).where(watches.c.pk == pk)).one()
     return public(row), secret
 
@@ -195,12 +211,24 @@ def update(db, owner: str, watch_id: str, body: dict, labels: list[str]) -> dict
         conn.execute(
             watches.update().where(watches.c.pk == row.pk).values(updated_at=clock.now(), **fields)
         )
+        if "like_ids" in fields:
+            like_vectors = _like_vectors(db, conn, fields["like_ids"])
+            conn.execute(
+                watches.update().where(watches.c.pk == row.pk).values(like_vectors=like_vectors)
+            )
         return public(conn.execute(sa.select(watches).where(watches.c.pk == row.pk)).one())
 
 
 def delete(db, owner: str, watch_id: str) -> None:
+    """The watch, its matches and its deliveries; a delivery being sent meanwhile is recorded
+    as cancelled by its worker (its watch is gone), never as an error."""
     with db.begin() as conn:
         row = _own(conn, owner, watch_id)
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.watch_pk == row.pk, deliveries.c.status == "pending")
+            .values(status="cancelled", last_error="the watch was deleted")
+        )
         conn.execute(
             delivery_attempts.delete().where(
                 delivery_attempts.c.delivery_pk.in_(
@@ -261,7 +289,8 @@ class _Compiled:
                 owner_of += [i] * len(v)
         self.refs = np.concatenate(refs) if refs else np.zeros((0, dim), np.float32)
         self.ref_watch = np.asarray(owner_of, dtype=int)
-        self.has_like = np.zeros(n, dtype=bool)
+        # `like` given, its vectors or not: a watch never widens to genres-only or to anything
+        self.has_like = np.array([bool(r.like_ids) for r in rows], dtype=bool)
         self.has_like[self.ref_watch] = True
 
     def match(self, probs: np.ndarray, vector: np.ndarray, owner: str, artist_key: str):
@@ -274,7 +303,9 @@ class _Compiled:
         if len(self.refs):
             np.maximum.at(similarity, self.ref_watch, self.refs @ vector)
         ok &= ~self.has_like | (similarity >= self.min_similarity)
+        ok &= self.has_genres | self.has_like  # no criteria: matches nothing, never everything
         score = np.where(self.has_like, similarity, genre_score)
+        ok &= np.isfinite(score)
         return [
             (int(i), float(score[i]))
             for i in np.flatnonzero(ok)
@@ -307,6 +338,7 @@ def _compiled(db, conn, labels: list[str]) -> _Compiled:
                 watches.c.id,
                 watches.c.owner,
                 watches.c.genres,
+                watches.c.like_ids,
                 watches.c.like_vectors,
                 watches.c.min_similarity,
                 watches.c.exclude_artists,
@@ -358,8 +390,10 @@ def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, n
 
 def _enqueue(conn, watch_pk: int, event: str, data: dict, track_id, now) -> str:
     msg_id = "msg_" + uuid.uuid4().hex
-    body = json.dumps(
-        {"type": event, "timestamp": now.isoformat(), "data": data}, separators=(",", ":")
+    body = json.dumps(  # strict JSON: a NaN or an Infinity is a bug, not a payload
+        {"type": event, "timestamp": now.isoformat(), "data": data},
+        separators=(",", ":"),
+        allow_nan=False,
     )
     conn.execute(
         deliveries.insert().values(
@@ -399,17 +433,49 @@ def forget_track(db, conn, track_id: str, erase: bool = True) -> None:
     for w in conn.execute(sa.select(watches.c.pk, watches.c.like_ids)).fetchall():
         if track_id in (w.like_ids or []):
             remaining = [i for i in w.like_ids if i != track_id]
-            pks = [pk_of(db, i) for i in remaining]
-            vecs = [vectors.track_vector(db, conn, f[0]) for f in pks if f is not None]
+            vecs = []
+            for i in remaining:
+                r = conn.execute(sa.select(tracks.c.pk).where(tracks.c.id == i)).first()
+                v = None if r is None else vectors.track_vector(db, conn, r.pk)
+                if v is not None:
+                    vecs.append(v)
+            now = clock.now()
             conn.execute(
                 watches.update()
                 .where(watches.c.pk == w.pk)
                 .values(
                     like_ids=remaining,
                     like_vectors=np.stack(vecs).astype(np.float32).tobytes() if vecs else None,
-                    updated_at=clock.now(),
+                    updated_at=now,
                 )
             )
+            if not vecs:  # like was its narrowing criterion: without it, it would widen
+                disable(
+                    conn,
+                    w.pk,
+                    "its reference tracks (like) were erased or their notify consent "
+                    "withdrawn: edit its criteria and enable it again",
+                    now,
+                )
+
+
+def disable(conn, watch_pk: int, reason: str, now) -> bool:
+    """Disable an active watch with the reason its owner sees in GET /watches/{id}, and tell
+    the owner by a `watch.disabled` event (sent although the watch is disabled). False when
+    it was not active (nothing is sent twice)."""
+    done = conn.execute(
+        watches.update()
+        .where(watches.c.pk == watch_pk, watches.c.active.is_(True))
+        .values(active=False, disabled_reason=reason, updated_at=now)
+    )
+    if done.rowcount != 1:
+        return False
+    wid, name = conn.execute(
+        sa.select(watches.c.id, watches.c.name).where(watches.c.pk == watch_pk)
+    ).one()
+    data = {"watch_id": wid, "name": name, "reason": reason}
+    _enqueue(conn, watch_pk, "watch.disabled", data, None, now)
+    return True
 
 
 def send_test(db, owner: str, watch_id: str) -> str:
@@ -495,10 +561,26 @@ def redeliver(db, owner: str, watch_id: str, delivery_id: str) -> dict:
         if d is None:
             raise GenreError("not_found", f"no delivery {delivery_id!r} of this watch")
         if d.status == "cancelled":
-            raise _bad("this delivery was cancelled (its track was erased)")
-        conn.execute(
+            raise GenreError("conflict", f"this delivery was cancelled ({d.last_error})")
+        if d.track_id is not None:
+            # locked FOR SHARE (PostgreSQL) until this commits: a withdrawal or erasure
+            # waits, then cancels the delivery made pending here
+            t = conn.execute(
+                sa.select(tracks.c.consent_notify)
+                .where(tracks.c.id == d.track_id)
+                .with_for_update(read=True)
+            ).first()
+            if t is None:
+                raise GenreError("conflict", "the track of this delivery was erased")
+            if not t.consent_notify:
+                raise GenreError(
+                    "conflict", "the track's owner withdrew the notify consent: not sent again"
+                )
+        done = conn.execute(
             deliveries.update()
-            .where(deliveries.c.pk == d.pk)
-            .values(status="pending", next_attempt_at=clock.now(), locked_until=None)
+            .where(deliveries.c.pk == d.pk, deliveries.c.status != "cancelled")
+            .values(status="pending", next_attempt_at=clock.now())  # a lease held stays held
         )
+        if done.rowcount != 1:
+            raise GenreError("conflict", "this delivery was cancelled meanwhile")
     return {"id": delivery_id, "status": "pending"}

@@ -82,6 +82,10 @@ def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
             except CatalogUnavailable as exc:
                 logger.warning("delivery worker waits for the catalog: %s", exc.detail)
                 stop.wait(RETRY_AFTER_S)
+            except Exception:  # noqa: BLE001  never ends silently: logged, then started again
+                logger.exception("delivery worker failed; restarting it")
+                worker = None
+                stop.wait(RETRY_AFTER_S)
 
     thread = threading.Thread(target=loop, name="webhook-delivery", daemon=True)
     thread.start()
