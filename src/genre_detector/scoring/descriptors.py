@@ -71,6 +71,11 @@ class Descriptors:
         return {"tempo": self.tempo.as_dict(), "key": self.key.as_dict()}
 
 
+def as_block(d: Descriptors | None) -> dict:
+    """The `descriptors` block every rendering shows (docs/api.md); nulls without audio."""
+    return d.as_dict() if d is not None else {"tempo": None, "key": None}
+
+
 def _round1(x: float | None) -> float | None:
     return None if x is None else round(float(x), 1)
 
