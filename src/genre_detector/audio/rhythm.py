@@ -43,8 +43,8 @@ def onset_envelope(
     mag = np.asarray(magnitude, dtype=np.float32)
     if mag.shape[0] < 2 or not np.any(mag):
         return np.zeros(mag.shape[0], dtype=np.float32)
-    basis, groups = _sub_bands(sample_rate, n_fft, mag.shape[1])
-    sub = mag @ basis  # (frames, SUB_BANDS)
+    starts, groups = _sub_bands(sample_rate, n_fft, mag.shape[1])
+    sub = np.add.reduceat(mag, starts, axis=1)  # (frames, sub-bands); no BLAS threads
     log = np.log1p(np.float32(LOG_GAIN) / max(float(sub.max()), 1e-12) * sub)
     flux = np.maximum(np.diff(log, axis=0, prepend=log[:1]), 0.0)
     bands = np.add.reduceat(flux, groups, axis=1)  # (frames, n_bands)
@@ -61,18 +61,16 @@ def onset_envelope(
 
 @functools.lru_cache(maxsize=4)
 def _sub_bands(sample_rate: float, n_fft: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bins, SUB_BANDS) 0/1 matrix summing FFT bins into log-spaced sub-bands from 30 Hz to
-    the top band edge, and the first sub-band of each band of BAND_EDGES_HZ."""
+    """The first FFT bin of each log-spaced sub-band (up to SUB_BANDS, from 30 Hz to the top
+    band edge; empty ones dropped), and the first sub-band of each band of BAND_EDGES_HZ."""
     hz = np.arange(n_bins) * sample_rate / n_fft
     edges = np.geomspace(30.0, BAND_EDGES_HZ[-1], SUB_BANDS + 1)
     edges[0] = 0.0
     which = np.clip(np.searchsorted(edges, hz, side="right") - 1, 0, SUB_BANDS - 1)
-    basis = np.zeros((n_bins, SUB_BANDS), dtype=np.float32)
-    basis[np.arange(n_bins), which] = 1.0
-    used = basis.any(axis=0)
-    basis, lower = basis[:, used], edges[:-1][used]
+    starts = np.flatnonzero(np.diff(which, prepend=-1))  # where a new sub-band begins
+    lower = edges[which[starts]]
     groups = np.unique(np.searchsorted(lower, BAND_EDGES_HZ[:-1]))
-    return basis, groups[groups < basis.shape[1]]
+    return starts, groups[groups < len(starts)]
 
 
 def autocorrelation(env: np.ndarray) -> np.ndarray:
