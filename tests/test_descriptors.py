@@ -133,7 +133,9 @@ def test_metrics_of_the_bench():
 
 
 def test_the_served_modules_import_neither_librosa_nor_scipy():
-    for module in (rhythm, tonality, analysis):
+    from genre_detector.scoring import descriptors
+
+    for module in (rhythm, tonality, analysis, descriptors):
         src = Path(module.__file__).read_text()
         assert "librosa" not in src.split('"""', 2)[2] and "scipy" not in src
 
