@@ -91,6 +91,7 @@ def shortened(reply: dict) -> str:
             "calibrated": e["calibrated"],
             "metrics": _metrics(e["metrics"]),
         },
+        "descriptors": reply["descriptors"],
         "timeline": [reply["timeline"][0], f"... {len(reply['timeline']) - 1} more windows"],
         "model_tags": {names[-1]: _tag(reply["model_tags"][names[-1]]), "...": "..."},
     }

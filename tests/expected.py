@@ -22,6 +22,7 @@ PREDICT_KEYS = {
     "labels",
     "models",
     "ensemble",
+    "descriptors",
     "timeline",
     "model_tags",
 }

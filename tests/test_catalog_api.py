@@ -89,6 +89,7 @@ def test_upload_needs_a_key_and_consent_and_is_stored_once(served, gtzan_dir):
     assert track["top_genre"] == predicted["ensemble"]["top_genre"]  # one scoring path
     for g, p in predicted["ensemble"]["probabilities"].items():
         assert abs(track["probabilities"][g] - p) < 1e-6
+    assert track["descriptors"] == predicted["descriptors"]  # tempo and key: the same block
     again = _post_track(svc, clip, keys["label-a"], consent="search")
     assert again.status_code == 200 and again.json()["id"] == track["id"]
     assert again.json()["created"] is False
@@ -104,6 +105,7 @@ def test_owner_reads_others_get_404(served, gtzan_dir):
     body = mine.json()
     assert body["id"] == tid and body["owner"] == "label-a" and len(body["sha256"]) == 64
     assert body["timeline"] and body["model_tags"] and body["embedding_version"]
+    assert body["descriptors"]["tempo"]["bpm"] > 0 and body["descriptors"]["key"]["camelot"]
     other = requests.get(f"{svc.url}/tracks/{tid}", headers=_auth(keys["label-b"]), timeout=30)
     assert other.status_code == 404 and other.json()["error"] == "not_found"
     gone = requests.delete(f"{svc.url}/tracks/{tid}", headers=_auth(keys["label-b"]), timeout=30)
@@ -129,7 +131,9 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
     body = r.json()
     assert body["query"]["id"] == q and len(body["results"]) == 3
     assert q not in {x["id"] for x in body["results"]}
-    assert set(body["results"][0]) == {"id", "title", "artist", "score", "genre", "top3"}
+    assert set(body["results"][0]) == {
+        *("id", "title", "artist", "score", "genre", "top3", "descriptors")
+    }
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     same = requests.get(f"{svc.url}/tracks/{q}/similar?k=20", timeout=30).json()["results"]

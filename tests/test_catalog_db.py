@@ -123,7 +123,7 @@ def test_search_is_exact_and_filtered(db, filled):
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert abs(scores[0] - float(exact[0][1].embedding @ rec.embedding)) < 1e-4
-    assert set(results[0]) == {"id", "title", "artist", "score", "genre", "top3"}
+    assert set(results[0]) == {"id", "title", "artist", "score", "genre", "top3", "descriptors"}
     # filters applied inside the search still give k rows
     jazz = search.similar_tracks(db, rec.embedding, k=10, genre="jazz")
     assert len(jazz) == 10 and {r["genre"] for r in jazz} == {"jazz"}
@@ -212,3 +212,33 @@ def test_a_crash_inside_the_insert_leaves_no_half_track(db):
     assert counts == [0, 0, 0]
     row, created = tracks.add(db, "label-a", rec, Consent(True, True))
     assert created and tracks.get(db, "label-a", row["id"]) is not None
+
+
+BLOCK = {
+    "tempo": {"bpm": 92.3, "confidence": 0.71, "alternative_bpm": 184.6},
+    "key": {"tonic": "A", "mode": "minor", "camelot": "8A", "confidence": 0.55},
+}
+
+
+def test_descriptors_null_until_the_audio_is_scored_again(db):
+    """Tracks stored before tempo and key (migration 0003) hold SQL NULL; the tagger tagging
+    the same file again fills them; a stored block is never overwritten."""
+    from dataclasses import replace
+
+    rec = _record(900, "jazz", "Nobody", np.eye(DIM)[2])
+    assert rec.descriptors is None
+    row, created = tracks.add(db, "label-a", rec, Consent(True, False))
+    assert created and row["descriptors"] is None
+    with db.connect() as conn:
+        q = "select count(*) from tracks where descriptors is null"
+        assert conn.execute(sa.text(q)).scalar_one() == 1
+    again, created = tracks.add(
+        db, "label-a", replace(rec, descriptors=BLOCK), Consent(True, False)
+    )
+    assert not created and again["id"] == row["id"] and again["descriptors"] == BLOCK
+    assert tracks.get(db, "label-a", row["id"])["descriptors"] == BLOCK
+    other = {**BLOCK, "key": {**BLOCK["key"], "tonic": "C", "camelot": "5A"}}
+    kept, _ = tracks.add(db, "label-a", replace(rec, descriptors=other), Consent(True, False))
+    assert kept["descriptors"] == BLOCK
+    (hit,) = search.similar_tracks(db, rec.embedding, k=1)
+    assert hit["id"] == row["id"] and hit["descriptors"] == BLOCK

@@ -90,6 +90,10 @@ def _check_predict(body: dict, duration: float, models=FIVE):
         a["start_s"] < b["start_s"] and a["end_s"] >= b["start_s"] for a, b in zip(tl, tl[1:])
     )
     assert all(t["top_genre"] in labels and 0 < t["probability"] <= 1 for t in tl)
+    d = body["descriptors"]  # docs/api.md: tempo and key whatever the models asked
+    assert 30 <= d["tempo"]["bpm"] <= 300 and 0 <= d["tempo"]["confidence"] <= 1
+    assert d["key"]["mode"] in ("major", "minor") and d["key"]["camelot"][-1] in "AB"
+    assert all(t["bpm"] is None or 30 <= t["bpm"] <= 300 for t in tl)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +142,8 @@ def test_musicnn_alone_on_its_own_features(service, mp3_clip):
     assert abs(tl[-1]["end_s"] - body["duration_s"]) < 0.05
     assert body["spectrogram_png"].startswith("data:image/png;base64,")
     assert 59 < body["duration_s"] < 61
+    full = _post(service, mp3_clip.read_bytes(), mp3_clip.name, models="cnn").json()
+    assert body["descriptors"] == full["descriptors"]  # the same audio: the same tempo and key
 
 
 def test_all_models_call_matches_per_model_calls(service, mp3_clip):

@@ -154,8 +154,11 @@ def test_rows_errors_and_accuracy(library, reference):
         ["path", "duration_s", "n_windows"]
         + [f"{n}_{c}" for n in (*NAMES, "ensemble") for c in ("genre", "probability")]
         + [f"p_{g}" for g in labels]
+        + [f"tempo_{f}" for f in ("bpm", "confidence", "alternative_bpm")]
+        + [f"key_{f}" for f in ("tonic", "mode", "camelot", "confidence")]
         + ["timeline", "model_tags", "embedding", "error"]
     )
+    assert all(float(r["tempo_bpm"]) > 0 and r["key_camelot"] for r in good)
     for r in good:
         p = [float(r[f"p_{g}"]) for g in labels]
         assert abs(sum(p) - 1) < 1e-3 and r["ensemble_genre"] == labels[int(np.argmax(p))]

@@ -93,6 +93,7 @@ def test_match_on_ingest_is_signed_verified_and_once(db, receiver):
     assert data["title"] == "track 1" and data["artist"] == "Somebody"
     assert data["genres"]["jazz"] == pytest.approx(0.7) and data["top3"][0]["genre"] == "jazz"
     assert data["catalog_url"] == f"https://genres.example/tracks/{row['id']}/similar"
+    assert "descriptors" in data and data["descriptors"] == row["descriptors"]
     assert got.id.startswith("msg_") and got.headers["webhook-id"] == got.id
     (m,) = watches.matches(db, "scout", w["id"])
     assert m["track_id"] == row["id"]

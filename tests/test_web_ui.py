@@ -87,6 +87,9 @@ def _page_matches_the_api(service, page, clip):
 
     with open(clip, "rb") as f:
         reply = requests.post(f"{service.url}/predict", files={"audio": f}, timeout=120).json()
+    d, shown = reply["descriptors"], page.inner_text("#descriptors")
+    assert f"Tempo {math.floor(d['tempo']['bpm'] + 0.5)} BPM" in shown, shown
+    assert f"key {d['key']['tonic']} {d['key']['mode']} ({d['key']['camelot']})" in shown, shown
     for name, m in reply["models"].items():
         card = page.locator(f'.model-card[data-model="{name}"]')
         assert card.locator(".top-genre").inner_text() == m["top_genre"]

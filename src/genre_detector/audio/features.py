@@ -4,6 +4,7 @@
     batch = extract_windows("track.mp3", FeatureSettings())   # path, bytes or waveform
     batch.windows.shape  # (n_windows, n_mels, window_frames)
     batches = extract_feature_sets(data, [FeatureSettings(), MUSICNN_SETTINGS])  # one decode
+    batches[s].analysis  # tempo and key evidence of the whole track (audio.analysis)
 
 Two scales. "db" (the research families): a track's log-mel in dB relative to its loudest
 bin, floored at -top_db, so values lie in [-top_db, 0] whatever the recording level.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from genre_detector.audio import melspec
+from genre_detector.audio.analysis import TrackAnalysis, analyse
 from genre_detector.audio.decode import SAMPLE_RATE, AudioSource, decode, resample
 
 SCALES = ("db", "log10")
@@ -109,6 +111,9 @@ class WindowBatch:
     end_s: np.ndarray  # (n,) end time of each window in seconds
     duration_s: float  # decoded duration of the whole track in seconds
     mel: np.ndarray  # (n_mels, frames) the whole track's log-mel, for pictures
+    # The track's tempo and key evidence (audio.analysis), the same object in every batch of
+    # one extract_feature_sets call; None where windows were cut from stored log-mels.
+    analysis: TrackAnalysis | None = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,13 +165,15 @@ def extract_feature_sets(
     settings: list[FeatureSettings] | tuple[FeatureSettings, ...],
     **decode_kwargs,
 ) -> dict[FeatureSettings, WindowBatch]:
-    """Decode once, then the windows of every settings set (each at its own sample rate).
+    """Decode once, then the windows of every settings set (each at its own sample rate),
+    each carrying the track's tempo and key evidence (audio.analysis, computed once).
 
     `source` is anything `decode` takes, or an already decoded (waveform, rate) pair."""
     wave, sr = source if isinstance(source, tuple) else decode(source, **decode_kwargs)
+    track = analyse(wave, sr)
     out: dict[FeatureSettings, WindowBatch] = {}
     for s in dict.fromkeys(settings):
-        out[s] = _windows(resample(wave, sr, s.sample_rate), s)
+        out[s] = dataclasses.replace(_windows(resample(wave, sr, s.sample_rate), s), analysis=track)
     return out
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from genre_detector.scoring.descriptors import as_block
+
 
 def compact_timeline(windows: list[dict], duration_s: float) -> str:
     """'0-4.5:rock;4.5-60:pop': runs of windows with the same genre, cut where a run starts."""
@@ -25,13 +27,17 @@ def compact_timeline(windows: list[dict], duration_s: float) -> str:
     return ";".join(f"{round(a, 1):g}-{round(b, 1):g}:{g}" for (a, g), b in zip(runs, ends))
 
 
-def _row(path, duration_s, n_windows, top: dict, probabilities: dict, timeline, tags) -> dict:
-    """A row; top: model (and "ensemble") -> (genre, probability)."""
+def _row(
+    path, duration_s, n_windows, top: dict, probabilities: dict, timeline, tags, descriptors
+) -> dict:
+    """A row; top: model (and "ensemble") -> (genre, probability); descriptors: the tempo and
+    key block (docs/api.md), written as tempo_* and key_* columns."""
     row = {"path": path, "duration_s": round(float(duration_s), 3), "n_windows": int(n_windows)}
     for name, (genre, p) in top.items():
         row[f"{name}_genre"] = genre
         row[f"{name}_probability"] = round(float(p), 4)
     row["probabilities"] = {g: round(float(p), 4) for g, p in probabilities.items()}
+    row["descriptors"] = descriptors
     row["timeline"] = compact_timeline(timeline, float(duration_s))
     row["model_tags"] = dict(tags)
     row["error"] = ""
@@ -51,6 +57,7 @@ def row_from_result(path: str, result) -> dict:
         dict(zip(e.labels, e.probabilities)),
         [{"start_s": w.start_s, "top_genre": w.top_genre} for w in result.timeline],
         result.model_tags,
+        as_block(result.descriptors),
     )
 
 
@@ -65,6 +72,7 @@ def row_from_reply(path: str, reply: dict) -> dict:
         reply["ensemble"]["probabilities"],
         reply["timeline"],
         reply["model_tags"],
+        reply.get("descriptors") or as_block(None),
     )
 
 

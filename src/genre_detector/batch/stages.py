@@ -50,7 +50,7 @@ def track_features(path: str, settings: list[FeatureSettings]) -> Features | tup
         return "failed", f"{type(exc).__name__}: {exc}"
     out = Features(
         {
-            s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, mel=None)
+            s: WindowBatch(b.windows, b.start_s, b.end_s, b.duration_s, None, b.analysis)
             for s, b in batches.items()
         }
     )

@@ -21,18 +21,33 @@ import os
 import re
 from pathlib import Path
 
+# The row's `descriptors` block (docs/api.md), one column per field: <block>_<field>.
+DESCRIPTOR_COLUMNS = (
+    "tempo_bpm",
+    "tempo_confidence",
+    "tempo_alternative_bpm",
+    "key_tonic",
+    "key_mode",
+    "key_camelot",
+    "key_confidence",
+)
+_FLOAT_DESCRIPTORS = {"tempo_bpm", "tempo_confidence", "tempo_alternative_bpm", "key_confidence"}
+
 
 def columns(model_names: list[str], labels: list[str]) -> list[str]:
     cols = ["path", "duration_s", "n_windows"]
     for name in [*model_names, "ensemble"]:
         cols += [f"{name}_genre", f"{name}_probability"]
-    return cols + [f"p_{g}" for g in labels] + ["timeline", "model_tags", "embedding", "error"]
+    tail = ["timeline", "model_tags", "embedding", "error"]
+    return cols + [f"p_{g}" for g in labels] + list(DESCRIPTOR_COLUMNS) + tail
 
 
 def flat_row(row: dict, cols: list[str]) -> dict:
     """A row as CSV and Parquet hold it: the probabilities as p_<genre> columns, the model
     tags as one space-separated string; a value the row lacks (and an empty error) is None."""
     flat = {**row, **{f"p_{g}": p for g, p in (row.get("probabilities") or {}).items()}}
+    for block, fields in (row.get("descriptors") or {}).items():
+        flat.update({f"{block}_{k}": v for k, v in (fields or {}).items()})
     flat["model_tags"] = " ".join(row["model_tags"].values()) if row.get("model_tags") else None
     flat["error"] = row.get("error") or None
     return {c: flat.get(c) for c in cols}
@@ -47,8 +62,9 @@ def _csv_values(row: dict, cols: list[str]) -> list:
 
 
 def _nested(row: dict, cols: list[str]) -> dict:
-    out = {c: row.get(c) for c in cols if not c.startswith("p_")}
+    out = {c: row.get(c) for c in cols if not c.startswith("p_") and c not in DESCRIPTOR_COLUMNS}
     out["probabilities"] = row.get("probabilities")
+    out["descriptors"] = row.get("descriptors")
     out["model_tags"] = row.get("model_tags")
     return out
 
@@ -209,6 +225,8 @@ def parquet_schema(cols: list[str]):
 
     def kind(c: str):
         if c == "duration_s" or c.endswith("_probability") or c.startswith("p_"):
+            return pa.float64()
+        if c in _FLOAT_DESCRIPTORS:
             return pa.float64()
         if c == "embedding":
             return pa.list_(pa.float32())

@@ -59,6 +59,7 @@ class TrackRecord:
     features: np.ndarray  # the unprojected pooled features (float32)
     embedding: np.ndarray  # projected, L2-normalised (float32)
     embedding_version: str
+    descriptors: dict | None = None  # tempo and key, the reply's block (docs/api.md)
 
     @property
     def artist_key(self) -> str:
@@ -102,4 +103,5 @@ def record_from_result(
         features=np.asarray(result.embedding, dtype=np.float32),
         embedding=projection.apply(result.embedding),
         embedding_version=projection.version,
+        descriptors=result.descriptors.as_dict() if result.descriptors is not None else None,
     )

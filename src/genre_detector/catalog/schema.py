@@ -40,6 +40,9 @@ tracks = sa.Table(
     sa.Column("top3", sa.JSON, nullable=False),
     sa.Column("timeline", sa.JSON, nullable=False),
     sa.Column("model_tags", sa.JSON, nullable=False),
+    sa.Column(
+        "descriptors", sa.JSON(none_as_null=True)
+    ),  # tempo and key (docs/api.md); null before 0003
     # the unprojected pooled features (float32 bytes): `reindex` re-projects from them
     sa.Column("features", sa.LargeBinary, nullable=False),
     sa.Column("embedding_version", sa.String(32), nullable=False),

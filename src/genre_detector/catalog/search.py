@@ -61,6 +61,7 @@ def similar_tracks(
                 tracks.c.artist,
                 tracks.c.top_genre,
                 tracks.c.top3,
+                tracks.c.descriptors,
                 tracks.c.sha256,
             ).where(tracks.c.pk.in_([pk for pk, _ in hits]))
         ).fetchall()
@@ -81,6 +82,7 @@ def similar_tracks(
                 "score": score,
                 "genre": r.top_genre,
                 "top3": r.top3,
+                "descriptors": r.descriptors,
             }
         )
     return out[:k]
@@ -116,7 +118,8 @@ def similar_to_track(
         exclude_id=track_id,
     )
     query = {k_: track[k_] for k_ in ("id", "title", "artist")}
-    return {**query, "genre": track["top_genre"], "top3": track["top3"]}, results
+    query.update(genre=track["top_genre"], top3=track["top3"], descriptors=track["descriptors"])
+    return query, results
 
 
 def similar_artists(db, artist: str, k: int = 10) -> tuple[dict, list[dict]]:

@@ -45,7 +45,7 @@ def add(db, owner: str, record: TrackRecord, consent: Consent, on_insert=None) -
         raise GenreError("consent_required", "a track needs consent to search to be stored")
     existing = by_sha256(db, owner, record.sha256)
     if existing is not None:
-        return existing, False
+        return _fill_descriptors(db, existing, record), False
     try:
         with db.begin() as conn:
             row = _insert(db, conn, owner, record, consent, on_insert)
@@ -82,6 +82,20 @@ def _existing(conn, owner: str, shas: list[str]) -> set[str]:
     return {r.sha256 for r in rows}
 
 
+def _fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
+    """A track stored before tempo and key (null) gets them from a new scoring of its
+    audio (the tagger tagging its file again); anything else stays as stored."""
+    if existing.get("descriptors") is not None or record.descriptors is None:
+        return existing
+    with db.begin() as conn:
+        conn.execute(
+            tracks.update()
+            .where(tracks.c.id == existing["id"])
+            .values(descriptors=record.descriptors)
+        )
+    return {**existing, "descriptors": record.descriptors}
+
+
 def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
     now = clock.now()
     pk = conn.execute(
@@ -103,6 +117,7 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
             top3=record.top3,
             timeline=record.timeline,
             model_tags=record.model_tags,
+            descriptors=record.descriptors,
             features=np.asarray(record.features, np.float32).tobytes(),
             embedding_version=record.embedding_version,
             created_at=now,

@@ -372,6 +372,7 @@ def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, n
         "artist": row["artist"],
         "genres": {g: round(p, 4) for g, p in row["probabilities"].items()},
         "top3": row["top3"],
+        "descriptors": row.get("descriptors"),
     }
     conn.execute(
         watch_matches.insert().values(

@@ -3,6 +3,7 @@
     result = score_track(batches, outputs, infos, calibration)
     result.ensemble.top_genre, result.models["cnn"].verdict.top3, result.timeline
     result.embedding            # the track's pooled musicnn backbone features (or None)
+    result.descriptors          # tempo and key (scoring.descriptors), whatever the models
 
 Every place that turns audio into a result calls it: the service (serve.replies renders the
 HTTP reply), the batch tagger in-process and on Ray (batch.library renders a row), and
@@ -20,6 +21,7 @@ import numpy as np
 from genre_detector.audio.features import FeatureSettings, WindowBatch
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.track_head import statistics
+from genre_detector.scoring.descriptors import Descriptors, describe, window_values
 from genre_detector.scoring.pooling import between_genres, timeline, track_probabilities
 
 TOP_K = 3
@@ -80,6 +82,8 @@ class TimelineWindow:
     end_s: float
     top_genre: str
     probability: float
+    bpm: float | None = None  # the window's tempo (scoring.descriptors.window_values)
+    key: str | None = None  # its key, "A minor"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class TrackResult:
     # over its windows, float32; None when no model with a track head scored the track.
     embedding: np.ndarray | None = field(default=None, compare=False)
     embedding_model: str | None = None
+    # Tempo and key of the track (None where the batches carry no audio.analysis, e.g.
+    # windows cut from stored log-mels).
+    descriptors: Descriptors | None = None
 
     @property
     def model_tags(self) -> dict[str, str]:
@@ -135,6 +142,12 @@ def score_track(
     ensemble = Verdict.of(cal.ensemble({n: m.raw for n, m in models.items()}), labels)
     finest = max(outputs, key=lambda n: len(batches[infos[n].settings].windows))
     first = batches[infos[next(iter(outputs))].settings]
+    found = next((b.analysis for b in batches.values() if b.analysis is not None), None)
+    descriptors = describe(found)
+    windows = timeline(window_probs, spans, cal.ensemble, labels)
+    per_window = window_values(
+        found, descriptors, [w["start_s"] for w in windows], [w["end_s"] for w in windows]
+    )
     return TrackResult(
         labels=labels,
         duration_s=float(first.duration_s),
@@ -145,9 +158,10 @@ def score_track(
         agreeing_models=sum(m.verdict.top_genre == ensemble.top_genre for m in models.values()),
         between_genres=between_genres(ensemble.probabilities, labels),
         calibrated=bool(cal.weights) and cal.covers(models),
-        timeline=[TimelineWindow(**w) for w in timeline(window_probs, spans, cal.ensemble, labels)],
+        timeline=[TimelineWindow(**w, bpm=b, key=k) for w, (b, k) in zip(windows, per_window)],
         embedding=embedding,
         embedding_model=embedding_model,
+        descriptors=descriptors,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.families import LEGACY_NAMES, display_name, research_names
+from genre_detector.scoring.descriptors import as_block
 from genre_detector.scoring.track_result import TrackResult, shown_metrics
 
 
@@ -41,6 +42,7 @@ def predict_reply(
             "calibrated": result.calibrated,
             "metrics": cal.metrics.get("ensemble", {}) if covered else {},
         },
+        "descriptors": as_block(result.descriptors),
         "timeline": [asdict(w) for w in result.timeline],
         "model_tags": result.model_tags,
     }
