@@ -8,7 +8,6 @@ list, erase. Only the owner reads or erases a track; another owner's track is "n
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from genre_detector.catalog import clock, vectors
+from genre_detector.catalog import clock, cursors, vectors
 from genre_detector.catalog.records import Consent, TrackRecord
 from genre_detector.catalog.schema import artists, tracks
 from genre_detector.errors import GenreError
@@ -182,28 +181,13 @@ def listing(
     if genre:
         q = q.where(tracks.c.top_genre == genre)
     if cursor:
-        q = q.where(tracks.c.pk > _decode_cursor(cursor))
+        q = q.where(tracks.c.pk > cursors.decode(db, owner, "tracks", cursor))
     with db.connect() as conn:
         rows = conn.execute(q.order_by(tracks.c.pk).limit(limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = _encode_cursor(rows[-1].pk) if more and rows else None
+    nxt = cursors.encode(db, owner, "tracks", rows[-1].pk) if more and rows else None
     return [_row(r) for r in rows], nxt
-
-
-def _encode_cursor(pk: int) -> str:
-    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "pk":
-            raise ValueError(kind)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise GenreError("bad_parameter", "cursor: not a cursor this service gave") from None
 
 
 def _lock_artist(db, conn, key: str, name: str) -> int:

@@ -38,9 +38,11 @@ from genre_detector.runtime.store import (
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
 from genre_detector.serve.catalog_routes import (
-    RETRY_AFTER_S,
     CatalogHandle,
+    admit_search,
+    admit_upload,
     catalog_app,
+    error_headers,
     search_upload,
     start_delivery_thread,
     store_upload,
@@ -233,8 +235,7 @@ def _error(ctx: bentoml.Context, exc: GenreError) -> dict:
 
 
 def _catalog_error(ctx: bentoml.Context, exc: GenreError) -> dict:
-    if exc.code == "db_unavailable":
-        ctx.response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    ctx.response.headers.update(error_headers(exc, ctx.request.headers.get("authorization")))
     return _error(ctx, exc)
 
 
@@ -408,13 +409,17 @@ class GenreDetector:
         if audio is None:
             return _error(ctx, GenreError("missing_file", "send the track as field 'audio'"))
         try:
-            status, body = await store_upload(
+            admitted, known = await admit_upload(
                 self.catalog,
                 ctx.request.headers.get("authorization"),
                 fields,
                 Path(audio).read_bytes(),
-                lambda: self._embedding(audio),
             )
+            if admitted is None:  # this account has this audio already
+                status, body = known
+            else:
+                result, projection = await self._embedding(audio)
+                status, body = await store_upload(self.catalog, admitted, result, projection)
         except GenreError as exc:
             return _catalog_error(ctx, exc)
         ctx.response.status_code = status
@@ -427,13 +432,10 @@ class GenreDetector:
         if audio is None:
             return _error(ctx, GenreError("missing_file", "send the clip as field 'audio'"))
         try:
-            return await search_upload(
-                self.catalog,
-                ctx.request.query_params,
-                LABELS,
-                Path(audio).read_bytes(),
-                lambda: self._embedding(audio),
-            )
+            opts = await admit_search(self.catalog, ctx.request.query_params, LABELS)
+            result, projection = await self._embedding(audio)
+            data = Path(audio).read_bytes()
+            return await search_upload(self.catalog, opts, data, result, projection)
         except GenreError as exc:
             return _catalog_error(ctx, exc)
 

@@ -1,0 +1,462 @@
+"""Accounts that stay apart (issue 30), on both engines: the error contract with no 500s over
+real HTTP (`bentoml serve` on a real port, SQLite and PostgreSQL catalogs), and the catalog
+functions behind it on real rows. Each test failed before its fix: a list as `consent`, a
+cursor of 20 digits, NUL in a field, a body of 16 KB+ streamed, a 401 without a challenge,
+`query.genre` echoing the filter, PATCH errors that spoke of uploads, cursors that were the
+global row number, /matches and /deliveries with no cursor, concurrent watch creates past
+the limit, pool exhaustion as a 500, POST /similar running the models with the database down,
+previous secrets kept forever."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import sqlalchemy as sa
+
+from genre_detector.catalog import cursors, ingest, keys, tracks, watches
+from genre_detector.catalog.db import Catalog, CatalogUnavailable
+from genre_detector.catalog.records import Consent
+from genre_detector.errors import GenreError
+from loadtests.service_process import REPO, ServedService
+from tests.test_catalog_db import DIM, _record, _unit
+
+WATCH_LIMIT = 3
+NOTIFY = Consent(True, True)
+LABELS = ["blues", "jazz", "pop-rock"]
+
+
+def _database(postgres_url: str) -> str:
+    """A new, empty database on the session's PostgreSQL server."""
+    name = "accounts_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(
+        "postgresql+psycopg://" + postgres_url.split("://", 1)[1], isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # a generated name, not input
+    admin.dispose()
+    return postgres_url.replace("/postgres?", f"/{name}?", 1)
+
+
+def _key(env: dict, owner: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "genre_detector", "keys", "create", owner],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _auth(key: str | None) -> dict:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+class Served:
+    def __init__(self, svc: ServedService, keys: dict, engine: str):
+        self.svc, self.keys, self.engine, self.url = svc, keys, engine, svc.url
+
+    def call(self, method: str, path: str, who: str | None = "label-a", **kw):
+        headers = {**_auth(self.keys.get(who)), **kw.pop("headers", {})}
+        return requests.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def upload(self, clip, who: str, **fields):
+        with open(clip, "rb") as f:
+            return self.call("POST", "/tracks", who, files={"audio": (clip.name, f)}, data=fields)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request, store_with_models, tmp_path_factory, gtzan_dir):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('acc') / 'catalog.sqlite3'}"
+    else:
+        url = _database(request.getfixturevalue("postgres_url"))
+    env = {
+        "GENRE_DB_URL": url,
+        "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "GENRE_WATCH_LIMIT": str(WATCH_LIMIT),
+        "GENRE_DELIVER_IN_SERVICE": "0",  # deliveries stay pending: listed, not sent
+    }
+    svc = ServedService(env)
+    try:
+        made = {o: _key(env, o) for o in ("label-a", "label-b", "scout")}
+        svc.wait_ready()
+        s = Served(svc, made, request.param)
+        # label-b's three tracks with notify; scout watches everything they could be
+        watch = {
+            "name": "all",
+            "genres": {g: 0.0 for g in ("blues", "jazz", "classical")},
+            "webhook_url": "http://127.0.0.1:9/hook",
+        }
+        r = s.call("POST", "/watches", "scout", json=watch)
+        assert r.status_code == 201, r.text
+        s.watch_id = r.json()["id"]
+        s.tracks = []
+        for name in ("blues", "jazz", "classical"):
+            r = s.upload(gtzan_dir / f"{name}.00000.wav", "label-b", consent="search,notify")
+            assert r.status_code == 201, r.text
+            s.tracks.append(r.json())
+        yield s
+    finally:
+        svc.stop()
+
+
+def _assert_error(r, status: int, code: str, names: str | None = None):
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert body["error"] == code and isinstance(body["detail"], str), body
+    if names:
+        assert names in body["detail"], body
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+def test_patch_consent_of_the_wrong_type_is_400_naming_consent(served):
+    tid = served.tracks[0]["id"]
+    for consent in (["search"], {"search": True}, 1, None, True):
+        r = served.call("PATCH", f"/tracks/{tid}", "label-b", json={"consent": consent})
+        _assert_error(r, 400, "bad_parameter", "consent")
+    r = served.call("PATCH", f"/tracks/{tid}", "label-b", json={"consent": "notify"})
+    _assert_error(r, 400, "bad_parameter", "consent")
+    assert "stored" not in r.json()["detail"]  # a PATCH speaks of the track, not an upload
+    for body in ([], "search", {"consent": "search", "title": "x"}):
+        r = served.call("PATCH", f"/tracks/{tid}", "label-b", json=body)
+        _assert_error(r, 400, "bad_parameter")
+    r = served.call("PATCH", f"/tracks/{tid}", "label-b", json={"consent": "search,notify"})
+    assert r.status_code == 200 and r.json()["consent"] == ["search", "notify"]
+
+
+def test_webhook_url_with_a_label_over_63_characters_is_400(served):
+    for host in ("a" * 64 + ".example.com", "a" * 300, "xn--" + "a" * 70 + ".com"):
+        body = {"name": "x", "genres": {"jazz": 0.5}, "webhook_url": f"https://{host}/h"}
+        r = served.call("POST", "/watches", "scout", json=body)
+        _assert_error(r, 400, "bad_parameter", "webhook_url")
+
+
+def test_cursors_are_opaque_per_account_and_refuse_forged_ones(served):
+    forged = ["pk:99999999999999999999", "pk:-1", "cGs6OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "%%%"]
+    forged.append(base64.urlsafe_b64encode(b"pk:99999999999999999999").decode())
+    forged += ["A" * 5000, "\u00e9\u00e9", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+    for cursor in forged:
+        r = served.call("GET", "/tracks", "label-b", params={"cursor": cursor})
+        _assert_error(r, 400, "bad_parameter", "cursor")
+    pages, cursor = [], None
+    while True:
+        r = served.call("GET", "/tracks", "label-b", params={"limit": 1, "cursor": cursor})
+        assert r.status_code == 200, r.text
+        pages.append(r.json()["tracks"])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+        assert b"pk" not in base64.urlsafe_b64decode(cursor + "==")  # not the row number
+        other = served.call("GET", "/tracks", "label-a", params={"cursor": cursor})
+        _assert_error(other, 400, "bad_parameter", "cursor")  # another account's
+    assert [p[0]["id"] for p in pages] == [t["id"] for t in served.tracks]
+    again = served.call("GET", "/tracks", "label-b", params={"limit": 1}).json()["next_cursor"]
+    first = served.call("GET", "/tracks", "label-b", params={"limit": 1}).json()["next_cursor"]
+    assert again != first  # a fresh nonce each time: nothing to compare across accounts
+
+
+def test_matches_and_deliveries_page_with_cursors(served):
+    wid = served.watch_id
+    for listing in ("matches", "deliveries"):
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            r = served.call("GET", f"/watches/{wid}/{listing}", "scout", params=params)
+            assert r.status_code == 200, r.text
+            page = r.json()[listing]
+            assert len(page) <= 2
+            seen += page
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        ids = [x["track_id"] for x in seen]
+        assert sorted(ids) == sorted(t["id"] for t in served.tracks)  # each once
+        assert ids == [t["id"] for t in reversed(served.tracks)]  # newest first
+        for bad in ({"limit": 0}, {"limit": 101}, {"cursor": "pk:1"}):
+            r = served.call("GET", f"/watches/{wid}/{listing}", "scout", params=bad)
+            _assert_error(r, 400, "bad_parameter", next(iter(bad)))
+    r = served.call("GET", f"/watches/{wid}/matches", "scout", params={"limit": 1})
+    cursor = r.json()["next_cursor"]
+    r = served.call("GET", f"/watches/{wid}/deliveries", "scout", params={"cursor": cursor})
+    _assert_error(r, 400, "bad_parameter", "cursor")  # a cursor of another list
+
+
+def test_401_carries_a_bearer_challenge(served):
+    for method, path in [("GET", "/tracks"), ("POST", "/watches"), ("GET", "/watches/x")]:
+        r = served.call(method, path, None, json={})
+        _assert_error(r, 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = served.call(method, path, None, json={}, headers=_auth("gd_nope"))
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    with open(REPO / "README.md", "rb") as f:
+        r = served.call("POST", "/tracks", None, files={"audio": f}, data={"consent": "search"})
+    _assert_error(r, 401, "unauthorized")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_similar_by_id_answers_the_tracks_genre_and_names_the_filter(served):
+    t = served.tracks[0]
+    other = next(g for g in ("blues", "jazz", "classical") if g != t["top_genre"])
+    r = served.call("GET", f"/tracks/{t['id']}/similar", "label-a", params={"genre": other})
+    assert r.status_code == 200, r.text
+    q = r.json()["query"]
+    assert q["genre"] == t["top_genre"] and q["genre_filter"] == other
+    assert all(x["genre"] == other for x in r.json()["results"])
+
+
+def test_json_body_limit_is_enforced_while_the_body_streams(served):
+    """A chunked body that never ends: 413 once 16 KB have arrived, not after 50 MB."""
+    with socket.create_connection(("127.0.0.1", served.svc.port), timeout=30) as s:
+        s.sendall(
+            b"POST /watches HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {served.keys['scout']}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b" " * 8192
+        for _ in range(3):  # 24 KB, and the body is never finished
+            s.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        reply = b""
+        while b"}" not in reply:
+            got = s.recv(65536)
+            if not got:
+                break
+            reply += got
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"payload_too_large" in reply
+    big = json.dumps({"name": "x" * 20000})
+    r = served.call("POST", "/watches", "scout", data=big)
+    _assert_error(r, 413, "payload_too_large")
+
+
+def test_odd_json_and_texts_are_4xx_naming_the_field(served):
+    wid, tid = served.watch_id, served.tracks[0]["id"]
+    good = {"name": "n", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    cases = [
+        ("POST", "/watches", "[" * 5000 + "]" * 5000, 400, "bad_request", None),
+        ("POST", "/watches", '{"name": NaN}', 400, "bad_request", None),
+        ("POST", "/watches", b'{"name": "\xff\xfe"}', 400, "bad_request", None),
+        ("POST", "/watches", json.dumps({**good, "name": "a\u0000b"}), 400, "", "name"),
+        ("POST", "/watches", json.dumps({**good, "name": "\ud800"}), 400, "", "name"),
+        ("POST", "/watches", json.dumps({**good, "name": ["x"]}), 400, "", "name"),
+        ("POST", "/watches", json.dumps({**good, "like": ["\u0000"]}), 400, "", "like"),
+        ("POST", "/watches", json.dumps({**good, "genres": {"\u0000": 1}}), 400, "", "genres"),
+        (
+            "POST",
+            "/watches",
+            json.dumps({**good, "min_similarity": 1e400}),
+            400,
+            "bad_request",
+            None,
+        ),
+        ("POST", "/watches", json.dumps({**good, "exclude_artists": "x"}), 400, "", "exclude"),
+        ("POST", "/watches", json.dumps({**good, "webhook_url": 5}), 400, "", "webhook_url"),
+        ("POST", "/watches", "7", 400, "", None),
+        ("PATCH", f"/watches/{wid}", json.dumps({"active": "yes"}), 400, "", "active"),
+        ("PATCH", f"/watches/{wid}", json.dumps({"name": None}), 400, "", "name"),
+        ("PATCH", f"/tracks/{tid}", json.dumps({"consent": "search\u0000"}), 400, "", "consent"),
+    ]
+    for method, path, body, status, code, names in cases:
+        r = served.call(method, path, "scout" if "watch" in path else "label-b", data=body)
+        _assert_error(r, status, code or "bad_parameter", names)
+    for path in (
+        "/tracks/a%00b",
+        "/tracks/a%00b/similar",
+        "/watches/a%00b",
+        "/watches/a%00b/matches",
+        "/artists/similar?artist=a%00b",
+        "/tracks?artist=a%00b",
+        "/tracks?genre=%00",
+    ):
+        _assert_error(served.call("GET", path, "label-a"), 400, "bad_parameter")
+
+
+def test_no_route_answers_a_500_to_odd_requests(served):
+    """Every catalog and watch route with odd ids, parameters and bodies: never a 5xx, always
+    the JSON error shape."""
+    wid, tid = served.watch_id, served.tracks[0]["id"]
+    ids = ["x", "9" * 30, "%00", "%ff", "..%2F..", "'; drop table tracks; --", "a" * 3000, tid]
+    params = [
+        {},
+        {"k": "99999999999999999999999"},
+        {"k": "-1"},
+        {"k": "1e3"},
+        {"limit": "0x10"},
+        {"min_score": "nan"},
+        {"min_score": "inf"},
+        {"genre": "x" * 1000},
+        {"cursor": "pk:99999999999999999999"},
+        {"exclude_same_artist": "2"},
+        {"artist": ""},
+        {"artist": " " * 10},
+    ]
+    bodies = [None, "", "null", "{}", "[]", '"x"', '{"consent": []}', '{"like": [1]}', "{"]
+    paths = []
+    for i in ids:
+        paths += [
+            ("GET", f"/tracks/{i}"),
+            ("DELETE", f"/tracks/{i}"),
+            ("PATCH", f"/tracks/{i}"),
+            ("GET", f"/tracks/{i}/similar"),
+            ("GET", f"/watches/{i}"),
+            ("PATCH", f"/watches/{i}"),
+            ("DELETE", f"/watches/{i}"),
+            ("POST", f"/watches/{i}/rotate-secret"),
+            ("POST", f"/watches/{i}/test"),
+            ("GET", f"/watches/{i}/matches"),
+            ("GET", f"/watches/{i}/deliveries"),
+            ("POST", f"/watches/{wid}/deliveries/{i}/redeliver"),
+        ]
+    paths += [("GET", "/tracks"), ("GET", "/watches"), ("POST", "/watches")]
+    paths += [("GET", "/artists/similar"), ("GET", f"/watches/{wid}/matches")]
+    for method, path in paths:
+        for p in params[:4] if "%" in path or "'" in path else params:
+            for body in bodies if method in ("POST", "PATCH") else [None]:
+                r = served.call(method, path, "label-a", params=p, data=body)
+                assert r.status_code < 500, (method, path, p, body, r.status_code, r.text)
+                if r.status_code >= 400:
+                    assert set(r.json()) == {"error", "detail"}, r.text
+
+
+def test_concurrent_watch_creates_stop_at_the_quota(served):
+    body = {"name": "q", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(
+            pool.map(lambda _: served.call("POST", "/watches", "label-a", json=body), range(8))
+        )
+    assert sorted(r.status_code for r in replies) == [201] * WATCH_LIMIT + [403] * (8 - WATCH_LIMIT)
+    for r in replies:
+        if r.status_code == 403:
+            _assert_error(r, 403, "quota_exceeded", "watches")
+    listed = served.call("GET", "/watches", "label-a").json()["watches"]
+    assert len(listed) == WATCH_LIMIT
+
+
+def test_post_similar_checks_the_database_before_the_models(store_with_models, wav_clip):
+    svc = ServedService({"GENRE_DB_URL": "postgresql://nobody@127.0.0.1:1/c?connect_timeout=2"})
+    try:
+        svc.wait_ready()
+        with open(wav_clip, "rb") as f:
+            r = requests.post(f"{svc.url}/similar", files={"audio": f}, timeout=60)
+        _assert_error(r, 503, "db_unavailable")
+        assert int(r.headers["Retry-After"]) > 0
+        time.sleep(1)  # the model service's log lines, had it run
+        assert "ran a batch" not in svc.logs()
+        with open(wav_clip, "rb") as f:
+            assert requests.post(f"{svc.url}/predict", files={"audio": f}, timeout=120).ok
+        assert "ran a batch" in svc.logs()  # what the check above would have seen
+    finally:
+        svc.stop()
+
+
+# ---------------------------------------------------------------- on real rows
+
+
+@pytest.fixture
+def db(catalog_url):
+    catalog = Catalog.open(catalog_url, dim=DIM)
+    yield catalog
+    catalog.close()
+
+
+def test_cursor_functions_refuse_other_accounts_lists_and_edits(db):
+    for i in range(5):
+        ingest.add(db, "a", _record(i, "jazz", "A", _unit(np.random.rand(DIM))), NOTIFY)
+    rows, nxt = tracks.listing(db, "a", limit=2)
+    assert nxt and len(rows) == 2
+    assert tracks.listing(db, "a", limit=2, cursor=nxt)[0][0]["id"] != rows[0]["id"]
+    for owner, listing in (("b", "tracks"), ("a", "matches:x")):
+        with pytest.raises(GenreError, match="cursor"):
+            cursors.decode(db, owner, listing, nxt)
+    raw = bytearray(base64.urlsafe_b64decode(nxt + "=="))
+    raw[9] ^= 1  # one bit of the masked key
+    with pytest.raises(GenreError, match="cursor"):
+        tracks.listing(db, "a", cursor=base64.urlsafe_b64encode(bytes(raw)).decode())
+    again = Catalog.open(str(db.engine.url.render_as_string(hide_password=False)), dim=DIM)
+    try:  # the key lives in the catalog: another replica reads the same cursor
+        assert (
+            tracks.listing(again, "a", limit=2, cursor=nxt)[0]
+            == tracks.listing(db, "a", limit=2, cursor=nxt)[0]
+        )
+    finally:
+        again.close()
+
+
+def test_expired_previous_secrets_are_erased(db, monkeypatch):
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    w, _ = watches.create(db, "scout", body, LABELS)
+    watches.rotate_secret(db, "scout", w["id"])
+    assert watches.forget_expired_secrets(db) == 0  # within its 24 h
+    from genre_detector.catalog.schema import watches as table
+
+    with db.begin() as conn:  # the 24 h have passed
+        conn.execute(table.update().values(previous_secret_until=dt.datetime(2000, 1, 1)))
+    assert watches.forget_expired_secrets(db) == 1
+    with db.connect() as conn:
+        row = conn.execute(sa.select(table.c.previous_secret, table.c.previous_secret_until)).one()
+    assert row == (None, None)
+
+
+def test_watch_quota_holds_under_concurrent_creates(db, monkeypatch):
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("GENRE_WATCH_LIMIT", "2")
+    body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    results, barrier = [], threading.Barrier(6)
+
+    def create():
+        barrier.wait()
+        try:
+            watches.create(db, "scout", body, LABELS)
+            results.append("ok")
+        except GenreError as exc:
+            results.append(exc.code)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok", "ok"] + ["quota_exceeded"] * 4
+    assert len(watches.listing(db, "scout")) == 2
+
+
+def test_pool_exhaustion_is_db_unavailable(postgres_url, monkeypatch):
+    """PostgreSQL's pool (SQLite's file needs no server connections to run out of)."""
+    from genre_detector.catalog import db as db_module
+
+    monkeypatch.setattr(db_module, "POOL_TIMEOUT_S", 1)
+    catalog = Catalog.open(_database(postgres_url), dim=DIM)
+    key = keys.create(catalog, "a")
+    held = []
+    try:
+        while True:  # every pooled and overflow connection checked out
+            try:
+                held.append(catalog.engine.connect())
+            except sa.exc.TimeoutError:
+                break
+        with pytest.raises(CatalogUnavailable) as caught:
+            keys.authenticate(catalog, f"Bearer {key.secret}")
+        assert caught.value.status == 503
+    finally:
+        for conn in held:
+            conn.close()
+        catalog.close()
+    assert len(held) == 16
