@@ -34,6 +34,7 @@ from loadtests.service_process import REPO, ServedService
 from tests.test_catalog_db import DIM, _record, _unit
 
 WATCH_LIMIT = 3
+OPEN_BUDGETS = {f"GENRE_{b}_PER_MIN": "1000000" for b in ("SEARCH", "WRITES", "ANONYMOUS")}
 NOTIFY = Consent(True, True)
 LABELS = ["blues", "jazz", "pop-rock"]
 
@@ -91,6 +92,7 @@ def served(request, store_with_models, tmp_path_factory, gtzan_dir):
         "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
         "GENRE_WATCH_LIMIT": str(WATCH_LIMIT),
         "GENRE_DELIVER_IN_SERVICE": "0",  # deliveries stay pending: listed, not sent
+        **OPEN_BUDGETS,  # the odd requests below are many: budgets are tested on their own
     }
     svc = ServedService(env)
     try:
@@ -460,3 +462,120 @@ def test_pool_exhaustion_is_db_unavailable(postgres_url, monkeypatch):
             conn.close()
         catalog.close()
     assert len(held) == 16
+
+
+# ---------------------------------------------------------------- keys, budgets, quotas
+
+TIGHT = {
+    "GENRE_SEARCH_PER_MIN": "3",
+    "GENRE_WRITES_PER_MIN": "2",
+    "GENRE_ANONYMOUS_PER_MIN": "2",
+    "GENRE_PREDICT_PER_MIN": "2",
+    "GENRE_TRACK_QUOTA": "1",
+    "GENRE_TRUSTED_PROXIES": "127.0.0.1",  # the tests' requests come "through a proxy"
+    "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "GENRE_DELIVER_IN_SERVICE": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def tight(store_with_models, tmp_path_factory):
+    env = {"GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('tight') / 'c.sqlite3'}", **TIGHT}
+    svc = ServedService(env)
+    try:
+        made = {o: _key(env, o) for o in ("label-a", "label-b")}
+        svc.wait_ready()
+        yield Served(svc, made, "sqlite")
+    finally:
+        svc.stop()
+
+
+def _assert_429(r, policy: str):
+    _assert_error(r, 429, "rate_limited", policy)
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.headers["RateLimit-Policy"].startswith(f'"{policy}";q=')
+    assert r.headers["RateLimit"].startswith(f'"{policy}";r=0;t=')
+
+
+def test_search_routes_need_a_key_and_spend_its_own_bucket(tight):
+    for path in ("/tracks/x/similar", "/artists/similar?artist=x"):
+        r = tight.call("GET", path, None)
+        _assert_error(r, 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    seen = []
+    for _ in range(3):
+        r = tight.call("GET", "/artists/similar", "label-a", params={"artist": "nobody"})
+        assert r.status_code == 404, r.text
+        seen.append(r.headers["RateLimit"])
+    assert [h.split(";")[1] for h in seen] == ["r=2", "r=1", "r=0"]
+    _assert_429(tight.call("GET", "/tracks/x/similar", "label-a"), "search")
+    r = tight.call("GET", "/artists/similar", "label-b", params={"artist": "nobody"})
+    assert r.status_code == 404  # another key's bucket is its own
+
+
+def test_anonymous_similar_has_a_small_budget_per_client(tight, wav_clip):
+    def similar(client: str, k: int = 5):
+        with open(wav_clip, "rb") as f:
+            return tight.call(
+                "POST",
+                f"/similar?k={k}",
+                None,
+                files={"audio": f},
+                headers={"X-Forwarded-For": f"{client}, 10.0.0.1"},
+            )
+
+    _assert_error(similar("203.0.113.5", k=11), 400, "bad_parameter", "k")
+    for _ in range(2):
+        r = similar("203.0.113.5")
+        assert r.status_code == 200, r.text
+        assert r.headers["RateLimit-Policy"] == '"anonymous";q=2;w=60'
+    _assert_429(similar("203.0.113.5"), "anonymous")
+    assert similar("203.0.113.6").status_code == 200  # another client behind the proxy
+    with open(wav_clip, "rb") as f:  # with a key: the key's search budget, any k
+        r = tight.call("POST", "/similar?k=50", "label-b", files={"audio": f})
+    assert r.status_code == 200 and r.headers["RateLimit-Policy"].startswith('"search"')
+
+
+def test_uploads_watch_changes_quotas_and_me(tight, gtzan_dir, wav_clip):
+    r = tight.upload(gtzan_dir / "jazz.00000.wav", "label-a", consent="search")
+    assert r.status_code == 201, r.text
+    r = tight.upload(gtzan_dir / "blues.00000.wav", "label-a", consent="search")
+    _assert_error(r, 403, "quota_exceeded", "tracks")
+    _assert_429(tight.upload(gtzan_dir / "pop.00000.wav", "label-a", consent="search"), "uploads")
+    body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    for _ in range(2):
+        assert tight.call("POST", "/watches", "label-a", json=body).status_code == 201
+    _assert_429(tight.call("POST", "/watches", "label-a", json=body), "watch_changes")
+    me = tight.call("GET", "/me", "label-a")
+    assert me.status_code == 200, me.text
+    me = me.json()
+    assert me["account"] == "label-a" and tight.keys["label-a"].startswith(me["key"]["prefix"])
+    assert me["quotas"]["tracks"] == {"limit": 1, "used": 1, "left": 0}
+    assert me["quotas"]["watches"]["used"] == 2
+    assert me["budgets"]["uploads"]["remaining"] == 0
+    assert me["budgets"]["watch_changes"]["limit"] == 2
+    assert me["budgets"]["uploads"]["reset_s"] > 0
+    assert "secret" not in json.dumps(me) and tight.keys["label-a"] not in json.dumps(me)
+    _assert_error(tight.call("GET", "/me", None), 401, "unauthorized")
+    other = tight.call("GET", "/me", "label-b").json()
+    assert other["quotas"]["tracks"]["used"] == 0  # label-a's uploads are not label-b's
+    clip = wav_clip.read_bytes()  # /predict and POST /: their own optional limit
+    replies = [tight.call("POST", "/predict", None, files={"audio": clip}) for _ in "abc"]
+    assert [r.status_code for r in replies[:2]] == [200, 200]
+    _assert_429(replies[2], "predict")
+
+
+def test_token_bucket_refills_at_its_rate(monkeypatch):
+    from genre_detector.serve.budgets import Budgets
+
+    monkeypatch.setenv("GENRE_SEARCH_PER_MIN", "6")  # one token every 10 s
+    now = [1000.0]
+    b = Budgets(clock=lambda: now[0])
+    assert [b.take("search", "k").ok for _ in range(7)] == [True] * 6 + [False]
+    refused = b.take("search", "k")
+    assert refused.retry_after_s == 10 and refused.headers()["Retry-After"] == "10"
+    now[0] += 10
+    assert b.take("search", "k").ok and not b.take("search", "k").ok
+    assert b.take("search", "other").ok  # buckets are per key
+    now[0] += 3600
+    assert b.peek("search", "k").remaining == 6  # never more than the burst

@@ -125,6 +125,14 @@ def by_sha256(db, owner: str, sha256: str) -> dict | None:
     return None if r is None else _row(r)
 
 
+def count(db, owner: str) -> int:
+    """How many tracks the owner has (its quota's use)."""
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(tracks).where(tracks.c.owner == owner)
+        ).scalar_one()
+
+
 def get(db, owner: str, track_id: str) -> dict | None:
     with db.connect() as conn:
         r = conn.execute(

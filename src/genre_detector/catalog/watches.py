@@ -195,6 +195,14 @@ def _own(conn, owner: str, watch_id: str):
     return row
 
 
+def count(db, owner: str) -> int:
+    """How many watches the owner has (its quota's use)."""
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
+        ).scalar_one()
+
+
 def get(db, owner: str, watch_id: str) -> dict:
     with db.connect() as conn:
         return public(_own(conn, owner, watch_id))

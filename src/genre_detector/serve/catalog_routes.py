@@ -41,6 +41,7 @@ from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
 from genre_detector.errors import GenreError
+from genre_detector.serve.budgets import BUDGETS, RateLimited, client_address
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
@@ -118,6 +119,8 @@ def error_headers(exc: GenreError, authorization: str | None = None) -> dict:
     """Retry-After on 503 db_unavailable; WWW-Authenticate (RFC 6750) on 401."""
     if exc.code == "db_unavailable":
         return {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, RateLimited):
+        return exc.verdict.headers()
     if exc.code == "unauthorized":
         challenge = 'Bearer realm="genre-detector"'
         if authorization:
@@ -225,13 +228,25 @@ async def admit_upload(handle: CatalogHandle, authorization, fields: dict, data:
     """POST /tracks, before any model time: the key, the consent and whether the owner has
     this audio already. (Admitted, None) to score and store, or (None, (200, the track))."""
     db = await run_in_threadpool(handle.get)
-    owner = await run_in_threadpool(keys.authenticate, db, authorization)
+    who = await run_in_threadpool(keys.identify, db, authorization)
+    spend(BUDGETS.take("uploads", who.key_id))
+    owner = who.owner
     consent = Consent.parse(fields.get("consent"))
     sha = sha256_of(data)
     existing = await run_in_threadpool(tracks.by_sha256, db, owner, sha)
     if existing is not None:
         return None, (200, {**existing, "created": False})
+    quota = settings().track_quota
+    if await run_in_threadpool(tracks.count, db, owner) >= quota:
+        raise GenreError("quota_exceeded", f"tracks: an account has at most {quota}")
     return Admitted(owner, consent, sha, fields, data), None
+
+
+def spend(verdict):
+    """The verdict of a bucket, or 429 rate_limited when it was empty."""
+    if not verdict.ok:
+        raise verdict.error()
+    return verdict
 
 
 async def store_upload(handle: CatalogHandle, admitted: Admitted, result, projection):
@@ -247,12 +262,23 @@ async def store_upload(handle: CatalogHandle, admitted: Admitted, result, projec
     return (201 if created else 200), {**row, "created": created}
 
 
-async def admit_search(handle: CatalogHandle, params, labels) -> dict:
-    """POST /similar, before any model time: the options checked and the database up."""
+ANONYMOUS_MAX_K = 10
+
+
+async def admit_search(handle: CatalogHandle, params, labels, authorization, scope):
+    """POST /similar, before any model time: the options checked, the database up, and a
+    token of the key's search budget, or without a key (the page's "Tracks like this") of
+    the client address's small anonymous one (k <= 10). (options, the bucket's verdict)."""
     opts = search_options(params, labels)
     db = await run_in_threadpool(handle.get)
+    if authorization:
+        who = await run_in_threadpool(keys.identify, db, authorization)
+        return opts, spend(BUDGETS.take("search", who.key_id))
+    if opts["k"] > ANONYMOUS_MAX_K:
+        raise GenreError("bad_parameter", f"k: at most {ANONYMOUS_MAX_K} without an API key")
+    verdict = spend(BUDGETS.take("anonymous", client_address(scope)))
     await run_in_threadpool(db.ping)
-    return opts
+    return opts, verdict
 
 
 async def search_upload(handle: CatalogHandle, opts: dict, data: bytes, result, projection):
@@ -302,7 +328,7 @@ def _labels(request) -> list[str]:
 
 
 def _owner(request) -> str:
-    return keys.authenticate(_db(request), request.headers.get("authorization"))
+    return request.state.identity.owner  # identified by the route (_endpoint)
 
 
 def _not_found(what: str, ident: str) -> GenreError:
@@ -410,6 +436,27 @@ def send_test_event(request):
     return JSONResponse({"delivery_id": msg, "status": "pending"}, status_code=202)
 
 
+def me(request):
+    """GET /me: the key's account, its quotas and what is left of its budgets."""
+    who, db, s = request.state.identity, _db(request), settings()
+    used = {"tracks": tracks.count(db, who.owner), "watches": watches.count(db, who.owner)}
+    limits = {"tracks": s.track_quota, "watches": s.watch_limit}
+    return JSONResponse(
+        {
+            "account": who.owner,
+            "key": {"id": who.key_id, "prefix": who.prefix},
+            "quotas": {
+                q: {"limit": limits[q], "used": used[q], "left": max(0, limits[q] - used[q])}
+                for q in limits
+            },
+            "budgets": {
+                b: BUDGETS.peek(b, who.key_id).as_dict()
+                for b in ("search", "uploads", "watch_changes")
+            },
+        }
+    )
+
+
 def _page_params(request) -> dict:
     p = request.query_params
     return {
@@ -468,41 +515,56 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def _endpoint(handler, with_body: bool):
+def _endpoint(handler, with_body: bool, bucket: str | None):
     async def endpoint(request):
-        auth = request.headers.get("authorization")
+        auth, verdict = request.headers.get("authorization"), None
         try:
             _check_request_texts(request)
+            db = await run_in_threadpool(request.app.state.catalog.get)
+            request.state.identity = await run_in_threadpool(keys.identify, db, auth)
+            if bucket is not None:
+                verdict = spend(BUDGETS.take(bucket, request.state.identity.key_id))
             args = (request, await read_json(request)) if with_body else (request,)
-            return await run_in_threadpool(handler, *args)
+            response = await run_in_threadpool(handler, *args)
         except GenreError as exc:  # CatalogUnavailable, Unauthorized, bad parameters, ...
-            return error_response(exc, auth)
+            response = error_response(exc, auth)
+        if verdict is not None:
+            for name, value in verdict.headers().items():
+                response.headers.setdefault(name, value)
+        return response
 
     endpoint.__name__ = handler.__name__
     return endpoint
 
 
-def _route(path: str, handler, method: str, with_body: bool = False) -> Route:
-    return Route(path, _endpoint(handler, with_body), methods=[method])
+def _route(
+    path: str, handler, method: str, with_body: bool = False, bucket: str | None = None
+) -> Route:
+    """A route that needs a key; `bucket`: the key's budget one request spends."""
+    return Route(path, _endpoint(handler, with_body, bucket), methods=[method])
 
 
+SEARCH, UPLOADS, WATCHES = "search", "uploads", "watch_changes"
 ROUTES = [
+    _route("/me", me, "GET"),
     _route("/tracks", list_tracks, "GET"),
     _route("/tracks/{track_id}", get_track, "GET"),
-    _route("/tracks/{track_id}", delete_track, "DELETE"),
-    _route("/tracks/{track_id}", patch_track, "PATCH", with_body=True),
-    _route("/tracks/{track_id}/similar", similar_to_track, "GET"),
-    _route("/artists/similar", similar_artists, "GET"),
-    _route("/watches", create_watch, "POST", with_body=True),
+    _route("/tracks/{track_id}", delete_track, "DELETE", bucket=UPLOADS),
+    _route("/tracks/{track_id}", patch_track, "PATCH", with_body=True, bucket=UPLOADS),
+    _route("/tracks/{track_id}/similar", similar_to_track, "GET", bucket=SEARCH),
+    _route("/artists/similar", similar_artists, "GET", bucket=SEARCH),
+    _route("/watches", create_watch, "POST", with_body=True, bucket=WATCHES),
     _route("/watches", list_watches, "GET"),
     _route("/watches/{watch_id}", get_watch, "GET"),
-    _route("/watches/{watch_id}", patch_watch, "PATCH", with_body=True),
-    _route("/watches/{watch_id}", delete_watch, "DELETE"),
-    _route("/watches/{watch_id}/rotate-secret", rotate_watch_secret, "POST"),
-    _route("/watches/{watch_id}/test", send_test_event, "POST"),
+    _route("/watches/{watch_id}", patch_watch, "PATCH", with_body=True, bucket=WATCHES),
+    _route("/watches/{watch_id}", delete_watch, "DELETE", bucket=WATCHES),
+    _route("/watches/{watch_id}/rotate-secret", rotate_watch_secret, "POST", bucket=WATCHES),
+    _route("/watches/{watch_id}/test", send_test_event, "POST", bucket=WATCHES),
     _route("/watches/{watch_id}/matches", watch_matches, "GET"),
     _route("/watches/{watch_id}/deliveries", watch_deliveries, "GET"),
-    _route("/watches/{watch_id}/deliveries/{delivery_id}/redeliver", redeliver, "POST"),
+    _route(
+        "/watches/{watch_id}/deliveries/{delivery_id}/redeliver", redeliver, "POST", bucket=WATCHES
+    ),
 ]
 
 
