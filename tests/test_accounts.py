@@ -26,9 +26,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from genre_detector.catalog import cursors, ingest, keys, tracks, watches
+from genre_detector.catalog import cursors, ingest, keys, search, tracks, vectors, watches
 from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent
+from genre_detector.catalog.schema import account_artists
+from genre_detector.catalog.schema import tracks as tracks_table
 from genre_detector.errors import GenreError
 from loadtests.service_process import REPO, ServedService
 from tests.test_catalog_db import DIM, _record, _unit
@@ -308,6 +310,8 @@ def test_no_route_answers_a_500_to_odd_requests(served):
         {"exclude_same_artist": "2"},
         {"artist": ""},
         {"artist": " " * 10},
+        {"artist_id": "x"},
+        {"artist_id": "", "artist": "nobody"},
     ]
     bodies = [None, "", "null", "{}", "[]", '"x"', '{"consent": []}', '{"like": [1]}', "{"]
     paths = []
@@ -579,3 +583,210 @@ def test_token_bucket_refills_at_its_rate(monkeypatch):
     assert b.take("search", "other").ok  # buckets are per key
     now[0] += 3600
     assert b.peek("search", "k").remaining == 6  # never more than the burst
+
+
+# ---------------------------------------------------------------- artists per account
+
+
+def _vec(rng) -> np.ndarray:
+    return _unit(rng.normal(size=DIM))
+
+
+def _artist(db, owner: str, name: str):
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(account_artists).where(
+                account_artists.c.owner == owner,
+                account_artists.c.artist_key == " ".join(name.split()).casefold(),
+            )
+        ).first()
+
+
+def test_one_accounts_uploads_never_move_anothers_artist(db):
+    rng = np.random.default_rng(0)
+    mine = [_vec(rng) for _ in range(3)]
+    rows = [
+        ingest.add(db, "label-a", _record(i, "jazz", "Shared Name", v), NOTIFY)[0]
+        for i, v in enumerate(mine)
+    ]
+    for i in range(6):
+        ingest.add(db, "label-a", _record(10 + i, "jazz", f"Other {i}", _vec(rng)), NOTIFY)
+    before_q, before = search.similar_artists(db, "label-a", "Shared Name", k=5)
+    assert before_q["n_tracks"] == 3 and before_q["artist"] == "Shared Name"
+    assert before_q["artist_id"] == rows[0]["artist_id"] == rows[2]["artist_id"]
+    for i in range(3):  # label B's "Shared Name": its own artist
+        ingest.add(db, "label-b", _record(100 + i, "jazz", "SHARED name", _vec(rng)), NOTIFY)
+    after_q, after = search.similar_artists(db, "label-a", "shared  NAME", k=5)
+    assert after_q == before_q  # count, spelling, id: label A's own
+    assert [(r["artist"], r["score"]) for r in after] == [(r["artist"], r["score"]) for r in before]
+    b_q, _ = search.similar_artists(db, "label-b", "Shared Name", k=5)
+    assert b_q["n_tracks"] == 3 and b_q["artist"] == "SHARED name"
+    assert b_q["artist_id"] != before_q["artist_id"]
+    booker, _ = search.similar_artists(db, "booker", "shared name", k=5)  # no uploads: all
+    assert booker["n_tracks"] == 6 and booker["artist_id"] is None
+    by_id, _ = search.similar_artists(db, "booker", None, k=5, artist_id=before_q["artist_id"])
+    assert by_id == before_q
+    # the running sum is the sum of the vectors, the centroid its direction
+    a = _artist(db, "label-a", "Shared Name")
+    assert np.allclose(np.frombuffer(a.vec_sum, np.float64), np.sum(mine, axis=0), atol=1e-5)
+    with db.connect() as conn:
+        centroid = vectors.artist_vector(db, conn, a.pk)
+    want = np.sum(mine, axis=0)
+    assert np.allclose(centroid, want / np.linalg.norm(want), atol=1e-5)
+    # an erase takes its share out, and only its own account's
+    assert ingest.erase(db, "label-a", rows[0]["id"])
+    a = _artist(db, "label-a", "Shared Name")
+    assert a.n_tracks == 2
+    assert np.allclose(np.frombuffer(a.vec_sum, np.float64), mine[1] + mine[2], atol=1e-5)
+    assert _artist(db, "label-b", "Shared Name").n_tracks == 3
+    for r in rows[1:]:
+        ingest.erase(db, "label-a", r["id"])
+    assert _artist(db, "label-a", "Shared Name") is None
+    with pytest.raises(GenreError, match="not_found"):
+        search.similar_artists(db, "booker", None, artist_id=before_q["artist_id"])
+
+
+def test_similar_artists_lists_each_performer_once_with_every_accounts_tracks(db):
+    rng = np.random.default_rng(1)
+    base = _vec(rng)
+    near = [_unit(base + 0.05 * rng.normal(size=DIM)) for _ in range(6)]
+    ingest.add(db, "label-a", _record(1, "jazz", "Query", near[0]), NOTIFY)
+    ingest.add(db, "label-a", _record(2, "jazz", "Twice", near[1]), NOTIFY)
+    ingest.add(db, "label-b", _record(3, "jazz", "twice", near[2]), NOTIFY)
+    ingest.add(db, "label-b", _record(4, "jazz", "Twice", near[3]), NOTIFY)
+    ingest.add(db, "label-c", _record(5, "jazz", "Query", near[4]), NOTIFY)
+    ingest.add(db, "label-c", _record(6, "jazz", "Far", _unit(-base)), NOTIFY)
+    q, results = search.similar_artists(db, "label-a", "Query", k=10)
+    assert q["n_tracks"] == 1  # label A's own "Query"
+    names = [r["artist"].casefold() for r in results]
+    assert names.count("twice") == 1 and "query" not in names  # the query's performer: never
+    twice = next(r for r in results if r["artist"].casefold() == "twice")
+    assert twice["n_tracks"] == 3 and sorted(a["n_tracks"] for a in twice["artists"]) == [1, 2]
+    assert "owner" not in json.dumps(results) and "label-" not in json.dumps(results)
+    # exclude_same_artist: the performer, whoever uploaded it
+    track = tracks.listing(db, "label-a")[0][0]
+    _, similar = search.similar_to_track(db, track["id"], k=10, exclude_same_artist=True)
+    assert all(r["artist"].casefold() != "query" for r in similar)
+    _, similar = search.similar_to_track(db, track["id"], k=10, exclude_same_artist=False)
+    assert any(r["artist"] == "Query" for r in similar)  # label C's
+
+
+def test_migration_splits_global_artists_per_account(catalog_url):
+    """A catalog filled before migration 0003 (global artists, as the old code wrote them)
+    comes out with one artist per account, sums and counts of its own tracks."""
+    from alembic import command
+    from alembic.config import Config
+
+    from genre_detector.catalog.db import MIGRATIONS, _sqlite_engine, engine_url
+
+    url = engine_url(catalog_url)
+    db = Catalog(_sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(url), DIM)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"], cfg.attributes["embedding_dim"] = conn, DIM
+        command.upgrade(cfg, "0002")
+    rng = np.random.default_rng(2)
+    made = {}  # (owner, key) -> vectors
+    old = sa.table(
+        "tracks", *(sa.column(c.name, c.type) for c in tracks_table.c if c.name != "artist_id")
+    )
+    old_artists = sa.table(
+        "artists",
+        sa.column("pk"),
+        sa.column("artist_key"),
+        sa.column("name"),
+        sa.column("n_tracks"),
+    )
+    plan = [
+        ("label-a", "Shared Name"),
+        ("label-a", "Shared Name"),
+        ("label-b", "SHARED name"),
+        ("label-b", "Shared name"),
+        ("label-b", "Shared Name"),
+        ("label-a", "Solo"),
+        ("label-a", ""),
+    ]
+    with db.engine.begin() as conn:
+        for i, (owner, name) in enumerate(plan):
+            v = _vec(rng)
+            r = _record(i, "jazz", name, v)
+            values = {
+                c: getattr(r, c)
+                for c in (
+                    "sha256",
+                    "title",
+                    "artist",
+                    "duration_s",
+                    "top_genre",
+                    "top_probability",
+                    "probabilities",
+                    "top3",
+                    "timeline",
+                    "model_tags",
+                    "embedding_version",
+                )
+            }
+            pk = conn.execute(
+                old.insert()
+                .values(
+                    id=uuid.uuid4().hex,
+                    owner=owner,
+                    artist_key=r.artist_key,
+                    consent_search=True,
+                    consent_notify=True,
+                    consented_at=dt.datetime(2026, 1, 1),
+                    features=b"",
+                    created_at=dt.datetime(2026, 1, 1),
+                    **values,
+                )
+                .returning(old.c.pk)
+            ).scalar_one()
+            performer = 0
+            if r.artist_key:
+                performer = conn.execute(
+                    sa.select(old_artists.c.pk).where(old_artists.c.artist_key == r.artist_key)
+                ).scalar()
+                if performer is None:
+                    performer = conn.execute(
+                        old_artists.insert()
+                        .values(artist_key=r.artist_key, name=name, n_tracks=0)
+                        .returning(old_artists.c.pk)
+                    ).scalar_one()
+                made.setdefault((owner, r.artist_key), []).append(v)
+            vectors.put_track(db, conn, pk, v, "jazz", performer)
+        for key in {k for _, k in made}:  # the old global centroids
+            allv = [v for (o, k), vs in made.items() if k == key for v in vs]
+            apk = conn.execute(
+                sa.select(old_artists.c.pk).where(old_artists.c.artist_key == key)
+            ).scalar_one()
+            conn.execute(
+                old_artists.update().where(old_artists.c.pk == apk).values(n_tracks=len(allv))
+            )
+            vectors.put_artist(db, conn, apk, _unit(np.mean(allv, axis=0)))
+    db.close()
+    db = Catalog.open(catalog_url, dim=DIM)  # migrates to head
+    try:
+        for (owner, key), vs in made.items():
+            a = _artist(db, owner, key)
+            assert a.n_tracks == len(vs)
+            assert np.allclose(np.frombuffer(a.vec_sum, np.float64), np.sum(vs, axis=0), atol=1e-5)
+            with db.connect() as conn:
+                ids = set(
+                    conn.execute(
+                        sa.select(tracks_table.c.artist_id).where(
+                            tracks_table.c.owner == owner, tracks_table.c.artist_key == key
+                        )
+                    ).scalars()
+                )
+            assert ids == {a.id}
+        assert _artist(db, "label-a", "shared name").name == "Shared Name"  # its own spelling
+        assert _artist(db, "label-b", "shared name").name == "SHARED name"
+        q, results = search.similar_artists(db, "label-a", "Shared Name", k=5)
+        assert q["n_tracks"] == 2 and [r["artist"] for r in results] == ["Solo"]
+        # and after the migration, adds and erases move only their own account's artist
+        ingest.add(db, "label-b", _record(99, "jazz", "Shared Name", _vec(rng)), NOTIFY)
+        assert _artist(db, "label-b", "Shared Name").n_tracks == 4
+        assert _artist(db, "label-a", "Shared Name").n_tracks == 2
+    finally:
+        db.close()

@@ -8,7 +8,7 @@ module-level handlers below, mounted by `catalog_app` (the catalog is in the app
     GET    /tracks/{id}                              one of them, every stored field
     DELETE /tracks/{id}                              erase it (row, vector, artist share)
     GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=
-    GET    /artists/similar?artist=NAME&k=
+    GET    /artists/similar?artist=NAME|artist_id=ID&k=
     PATCH  /tracks/{id}          {"consent": "search" | "search,notify"}: withdraw or give notify
     POST   /watches   GET /watches   GET|PATCH|DELETE /watches/{id}
     POST   /watches/{id}/rotate-secret   POST /watches/{id}/test
@@ -391,11 +391,15 @@ def similar_to_track(request):
 
 def similar_artists(request):
     p = request.query_params
-    artist = (p.get("artist") or "").strip()
-    if not artist:
-        raise GenreError("bad_parameter", "artist: the name of an artist in the catalog")
+    artist, artist_id = (p.get("artist") or "").strip(), (p.get("artist_id") or "").strip()
+    if not artist and not artist_id:
+        raise GenreError(
+            "bad_parameter", "artist: the name of an artist in the catalog (or artist_id)"
+        )
     k = int_param(p, "k", 10, 1, search.MAX_K)
-    me, results = search.similar_artists(_db(request), artist, k)
+    me, results = search.similar_artists(
+        _db(request), _owner(request), artist, k, artist_id=artist_id or None
+    )
     return JSONResponse({"results": results, "query": {**me, "k": k}})
 
 
