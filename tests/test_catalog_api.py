@@ -126,7 +126,11 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
         assert r.status_code in (200, 201), r.text
         ids[name] = r.json()["id"]
     q = ids["classical"]
-    r = requests.get(f"{svc.url}/tracks/{q}/similar?k=3&exclude_same_artist=false", timeout=30)
+    scout = _auth(keys["scout"])  # search needs a key
+    assert requests.get(f"{svc.url}/tracks/{q}/similar", timeout=30).status_code == 401
+    r = requests.get(
+        f"{svc.url}/tracks/{q}/similar?k=3&exclude_same_artist=false", headers=scout, timeout=30
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["query"]["id"] == q and len(body["results"]) == 3
@@ -136,17 +140,21 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
     }
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
-    same = requests.get(f"{svc.url}/tracks/{q}/similar?k=20", timeout=30).json()["results"]
+    same = requests.get(f"{svc.url}/tracks/{q}/similar?k=20", headers=scout, timeout=30).json()[
+        "results"
+    ]
     assert same and all(x["artist"] != artist_of["classical"] for x in same)
     for bad in ("k=0", "k=101", "k=x", "genre=polka", "min_score=2", "exclude_same_artist=maybe"):
-        r = requests.get(f"{svc.url}/tracks/{q}/similar?{bad}", timeout=30)
+        r = requests.get(f"{svc.url}/tracks/{q}/similar?{bad}", headers=scout, timeout=30)
         assert r.status_code == 400 and r.json()["error"] == "bad_parameter", bad
         assert bad.split("=")[0] in r.json()["detail"]
     with open(gtzan_dir / "classical.00000.wav", "rb") as f:
         up = requests.post(f"{svc.url}/similar?k=5", files={"audio": f}, timeout=120)
     assert up.status_code == 200, up.text
     assert q not in {x["id"] for x in up.json()["results"]}  # the same audio is the query
-    artists = requests.get(f"{svc.url}/artists/similar?artist=band%20a&k=5", timeout=30)
+    artists = requests.get(
+        f"{svc.url}/artists/similar?artist=band%20a&k=5", headers=scout, timeout=30
+    )
     assert artists.status_code == 200
     assert artists.json()["query"]["artist"] == "Band A"
     assert [a["artist"] for a in artists.json()["results"]] == ["Band B"]
@@ -158,9 +166,14 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
     for name in CLIPS:
         if name == "jazz":
             continue
-        r = requests.get(f"{svc.url}/tracks/{ids[name]}/similar?k=100", timeout=30)
+        r = requests.get(f"{svc.url}/tracks/{ids[name]}/similar?k=100", headers=scout, timeout=30)
         assert ids["jazz"] not in {x["id"] for x in r.json()["results"]}
-    assert requests.get(f"{svc.url}/tracks/{ids['jazz']}/similar", timeout=30).status_code == 404
+    assert (
+        requests.get(
+            f"{svc.url}/tracks/{ids['jazz']}/similar", headers=scout, timeout=30
+        ).status_code
+        == 404
+    )
 
 
 def test_concurrent_uploads(served, emotify_dir):

@@ -162,13 +162,13 @@ def test_listing_pages_with_a_cursor(db, filled):
 
 
 def test_similar_artists(db, filled):
-    me, results = search.similar_artists(db, "artist 1", k=5)
+    me, results = search.similar_artists(db, "label-a", "artist 1", k=5)
     assert me["artist"] == "Artist 1" and me["n_tracks"] == 5
     assert len(results) == 5 and "Artist 1" not in {r["artist"] for r in results}
     # artists 1 and 4 and 7 share genre clusters with artist 1 (i % 3 over i % 8)
     assert results == sorted(results, key=lambda r: -r["score"])
     with pytest.raises(GenreError) as e:
-        search.similar_artists(db, "nobody")
+        search.similar_artists(db, "label-a", "nobody")
     assert e.value.code == "not_found"
 
 
@@ -207,9 +207,9 @@ def test_a_crash_inside_the_insert_leaves_no_half_track(db):
     with db.connect() as conn:
         counts = [
             conn.execute(sa.text(f"select count(*) from {t}")).scalar_one()
-            for t in ("tracks", "track_vectors", "artists")
+            for t in ("tracks", "track_vectors", "artists", "account_artists", "artist_vectors")
         ]
-    assert counts == [0, 0, 0]
+    assert counts == [0, 0, 0, 0, 0]
     row, created = tracks.add(db, "label-a", rec, Consent(True, True))
     assert created and tracks.get(db, "label-a", row["id"]) is not None
 

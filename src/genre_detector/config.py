@@ -124,7 +124,25 @@ class Settings:
         True,
         "1: the service runs a webhook delivery worker while it is up (`deliver` runs one alone)",
     )
-    watch_limit: int = _setting("GENRE_WATCH_LIMIT", 100, "watches per account")
+    watch_limit: int = _setting("GENRE_WATCH_LIMIT", 100, "watches per account (403 above it)")
+    track_quota: int = _setting("GENRE_TRACK_QUOTA", 10000, "tracks per account (403 above it)")
+    search_per_min: int = _setting(
+        "GENRE_SEARCH_PER_MIN", 60, "searches per key per minute (a token bucket; 429 when empty)"
+    )
+    writes_per_min: int = _setting(
+        "GENRE_WRITES_PER_MIN", 30, "per key per minute: uploads and track changes; watch changes"
+    )
+    anonymous_per_min: int = _setting(
+        "GENRE_ANONYMOUS_PER_MIN", 5, "keyless `POST /similar` (k <= 10) per client per minute"
+    )
+    predict_per_min: int = _setting(
+        "GENRE_PREDICT_PER_MIN", 0, "`/predict` and `POST /` per client per minute (0: no limit)"
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "GENRE_TRUSTED_PROXIES",
+        (),
+        "proxies (addresses, networks) whose first `X-Forwarded-For` hop is the client",
+    )
     plugins: tuple[str, ...] = _setting(
         "GENRE_PLUGINS", (), "comma-separated modules to import that register more families"
     )

@@ -43,8 +43,10 @@ REQUEST_CODES = {
     # the catalog (catalog/, serve/catalog_routes.py)
     "consent_required": 400,  # POST /tracks without consent to `search`
     "bad_parameter": 400,  # a query parameter or JSON field out of range (named in detail)
-    "unauthorized": 401,  # missing, unknown or revoked API key
+    "unauthorized": 401,  # missing, unknown or revoked API key (with WWW-Authenticate)
+    "quota_exceeded": 403,  # an account's quota (watches, ...) is used up: detail names it
     "not_found": 404,  # unknown id, or another account's (never 403: no confirmation)
+    "rate_limited": 429,  # a key's (or client's) budget is spent: Retry-After, RateLimit
     "conflict": 409,  # the state forbids it now (redeliver a webhook whose track is gone)
     "db_unavailable": 503,  # the catalog's database cannot be reached or is locked
     "catalog_unavailable": 503,  # the served models carry no search embedding (projection)

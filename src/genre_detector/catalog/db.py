@@ -10,8 +10,9 @@
 * PostgreSQL: psycopg 3 with the `vector` extension (pgvector); HNSW indexes.
 
 Every database error that means "not reachable, or busy" (connection refused, the server
-gone, a lock held past the timeout) becomes CatalogUnavailable (HTTP 503 db_unavailable with
-Retry-After in the service); anything else is a bug and propagates. All SQL in this package
+gone, a lock held past the timeout, no pooled connection free within the pool timeout)
+becomes CatalogUnavailable (HTTP 503 db_unavailable with Retry-After in the service);
+anything else is a bug and propagates. All SQL in this package
 is written with bound parameters.
 """
 
@@ -28,6 +29,7 @@ from genre_detector.errors import GenreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_DIM = 128  # the embedding's stored size when no projection says otherwise
+POOL_TIMEOUT_S = 10  # PostgreSQL: the wait for a pooled connection before 503 db_unavailable
 SQLITE_BUSY_MS = 15000  # a writer waits this long for the lock before 503 db_unavailable
 
 
@@ -105,6 +107,7 @@ class Catalog:
                 pool_pre_ping=True,
                 pool_size=8,
                 max_overflow=8,
+                pool_timeout=POOL_TIMEOUT_S,
                 json_serializer=strict_json,
             )
         db = cls(engine, dim or DEFAULT_DIM)
@@ -140,6 +143,10 @@ class Catalog:
             yield
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise CatalogUnavailable(_reason(exc)) from exc
+        except sa.exc.TimeoutError as exc:  # every pooled connection busy past pool_timeout
+            raise CatalogUnavailable(
+                "the catalog database has no free connection; try again shortly"
+            ) from exc
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise CatalogUnavailable(_reason(exc)) from exc
@@ -155,6 +162,11 @@ class Catalog:
     def connect(self):
         with self.unavailable_as_503(), self.engine.connect() as conn:
             yield conn
+
+    def ping(self) -> None:
+        """CatalogUnavailable unless the database answers now (before costly work)."""
+        with self.connect() as conn:
+            conn.execute(sa.text("select 1"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,6 +2,7 @@
 
     key = keys.create(db, "label-a")       # "gd_..." : print it now, it cannot be shown again
     keys.authenticate(db, key)             # "label-a" (the owner), or raises Unauthorized
+    keys.identify(db, key)                 # Identity(key_id, owner, prefix)
     keys.revoke(db, key_id)
 
 The keys are 256-bit random tokens (secrets.token_urlsafe), so a plain SHA-256 is the right
@@ -61,9 +62,22 @@ def create(db, owner: str) -> NewKey:
     return key
 
 
+@dataclass(frozen=True)
+class Identity:
+    key_id: str
+    owner: str
+    prefix: str
+
+
 def authenticate(db, authorization: str | None) -> str:
     """The owner of the key in an `Authorization: Bearer KEY` header value (or the bare
     key); Unauthorized when it is missing, unknown or revoked."""
+    return identify(db, authorization).owner
+
+
+def identify(db, authorization: str | None) -> Identity:
+    """The key (its id, owner and shown prefix) of an `Authorization: Bearer KEY` header
+    value (or the bare key); Unauthorized when it is missing, unknown or revoked."""
     if not authorization:
         raise Unauthorized("send your API key as `Authorization: Bearer KEY`")
     scheme, _, token = authorization.strip().partition(" ")
@@ -72,13 +86,13 @@ def authenticate(db, authorization: str | None) -> str:
         raise Unauthorized("that is not an API key of this service")
     with db.connect() as conn:
         row = conn.execute(
-            sa.select(api_keys.c.owner, api_keys.c.revoked_at).where(
-                api_keys.c.key_hash == _hash(secret)
-            )
+            sa.select(
+                api_keys.c.id, api_keys.c.owner, api_keys.c.prefix, api_keys.c.revoked_at
+            ).where(api_keys.c.key_hash == _hash(secret))
         ).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("unknown or revoked API key")
-    return row.owner
+    return Identity(row.id, row.owner, row.prefix)
 
 
 def revoke(db, key_id: str) -> bool:

@@ -24,6 +24,10 @@ class Consent:
     def parse(cls, text: str | None) -> "Consent":
         """`search,notify` -> Consent; GenreError naming a bad or missing scope. Without
         `search` nothing may be stored (consent_required)."""
+        if text is not None and not isinstance(text, str):
+            raise GenreError(
+                "bad_parameter", 'consent: a text of comma-separated scopes ("search,notify")'
+            )
         scopes = [s.strip().lower() for s in (text or "").split(",") if s.strip()]
         unknown = [s for s in scopes if s not in CONSENT_SCOPES]
         if unknown:
@@ -76,7 +80,11 @@ def sha256_of(data: bytes) -> str:
 
 
 def clean_name(value: str | None) -> str:
-    return " ".join(str(value or "").split())[:MAX_NAME]
+    """One line of at most MAX_NAME printable characters: control characters (NUL among
+    them, which PostgreSQL cannot store) and lone surrogates dropped, spaces collapsed."""
+    text = str(value or "")
+    text = "".join(c for c in text if c.isprintable() or c.isspace())
+    return " ".join(text.split())[:MAX_NAME]
 
 
 def record_from_result(

@@ -47,16 +47,36 @@ tracks = sa.Table(
     sa.Column("features", sa.LargeBinary, nullable=False),
     sa.Column("embedding_version", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("artist_id", sa.String(32), index=True),  # its account_artists.id (or null)
     sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
 )
 
+# Performers: one row per normalised name across accounts, whose pk is track_vectors'
+# artist_pk (exclude_same_artist removes a performer whoever uploaded it). Its name and
+# n_tracks are no longer kept up to date (migration 0003): account_artists holds those.
 artists = sa.Table(
     "artists",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("artist_key", sa.Text, nullable=False, unique=True),
-    sa.Column("name", sa.Text, nullable=False),  # as first written
+    sa.Column("name", sa.Text, nullable=False),
     sa.Column("n_tracks", sa.Integer, nullable=False),
+)
+
+# An account's artist: (owner, normalised name), its own spelling, the running sum of its
+# searchable tracks' vectors (float64 bytes) and their count; artist_vectors holds its
+# centroid (the normalised sum) under its pk.
+account_artists = sa.Table(
+    "account_artists",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("artist_key", sa.Text, nullable=False, index=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("n_tracks", sa.Integer, nullable=False),
+    sa.Column("vec_sum", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("owner", "artist_key", name="uq_account_artists_owner_key"),
 )
 
 watches = sa.Table(

@@ -2,7 +2,7 @@
 
     search.similar_tracks(db, vector, k=10, genre=None, exclude_artist="", min_score=None,
                           exclude_id=None)
-    search.similar_artists(db, "Artist name", k=10)
+    search.similar_artists(db, owner, "Artist name", k=10)    # or artist_id="..."
 
 Results carry only what any caller may see of a consented track: id, title, artist, score,
 genre and top-3, never its owner or other stored fields.
@@ -10,11 +10,12 @@ genre and top-3, never its owner or other stored fields.
 
 from __future__ import annotations
 
+import numpy as np
 import sqlalchemy as sa
 
 from genre_detector.catalog import vectors
 from genre_detector.catalog.records import artist_key
-from genre_detector.catalog.schema import artists, tracks
+from genre_detector.catalog.schema import account_artists, artists, tracks
 from genre_detector.errors import GenreError
 
 MAX_K = 100
@@ -122,24 +123,72 @@ def similar_to_track(
     return query, results
 
 
-def similar_artists(db, artist: str, k: int = 10) -> tuple[dict, list[dict]]:
-    """(the artist, [{artist, score, n_tracks}] of the k artists whose consented tracks sound
-    most like theirs, best first). GenreError not_found for an artist with no such tracks."""
+def _centroid(rows) -> np.ndarray:
+    total = np.sum([np.frombuffer(r.vec_sum, np.float64) for r in rows], axis=0)
+    return (total / (np.linalg.norm(total) or 1.0)).astype(np.float32)
+
+
+def similar_artists(
+    db, owner: str | None, artist: str | None = None, k: int = 10, artist_id: str | None = None
+) -> tuple[dict, list[dict]]:
+    """(the query artist, the k performers whose consented tracks sound most like its,
+    best first). The query: an artist id (any account's), or a name: `owner`'s own artist of
+    that name if there is one, else that name across every account (the sum of their sums:
+    a booker with no uploads can name any performer). Results are one row per performer
+    (normalised name): {artist, score (the best of its accounts' centroids), n_tracks (every
+    account's tracks), artists: [{id, n_tracks}] (one per account, no owner)}; the query's
+    performer is never among them. GenreError not_found for an unknown artist."""
     check_k(k)
-    key = artist_key(artist)
+    aa = account_artists
     with db.connect() as conn:
-        me = conn.execute(sa.select(artists).where(artists.c.artist_key == key)).first()
-        centroid = None if me is None else vectors.artist_vector(db, conn, me.pk)
-        if centroid is None:
-            raise GenreError("not_found", f"no consented tracks by artist {artist!r}")
-        hits = vectors.nearest_artists(db, conn, centroid, k + 1)
-        rows = conn.execute(
-            sa.select(artists).where(artists.c.pk.in_([pk for pk, _ in hits]))
+        if artist_id:
+            rows = conn.execute(sa.select(aa).where(aa.c.id == artist_id)).fetchall()
+        else:
+            key = artist_key(artist or "")
+            rows = (
+                conn.execute(
+                    sa.select(aa).where(aa.c.artist_key == key, aa.c.owner == owner)
+                ).fetchall()
+                or conn.execute(
+                    sa.select(aa).where(aa.c.artist_key == key).order_by(aa.c.n_tracks.desc())
+                ).fetchall()
+            )
+        if not rows:
+            what = f"id {artist_id!r}" if artist_id else repr(artist)
+            raise GenreError("not_found", f"no consented tracks by artist {what}")
+        me_key = rows[0].artist_key
+        query = {
+            "artist": rows[0].name,
+            "artist_id": rows[0].id if len(rows) == 1 else None,
+            "n_tracks": sum(r.n_tracks for r in rows),
+        }
+        hits = vectors.nearest_artists(db, conn, _centroid(rows), min(4 * k + 10, 1000))
+        by_pk = {
+            r.pk: r for r in conn.execute(sa.select(aa).where(aa.c.pk.in_([pk for pk, _ in hits])))
+        }
+        best: dict[str, tuple[float, str]] = {}  # performer -> (score, display name)
+        for pk, d in hits:
+            r = by_pk.get(pk)
+            if r is None or r.artist_key == me_key or r.artist_key in best:
+                continue
+            best[r.artist_key] = (round(1.0 - d, 6), r.name)
+            if len(best) == k:
+                break
+        every = conn.execute(
+            sa.select(aa.c.id, aa.c.artist_key, aa.c.n_tracks)
+            .where(aa.c.artist_key.in_(list(best)))
+            .order_by(aa.c.pk)
         ).fetchall()
-    by_pk = {r.pk: r for r in rows}
+    accounts: dict[str, list[dict]] = {}
+    for r in every:
+        accounts.setdefault(r.artist_key, []).append({"id": r.id, "n_tracks": r.n_tracks})
     out = [
-        {"artist": by_pk[pk].name, "score": round(1.0 - d, 6), "n_tracks": by_pk[pk].n_tracks}
-        for pk, d in hits
-        if pk in by_pk and pk != me.pk
+        {
+            "artist": name,
+            "score": score,
+            "n_tracks": sum(a["n_tracks"] for a in accounts.get(key, [])),
+            "artists": accounts.get(key, []),
+        }
+        for key, (score, name) in best.items()
     ]
-    return {"artist": me.name, "n_tracks": me.n_tracks}, out[:k]
+    return query, out

@@ -4,11 +4,15 @@ list, erase. Only the owner reads or erases a track; another owner's track is "n
     row, created = tracks.add(db, owner, record, consent)
     tracks.get(db, owner, track_id)          # None when unknown or not the owner's
     tracks.delete(db, owner, track_id)       # the row, its vector and its artist share gone
+
+An artist belongs to the account that uploaded it: (owner, normalised name), with a public
+id on every track (`artist_id`), its own spelling, and a running sum and count of its
+tracks' vectors, updated in O(1) per add or erase (no other track is read). One account's
+uploads never move another's artist.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 
@@ -17,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from genre_detector.catalog import clock, vectors
+from genre_detector.catalog import clock, cursors, vectors
 from genre_detector.catalog.records import Consent, TrackRecord
-from genre_detector.catalog.schema import artists, tracks
+from genre_detector.catalog.schema import account_artists, artists, tracks
 from genre_detector.errors import GenreError
 
 MAX_LIMIT = 100
@@ -97,7 +101,9 @@ def _fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
 
 
 def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
+    """The track, its vector and its artist's running centroid, in the caller's transaction."""
     now = clock.now()
+    artist = _account_artist(db, conn, owner, record.artist_key, record.artist)
     pk = conn.execute(
         tracks.insert()
         .values(
@@ -107,6 +113,7 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
             title=record.title,
             artist=record.artist,
             artist_key=record.artist_key,
+            artist_id=None if artist is None else artist.id,
             consent_search=consent.search,
             consent_notify=consent.notify,
             consented_at=now,
@@ -124,9 +131,10 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
         )
         .returning(tracks.c.pk)
     ).scalar_one()
-    artist_pk = _lock_artist(db, conn, record.artist_key, record.artist)
-    vectors.put_track(db, conn, pk, record.embedding, record.top_genre, artist_pk)
-    _refresh_artist(db, conn, record.artist_key, record.artist)
+    performer_pk = _performer(db, conn, record.artist_key, record.artist)
+    vectors.put_track(db, conn, pk, record.embedding, record.top_genre, performer_pk)
+    if artist is not None:
+        _shift_artist(db, conn, artist, record.embedding, +1)
     row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
     if on_insert is not None:
         on_insert(conn, pk, row, record)
@@ -139,6 +147,14 @@ def by_sha256(db, owner: str, sha256: str) -> dict | None:
             sa.select(tracks).where(tracks.c.owner == owner, tracks.c.sha256 == sha256)
         ).first()
     return None if r is None else _row(r)
+
+
+def count(db, owner: str) -> int:
+    """How many tracks the owner has (its quota's use)."""
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(tracks).where(tracks.c.owner == owner)
+        ).scalar_one()
 
 
 def get(db, owner: str, track_id: str) -> dict | None:
@@ -172,9 +188,12 @@ def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
             return False
         if on_delete is not None:
             on_delete(conn, track_id)
+        vector = vectors.track_vector(db, conn, r.pk)
+        artist = _account_artist(db, conn, owner, r.artist_key, r.artist, create=False)
         vectors.delete_track(conn, r.pk)
         conn.execute(tracks.delete().where(tracks.c.pk == r.pk))
-        _refresh_artist(db, conn, r.artist_key, r.artist)
+        if artist is not None and vector is not None:
+            _shift_artist(db, conn, artist, vector, -1)
     return True
 
 
@@ -197,60 +216,86 @@ def listing(
     if genre:
         q = q.where(tracks.c.top_genre == genre)
     if cursor:
-        q = q.where(tracks.c.pk > _decode_cursor(cursor))
+        q = q.where(tracks.c.pk > cursors.decode(db, owner, "tracks", cursor))
     with db.connect() as conn:
         rows = conn.execute(q.order_by(tracks.c.pk).limit(limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = _encode_cursor(rows[-1].pk) if more and rows else None
+    nxt = cursors.encode(db, owner, "tracks", rows[-1].pk) if more and rows else None
     return [_row(r) for r in rows], nxt
 
 
-def _encode_cursor(pk: int) -> str:
-    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
+def _upsert(db, table, values: dict, keys: list[str]):
+    insert = sqlite_insert(table) if db.dialect == "sqlite" else postgresql_insert(table)
+    return insert.values(**values).on_conflict_do_nothing(index_elements=keys)
 
 
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "pk":
-            raise ValueError(kind)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise GenreError("bad_parameter", "cursor: not a cursor this service gave") from None
-
-
-def _lock_artist(db, conn, key: str, name: str) -> int:
-    """The artist's pk (0 for no artist), its row created if missing (an upsert: concurrent
-    adds of one artist race here) and locked for the rest of the transaction, so concurrent
-    writers of one artist take turns and each centroid includes every committed track."""
+def _performer(db, conn, key: str, name: str) -> int:
+    """The performer's pk (one per normalised name, across accounts; 0 for no artist): the
+    track vector's artist_pk, which exclude_same_artist filters on."""
     if not key:
         return 0
-    insert = (
-        sqlite_insert(artists) if db.dialect == "sqlite" else postgresql_insert(artists)
-    ).values(artist_key=key, name=name, n_tracks=0)
-    conn.execute(insert.on_conflict_do_nothing(index_elements=["artist_key"]))
+    conn.execute(
+        _upsert(db, artists, {"artist_key": key, "name": name, "n_tracks": 0}, ["artist_key"])
+    )
+    return conn.execute(sa.select(artists.c.pk).where(artists.c.artist_key == key)).scalar_one()
+
+
+def _account_artist(db, conn, owner: str, key: str, name: str, create: bool = True):
+    """The owner's artist of this normalised name (None for no artist), created if missing
+    (an upsert: concurrent adds race here) and locked for the rest of the transaction, so
+    writers of one artist take turns and its sum includes every committed track."""
+    if not key:
+        return None
+    if create:
+        values = {
+            "id": uuid.uuid4().hex,
+            "owner": owner,
+            "artist_key": key,
+            "name": name,
+            "n_tracks": 0,
+            "vec_sum": np.zeros(db.dim, np.float64).tobytes(),
+        }
+        conn.execute(_upsert(db, account_artists, values, ["owner", "artist_key"]))
     return conn.execute(
-        sa.select(artists.c.pk).where(artists.c.artist_key == key).with_for_update()
-    ).scalar_one()
+        sa.select(account_artists)
+        .where(account_artists.c.owner == owner, account_artists.c.artist_key == key)
+        .with_for_update()
+    ).first()
 
 
-def _refresh_artist(db, conn, key: str, name: str) -> None:
-    """Recompute one artist's centroid (the normalised mean of its searchable tracks'
-    vectors), or remove the artist when it has none left."""
-    pk = _lock_artist(db, conn, key, name)
-    if not pk:
+def _shift_artist(db, conn, artist, vector, sign: int) -> None:
+    """Add (+1) or remove (-1) one track's vector to the artist's running sum: O(1), no other
+    track read. An artist left with no track is removed."""
+    n = artist.n_tracks + sign
+    if n <= 0:
+        vectors.delete_artist(conn, artist.pk)
+        conn.execute(account_artists.delete().where(account_artists.c.pk == artist.pk))
         return
-    vecs = vectors.artist_track_vectors(db, conn, key)
-    if len(vecs) == 0:
-        vectors.delete_artist(conn, pk)
-        conn.execute(artists.delete().where(artists.c.pk == pk))
+    total = np.frombuffer(artist.vec_sum, np.float64) + sign * np.asarray(vector, np.float64)
+    conn.execute(
+        account_artists.update()
+        .where(account_artists.c.pk == artist.pk)
+        .values(n_tracks=n, vec_sum=total.tobytes())
+    )
+    vectors.put_artist(db, conn, artist.pk, total / (np.linalg.norm(total) or 1.0))
+
+
+def _rebuild_artist(db, conn, artist) -> None:
+    """Recompute one artist's sum from its tracks (after a re-embedding)."""
+    pks = conn.execute(sa.select(tracks.c.pk).where(tracks.c.artist_id == artist.id)).scalars()
+    vecs = [v for v in (vectors.track_vector(db, conn, pk) for pk in pks) if v is not None]
+    if not vecs:
+        vectors.delete_artist(conn, artist.pk)
+        conn.execute(account_artists.delete().where(account_artists.c.pk == artist.pk))
         return
-    centroid = vecs.mean(axis=0)
-    centroid = centroid / (np.linalg.norm(centroid) or 1.0)
-    conn.execute(artists.update().where(artists.c.pk == pk).values(n_tracks=len(vecs)))
-    vectors.put_artist(db, conn, pk, centroid)
+    total = np.sum(np.asarray(vecs, np.float64), axis=0)
+    conn.execute(
+        account_artists.update()
+        .where(account_artists.c.pk == artist.pk)
+        .values(n_tracks=len(vecs), vec_sum=total.tobytes())
+    )
+    vectors.put_artist(db, conn, artist.pk, total / (np.linalg.norm(total) or 1.0))
 
 
 def set_notify(db, owner: str, track_id: str, notify: bool, on_withdraw=None) -> dict | None:
@@ -290,8 +335,8 @@ def reindex(db, projection, batch: int = 500) -> int:
             for r in rows:
                 vector = projection.apply(np.frombuffer(r.features, dtype=np.float32))
                 vectors.delete_track(conn, r.pk)
-                artist_pk = _lock_artist(db, conn, r.artist_key, r.artist_key)
-                vectors.put_track(db, conn, r.pk, vector, r.top_genre, artist_pk)
+                performer_pk = _performer(db, conn, r.artist_key, r.artist_key)
+                vectors.put_track(db, conn, r.pk, vector, r.top_genre, performer_pk)
                 conn.execute(
                     tracks.update()
                     .where(tracks.c.pk == r.pk)
@@ -302,6 +347,6 @@ def reindex(db, projection, batch: int = 500) -> int:
             break
     if done:
         with db.begin() as conn:
-            for a in conn.execute(sa.select(artists)).fetchall():
-                _refresh_artist(db, conn, a.artist_key, a.name)
+            for a in conn.execute(sa.select(account_artists)).fetchall():
+                _rebuild_artist(db, conn, a)
     return done

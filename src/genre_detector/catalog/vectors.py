@@ -105,21 +105,6 @@ def _hnsw_settings(conn, k: int) -> None:
     conn.execute(sa.text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, 2 * int(k))}"))
 
 
-def artist_track_vectors(db, conn, artist_key: str) -> np.ndarray:
-    """(n, D) the vectors of the searchable tracks of one artist, found through the tracks
-    table's artist index (a scan of the vector table's metadata costs O(catalog))."""
-    pks = (
-        conn.execute(
-            sa.text("SELECT pk FROM tracks WHERE artist_key = :a AND consent_search"),
-            {"a": artist_key},
-        )
-        .scalars()
-        .all()
-    )
-    vecs = [v for v in (track_vector(db, conn, pk) for pk in pks) if v is not None]
-    return np.stack(vecs) if vecs else np.zeros((0, db.dim))
-
-
 def put_artist(db, conn, artist_pk: int, centroid) -> None:
     conn.execute(sa.text("DELETE FROM artist_vectors WHERE artist_pk = :pk"), {"pk": artist_pk})
     conn.execute(

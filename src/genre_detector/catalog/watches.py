@@ -21,7 +21,7 @@ import uuid
 import numpy as np
 import sqlalchemy as sa
 
-from genre_detector.catalog import clock, vectors, webhooks
+from genre_detector.catalog import clock, cursors, vectors, webhooks
 from genre_detector.catalog.records import artist_key, clean_name
 from genre_detector.catalog.schema import (
     deliveries,
@@ -56,6 +56,8 @@ def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
         )
     out = {}
     if "name" in body or not partial:
+        if not isinstance(body.get("name"), str):
+            raise _bad("name: a short text naming the watch")
         name = clean_name(body.get("name"))
         if not name:
             raise _bad("name: a short text naming the watch")
@@ -152,11 +154,12 @@ def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
     limit = settings().watch_limit
     secret, now = webhooks.new_secret(), clock.now()
     with db.begin() as conn:
-        n = conn.execute(
-            sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
-        ).scalar_one()
-        if n >= limit:
-            raise _bad(f"an account has at most {limit} watches: delete one first")
+        if db.dialect == "postgresql":  # concurrent creates of one account take turns
+            conn.execute(
+                sa.text("select pg_advisory_xact_lock(hashtext(:k))"), {"k": "watches:" + owner}
+            )
+        # SQLite: the insert comes first, so this transaction holds the write lock before it
+        # counts (a count first would run outside any lock and let concurrent creates pass)
         pk = conn.execute(
             watches.insert()
             .values(
@@ -170,6 +173,13 @@ def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
             )
             .returning(watches.c.pk)
         ).scalar_one()
+        n = conn.execute(
+            sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
+        ).scalar_one()
+        if n > limit:  # rolled back with the insert
+            raise GenreError(
+                "quota_exceeded", f"watches: an account has at most {limit}; delete one first"
+            )
         like_vectors = _like_vectors(db, conn, fields["like_ids"])
         conn.execute(watches.update().where(watches.c.pk == pk).values(like_vectors=like_vectors))
         row = conn.execute(sa.select(watches).where(watches.c.pk == pk)).one()
@@ -183,6 +193,14 @@ def _own(conn, owner: str, watch_id: str):
     if row is None:
         raise GenreError("not_found", f"no watch {watch_id!r} of yours")
     return row
+
+
+def count(db, owner: str) -> int:
+    """How many watches the owner has (its quota's use)."""
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(watches).where(watches.c.owner == owner)
+        ).scalar_one()
 
 
 def get(db, owner: str, watch_id: str) -> dict:
@@ -242,7 +260,8 @@ def delete(db, owner: str, watch_id: str) -> None:
 
 
 def rotate_secret(db, owner: str, watch_id: str) -> str:
-    """A new signing secret (returned once); the old one keeps signing beside it for 24 h."""
+    """A new signing secret (returned once); the old one keeps signing beside it for 24 h
+    (then erased by `forget_expired_secrets`, which the service runs every minute)."""
     secret = webhooks.new_secret()
     with db.begin() as conn:
         row = _own(conn, owner, watch_id)
@@ -488,15 +507,54 @@ def send_test(db, owner: str, watch_id: str) -> str:
         )
 
 
-def matches(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
+def forget_expired_secrets(db) -> int:
+    """Erase every previous signing secret whose overlap has ended (run by the delivery
+    service's housekeeping thread); returns how many were erased."""
+    now = clock.now()
+    with db.begin() as conn:
+        done = conn.execute(
+            watches.update()
+            .where(watches.c.previous_secret_until < now)
+            .values(previous_secret=None, previous_secret_until=None)
+        )
+    return done.rowcount
+
+
+MAX_PAGE = 100
+
+
+def _page(db, owner: str, listing: str, table, watch_pk: int, limit: int, cursor):
+    """Rows of `table` of one watch, newest first, `limit` at a time: (rows, next cursor)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise _bad(f"limit: 1 to {MAX_PAGE}, not {limit}")
+    q = sa.select(table).where(table.c.watch_pk == watch_pk)
+    if cursor:
+        q = q.where(table.c.pk < cursors.decode(db, owner, listing, cursor))
+    return q.order_by(table.c.pk.desc()).limit(limit + 1)
+
+
+def _next(db, owner: str, listing: str, rows: list, limit: int):
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, cursors.encode(db, owner, listing, rows[-1].pk)
+
+
+def matches(db, owner: str, watch_id: str, limit: int = MAX_PAGE) -> list[dict]:
+    """The watch's newest matches (the first page of matches_page)."""
+    return matches_page(db, owner, watch_id, limit)[0]
+
+
+def matches_page(
+    db, owner: str, watch_id: str, limit: int = MAX_PAGE, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
+    """The watch's matches, newest first: (page, next cursor or None)."""
+    listing = "matches:" + watch_id
     with db.connect() as conn:
         row = _own(conn, owner, watch_id)
-        rows = conn.execute(
-            sa.select(watch_matches)
-            .where(watch_matches.c.watch_pk == row.pk)
-            .order_by(watch_matches.c.pk.desc())
-            .limit(limit)
-        ).fetchall()
+        q = _page(db, owner, listing, watch_matches, row.pk, limit, cursor)
+        rows = conn.execute(q).fetchall()
+    rows, nxt = _next(db, owner, listing, rows, limit)
     return [
         {
             "track_id": r.track_id,
@@ -505,19 +563,24 @@ def matches(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
             "created_at": clock.aware(r.created_at).isoformat(),
         }
         for r in rows
-    ]
+    ], nxt
 
 
-def delivery_log(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
-    """Deliveries, newest first, each with its attempts (status, latency, error, head)."""
+def delivery_log(db, owner: str, watch_id: str, limit: int = MAX_PAGE) -> list[dict]:
+    """The watch's newest deliveries (the first page of delivery_page)."""
+    return delivery_page(db, owner, watch_id, limit)[0]
+
+
+def delivery_page(
+    db, owner: str, watch_id: str, limit: int = MAX_PAGE, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
+    """Deliveries, newest first, each with its attempts (status, latency, error, head):
+    (page, next cursor or None)."""
+    listing = "deliveries:" + watch_id
     with db.connect() as conn:
         row = _own(conn, owner, watch_id)
-        ds = conn.execute(
-            sa.select(deliveries)
-            .where(deliveries.c.watch_pk == row.pk)
-            .order_by(deliveries.c.pk.desc())
-            .limit(limit)
-        ).fetchall()
+        q = _page(db, owner, listing, deliveries, row.pk, limit, cursor)
+        ds, nxt = _next(db, owner, listing, conn.execute(q).fetchall(), limit)
         attempts = {}
         if ds:
             for a in conn.execute(
@@ -547,7 +610,7 @@ def delivery_log(db, owner: str, watch_id: str, limit: int = 100) -> list[dict]:
             "last_error": d.last_error,
         }
         for d in ds
-    ]
+    ], nxt
 
 
 def redeliver(db, owner: str, watch_id: str, delivery_id: str) -> dict:

@@ -1,27 +1,35 @@
-"""The catalog's HTTP routes (the uploads, POST /tracks and POST /similar, are BentoML APIs in
-serve/service.py and call `store_upload` / `search_upload` here):
+"""The catalog's HTTP routes. The uploads, POST /tracks and POST /similar, are BentoML APIs in
+serve/service.py that read admit -> score -> store: `admit_upload` / `admit_search` here
+(key, consent, duplicate, options, the database up: no model time for a refused request),
+the service's own scoring, then `store_upload` / `search_upload` here. The rest are the
+module-level handlers below, mounted by `catalog_app` (the catalog is in the app's state):
 
     GET    /tracks?artist=&genre=&limit=&cursor=     the key's own tracks
     GET    /tracks/{id}                              one of them, every stored field
     DELETE /tracks/{id}                              erase it (row, vector, artist share)
     GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=
-    GET    /artists/similar?artist=NAME&k=
+    GET    /artists/similar?artist=NAME|artist_id=ID&k=
     PATCH  /tracks/{id}          {"consent": "search" | "search,notify"}: withdraw or give notify
     POST   /watches   GET /watches   GET|PATCH|DELETE /watches/{id}
     POST   /watches/{id}/rotate-secret   POST /watches/{id}/test
     GET    /watches/{id}/matches   GET /watches/{id}/deliveries
     POST   /watches/{id}/deliveries/{delivery_id}/redeliver
 
-Writes and owner reads need `Authorization: Bearer KEY` (401 without); another account's
-track is 404, never 403. Search answers only consented tracks with public fields. The
+Writes and owner reads need `Authorization: Bearer KEY` (401 with `WWW-Authenticate: Bearer`
+without); another account's track is 404, never 403. Every bad input is a 4xx JSON error
+naming the field: JSON bodies are cut at MAX_JSON_BYTES while they stream, texts a
+database cannot store (NUL, lone surrogates) are refused, cursors are opaque and per account
+(catalog.cursors). Search answers only consented tracks with public fields. The
 database unreachable or locked: 503 db_unavailable with Retry-After, never a 500. Blocking
 database calls run in a worker thread, not on the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +41,7 @@ from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
 from genre_detector.errors import GenreError
+from genre_detector.serve.budgets import BUDGETS, RateLimited, client_address
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
@@ -66,9 +75,13 @@ class CatalogHandle:
         return self._db
 
 
+HOUSEKEEPING_EVERY_S = 60
+
+
 def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
     """The service's own webhook delivery worker (GENRE_DELIVER_IN_SERVICE): a daemon
-    thread; what it has not sent when the process ends waits in the outbox."""
+    thread; what it has not sent when the process ends waits in the outbox. A second daemon
+    thread erases expired previous signing secrets every minute."""
     from genre_detector.catalog.delivery import Worker
 
     stop = threading.Event()
@@ -87,14 +100,63 @@ def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
                 worker = None
                 stop.wait(RETRY_AFTER_S)
 
+    def housekeeping():
+        while not stop.wait(HOUSEKEEPING_EVERY_S):
+            try:
+                watches.forget_expired_secrets(handle.get())
+            except CatalogUnavailable:
+                pass
+            except Exception:  # noqa: BLE001  logged; tried again next time
+                logger.exception("housekeeping failed")
+
+    threading.Thread(target=housekeeping, name="catalog-housekeeping", daemon=True).start()
     thread = threading.Thread(target=loop, name="webhook-delivery", daemon=True)
     thread.start()
     return thread
 
 
-def error_response(exc: GenreError) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.code == "db_unavailable" else {}
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+def error_headers(exc: GenreError, authorization: str | None = None) -> dict:
+    """Retry-After on 503 db_unavailable; WWW-Authenticate (RFC 6750) on 401."""
+    if exc.code == "db_unavailable":
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, RateLimited):
+        return exc.verdict.headers()
+    if exc.code == "unauthorized":
+        challenge = 'Bearer realm="genre-detector"'
+        if authorization:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+    return {}
+
+
+def error_response(exc: GenreError, authorization: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        exc.body(), status_code=exc.status, headers=error_headers(exc, authorization)
+    )
+
+
+def check_text(name: str, value: str) -> str:
+    """A text from a request that the databases can store: no NUL, valid UTF-8."""
+    if "\x00" in value:
+        raise GenreError("bad_parameter", f"{name}: no NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GenreError("bad_parameter", f"{name}: not valid UTF-8 text") from None
+    return value
+
+
+def check_json_texts(value, where: str = "the body") -> None:
+    """Every key and string of a parsed JSON body through check_text, naming the field."""
+    if isinstance(value, str):
+        check_text(where, value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(f"{where} key", k)
+            check_json_texts(v, k if where == "the body" else f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_json_texts(v, f"{where}[{i}]")
 
 
 def int_param(params, name: str, default: int, lo: int, hi: int) -> int:
@@ -151,35 +213,80 @@ def search_options(params, labels: list[str]) -> dict:
     }
 
 
-async def store_upload(handle: CatalogHandle, authorization, fields: dict, data: bytes, score):
-    """POST /tracks: (status, body). The key, the consent and whether the owner has this
-    audio already are checked before `await score()` (-> (TrackResult, projection)) runs,
-    so a refused or repeated upload costs no model time."""
-    from genre_detector.audio.tags import read_tags
+@dataclass(frozen=True)
+class Admitted:
+    """An upload to POST /tracks that may be scored: its owner, consent and hash, checked."""
 
+    owner: str
+    consent: Consent
+    sha256: str
+    fields: dict
+    data: bytes
+
+
+async def admit_upload(handle: CatalogHandle, authorization, fields: dict, data: bytes):
+    """POST /tracks, before any model time: the key, the consent and whether the owner has
+    this audio already. (Admitted, None) to score and store, or (None, (200, the track))."""
     db = await run_in_threadpool(handle.get)
-    owner = await run_in_threadpool(keys.authenticate, db, authorization)
+    who = await run_in_threadpool(keys.identify, db, authorization)
+    spend(BUDGETS.take("uploads", who.key_id))
+    owner = who.owner
     consent = Consent.parse(fields.get("consent"))
     sha = sha256_of(data)
     existing = await run_in_threadpool(tracks.by_sha256, db, owner, sha)
     if existing is not None:
-        return 200, {**existing, "created": False}
-    result, projection = await score()
-    tag_title, tag_artist = read_tags(data)
-    title, artist = fields.get("title") or tag_title, fields.get("artist") or tag_artist
-    record = record_from_result(result, projection, sha, title, artist)
-    row, created = await run_in_threadpool(ingest.add, db, owner, record, consent)
+        return None, (200, {**existing, "created": False})
+    quota = settings().track_quota
+    if await run_in_threadpool(tracks.count, db, owner) >= quota:
+        raise GenreError("quota_exceeded", f"tracks: an account has at most {quota}")
+    return Admitted(owner, consent, sha, fields, data), None
+
+
+def spend(verdict):
+    """The verdict of a bucket, or 429 rate_limited when it was empty."""
+    if not verdict.ok:
+        raise verdict.error()
+    return verdict
+
+
+async def store_upload(handle: CatalogHandle, admitted: Admitted, result, projection):
+    """POST /tracks, after scoring: (status, the stored track)."""
+    from genre_detector.audio.tags import read_tags
+
+    tag_title, tag_artist = read_tags(admitted.data)
+    title = admitted.fields.get("title") or tag_title
+    artist = admitted.fields.get("artist") or tag_artist
+    record = record_from_result(result, projection, admitted.sha256, title, artist)
+    db = await run_in_threadpool(handle.get)
+    row, created = await run_in_threadpool(ingest.add, db, admitted.owner, record, admitted.consent)
     return (201 if created else 200), {**row, "created": created}
 
 
-async def search_upload(handle: CatalogHandle, params, labels, data: bytes, score) -> dict:
-    """POST /similar: the catalog's tracks most like an uploaded clip (which is not stored).
-    Catalog tracks of the very same audio are left out, and with exclude_same_artist the
-    clip's own tagged artist."""
+ANONYMOUS_MAX_K = 10
+
+
+async def admit_search(handle: CatalogHandle, params, labels, authorization, scope):
+    """POST /similar, before any model time: the options checked, the database up, and a
+    token of the key's search budget, or without a key (the page's "Tracks like this") of
+    the client address's small anonymous one (k <= 10). (options, the bucket's verdict)."""
+    opts = search_options(params, labels)
+    db = await run_in_threadpool(handle.get)
+    if authorization:
+        who = await run_in_threadpool(keys.identify, db, authorization)
+        return opts, spend(BUDGETS.take("search", who.key_id))
+    if opts["k"] > ANONYMOUS_MAX_K:
+        raise GenreError("bad_parameter", f"k: at most {ANONYMOUS_MAX_K} without an API key")
+    verdict = spend(BUDGETS.take("anonymous", client_address(scope)))
+    await run_in_threadpool(db.ping)
+    return opts, verdict
+
+
+async def search_upload(handle: CatalogHandle, opts: dict, data: bytes, result, projection):
+    """POST /similar, after scoring: the catalog's tracks most like an uploaded clip (which
+    is not stored). Catalog tracks of the very same audio are left out, and with
+    exclude_same_artist the clip's own tagged artist."""
     from genre_detector.audio.tags import read_tags
 
-    opts = search_options(params, labels)
-    result, projection = await score()
     artist = read_tags(data)[1] if opts["exclude_same_artist"] else ""
     db = await run_in_threadpool(handle.get)
     results = await run_in_threadpool(
@@ -193,166 +300,293 @@ async def search_upload(handle: CatalogHandle, params, labels, data: bytes, scor
         None,
         sha256_of(data),
     )
-    query = {"artist": artist, "genre": result.ensemble.top_genre, **opts}
-    return {"results": results, "query": query}
+    return {"results": results, "query": query_reply(opts, artist=artist, **_verdict(result))}
 
 
-def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
-    """The Starlette app of the GET/DELETE routes, mounted at the root (BentoML mounts it
-    passively: it answers only the paths it has)."""
+def _verdict(result) -> dict:
+    return {"genre": result.ensemble.top_genre}
 
-    async def call(fn, *args, **kwargs):
-        try:
-            return await run_in_threadpool(fn, *args, **kwargs)
-        except GenreError as exc:  # CatalogUnavailable, Unauthorized, bad parameters, ...
-            return error_response(exc)
 
-    def _owner(request) -> str:
-        return keys.authenticate(handle.get(), request.headers.get("authorization"))
+def query_reply(opts: dict, **query) -> dict:
+    """A search's `query`: what was searched with (the track's or clip's own `genre`) and
+    the options (the genre filter as `genre_filter`)."""
+    options = {k: v for k, v in opts.items() if k != "genre"}
+    return {**query, **options, "genre_filter": opts["genre"]}
 
-    def _list(request):
-        owner, p = _owner(request), request.query_params
-        rows, cursor = tracks.listing(
-            handle.get(),
-            owner,
-            artist=p.get("artist") or None,
-            genre=genre_param(p, labels),
-            limit=int_param(p, "limit", 50, 1, tracks.MAX_LIMIT),
-            cursor=p.get("cursor") or None,
+
+# ---------------------------------------------------------------- the routes
+# Module-level handlers: each takes the request and finds the catalog and the labels in the
+# app's state (catalog_app sets them). `_sync` handlers run in a worker thread.
+
+
+def _db(request) -> Catalog:
+    return request.app.state.catalog.get()
+
+
+def _labels(request) -> list[str]:
+    return request.app.state.labels
+
+
+def _owner(request) -> str:
+    return request.state.identity.owner  # identified by the route (_endpoint)
+
+
+def _not_found(what: str, ident: str) -> GenreError:
+    return GenreError("not_found", f"no {what} {ident!r} of yours")
+
+
+def list_tracks(request):
+    owner, p = _owner(request), request.query_params
+    rows, cursor = tracks.listing(
+        _db(request),
+        owner,
+        artist=p.get("artist") or None,
+        genre=genre_param(p, _labels(request)),
+        limit=int_param(p, "limit", 50, 1, tracks.MAX_LIMIT),
+        cursor=p.get("cursor") or None,
+    )
+    return JSONResponse({"tracks": rows, "next_cursor": cursor})
+
+
+def get_track(request):
+    owner, track_id = _owner(request), request.path_params["track_id"]
+    row = tracks.get(_db(request), owner, track_id)
+    if row is None:
+        raise _not_found("track", track_id)
+    return JSONResponse(row)
+
+
+def delete_track(request):
+    owner, track_id = _owner(request), request.path_params["track_id"]
+    if not ingest.erase(_db(request), owner, track_id):
+        raise _not_found("track", track_id)
+    return Response(status_code=204)
+
+
+PATCH_TRACK = (
+    'consent: "search" (withdraws notify) or "search,notify" (gives it); to withdraw '
+    "search, erase the track (DELETE /tracks/{id}); the track was not changed"
+)
+
+
+def patch_track(request, body):
+    owner, track_id = _owner(request), request.path_params["track_id"]
+    if not isinstance(body, dict) or set(body) != {"consent"}:
+        raise GenreError("bad_parameter", f'the body: {{"consent": ...}} only; {PATCH_TRACK}')
+    try:
+        consent = Consent.parse(body["consent"])
+    except GenreError as exc:
+        raise GenreError("bad_parameter", PATCH_TRACK) from exc
+    row = ingest.set_notify(_db(request), owner, track_id, consent.notify)
+    if row is None:
+        raise _not_found("track", track_id)
+    return JSONResponse(row)
+
+
+def similar_to_track(request):
+    opts = search_options(request.query_params, _labels(request))
+    query, results = search.similar_to_track(_db(request), request.path_params["track_id"], **opts)
+    return JSONResponse({"results": results, "query": query_reply(opts, **query)})
+
+
+def similar_artists(request):
+    p = request.query_params
+    artist, artist_id = (p.get("artist") or "").strip(), (p.get("artist_id") or "").strip()
+    if not artist and not artist_id:
+        raise GenreError(
+            "bad_parameter", "artist: the name of an artist in the catalog (or artist_id)"
         )
-        return JSONResponse({"tracks": rows, "next_cursor": cursor})
+    k = int_param(p, "k", 10, 1, search.MAX_K)
+    me, results = search.similar_artists(
+        _db(request), _owner(request), artist, k, artist_id=artist_id or None
+    )
+    return JSONResponse({"results": results, "query": {**me, "k": k}})
 
-    def _get(request):
-        owner, track_id = _owner(request), request.path_params["track_id"]
-        row = tracks.get(handle.get(), owner, track_id)
-        if row is None:
-            raise GenreError("not_found", f"no track {track_id!r} in your catalog")
-        return JSONResponse(row)
 
-    def _delete(request):
-        owner, track_id = _owner(request), request.path_params["track_id"]
-        if not ingest.erase(handle.get(), owner, track_id):
-            raise GenreError("not_found", f"no track {track_id!r} in your catalog")
-        return Response(status_code=204)
+def create_watch(request, body):
+    watch, secret = watches.create(_db(request), _owner(request), body, _labels(request))
+    return JSONResponse({**watch, "secret": secret}, status_code=201)
 
-    def _similar(request):
-        opts = search_options(request.query_params, labels)
-        query, results = search.similar_to_track(
-            handle.get(), request.path_params["track_id"], **opts
-        )
-        return JSONResponse({"results": results, "query": {**query, **opts}})
 
-    def _artists(request):
-        p = request.query_params
-        artist = (p.get("artist") or "").strip()
-        if not artist:
-            raise GenreError("bad_parameter", "artist: the name of an artist in the catalog")
-        k = int_param(p, "k", 10, 1, search.MAX_K)
-        me, results = search.similar_artists(handle.get(), artist, k)
-        return JSONResponse({"results": results, "query": {**me, "k": k}})
+def list_watches(request):
+    return JSONResponse({"watches": watches.listing(_db(request), _owner(request))})
 
-    async def _json(request) -> dict:
-        data = await request.body()
-        if len(data) > MAX_JSON_BYTES:
-            raise GenreError("payload_too_large", f"the JSON body: at most {MAX_JSON_BYTES} bytes")
-        try:
-            import json
 
-            return json.loads(data or b"{}")
-        except ValueError:
-            raise GenreError("bad_request", "the body is not JSON") from None
+def get_watch(request):
+    wid = request.path_params["watch_id"]
+    return JSONResponse(watches.get(_db(request), _owner(request), wid))
 
-    def _patch_track(request, body):
-        owner, track_id = _owner(request), request.path_params["track_id"]
-        consent = Consent.parse(body.get("consent") if isinstance(body, dict) else None)
-        row = ingest.set_notify(handle.get(), owner, track_id, consent.notify)
-        if row is None:
-            raise GenreError("not_found", f"no track {track_id!r} in your catalog")
-        return JSONResponse(row)
 
-    def _watch_create(request, body):
-        watch, secret = watches.create(handle.get(), _owner(request), body, labels)
-        return JSONResponse({**watch, "secret": secret}, status_code=201)
+def patch_watch(request, body):
+    wid = request.path_params["watch_id"]
+    return JSONResponse(watches.update(_db(request), _owner(request), wid, body, _labels(request)))
 
-    def _watch_list(request):
-        return JSONResponse({"watches": watches.listing(handle.get(), _owner(request))})
 
-    def _watch_get(request):
-        wid = request.path_params["watch_id"]
-        return JSONResponse(watches.get(handle.get(), _owner(request), wid))
+def delete_watch(request):
+    watches.delete(_db(request), _owner(request), request.path_params["watch_id"])
+    return Response(status_code=204)
 
-    def _watch_patch(request, body):
-        wid = request.path_params["watch_id"]
-        return JSONResponse(watches.update(handle.get(), _owner(request), wid, body, labels))
 
-    def _watch_delete(request):
-        watches.delete(handle.get(), _owner(request), request.path_params["watch_id"])
-        return Response(status_code=204)
+def rotate_watch_secret(request):
+    wid = request.path_params["watch_id"]
+    secret = watches.rotate_secret(_db(request), _owner(request), wid)
+    overlap = int(watches.ROTATION_OVERLAP.total_seconds())
+    return JSONResponse({"id": wid, "secret": secret, "previous_valid_for_s": overlap})
 
-    def _watch_rotate(request):
-        wid = request.path_params["watch_id"]
-        secret = watches.rotate_secret(handle.get(), _owner(request), wid)
-        return JSONResponse({"id": wid, "secret": secret, "previous_valid_for_s": 86400})
 
-    def _watch_test(request):
-        wid = request.path_params["watch_id"]
-        msg = watches.send_test(handle.get(), _owner(request), wid)
-        return JSONResponse({"delivery_id": msg, "status": "pending"}, status_code=202)
+def send_test_event(request):
+    wid = request.path_params["watch_id"]
+    msg = watches.send_test(_db(request), _owner(request), wid)
+    return JSONResponse({"delivery_id": msg, "status": "pending"}, status_code=202)
 
-    def _watch_matches(request):
-        wid = request.path_params["watch_id"]
-        return JSONResponse({"matches": watches.matches(handle.get(), _owner(request), wid)})
 
-    def _watch_deliveries(request):
-        wid = request.path_params["watch_id"]
-        log = watches.delivery_log(handle.get(), _owner(request), wid)
-        return JSONResponse({"deliveries": log})
-
-    def _watch_redeliver(request):
-        p = request.path_params
-        out = watches.redeliver(handle.get(), _owner(request), p["watch_id"], p["delivery_id"])
-        return JSONResponse(out, status_code=202)
-
-    def json_route(path, fn, methods):
-        async def endpoint(request):
-            try:
-                body = await _json(request)
-            except GenreError as exc:
-                return error_response(exc)
-            return await call(fn, request, body)
-
-        return Route(path, endpoint, methods=methods)
-
-    def route(path, fn, methods):
-        async def endpoint(request):
-            return await call(fn, request)
-
-        return Route(path, endpoint, methods=methods)
-
-    return Starlette(
-        routes=[
-            route("/tracks", _list, ["GET"]),
-            route("/tracks/{track_id}", _get, ["GET"]),
-            route("/tracks/{track_id}", _delete, ["DELETE"]),
-            route("/tracks/{track_id}/similar", _similar, ["GET"]),
-            route("/artists/similar", _artists, ["GET"]),
-            json_route("/tracks/{track_id}", _patch_track, ["PATCH"]),
-            json_route("/watches", _watch_create, ["POST"]),
-            route("/watches", _watch_list, ["GET"]),
-            route("/watches/{watch_id}", _watch_get, ["GET"]),
-            json_route("/watches/{watch_id}", _watch_patch, ["PATCH"]),
-            route("/watches/{watch_id}", _watch_delete, ["DELETE"]),
-            route("/watches/{watch_id}/rotate-secret", _watch_rotate, ["POST"]),
-            route("/watches/{watch_id}/test", _watch_test, ["POST"]),
-            route("/watches/{watch_id}/matches", _watch_matches, ["GET"]),
-            route("/watches/{watch_id}/deliveries", _watch_deliveries, ["GET"]),
-            route(
-                "/watches/{watch_id}/deliveries/{delivery_id}/redeliver",
-                _watch_redeliver,
-                ["POST"],
-            ),
-        ]
+def me(request):
+    """GET /me: the key's account, its quotas and what is left of its budgets."""
+    who, db, s = request.state.identity, _db(request), settings()
+    used = {"tracks": tracks.count(db, who.owner), "watches": watches.count(db, who.owner)}
+    limits = {"tracks": s.track_quota, "watches": s.watch_limit}
+    return JSONResponse(
+        {
+            "account": who.owner,
+            "key": {"id": who.key_id, "prefix": who.prefix},
+            "quotas": {
+                q: {"limit": limits[q], "used": used[q], "left": max(0, limits[q] - used[q])}
+                for q in limits
+            },
+            "budgets": {
+                b: BUDGETS.peek(b, who.key_id).as_dict()
+                for b in ("search", "uploads", "watch_changes")
+            },
+        }
     )
 
 
-__all__ = ["CatalogHandle", "CatalogUnavailable", "catalog_app", "search_upload", "store_upload"]
+def _page_params(request) -> dict:
+    p = request.query_params
+    return {
+        "limit": int_param(p, "limit", watches.MAX_PAGE, 1, watches.MAX_PAGE),
+        "cursor": p.get("cursor") or None,
+    }
+
+
+def watch_matches(request):
+    wid, page = request.path_params["watch_id"], _page_params(request)
+    rows, nxt = watches.matches_page(_db(request), _owner(request), wid, **page)
+    return JSONResponse({"matches": rows, "next_cursor": nxt})
+
+
+def watch_deliveries(request):
+    wid, page = request.path_params["watch_id"], _page_params(request)
+    rows, nxt = watches.delivery_page(_db(request), _owner(request), wid, **page)
+    return JSONResponse({"deliveries": rows, "next_cursor": nxt})
+
+
+def redeliver(request):
+    p = request.path_params
+    out = watches.redeliver(_db(request), _owner(request), p["watch_id"], p["delivery_id"])
+    return JSONResponse(out, status_code=202)
+
+
+def _check_request_texts(request) -> None:
+    for name, value in request.path_params.items():
+        check_text(name, value)
+    for name, value in request.query_params.multi_items():
+        check_text(name, value)
+
+
+async def read_json(request):
+    """The JSON body, read while it streams: 413 payload_too_large as soon as it passes
+    MAX_JSON_BYTES (or its Content-Length says it will), 400 bad_request when it is not
+    JSON (NaN and Infinity included), 400 bad_parameter for text a database cannot store."""
+    too_large = GenreError("payload_too_large", f"the JSON body: at most {MAX_JSON_BYTES} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_JSON_BYTES:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise too_large
+    try:
+        body = json.loads(bytes(data) or b"{}", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise GenreError("bad_request", "the body is not JSON") from None
+    check_json_texts(body)
+    return body
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _endpoint(handler, with_body: bool, bucket: str | None):
+    async def endpoint(request):
+        auth, verdict = request.headers.get("authorization"), None
+        try:
+            _check_request_texts(request)
+            db = await run_in_threadpool(request.app.state.catalog.get)
+            request.state.identity = await run_in_threadpool(keys.identify, db, auth)
+            if bucket is not None:
+                verdict = spend(BUDGETS.take(bucket, request.state.identity.key_id))
+            args = (request, await read_json(request)) if with_body else (request,)
+            response = await run_in_threadpool(handler, *args)
+        except GenreError as exc:  # CatalogUnavailable, Unauthorized, bad parameters, ...
+            response = error_response(exc, auth)
+        if verdict is not None:
+            for name, value in verdict.headers().items():
+                response.headers.setdefault(name, value)
+        return response
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+def _route(
+    path: str, handler, method: str, with_body: bool = False, bucket: str | None = None
+) -> Route:
+    """A route that needs a key; `bucket`: the key's budget one request spends."""
+    return Route(path, _endpoint(handler, with_body, bucket), methods=[method])
+
+
+SEARCH, UPLOADS, WATCHES = "search", "uploads", "watch_changes"
+ROUTES = [
+    _route("/me", me, "GET"),
+    _route("/tracks", list_tracks, "GET"),
+    _route("/tracks/{track_id}", get_track, "GET"),
+    _route("/tracks/{track_id}", delete_track, "DELETE", bucket=UPLOADS),
+    _route("/tracks/{track_id}", patch_track, "PATCH", with_body=True, bucket=UPLOADS),
+    _route("/tracks/{track_id}/similar", similar_to_track, "GET", bucket=SEARCH),
+    _route("/artists/similar", similar_artists, "GET", bucket=SEARCH),
+    _route("/watches", create_watch, "POST", with_body=True, bucket=WATCHES),
+    _route("/watches", list_watches, "GET"),
+    _route("/watches/{watch_id}", get_watch, "GET"),
+    _route("/watches/{watch_id}", patch_watch, "PATCH", with_body=True, bucket=WATCHES),
+    _route("/watches/{watch_id}", delete_watch, "DELETE", bucket=WATCHES),
+    _route("/watches/{watch_id}/rotate-secret", rotate_watch_secret, "POST", bucket=WATCHES),
+    _route("/watches/{watch_id}/test", send_test_event, "POST", bucket=WATCHES),
+    _route("/watches/{watch_id}/matches", watch_matches, "GET"),
+    _route("/watches/{watch_id}/deliveries", watch_deliveries, "GET"),
+    _route(
+        "/watches/{watch_id}/deliveries/{delivery_id}/redeliver", redeliver, "POST", bucket=WATCHES
+    ),
+]
+
+
+def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
+    """The Starlette app of the catalog's JSON routes, mounted at the root (BentoML mounts it
+    passively: it answers only the paths it has); the handlers find `handle` and `labels`
+    in its state."""
+    app = Starlette(routes=ROUTES)
+    app.state.catalog, app.state.labels = handle, labels
+    return app
+
+
+__all__ = [
+    "CatalogHandle",
+    "CatalogUnavailable",
+    "admit_search",
+    "admit_upload",
+    "catalog_app",
+    "search_upload",
+    "store_upload",
+]

@@ -15,6 +15,7 @@ BentoML's internals is in serve.bentoml_internals.
 
 import asyncio
 import logging
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,10 +38,13 @@ from genre_detector.runtime.store import (
 )
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
+from genre_detector.serve.budgets import BUDGETS, client_address
 from genre_detector.serve.catalog_routes import (
-    RETRY_AFTER_S,
     CatalogHandle,
+    admit_search,
+    admit_upload,
     catalog_app,
+    error_headers,
     search_upload,
     start_delivery_thread,
     store_upload,
@@ -57,6 +61,10 @@ SETTINGS = settings()  # read once, when `bentoml serve` imports the service
 WEB_DIR = Path(__file__).parent / "web"
 logger = logging.getLogger("bentoml.genre_detector")  # a child of bentoml: shown by serve
 use_loopback_tcp()  # read by `bentoml serve` after it imports this module
+# uvicorn (under `bentoml serve`) replaces the peer of a 127.0.0.1 connection by the last
+# X-Forwarded-For hop unless FORWARDED_ALLOW_IPS says otherwise: the client address is
+# serve.budgets.client_address's to decide (GENRE_TRUSTED_PROXIES), from the real peer.
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 
 def model_ref(name: str) -> str:
@@ -233,9 +241,16 @@ def _error(ctx: bentoml.Context, exc: GenreError) -> dict:
 
 
 def _catalog_error(ctx: bentoml.Context, exc: GenreError) -> dict:
-    if exc.code == "db_unavailable":
-        ctx.response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    ctx.response.headers.update(error_headers(exc, ctx.request.headers.get("authorization")))
     return _error(ctx, exc)
+
+
+def _predict_budget(ctx: bentoml.Context) -> dict | None:
+    """GENRE_PREDICT_PER_MIN per client address on /predict and POST / (0: open): None to go
+    on, or the 429 reply."""
+    verdict = BUDGETS.take("predict", client_address(ctx.request.scope))
+    ctx.response.headers.update(verdict.headers())
+    return None if verdict.ok else _catalog_error(ctx, verdict.error())
 
 
 def _models_app():
@@ -379,6 +394,8 @@ class GenreDetector:
         multipart field `audio`; optional `models` (comma-separated subset of the served
         models, see GET /models) and `spectrogram=true` for a PNG of the log-mel.
         """
+        if (refused := _predict_budget(ctx)) is not None:
+            return refused
         query = ctx.request.query_params  # the options work as query parameters too
         models = query.get("models", models)
         spectrogram = query.get("spectrogram", str(spectrogram)).lower() in {"1", "true", "yes"}
@@ -388,6 +405,8 @@ class GenreDetector:
     @bentoml.api(route="/")
     async def legacy(self, ctx: bentoml.Context, audio_file: Path = None) -> dict:  # type: ignore[assignment]
         """The research prototype's API (multipart field `audio_file`), for its React page."""
+        if (refused := _predict_budget(ctx)) is not None:
+            return refused
         reply = await self._analyse(ctx, audio_file, "audio_file", list(research_names()))
         return reply if "error" in reply else legacy_reply(reply)
 
@@ -408,13 +427,17 @@ class GenreDetector:
         if audio is None:
             return _error(ctx, GenreError("missing_file", "send the track as field 'audio'"))
         try:
-            status, body = await store_upload(
+            admitted, known = await admit_upload(  # key, upload budget, consent, duplicate
                 self.catalog,
                 ctx.request.headers.get("authorization"),
                 fields,
                 Path(audio).read_bytes(),
-                lambda: self._embedding(audio),
             )
+            if admitted is None:  # this account has this audio already
+                status, body = known
+            else:
+                result, projection = await self._embedding(audio)
+                status, body = await store_upload(self.catalog, admitted, result, projection)
         except GenreError as exc:
             return _catalog_error(ctx, exc)
         ctx.response.status_code = status
@@ -426,14 +449,19 @@ class GenreDetector:
         query parameters k (1-100), genre, exclude_same_artist (default true), min_score."""
         if audio is None:
             return _error(ctx, GenreError("missing_file", "send the clip as field 'audio'"))
+        request = ctx.request
         try:
-            return await search_upload(
+            opts, verdict = await admit_search(
                 self.catalog,
-                ctx.request.query_params,
+                request.query_params,
                 LABELS,
-                Path(audio).read_bytes(),
-                lambda: self._embedding(audio),
+                request.headers.get("authorization"),
+                request.scope,
             )
+            ctx.response.headers.update(verdict.headers())
+            result, projection = await self._embedding(audio)
+            data = Path(audio).read_bytes()
+            return await search_upload(self.catalog, opts, data, result, projection)
         except GenreError as exc:
             return _catalog_error(ctx, exc)
 
