@@ -242,3 +242,9 @@ def test_descriptors_null_until_the_audio_is_scored_again(db):
     assert kept["descriptors"] == BLOCK
     (hit,) = search.similar_tracks(db, rec.embedding, k=1)
     assert hit["id"] == row["id"] and hit["descriptors"] == BLOCK
+    # the tagger's batches (add_many) fill a null block of audio already stored, too
+    old = _record(901, "rock", "Nobody", np.eye(DIM)[3])
+    assert tracks.add_many(db, "label-a", [old], Consent(True, False)) == 1
+    batch = [replace(old, descriptors=BLOCK), _record(902, "rock", "B", np.eye(DIM)[4])]
+    assert tracks.add_many(db, "label-a", batch, Consent(True, False)) == 1  # only 902 is new
+    assert tracks.by_sha256(db, "label-a", old.sha256)["descriptors"] == BLOCK

@@ -122,6 +122,8 @@ def run(gtzan: list[dict], synthetic: list[dict]) -> dict:
     ours(np.zeros(SAMPLE_RATE * 4, np.float32), SAMPLE_RATE)
     report = {}
     for set_name, cases in (("gtzan", gtzan), ("synthetic", synthetic)):
+        if not cases:
+            continue
         for sys_name, fn in systems.items():
             rows = []
             for c in cases:

@@ -72,6 +72,9 @@ def add_many(db, owner: str, records: list[TrackRecord], consent: Consent, on_in
         with db.begin() as conn:
             have = _existing(conn, owner, [r.sha256 for r in records])
             fresh = {r.sha256: r for r in records if r.sha256 not in have}
+            for record in records:
+                if record.sha256 in have:
+                    _set_missing_descriptors(conn, owner, record)
             for record in fresh.values():
                 _insert(db, conn, owner, record, consent, on_insert)
         return len(fresh)
@@ -92,12 +95,22 @@ def _fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
     if existing.get("descriptors") is not None or record.descriptors is None:
         return existing
     with db.begin() as conn:
-        conn.execute(
-            tracks.update()
-            .where(tracks.c.id == existing["id"])
-            .values(descriptors=record.descriptors)
+        _set_missing_descriptors(conn, existing["owner"], record)
+    return by_sha256(db, existing["owner"], record.sha256) or existing
+
+
+def _set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
+    if record.descriptors is None:
+        return
+    conn.execute(
+        tracks.update()
+        .where(
+            tracks.c.owner == owner,
+            tracks.c.sha256 == record.sha256,
+            tracks.c.descriptors.is_(None),
         )
-    return {**existing, "descriptors": record.descriptors}
+        .values(descriptors=record.descriptors)
+    )
 
 
 def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
