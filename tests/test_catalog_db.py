@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from genre_detector.catalog import keys, search, tracks
+from genre_detector.catalog import ingest, keys, search, tracks
 from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, TrackRecord
 from genre_detector.errors import GenreError
@@ -59,7 +59,7 @@ def filled(db):
         g = GENRES[i % 3]
         owner = "label-a" if i % 2 else "label-b"
         rec = _record(i, g, f"Artist {i % 8}", centers[g] + 0.3 * rng.normal(size=DIM))
-        row, created = tracks.add(db, owner, rec, Consent(True, True))
+        row, created = ingest.add(db, owner, rec, Consent(True, True))
         assert created
         made.append((row, rec, owner))
     return made
@@ -89,7 +89,7 @@ def test_keys_are_hashed_shown_once_and_revocable(db):
 
 def test_same_audio_is_one_track_and_rows_hold_every_field(db, filled):
     row, rec, owner = filled[3]
-    again, created = tracks.add(db, owner, rec, Consent(True, False))
+    again, created = ingest.add(db, owner, rec, Consent(True, False))
     assert not created and again["id"] == row["id"]
     got = tracks.get(db, owner, row["id"])
     assert got["sha256"] == rec.sha256 and got["artist"] == rec.artist
@@ -99,7 +99,7 @@ def test_same_audio_is_one_track_and_rows_hold_every_field(db, filled):
     # another account: not found, not forbidden
     other = "label-b" if owner == "label-a" else "label-a"
     assert tracks.get(db, other, row["id"]) is None
-    assert tracks.delete(db, other, row["id"]) is False
+    assert ingest.erase(db, other, row["id"]) is False
 
 
 def test_consent_is_required_and_checked():
@@ -138,7 +138,7 @@ def test_search_is_exact_and_filtered(db, filled):
 def test_erasure_removes_the_vector(db, filled):
     row, rec, owner = filled[5]
     assert search.similar_tracks(db, rec.embedding, k=1)[0]["id"] == row["id"]
-    assert tracks.delete(db, owner, row["id"])
+    assert ingest.erase(db, owner, row["id"])
     assert tracks.get(db, owner, row["id"]) is None
     assert row["id"] not in {r["id"] for r in search.similar_tracks(db, rec.embedding, k=50)}
     with db.connect() as conn:
@@ -177,7 +177,7 @@ def test_concurrent_adds_of_one_audio_make_one_row(db):
     results = []
 
     def add():
-        results.append(tracks.add(db, "label-a", rec, Consent(True, False)))
+        results.append(ingest.add(db, "label-a", rec, Consent(True, False)))
 
     threads = [threading.Thread(target=add) for _ in range(8)]
     for t in threads:
@@ -194,23 +194,28 @@ def test_an_unreachable_database_is_db_unavailable(tmp_path):
     assert e.value.code == "db_unavailable" and e.value.status == 503
 
 
-def test_a_crash_inside_the_insert_leaves_no_half_track(db):
-    """Everything of a track is one transaction: a failure after the row and its vector
-    were written (here: in the watches' hook) leaves neither."""
+def test_a_crash_inside_the_insert_leaves_no_half_track(db, monkeypatch):
+    """Everything of a track is one transaction: a failure after the row, its vector and its
+    artist were written (here: queueing the watches' deliveries, the last step) leaves
+    none of them."""
+    from genre_detector.catalog import watches
+
     rec = _record(7, "jazz", "Crash", np.ones(DIM))
 
-    def boom(conn, pk, row, record):
+    def boom(conn, matched, row):
         raise RuntimeError("the process died here")
 
+    monkeypatch.setattr(watches, "queue_deliveries", boom)
     with pytest.raises(RuntimeError):
-        tracks.add(db, "label-a", rec, Consent(True, True), on_insert=boom)
+        ingest.add(db, "label-a", rec, Consent(True, True))
+    monkeypatch.undo()
     with db.connect() as conn:
         counts = [
             conn.execute(sa.text(f"select count(*) from {t}")).scalar_one()
             for t in ("tracks", "track_vectors", "artists", "account_artists", "artist_vectors")
         ]
     assert counts == [0, 0, 0, 0, 0]
-    row, created = tracks.add(db, "label-a", rec, Consent(True, True))
+    row, created = ingest.add(db, "label-a", rec, Consent(True, True))
     assert created and tracks.get(db, "label-a", row["id"]) is not None
 
 

@@ -1,6 +1,8 @@
 """How tracks enter and leave the catalog, for every caller (the API's uploads, the tagger
-in-process and on Ray): the track, its vector, its matches against every watch and their
-deliveries in one transaction; erasure and withdrawn consent cancel what was not sent.
+in-process and on Ray). This module owns the transaction and reads top to bottom: a new
+track is its row, its vector, its artist's running centroid, its matches against every
+watch and their deliveries (the outbox), written in that order in one transaction; an
+erasure or a withdrawn notify consent cancels what was not sent, in the same transaction.
 
     row, created = ingest.add(db, owner, record, consent)
     ingest.add_many(db, owner, records, consent)      # the tagger's batches
@@ -10,34 +12,87 @@ deliveries in one transaction; erasure and withdrawn consent cancel what was not
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from genre_detector.catalog import tracks, watches
+from genre_detector.errors import GenreError
 
 
-def _matcher(db):
-    def on_insert(conn, track_pk, row, record):
-        watches.match_new_track(db, conn, track_pk, row, record.embedding)
-
-    return on_insert
+def _needs_search(consent) -> None:
+    if not consent.search:
+        raise GenreError("consent_required", "a track needs consent to search to be stored")
 
 
-def _forgetter(db, erase: bool):
-    def forget(conn, track_id):
-        watches.forget_track(db, conn, track_id, erase=erase)
-
-    return forget
+def _store(db, conn, owner: str, record, consent) -> dict:
+    """One new track, in the caller's transaction, step by step."""
+    artist = tracks.account_artist(db, conn, owner, record.artist_key, record.artist)
+    pk, row = tracks.insert_row(conn, owner, record, consent, artist)  # the track
+    tracks.put_vector(db, conn, pk, record)  # its vector
+    tracks.add_to_artist(db, conn, artist, record.embedding)  # its artist's centroid
+    matched = watches.match(db, conn, row, record.embedding)  # every watch it matches
+    watches.queue_deliveries(conn, matched, row)  # their webhooks, in the outbox
+    return row
 
 
 def add(db, owner: str, record, consent) -> tuple[dict, bool]:
-    return tracks.add(db, owner, record, consent, on_insert=_matcher(db))
+    """(the stored track, whether this call created it). The same audio (sha256) from the
+    same owner is one track: later uploads return it unchanged."""
+    _needs_search(consent)
+    existing = tracks.by_sha256(db, owner, record.sha256)
+    if existing is not None:
+        return tracks.fill_descriptors(db, existing, record), False
+    try:
+        with db.begin() as conn:
+            row = _store(db, conn, owner, record, consent)
+    except sa.exc.IntegrityError:
+        # the same audio arrived concurrently: the other transaction's row is the track
+        existing = tracks.by_sha256(db, owner, record.sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
 
 
 def add_many(db, owner: str, records: list, consent) -> int:
-    return tracks.add_many(db, owner, records, consent, on_insert=_matcher(db))
+    """A batch in one transaction (the tagger's writes); audio the owner already has is
+    skipped. Returns the number of tracks created. A concurrent writer of the same audio
+    makes the batch fall back to one transaction per track."""
+    _needs_search(consent)
+    try:
+        with db.begin() as conn:
+            have = tracks.existing(conn, owner, [r.sha256 for r in records])
+            fresh = {r.sha256: r for r in records if r.sha256 not in have}
+            for record in records:
+                if record.sha256 in have:  # stored before tempo and key: fill them in
+                    tracks.set_missing_descriptors(conn, owner, record)
+            for record in fresh.values():
+                _store(db, conn, owner, record, consent)
+        return len(fresh)
+    except sa.exc.IntegrityError:
+        return sum(add(db, owner, r, consent)[1] for r in records)
 
 
 def erase(db, owner: str, track_id: str) -> bool:
-    return tracks.delete(db, owner, track_id, on_delete=_forgetter(db, erase=True))
+    """The owner's track gone: its pending webhooks cancelled and its place in any watch's
+    reference tracks taken out, then its vector, row and artist share. False when unknown
+    or another account's."""
+    with db.begin() as conn:
+        found = tracks.lock_owned(conn, owner, track_id)
+        if found is None:
+            return False
+        watches.forget_track(db, conn, track_id, erase=True)
+        tracks.remove(db, conn, owner, found)
+    return True
 
 
 def set_notify(db, owner: str, track_id: str, notify: bool) -> dict | None:
-    return tracks.set_notify(db, owner, track_id, notify, on_withdraw=_forgetter(db, erase=False))
+    """Give or withdraw the notify consent; a withdrawal cancels the track's pending
+    webhooks. None when unknown or another account's."""
+    with db.begin() as conn:
+        found = tracks.lock_owned(conn, owner, track_id)
+        if found is None:
+            return None
+        row = tracks.set_notify(conn, found.pk, notify)
+        if not notify:
+            watches.forget_track(db, conn, track_id, erase=False)
+        return row

@@ -1,9 +1,11 @@
-"""Tracks in the catalog: add (one transaction, idempotent per owner and audio), read,
-list, erase. Only the owner reads or erases a track; another owner's track is "not found".
+"""Tracks in the catalog: the steps of a write, in the caller's transaction (catalog.ingest
+owns it and calls them in order: there is no public way here to store a track that skips
+the watches), and the owner's reads. Another owner's track is "not found".
 
-    row, created = tracks.add(db, owner, record, consent)
+    artist = tracks.account_artist(db, conn, owner, key, name)   # locked, created if missing
+    pk, row = tracks.insert_row(conn, owner, record, consent, artist)
+    tracks.put_vector(db, conn, pk, record); tracks.add_to_artist(db, conn, artist, vector)
     tracks.get(db, owner, track_id)          # None when unknown or not the owner's
-    tracks.delete(db, owner, track_id)       # the row, its vector and its artist share gone
 
 An artist belongs to the account that uploaded it: (owner, normalised name), with a public
 id on every track (`artist_id`), its own spelling, and a running sum and count of its
@@ -40,66 +42,25 @@ def _row(r) -> dict:
     return d
 
 
-def add(db, owner: str, record: TrackRecord, consent: Consent, on_insert=None) -> tuple[dict, bool]:
-    """(the stored track, whether this call created it). The same audio (sha256) from the
-    same owner is one track: later uploads return it unchanged. The track, its vector and
-    its artist's centroid are written in one transaction; `on_insert(conn, track_pk, row,
-    record)` runs inside it too (watches write their outbox there: catalog.ingest)."""
-    if not consent.search:
-        raise GenreError("consent_required", "a track needs consent to search to be stored")
-    existing = by_sha256(db, owner, record.sha256)
-    if existing is not None:
-        return _fill_descriptors(db, existing, record), False
-    try:
-        with db.begin() as conn:
-            row = _insert(db, conn, owner, record, consent, on_insert)
-    except sa.exc.IntegrityError:
-        # the same audio arrived concurrently: the other transaction's row is the track
-        existing = by_sha256(db, owner, record.sha256)
-        if existing is None:
-            raise
-        return existing, False
-    return row, True
-
-
-def add_many(db, owner: str, records: list[TrackRecord], consent: Consent, on_insert=None):
-    """Add a batch in one transaction (the tagger's writes); audio the owner already has is
-    skipped. Returns the number of tracks created. A concurrent writer of the same audio
-    makes the batch fall back to one transaction per track."""
-    if not consent.search:
-        raise GenreError("consent_required", "a track needs consent to search to be stored")
-    try:
-        with db.begin() as conn:
-            have = _existing(conn, owner, [r.sha256 for r in records])
-            fresh = {r.sha256: r for r in records if r.sha256 not in have}
-            for record in records:
-                if record.sha256 in have:
-                    _set_missing_descriptors(conn, owner, record)
-            for record in fresh.values():
-                _insert(db, conn, owner, record, consent, on_insert)
-        return len(fresh)
-    except sa.exc.IntegrityError:
-        return sum(add(db, owner, r, consent, on_insert)[1] for r in records)
-
-
-def _existing(conn, owner: str, shas: list[str]) -> set[str]:
+def existing(conn, owner: str, shas: list[str]) -> set[str]:
+    """Which of these audio hashes the owner has already."""
     rows = conn.execute(
         sa.select(tracks.c.sha256).where(tracks.c.owner == owner, tracks.c.sha256.in_(shas))
     )
     return {r.sha256 for r in rows}
 
 
-def _fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
+def fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
     """A track stored before tempo and key (null) gets them from a new scoring of its
     audio (the tagger tagging its file again); anything else stays as stored."""
     if existing.get("descriptors") is not None or record.descriptors is None:
         return existing
     with db.begin() as conn:
-        _set_missing_descriptors(conn, existing["owner"], record)
+        set_missing_descriptors(conn, existing["owner"], record)
     return by_sha256(db, existing["owner"], record.sha256) or existing
 
 
-def _set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
+def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     if record.descriptors is None:
         return
     conn.execute(
@@ -113,10 +74,12 @@ def _set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     )
 
 
-def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_insert) -> dict:
-    """The track, its vector and its artist's running centroid, in the caller's transaction."""
+def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) -> tuple[int, dict]:
+    """The track's row (`artist`: its account artist from `account_artist`, or None):
+    (pk, the stored track)."""
+    if not consent.search:
+        raise GenreError("consent_required", "a track needs consent to search to be stored")
     now = clock.now()
-    artist = _account_artist(db, conn, owner, record.artist_key, record.artist)
     pk = conn.execute(
         tracks.insert()
         .values(
@@ -144,14 +107,19 @@ def _insert(db, conn, owner: str, record: TrackRecord, consent: Consent, on_inse
         )
         .returning(tracks.c.pk)
     ).scalar_one()
+    return pk, _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
+
+
+def put_vector(db, conn, pk: int, record: TrackRecord) -> None:
+    """The track's vector, with its genre and performer (the filters of a search)."""
     performer_pk = _performer(db, conn, record.artist_key, record.artist)
     vectors.put_track(db, conn, pk, record.embedding, record.top_genre, performer_pk)
+
+
+def add_to_artist(db, conn, artist, vector) -> None:
+    """The track's share of its artist's running centroid (O(1))."""
     if artist is not None:
-        _shift_artist(db, conn, artist, record.embedding, +1)
-    row = _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
-    if on_insert is not None:
-        on_insert(conn, pk, row, record)
-    return row
+        _shift_artist(db, conn, artist, vector, +1)
 
 
 def by_sha256(db, owner: str, sha256: str) -> dict | None:
@@ -187,27 +155,26 @@ def pk_of(db, track_id: str) -> tuple[int, dict] | None:
     return None if r is None else (r.pk, _row(r))
 
 
-def delete(db, owner: str, track_id: str, on_delete=None) -> bool:
-    """Erase the owner's track: its row, its vector (gone from the index) and its share of
-    its artist's centroid, in one transaction (with `on_delete(conn, track_id)`: watches
-    cancel what they had not sent). False when unknown or not the owner's."""
-    with db.begin() as conn:
-        r = conn.execute(
-            sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist)
-            .where(tracks.c.id == track_id, tracks.c.owner == owner)
-            .with_for_update()  # PostgreSQL: after any watch being saved with it commits
-        ).first()
-        if r is None:
-            return False
-        if on_delete is not None:
-            on_delete(conn, track_id)
-        vector = vectors.track_vector(db, conn, r.pk)
-        artist = _account_artist(db, conn, owner, r.artist_key, r.artist, create=False)
-        vectors.delete_track(conn, r.pk)
-        conn.execute(tracks.delete().where(tracks.c.pk == r.pk))
-        if artist is not None and vector is not None:
-            _shift_artist(db, conn, artist, vector, -1)
-    return True
+def lock_owned(conn, owner: str, track_id: str):
+    """The owner's track (pk, artist_key, artist), locked for the rest of the transaction
+    (PostgreSQL: after any watch or redelivery holding it commits); None when unknown or
+    another account's."""
+    return conn.execute(
+        sa.select(tracks.c.pk, tracks.c.artist_key, tracks.c.artist)
+        .where(tracks.c.id == track_id, tracks.c.owner == owner)
+        .with_for_update()
+    ).first()
+
+
+def remove(db, conn, owner: str, found) -> None:
+    """A track found by `lock_owned`: its vector (gone from the index), its row and its
+    share of its artist's centroid."""
+    vector = vectors.track_vector(db, conn, found.pk)
+    artist = account_artist(db, conn, owner, found.artist_key, found.artist, create=False)
+    vectors.delete_track(conn, found.pk)
+    conn.execute(tracks.delete().where(tracks.c.pk == found.pk))
+    if artist is not None and vector is not None:
+        _shift_artist(db, conn, artist, vector, -1)
 
 
 def listing(
@@ -254,7 +221,7 @@ def _performer(db, conn, key: str, name: str) -> int:
     return conn.execute(sa.select(artists.c.pk).where(artists.c.artist_key == key)).scalar_one()
 
 
-def _account_artist(db, conn, owner: str, key: str, name: str, create: bool = True):
+def account_artist(db, conn, owner: str, key: str, name: str, create: bool = True):
     """The owner's artist of this normalised name (None for no artist), created if missing
     (an upsert: concurrent adds race here) and locked for the rest of the transaction, so
     writers of one artist take turns and its sum includes every committed track."""
@@ -311,25 +278,15 @@ def _rebuild_artist(db, conn, artist) -> None:
     vectors.put_artist(db, conn, artist.pk, total / (np.linalg.norm(total) or 1.0))
 
 
-def set_notify(db, owner: str, track_id: str, notify: bool, on_withdraw=None) -> dict | None:
-    """Give or withdraw the `notify` consent of the owner's track (`search` stays: withdraw
-    that by erasing the track). None when unknown or not the owner's."""
-    with db.begin() as conn:
-        r = conn.execute(
-            sa.select(tracks.c.pk)
-            .where(tracks.c.id == track_id, tracks.c.owner == owner)
-            .with_for_update()  # PostgreSQL: after any watch or redelivery holding it commits
-        ).first()
-        if r is None:
-            return None
-        conn.execute(
-            tracks.update()
-            .where(tracks.c.pk == r.pk)
-            .values(consent_notify=notify, consented_at=clock.now())
-        )
-        if not notify and on_withdraw is not None:
-            on_withdraw(conn, track_id)
-        return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == r.pk)).one())
+def set_notify(conn, pk: int, notify: bool) -> dict:
+    """Give or withdraw the `notify` consent of a track found by `lock_owned` (`search`
+    stays: withdraw that by erasing the track); the track as it is now."""
+    conn.execute(
+        tracks.update()
+        .where(tracks.c.pk == pk)
+        .values(consent_notify=notify, consented_at=clock.now())
+    )
+    return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
 
 
 def reindex(db, projection, batch: int = 500) -> int:

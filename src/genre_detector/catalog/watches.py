@@ -3,7 +3,8 @@
     w, secret = watches.create(db, owner, {"name": ..., "genres": {"jazz": 0.6},
                                            "like": [track ids], "min_similarity": 0.8,
                                            "exclude_artists": [...], "webhook_url": ...})
-    watches.match_new_track(db, conn, track_pk, row, vector)   # inside the track's transaction
+    matched = watches.match(db, conn, row, vector)   # in the track's transaction (catalog.ingest)
+    watches.queue_deliveries(conn, matched, row)
 
 A watch matches a new track (added with the `notify` consent, by another account) when the
 track is not by an excluded artist, when any watched genre's calibrated probability reaches
@@ -367,22 +368,33 @@ def _compiled(db, conn, labels: list[str]) -> _Compiled:
     return found
 
 
-def match_new_track(db, conn, track_pk: int, row: dict, vector) -> int:
-    """Inside the transaction adding a track: match it against every active watch of other
-    accounts and write each match with its delivery. Returns the number of matches."""
+def match(db, conn, row: dict, vector) -> list[tuple[int, str, float]]:
+    """Inside the transaction adding a track: [(watch pk, watch id, score)] of every active
+    watch of other accounts it matches (none without the notify consent)."""
     if "notify" not in row["consent"]:
-        return 0
+        return []
     labels = list(row["probabilities"])
     compiled = _compiled(db, conn, labels)
     if not compiled.pks:
-        return 0
+        return []
     probs = np.array([row["probabilities"][g] for g in labels])
     v = np.asarray(vector, dtype=np.float32)
-    now = clock.now()
     hits = compiled.match(probs, v, row["owner"], row["artist_key"])
-    for i, score in hits:
-        _record_match(conn, compiled.pks[i], compiled.ids[i], row, score, now)
-    return len(hits)
+    return [(compiled.pks[i], compiled.ids[i], score) for i, score in hits]
+
+
+def queue_deliveries(conn, matched: list[tuple[int, str, float]], row: dict) -> None:
+    """Each match's row and its webhook in the outbox, in the track's transaction."""
+    now = clock.now()
+    for watch_pk, watch_id, score in matched:
+        _record_match(conn, watch_pk, watch_id, row, score, now)
+
+
+def match_new_track(db, conn, track_pk: int, row: dict, vector) -> int:
+    """match + queue_deliveries (for callers that measure matching alone); the number."""
+    matched = match(db, conn, row, vector)
+    queue_deliveries(conn, matched, row)
+    return len(matched)
 
 
 def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, now) -> None:
