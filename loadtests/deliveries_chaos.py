@@ -297,7 +297,7 @@ def _chaos(
             except subprocess.TimeoutExpired:
                 w.kill()
     log_text = "".join(Path(w.log_path).read_text(errors="replace") for w in workers)
-    result = _figures(db, receiver, owner_of, expected, events, args)
+    result = _figures(db, receiver, owner_of, expected, events, args, t_start)
     result.update(
         hostile=hostile,
         uploads=uploads,
@@ -366,7 +366,7 @@ def _delivered(receiver: HookReceiver, owner_of: dict) -> dict:
     return {o: len(v) for o, v in got.items()}
 
 
-def _figures(db, receiver, owner_of, expected, events, args) -> dict:
+def _figures(db, receiver, owner_of, expected, events, args, t_origin: float) -> dict:
     expected = _expected(db, owner_of)
     first: dict = {}
     ids: dict = {}
@@ -384,7 +384,7 @@ def _figures(db, receiver, owner_of, expected, events, args) -> dict:
         windows.append((events["kill"] - args.timeout_s, events.get("restart", 0) + LEASE_S))
     if "db_stop" in events:
         windows.append((events["db_stop"], events["db_start"] + 5))
-    per_account, lat = {}, []
+    per_account, lat, counted = {}, [], []
     for owner in HEALTHY:
         exp = expected[owner]
         got = [p for p in exp if p in first]
@@ -394,6 +394,7 @@ def _figures(db, receiver, owner_of, expected, events, args) -> dict:
             if any(t0 < hi and t1 > lo for lo, hi in windows):
                 continue  # its wait overlaps an outage
             lat.append(max(0.0, t1 - t0))
+            counted.append((t1 - t0, p, t0, t1))
     dups = [p for p, n in counts.items() if n > 1]
     return {
         "accounts": per_account,
@@ -406,7 +407,58 @@ def _figures(db, receiver, owner_of, expected, events, args) -> dict:
         "outage_windows_s": [
             [round(lo - min(events.values()), 1), round(hi - lo, 1)] for lo, hi in windows
         ],
+        "slowest": _timelines(db, sorted(counted, reverse=True)[: args.slowest], t_origin),
     }
+
+
+def _timelines(db, slow, t_origin: float) -> list:
+    """The slowest counted deliveries, each as a timeline in seconds from the run's start:
+    matched, each attempt (sent = recorded - its latency), received."""
+
+    def rel(t):
+        if t is None:
+            return None
+        t = t if isinstance(t, dt.datetime) else dt.datetime.fromisoformat(str(t))
+        t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return round(t.timestamp() - t_origin, 2)
+
+    out = []
+    with db.connect() as conn:
+        for wait, (wid, tid), t0, t1 in slow:
+            d = conn.execute(
+                sa.text(
+                    "select d.pk, d.created_at, d.delivered_at, d.attempts, d.locked_by "
+                    "from deliveries d join watches w on w.pk = d.watch_pk "
+                    "where w.id = :w and d.track_id = :t and d.event_type = 'watch.match'"
+                ),
+                {"w": wid, "t": tid},
+            ).first()
+            entry = {"wait_s": round(wait, 2), "matched": round(t0 - t_origin, 2)}
+            if d is not None:
+                tries = conn.execute(
+                    sa.text(
+                        "select attempted_at, status_code, latency_ms, error "
+                        "from delivery_attempts where delivery_pk = :pk order by pk"
+                    ),
+                    {"pk": d.pk},
+                ).fetchall()
+                entry.update(
+                    created=rel(d.created_at),
+                    attempts=[
+                        {
+                            "sent": round(rel(a.attempted_at) - a.latency_ms / 1000, 2),
+                            "recorded": rel(a.attempted_at),
+                            "status": a.status_code,
+                            "error": a.error,
+                        }
+                        for a in tries
+                    ],
+                    recorded=rel(d.delivered_at),
+                    worker=d.locked_by,
+                )
+            entry["received"] = round(t1 - t_origin, 2)
+            out.append(entry)
+    return out
 
 
 def main(argv=None) -> int:
@@ -425,6 +477,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", action="store_true", help="also run without the hostile")
     ap.add_argument("--no-hostile", action="store_true")
+    ap.add_argument("--slowest", type=int, default=30, help="timelines of the slowest waits")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     os.environ["GENRE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"

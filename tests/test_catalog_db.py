@@ -232,24 +232,24 @@ def test_descriptors_null_until_the_audio_is_scored_again(db):
 
     rec = _record(900, "jazz", "Nobody", np.eye(DIM)[2])
     assert rec.descriptors is None
-    row, created = tracks.add(db, "label-a", rec, Consent(True, False))
+    row, created = ingest.add(db, "label-a", rec, Consent(True, False))
     assert created and row["descriptors"] is None
     with db.connect() as conn:
         q = "select count(*) from tracks where descriptors is null"
         assert conn.execute(sa.text(q)).scalar_one() == 1
-    again, created = tracks.add(
+    again, created = ingest.add(
         db, "label-a", replace(rec, descriptors=BLOCK), Consent(True, False)
     )
     assert not created and again["id"] == row["id"] and again["descriptors"] == BLOCK
     assert tracks.get(db, "label-a", row["id"])["descriptors"] == BLOCK
     other = {**BLOCK, "key": {**BLOCK["key"], "tonic": "C", "camelot": "5A"}}
-    kept, _ = tracks.add(db, "label-a", replace(rec, descriptors=other), Consent(True, False))
+    kept, _ = ingest.add(db, "label-a", replace(rec, descriptors=other), Consent(True, False))
     assert kept["descriptors"] == BLOCK
     (hit,) = search.similar_tracks(db, rec.embedding, k=1)
     assert hit["id"] == row["id"] and hit["descriptors"] == BLOCK
     # the tagger's batches (add_many) fill a null block of audio already stored, too
     old = _record(901, "rock", "Nobody", np.eye(DIM)[3])
-    assert tracks.add_many(db, "label-a", [old], Consent(True, False)) == 1
+    assert ingest.add_many(db, "label-a", [old], Consent(True, False)) == 1
     batch = [replace(old, descriptors=BLOCK), _record(902, "rock", "B", np.eye(DIM)[4])]
-    assert tracks.add_many(db, "label-a", batch, Consent(True, False)) == 1  # only 902 is new
+    assert ingest.add_many(db, "label-a", batch, Consent(True, False)) == 1  # only 902 is new
     assert tracks.by_sha256(db, "label-a", old.sha256)["descriptors"] == BLOCK
