@@ -166,16 +166,6 @@ def catalog_url(request, tmp_path) -> str:
     session's server)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
-    import uuid
+    from tests.catalog_helpers import new_database
 
-    import sqlalchemy as sa
-
-    base = request.getfixturevalue("postgres_url")
-    name = "catalog_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(
-        "postgresql+psycopg://" + base.split("://", 1)[1], isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # a generated name, not input
-    admin.dispose()
-    return base.replace("/postgres?", f"/{name}?", 1)
+    return new_database(request.getfixturevalue("postgres_url"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from genre_detector.catalog.schema import account_artists
 from genre_detector.catalog.schema import tracks as tracks_table
 from genre_detector.errors import GenreError
 from loadtests.service_process import REPO, ServedService
+from tests.catalog_helpers import cli_key, new_database
 from tests.test_catalog_db import DIM, _record, _unit
 
 WATCH_LIMIT = 3
@@ -42,28 +42,10 @@ LABELS = ["blues", "jazz", "pop-rock"]
 
 
 def _database(postgres_url: str) -> str:
-    """A new, empty database on the session's PostgreSQL server."""
-    name = "accounts_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(
-        "postgresql+psycopg://" + postgres_url.split("://", 1)[1], isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # a generated name, not input
-    admin.dispose()
-    return postgres_url.replace("/postgres?", f"/{name}?", 1)
+    return new_database(postgres_url, "accounts")
 
 
-def _key(env: dict, owner: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "genre_detector", "keys", "create", owner],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
+_key = cli_key  # keys made by the CLI, as a user makes them
 
 
 def _auth(key: str | None) -> dict:

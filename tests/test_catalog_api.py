@@ -15,23 +15,14 @@ import pytest
 import requests
 
 from loadtests.service_process import REPO, ServedService
+from tests.catalog_helpers import cli_key
 from tests.expected import NINE
 
 pytestmark = pytest.mark.slow
 CLIPS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae"]
 
 
-def _key(env: dict, owner: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "genre_detector", "keys", "create", owner],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
+_key = cli_key  # keys made by the CLI, as a user makes them
 
 
 @pytest.fixture(scope="module")
