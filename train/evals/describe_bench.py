@@ -103,17 +103,34 @@ def cpu_ms(fn, wave, sr, runs: int = 3) -> float:
     return 1000.0 * best * 30.0 / (len(wave) / sr)
 
 
-def gtzan_cases(folder: Path = GTZAN) -> list[dict]:
-    from genre_detector.audio.decode import decode
+def gtzan_cases(folder: Path = GTZAN, read=None) -> list[dict]:
+    """The annotated GTZAN clips; `read(path) -> (wave, sr)` (default: the service's decode;
+    describe_peers passes soundfile's, for a venv without this project's decoders)."""
+    if read is None:
+        from genre_detector.audio.decode import decode as read
 
     out = []
     with open(folder / "annotations.csv") as f:
         for row in csv.DictReader(f):
-            wave, sr = decode(str(folder / row["file"]))
+            wave, sr = read(str(folder / row["file"]))
             key = (row["tonic"], row["mode"]) if row["tonic"] else None
             out.append({"name": row["file"], "wave": wave, "sr": sr, "bpm": float(row["bpm"]),
                         "key": key})  # fmt: skip
     return out
+
+
+def synthetic_set() -> list[dict]:
+    """The synthetic cases in the form gtzan_cases gives."""
+    return [
+        {
+            "name": c.name,
+            "wave": c.wave,
+            "sr": SAMPLE_RATE,
+            "bpm": c.bpm,
+            "key": (c.tonic, c.mode) if c.tonic else None,
+        }  # fmt: skip
+        for c in synthetic_cases()
+    ]
 
 
 def run(gtzan: list[dict], synthetic: list[dict]) -> dict:
@@ -192,18 +209,7 @@ def main(argv=None) -> None:
     p.add_argument("--details", action="store_true", help="one line per clip and system")
     p.add_argument("--json", type=Path, help="write the per-clip results here")
     args = p.parse_args(argv)
-    gtzan = gtzan_cases(args.gtzan)
-    synthetic = [
-        {
-            "name": c.name,
-            "wave": c.wave,
-            "sr": SAMPLE_RATE,
-            "bpm": c.bpm,
-            "key": (c.tonic, c.mode) if c.tonic else None,
-        }  # fmt: skip
-        for c in synthetic_cases()
-    ]
-    report = run(gtzan, synthetic)
+    report = run(gtzan_cases(args.gtzan), synthetic_set())
     print(table(report))
     if args.details:
         print(details(report))

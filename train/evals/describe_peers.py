@@ -12,13 +12,18 @@ with its default profile and with "edma"); CPU ms per 30 s as there.
 
 from __future__ import annotations
 
-import csv
 import time
 
 import numpy as np
 
-from train.evals.describe_bench import GTZAN, key_score, table, tempo_hits
-from train.evals.synthetic_audio import SAMPLE_RATE, synthetic_cases
+from train.evals.describe_bench import (
+    GTZAN,
+    gtzan_cases,
+    key_score,
+    synthetic_set,
+    table,
+    tempo_hits,
+)
 
 SHARPS = {"Bb": "A#", "Eb": "D#", "Ab": "G#", "Db": "C#", "Gb": "F#"}  # Essentia writes flats
 
@@ -45,23 +50,8 @@ def _systems():
 def main() -> None:
     import soundfile as sf
 
-    gtzan = []
-    with open(GTZAN / "annotations.csv") as f:
-        for row in csv.DictReader(f):
-            wave, sr = sf.read(str(GTZAN / row["file"]), dtype="float32")
-            key = (row["tonic"], row["mode"]) if row["tonic"] else None
-            gtzan.append({"name": row["file"], "wave": wave, "sr": sr, "bpm": float(row["bpm"]),
-                          "key": key})  # fmt: skip
-    synthetic = [
-        {
-            "name": c.name,
-            "wave": c.wave,
-            "sr": SAMPLE_RATE,
-            "bpm": c.bpm,
-            "key": (c.tonic, c.mode) if c.tonic else None,
-        }  # fmt: skip
-        for c in synthetic_cases()
-    ]
+    gtzan = gtzan_cases(GTZAN, read=lambda path: sf.read(path, dtype="float32"))
+    synthetic = synthetic_set()
     report = {}
     for set_name, cases in (("gtzan", gtzan), ("synthetic", synthetic)):
         for sys_name, fn in _systems().items():
