@@ -15,6 +15,7 @@ track reaches min_similarity (if `like` is given). Each match writes a row and i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -147,14 +148,18 @@ def public(row) -> dict:
     return out
 
 
-def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
-    """(the watch, its signing secret: shown once)."""
+def create(
+    db, owner: str, body: dict, labels: list[str], dry_run: bool = False
+) -> tuple[dict, str | None]:
+    """(the watch, its signing secret: shown once). `dry_run`: every check of a real create
+    (fields, webhook URL, quota, reference tracks) in a transaction rolled back at the end:
+    (the watch as it would be, without id, None)."""
     fields = validate(db, body, labels)
     if not fields["genres"] and not fields["like_ids"]:
         raise _bad("a watch needs genres, like, or both")
     limit = settings().watch_limit
     secret, now = webhooks.new_secret(), clock.now()
-    with db.begin() as conn:
+    with _writing(db, dry_run) as conn:
         if db.dialect == "postgresql":  # concurrent creates of one account take turns
             conn.execute(
                 sa.text("select pg_advisory_xact_lock(hashtext(:k))"), {"k": "watches:" + owner}
@@ -184,7 +189,24 @@ def create(db, owner: str, body: dict, labels: list[str]) -> tuple[dict, str]:
         like_vectors = _like_vectors(db, conn, fields["like_ids"])
         conn.execute(watches.update().where(watches.c.pk == pk).values(like_vectors=like_vectors))
         row = conn.execute(sa.select(watches).where(watches.c.pk == pk)).one()
+    if dry_run:
+        return {**public(row), "id": None}, None
     return public(row), secret
+
+
+@contextlib.contextmanager
+def _writing(db, dry_run: bool):
+    """db.begin(), or for a dry run a transaction that is always rolled back."""
+    if not dry_run:
+        with db.begin() as conn:
+            yield conn
+        return
+    with db.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
 
 
 def _own(conn, owner: str, watch_id: str):

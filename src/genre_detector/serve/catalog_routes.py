@@ -10,7 +10,7 @@ module-level handlers below, mounted by `catalog_app` (the catalog is in the app
     GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=
     GET    /artists/similar?artist=NAME|artist_id=ID&k=
     PATCH  /tracks/{id}          {"consent": "search" | "search,notify"}: withdraw or give notify
-    POST   /watches   GET /watches   GET|PATCH|DELETE /watches/{id}
+    POST   /watches[?dry_run=true]   GET /watches   GET|PATCH|DELETE /watches/{id}
     POST   /watches/{id}/rotate-secret   POST /watches/{id}/test
     GET    /watches/{id}/matches   GET /watches/{id}/deliveries
     POST   /watches/{id}/deliveries/{delivery_id}/redeliver
@@ -404,7 +404,14 @@ def similar_artists(request):
 
 
 def create_watch(request, body):
-    watch, secret = watches.create(_db(request), _owner(request), body, _labels(request))
+    """POST /watches; `?dry_run=true`: every check of a real create (the webhook URL's
+    included), nothing stored, 200 with the watch as it would be (no id, no secret)."""
+    dry_run = bool_param(request.query_params, "dry_run", False)
+    watch, secret = watches.create(
+        _db(request), _owner(request), body, _labels(request), dry_run=dry_run
+    )
+    if dry_run:
+        return JSONResponse({**watch, "dry_run": True})
     return JSONResponse({**watch, "secret": secret}, status_code=201)
 
 

@@ -267,9 +267,9 @@ def _models_app():
 
 
 def _ui_app():
-    from starlette.staticfiles import StaticFiles
+    from genre_detector.serve.web_page import page_app
 
-    return StaticFiles(directory=WEB_DIR, html=True)
+    return page_app(WEB_DIR)  # StaticFiles with the page's Content-Security-Policy
 
 
 @bentoml.service(
