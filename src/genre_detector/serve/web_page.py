@@ -64,7 +64,8 @@ class WithHeaders:
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
+                old = message.get("headers", [])
+                kept = [(k, v) for k, v in old if k.lower() not in self.names]
                 message = {**message, "headers": kept + self.raw}
             await send(message)
 
