@@ -132,15 +132,18 @@ def test_player_playhead_and_tracks_like_this(service, page, catalog_env, gtzan_
     page.set_input_files("#file-input", str(wav_clip))
     page.wait_for_selector("#results:not([hidden])", timeout=60_000)
     page.wait_for_function(
-        "document.getElementById('similar-note').textContent.startsWith('No tracks')",
+        "() => document.getElementById('similar-note').textContent.startsWith('No tracks')",
         timeout=60_000,
     )
-    page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
+    page.wait_for_function(
+        "() => document.getElementById('player').readyState >= 1", timeout=30_000
+    )
     page.evaluate(
         "() => { const p = document.getElementById('player'); p.currentTime = p.duration / 2; }"
     )
     page.wait_for_function(
-        "Math.abs(parseFloat(document.getElementById('playhead-timeline').style.left) - 50) < 2"
+        "() => Math.abs(parseFloat(document.getElementById('playhead-timeline').style.left) - 50)"
+        " < 2"
     )
     left = page.eval_on_selector("#playhead-spectrogram", "e => parseFloat(e.style.left)")
     assert abs(left - 50) < 2

@@ -729,6 +729,12 @@ function buildFind() {
       "form",
       { id: "ws-like", class: "ws-inline", onsubmit: (e) => (e.preventDefault(), soundsLike($("ws-like-track").value)) },
       field("ws-like-track", "One of my tracks", select("ws-like-track", [["", "choose a track"]])),
+      h(
+        "label",
+        { for: "ws-like-exclude", class: "ws-check" },
+        h("input", { type: "checkbox", id: "ws-like-exclude", checked: true }),
+        " leave out the same artist",
+      ),
       h("button", { type: "submit", class: "ws-btn", text: "Find tracks like it" }),
     ),
     h(
@@ -787,7 +793,9 @@ function renderBriefRead(data) {
 
 async function soundsLike(id) {
   if (!id) return showError("ws-find-error", "Choose one of your tracks first.");
-  const res = await api("GET", `tracks/${encodeURIComponent(id)}/similar`, { params: { k: 10 } });
+  const exclude = $("ws-like-exclude").checked ? "true" : "false";
+  const params = { k: 10, exclude_same_artist: exclude };
+  const res = await api("GET", `tracks/${encodeURIComponent(id)}/similar`, { params });
   $("ws-brief-read").replaceChildren();
   if (!res.ok) return showError("ws-find-error", res);
   showError("ws-find-error", null);
@@ -959,15 +967,16 @@ function onLineupRemove(e) {
   renderLineup();
 }
 
-function csvCell(v) {
+function csvCell(v, isText) {
   let s = String(v == null ? "" : v);
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s; // a spreadsheet would run it as a formula
+  // a name a spreadsheet would run as a formula (numbers are written as they are)
+  if (isText && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 function lineupCsv() {
   const rows = [["artist", "score", "n_tracks"], ...state.lineup.map((x) => [x.artist, Number(x.score).toFixed(4), x.n_tracks])];
-  return rows.map((r) => r.map(csvCell).join(",")).join("\r\n") + "\r\n";
+  return rows.map((r) => r.map((v, i) => csvCell(v, i === 0)).join(",")).join("\r\n") + "\r\n";
 }
 
 function exportLineup() {
