@@ -34,11 +34,12 @@ def world(store_with_models, tmp_path_factory):
         "GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('ws') / 'catalog.sqlite3'}",
         "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the receiver below
         "GENRE_WEBHOOK_BACKOFF_SCALE": "0.01",
+        "GENRE_WRITES_PER_MIN": "12",  # a bucket test_managing_watches empties (5 s a token)
     }
     svc = ServedService(env)
     receiver = Receiver().start()
     try:
-        keys = {o: cli_key(env, o) for o in ("booker", "label-b", "keyboard")}
+        keys = {o: cli_key(env, o) for o in ("booker", "label-b", "keyboard", "manager")}
         svc.wait_ready()
         yield svc, keys, receiver
     finally:
@@ -423,4 +424,98 @@ def test_keyboard_only(world, browser, gtzan_dir):
     tab_to(page, "#ws-secret-done")
     page.keyboard.press("Enter")
     assert page.locator("#ws-secret").is_hidden()
+    assert not page.console_errors, page.console_errors
+
+
+def test_managing_watches_and_a_429(world, browser, gtzan_dir):
+    """Notify withdrawn; a watch edited (PATCH, checked by the dry run first), tested,
+    redelivered, its secret rotated (the new one signs the next event); and an empty budget
+    read as "slow down, try again in N s" with the API's Retry-After."""
+    svc, keys, receiver = world
+    api = Api(svc, keys["manager"])
+    track = api.upload(gtzan_dir / "disco.00000.wav", consent="search,notify", artist="M")
+    page = new_page(browser)
+    sign_in(page, svc, keys["manager"])
+    row = f'#ws-tracks-body tr[data-id="{track["id"]}"]'
+    page.click(f"{row} button[data-action=withdraw]")
+    page.wait_for_selector(f"{row} button[data-action=give]")
+    assert api.json(f"tracks/{track['id']}")["consent"] == ["search"]
+    assert page.inner_text(f"{row} .ws-consent-cell") == "search"
+
+    page.click("#ws-tab-watches")
+    page.fill("#ws-watch-name", "managed")
+    page.fill("#ws-watch-url", receiver.url)
+    page.focus("#ws-genre-electronic")
+    page.keyboard.press("ArrowRight")
+    page.click("#ws-watch-save")
+    page.wait_for_selector("#ws-secret:not([hidden])")
+    first_secret = page.input_value("#ws-secret-value")
+    page.click("#ws-secret-done")
+    (watch,) = api.json("watches")["watches"]
+    assert watch["genres"] == {"electronic": 0.05}
+    wrow = f'#ws-watches-body tr[data-id="{watch["id"]}"]'
+
+    # edit: the form holds the watch; saving is a PATCH (no new secret)
+    page.click(f"{wrow} button[data-action=edit]")
+    assert page.inner_text("#ws-watch-form-title") == "Edit “managed”"
+    assert page.input_value("#ws-genre-electronic") == "0.05"
+    page.fill("#ws-watch-name", "managed again")
+    page.focus("#ws-genre-electronic")
+    page.keyboard.press("ArrowRight")
+    page.click("#ws-watch-save")
+    page.wait_for_function(
+        "() => document.getElementById('ws-watch-checked').textContent.startsWith('Saved')"
+    )
+    (edited,) = api.json("watches")["watches"]
+    assert edited["id"] == watch["id"] and edited["name"] == "managed again"
+    assert edited["genres"] == {"electronic": 0.1} and page.locator("#ws-secret").is_hidden()
+    page.wait_for_selector(f"{wrow} >> text=managed again")
+
+    # a test event, delivered; then sent again: two attempts
+    receiver.secrets.append(first_secret)
+    page.click(f"{wrow} button[data-action=test]")
+    page.click(f"{wrow} button[data-action=open]")
+    page.wait_for_selector("#ws-deliveries li[data-status=delivered]", timeout=30_000)
+    (delivery,) = api.json(f"watches/{watch['id']}/deliveries")["deliveries"]
+    assert delivery["event"] == "watch.test" and delivery["status"] == "delivered"
+    item = f'#ws-deliveries li[data-id="{delivery["id"]}"]'
+    page.click(f"{item} button[data-delivery]")
+    page.wait_for_function(
+        "sel => document.querySelectorAll(sel).length === 2",
+        arg=f"{item} .ws-attempt[data-status-code='200']",
+        timeout=30_000,
+    )
+    again = api.json(f"watches/{watch['id']}/deliveries")["deliveries"][0]
+    assert len(again["attempts"]) == 2
+    signed = [r for r in receiver.received if r.id == delivery["id"]]
+    assert len(signed) == 2 and all(r.verified for r in signed)
+
+    # rotate: the new secret once; the next event verifies with it alone
+    page.once("dialog", lambda d: d.accept())
+    page.click(f"{wrow} button[data-action=rotate]")
+    page.wait_for_selector("#ws-secret:not([hidden])")
+    second_secret = page.input_value("#ws-secret-value")
+    assert second_secret.startswith("whsec_") and second_secret != first_secret
+    page.click("#ws-secret-done")
+    receiver.secrets[:] = [second_secret]
+    seen = len(receiver.received)
+    page.click(f"{wrow} button[data-action=test]")
+    deadline = time.time() + 30
+    while len(receiver.received) == seen and time.time() < deadline:
+        time.sleep(0.2)
+    assert receiver.received[-1].verified
+
+    # the watch changes budget spent: the page says to slow down, with the API's seconds
+    while True:
+        r = requests.post(f"{svc.url}/watches/{watch['id']}/test", headers=api.headers, timeout=30)
+        if r.status_code == 429:
+            break
+        assert r.status_code == 202, r.text
+    page.click(f"{wrow} button[data-action=test]")
+    page.wait_for_selector("#ws-watches-error:not([hidden])")
+    shown = page.inner_text("#ws-watches-error")
+    seconds = int(r.headers["retry-after"])
+    assert shown in {f"Slow down: try again in {s} s." for s in (seconds, seconds - 1)}, shown
+    assert "ws-slow" in page.get_attribute("#ws-watches-error", "class")
+    assert page.inner_text("#ws-notice") == shown
     assert not page.console_errors, page.console_errors
