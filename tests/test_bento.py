@@ -93,7 +93,7 @@ def test_the_bento_holds_every_module_file_and_every_registry_builder(bento):
 
     src = bento / "src"
     wanted = {p.relative_to(REPO) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
-    wanted |= {p.relative_to(REPO) for p in (PACKAGE / "serve" / "web").glob("*.html")}
+    wanted |= {p.relative_to(REPO) for p in (PACKAGE / "serve" / "web").iterdir() if p.is_file()}
     assert wanted, "no package files found"
     missing = sorted(str(p) for p in wanted if not (src / p).is_file())
     assert missing == [], f"not in the Bento (check .bentoignore / bentofile include): {missing}"
