@@ -774,6 +774,7 @@ async function onFind(e) {
   }
   renderBriefRead(res.data);
   renderResults(res.data.results || res.data.tracks || []);
+  refreshMe(); // the search budget the header shows
 }
 
 // How the service read the brief, in words, whatever shape its reply gives it.
@@ -805,6 +806,7 @@ async function soundsLike(id) {
   if (!res.ok) return showError("ws-find-error", res);
   showError("ws-find-error", null);
   renderResults(res.data.results);
+  refreshMe();
 }
 
 async function onLikeUpload(e) {
@@ -820,6 +822,7 @@ async function onLikeUpload(e) {
   showError("ws-find-error", null);
   notice("");
   renderResults(res.data.results);
+  refreshMe();
 }
 
 function descriptorsText(r) {
@@ -925,6 +928,7 @@ async function onAlike(e) {
     $("ws-alike-body").replaceChildren();
     return showFieldError("ws-lineup", res, "ws-alike-error");
   }
+  refreshMe();
   const q = res.data.query;
   $("ws-alike-query").textContent = `Alike to ${q.artist} (${fmt(q.n_tracks)} track${q.n_tracks === 1 ? "" : "s"}):`;
   state.alike = res.data.results;
