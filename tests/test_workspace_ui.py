@@ -442,6 +442,23 @@ def test_managing_watches_and_a_429(world, browser, gtzan_dir):
     assert api.json(f"tracks/{track['id']}")["consent"] == ["search"]
     assert page.inner_text(f"{row} .ws-consent-cell") == "search"
 
+    # "Sounds like" a file that is not stored: POST /similar with the key, in its order
+    clip = gtzan_dir / "hiphop.00000.wav"
+    page.click("#ws-tab-find")
+    page.set_input_files("#ws-like-file", str(clip))
+    page.click("#ws-like-upload button[type=submit]")
+    page.wait_for_selector("#ws-find-results li[data-id]", timeout=60_000)
+    with open(clip, "rb") as f:
+        r = requests.post(
+            f"{svc.url}/similar?k=10", files={"audio": f}, headers=api.headers, timeout=120
+        )
+    want = [x["id"] for x in r.json()["results"]]
+    shown = page.eval_on_selector_all(
+        "#ws-find-results li[data-id]", "r => r.map(e => e.dataset.id)"
+    )
+    assert shown == want and track["id"] in shown
+    assert api.json("tracks")["tracks"] == [api.json(f"tracks/{track['id']}")]  # nothing stored
+
     page.click("#ws-tab-watches")
     page.fill("#ws-watch-name", "managed")
     page.fill("#ws-watch-url", receiver.url)
