@@ -289,6 +289,37 @@ def set_notify(conn, pk: int, notify: bool) -> dict:
     return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
 
 
+MOOD_BLOCKS = ("mood", "gems", "voice", "instruments")
+
+
+def fill_moods(db, heads, batch: int = 500) -> int:
+    """Mood, GEMS, voice and instruments (models.mood_heads.MoodHeads) for every track
+    stored without them, from its stored pooled features: the heads are linear in those, so
+    the track gets what scoring its audio would give. Returns the number of tracks filled."""
+    done, after = 0, 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(tracks.c.pk, tracks.c.features, tracks.c.descriptors)
+                .where(tracks.c.pk > after)
+                .order_by(tracks.c.pk)
+                .limit(batch)
+            ).fetchall()
+            for r in rows:
+                stored = dict(r.descriptors or {})
+                if all(stored.get(b) is not None for b in MOOD_BLOCKS):
+                    continue
+                features = np.frombuffer(r.features, dtype=np.float32)
+                if features.shape[0] != heads.kernel.shape[0]:
+                    continue  # features of another backbone: tag the audio again
+                blocks = {"tempo": None, "key": None, **stored, **heads.track(features)}
+                conn.execute(tracks.update().where(tracks.c.pk == r.pk).values(descriptors=blocks))
+                done += 1
+        if len(rows) < batch:
+            return done
+        after = rows[-1].pk
+
+
 def reindex(db, projection, batch: int = 500) -> int:
     """Re-embed every track whose embedding was made by another projection than
     `projection` (models.projection.Projection), from its stored pooled features, and
