@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from genre_detector.models.mood_heads import GEMS, INSTRUMENTS, QUADRANTS, VOICE
+from genre_detector.models.mood_heads import GEMS, INSTRUMENTS, QUADRANTS, VOICE_FIELDS
 
 # The row's `descriptors` block (docs/api.md), one column per field: <block>_<field> (the
 # mood's quadrant probabilities: mood_Q1 ... mood_Q4).
@@ -30,7 +30,7 @@ _MOOD_FLOATS = (
     "mood_arousal",
     "mood_valence",
     *(f"gems_{g}" for g in GEMS),
-    *(f"voice_{v}" for v in VOICE),
+    *(f"voice_{v}" for v in VOICE_FIELDS),
     *(f"instruments_{i}" for i in INSTRUMENTS),
 )
 DESCRIPTOR_COLUMNS = (

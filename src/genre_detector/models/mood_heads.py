@@ -60,6 +60,7 @@ VOICE = {
     ),  # fmt: skip
     "male": ("MSD:male vocalists", "MTT:male", "MTT:man", "MTT:male vocal", "MTT:male voice"),
 }
+VOICE_FIELDS = ("instrumental", *VOICE)  # the reply's `voice` block, in order
 INSTRUMENTS = {
     "piano": ("MTT:piano",),
     "guitar": ("MTT:guitar", "MSD:guitar"),
