@@ -121,3 +121,29 @@ def test_the_catalog_fills_moods_from_pooled_features(musicnn, emotify_dir, tmp_
     assert stored == served
     assert tracks.fill_moods(db, musicnn.info.moods) == 0  # nothing left to fill
     db.close()
+
+
+def test_tagging_again_fills_only_the_null_entries(musicnn, emotify_dir, tmp_path):
+    """A track stored with tempo and key but before mood and voice gets them when its file
+    is tagged again; what was stored stays (a stored block is never overwritten)."""
+    from dataclasses import replace
+
+    from genre_detector.catalog import ingest, tracks
+    from genre_detector.catalog.db import Catalog
+    from genre_detector.catalog.records import Consent, record_from_result
+
+    r = _score(musicnn, sorted((emotify_dir / "rock").glob("*.mp3"))[0])
+    proj = musicnn.info.projection
+    rec = record_from_result(r, proj, "cd" * 32, "t", "a")
+    served = r.descriptors.as_dict()
+    old_key = {**served["key"], "tonic": "C", "camelot": "8B", "mode": "major"}
+    old = {"tempo": served["tempo"], "key": old_key}  # stored before issue 32, another key
+    db = Catalog.open(f"sqlite:///{tmp_path / 'c.sqlite3'}", dim=proj.dim)
+    row, _ = ingest.add(db, "label-a", replace(rec, descriptors=old), Consent(True, False))
+    again, created = ingest.add(db, "label-a", rec, Consent(True, False))
+    assert not created and again["descriptors"] == {**served, "key": old_key}
+    other = _score(musicnn, sorted((emotify_dir / "classical").glob("*.mp3"))[0])
+    batch = [replace(rec, descriptors=other.descriptors.as_dict())]
+    assert ingest.add_many(db, "label-a", batch, Consent(True, False)) == 0
+    assert tracks.get(db, "label-a", row["id"])["descriptors"] == {**served, "key": old_key}
+    db.close()

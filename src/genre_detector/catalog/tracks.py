@@ -51,27 +51,37 @@ def existing(conn, owner: str, shas: list[str]) -> set[str]:
 
 
 def fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
-    """A track stored before tempo and key (null) gets them from a new scoring of its
-    audio (the tagger tagging its file again); anything else stays as stored."""
-    if existing.get("descriptors") is not None or record.descriptors is None:
+    """A track stored before tempo and key (null), or before mood and voice (those entries
+    null), gets them from a new scoring of its audio (the tagger tagging its file again);
+    an entry already stored is never overwritten."""
+    if _filled(existing.get("descriptors"), record.descriptors) is None:
         return existing
     with db.begin() as conn:
         set_missing_descriptors(conn, existing["owner"], record)
     return by_sha256(db, existing["owner"], record.sha256) or existing
 
 
+def _filled(stored: dict | None, new: dict | None) -> dict | None:
+    """`stored` with its null entries taken from `new`; None when that changes nothing."""
+    if new is None:
+        return None
+    if stored is None:
+        return dict(new)
+    merged = {**stored, **{k: v for k, v in new.items() if stored.get(k) is None}}
+    return merged if merged != stored else None
+
+
 def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     if record.descriptors is None:
         return
-    conn.execute(
-        tracks.update()
-        .where(
-            tracks.c.owner == owner,
-            tracks.c.sha256 == record.sha256,
-            tracks.c.descriptors.is_(None),
+    row = conn.execute(
+        sa.select(tracks.c.pk, tracks.c.descriptors).where(
+            tracks.c.owner == owner, tracks.c.sha256 == record.sha256
         )
-        .values(descriptors=record.descriptors)
-    )
+    ).first()
+    merged = _filled(row.descriptors, record.descriptors) if row is not None else None
+    if merged is not None:
+        conn.execute(tracks.update().where(tracks.c.pk == row.pk).values(descriptors=merged))
 
 
 def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) -> tuple[int, dict]:
