@@ -125,7 +125,7 @@ def clip_features(paths: list[Path], threads: int = 1) -> list[np.ndarray]:
     """(n_windows, 500) musicnn window outputs of each clip (the served windows), cached
     under .cache/mood-features/<model>-<settings>-<feature code>."""
     from genre_detector.audio.decode import decode, resample
-    from genre_detector.audio.features import _windows, code_fingerprint
+    from genre_detector.audio.features import code_fingerprint, extract_windows
 
     s = musicnn_settings()
     onnx = MUSICNN / "model.onnx"
@@ -141,7 +141,7 @@ def clip_features(paths: list[Path], threads: int = 1) -> list[np.ndarray]:
         name = sess.get_inputs()[0].name
         for i in tqdm(todo, desc="musicnn features", unit="clip"):
             wave, sr = decode(str(paths[i]))
-            w = _windows(resample(wave, sr, s.sample_rate), s).windows
+            w = extract_windows(resample(wave, sr, s.sample_rate), s).windows
             yield sess.run(None, {name: w})[0]
 
     keys = [str(Path(p).resolve().relative_to(DATA)) if _under(p) else str(p) for p in paths]

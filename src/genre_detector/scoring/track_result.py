@@ -150,7 +150,7 @@ def score_track(
             embedding = statistics(
                 out, info.head.std_fallback, batch.start_s, info.settings.window_seconds
             ).astype(np.float32)
-            if getattr(info, "moods", None) is not None:
+            if info.moods is not None:
                 moods = MoodInput(info.moods, out, embedding, batch.start_s, batch.end_s)
     ensemble = Verdict.of(cal.ensemble({n: m.raw for n, m in models.items()}), labels)
     finest = max(outputs, key=lambda n: len(batches[infos[n].settings].windows))
