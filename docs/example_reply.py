@@ -91,11 +91,24 @@ def shortened(reply: dict) -> str:
             "calibrated": e["calibrated"],
             "metrics": _metrics(e["metrics"]),
         },
-        "descriptors": reply["descriptors"],
+        "descriptors": _descriptors(reply["descriptors"]),
         "timeline": [reply["timeline"][0], f"... {len(reply['timeline']) - 1} more windows"],
         "model_tags": {names[-1]: _tag(reply["model_tags"][names[-1]]), "...": "..."},
     }
     return _compact(out)
+
+
+def _descriptors(d: dict) -> dict:
+    """Tempo, key, mood and voice in full; two GEMS emotions and the two strongest
+    instruments."""
+    out = {k: d[k] for k in ("tempo", "key", "mood")}
+    if d.get("gems"):
+        out["gems"] = {**{k: d["gems"][k] for k in ("calmness", "power")}, "...": "..."}
+    out["voice"] = d.get("voice")
+    if d.get("instruments"):
+        top = sorted(d["instruments"], key=lambda k: -d["instruments"][k])[:2]
+        out["instruments"] = {**{k: d["instruments"][k] for k in top}, "...": "..."}
+    return out
 
 
 def _compact(out: dict) -> str:

@@ -248,6 +248,22 @@ def _best_of(fn, n: int = 5, cpu: list | None = None) -> float:
     return float(np.median(times))
 
 
+def _mood_cost(p, sets) -> float | None:
+    """Seconds per track of mood, GEMS, voice and instruments (models.mood_heads on the
+    musicnn window outputs: the track's blocks and every window's mood), as score_track
+    runs them; None without musicnn's mood heads."""
+    if p is None or p.info.moods is None:
+        return None
+    from genre_detector.models.track_head import statistics as pooled
+
+    s, heads, times = p.info.settings, p.info.moods, []
+    for b in sets:
+        out = p(b[s].windows)
+        stats = pooled(out, p.info.head.std_fallback, b[s].start_s, s.window_seconds)
+        times.append(_best_of(lambda o=out, x=stats: (heads.track(x), heads.windows(o, x)), 20))
+    return round(statistics.fmean(times), 6)
+
+
 def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)) -> dict:
     """Decode / features / model times per 30 s track with the package's own functions."""
     import bentoml
@@ -306,6 +322,7 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
             "best_batch": best,
             "best_per_track_s": row[best]["per_track_s"],
         }
+    moods = _mood_cost(preds.get("musicnn"), sets)
     dec = statistics.fmean(decode)
     feat_default, feat_blas1 = statistics.fmean(features), statistics.fmean(features_blas1)
     feat = min(feat_default, feat_blas1)
@@ -319,7 +336,8 @@ def stage_costs(clips: list[tuple[str, bytes]], batch_multiples=(1, 2, 4, 8, 16)
         "features_default_blas_s": round(feat_default, 5),
         "features_blas1_s": round(feat_blas1, 5),
         "models": models,
-        "request_compute_s": round(dec + feat + request_models, 5),
+        "moods_s": moods,
+        "request_compute_s": round(dec + feat + request_models + (moods or 0.0), 5),
         "floor_s_per_track": round(floor_s, 5),
         "floor_tracks_per_s": round(1 / floor_s, 3),
     }
@@ -420,6 +438,11 @@ def report(res: dict) -> str:
         lines.append(
             f"| model {name} | {m['request_batch_s'] * 1e3:.1f} | {m['best_batch']} | "
             f"{m['best_per_track_s'] * 1e3:.1f} |"
+        )
+    if st.get("moods_s") is not None:
+        ms = st["moods_s"] * 1e3
+        lines.append(
+            f"| mood, GEMS, voice, instruments (models.mood_heads) | {ms:.2f} | | {ms:.2f} |"
         )
     lines.append(
         f"| **sum** | **{st['request_compute_s'] * 1e3:.1f}** | | "

@@ -110,6 +110,11 @@ def test_the_bento_holds_every_module_file_and_every_registry_builder(bento):
 
     assert packed == {store_name(n) for n in FAMILIES} | {CALIBRATION_NAME}
     assert packed == {p.name for p in (bento / "models").iterdir()}
+    # musicnn's entry carries what scoring reads beside its graph: the genre head, the search
+    # projection and the mood heads (issue 32)
+    (entry,) = [p for p in (bento / "models" / store_name("musicnn")).iterdir() if p.is_dir()]
+    for name in ("model.onnx", "head.npz", "projection.npz", "moods.npz"):
+        assert (entry / name).is_file(), name
 
 
 @pytest.fixture(scope="module")

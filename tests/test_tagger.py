@@ -26,6 +26,7 @@ from genre_detector.batch.tagger import InProcessEngine, tag_library
 from genre_detector.batch.writers import read_done
 from genre_detector.errors import GenreError
 from genre_detector.models.families import model_names
+from genre_detector.models.mood_heads import GEMS, INSTRUMENTS
 from loadtests.service_process import ServedService
 from tests.expected import NINE
 from tests.unusable_files import BAD, add_unusable_files
@@ -156,9 +157,18 @@ def test_rows_errors_and_accuracy(library, reference):
         + [f"p_{g}" for g in labels]
         + [f"tempo_{f}" for f in ("bpm", "confidence", "alternative_bpm")]
         + [f"key_{f}" for f in ("tonic", "mode", "camelot", "confidence")]
+        + ["mood_quadrant", "mood_Q1", "mood_Q2", "mood_Q3", "mood_Q4", "mood_arousal"]
+        + ["mood_valence", *(f"gems_{g}" for g in GEMS)]
+        + [f"voice_{v}" for v in ("instrumental", "female", "male")]
+        + [f"instruments_{i}" for i in INSTRUMENTS]
         + ["timeline", "model_tags", "embedding", "error"]
     )
     assert all(float(r["tempo_bpm"]) > 0 and r["key_camelot"] for r in good)
+    # issue 32: musicnn is among the models, so every good row has its mood and voice
+    for r in good:
+        q = [float(r[f"mood_Q{i}"]) for i in range(1, 5)]
+        assert abs(sum(q) - 1) < 0.01 and r["mood_quadrant"] == f"Q{int(np.argmax(q)) + 1}"
+        assert 0 <= float(r["gems_calmness"]) <= 1 and 0 <= float(r["voice_instrumental"]) <= 1
     for r in good:
         p = [float(r[f"p_{g}"]) for g in labels]
         assert abs(sum(p) - 1) < 1e-3 and r["ensemble_genre"] == labels[int(np.argmax(p))]

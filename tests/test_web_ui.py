@@ -90,6 +90,13 @@ def _page_matches_the_api(service, page, clip):
     d, shown = reply["descriptors"], page.inner_text("#descriptors")
     assert f"Tempo {math.floor(d['tempo']['bpm'] + 0.5)} BPM" in shown, shown
     assert f"key {d['key']['tonic']} {d['key']['mode']} ({d['key']['camelot']})" in shown, shown
+    mood = page.inner_text("#mood")  # issue 32: the reply's mood, GEMS bars, voice chips
+    assert f"Mood {d['mood']['quadrant']}" in mood, mood
+    assert f"arousal {math.floor(d['mood']['arousal'] * 100 + 0.5)} %" in mood, mood
+    assert page.locator("#mood-gems .gem").count() == len(d["gems"]) == 9
+    voiced = "instrumental" if d["voice"]["instrumental"] >= 0.5 else "vocals"
+    assert voiced in page.inner_text("#mood-chips")
+    assert page.locator("#mood-time > div").count() == len(reply["timeline"])
     for name, m in reply["models"].items():
         card = page.locator(f'.model-card[data-model="{name}"]')
         assert card.locator(".top-genre").inner_text() == m["top_genre"]

@@ -9,6 +9,11 @@ from a teacher cross-fitted on the tracks they fit.
     python -m train                                   # all five families, both sources
     python -m train --models cnn,musicnn --data DIR1 --data DIR2
     python -m train --ship                            # also refresh models/ (shipped models)
+    python -m train moods [--labels FILE.csv]         # only the mood heads (train/moods.py)
+
+With musicnn among the models, the run also trains its mood heads (train/moods.py; 4Q and
+Emotify, artist-grouped CV in the run's log) and stores them beside its genre head
+(--no-moods: keep the shipped ones).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def parse_args(argv=None):
         "models/ (the shipped models), only if every model passes the inference check",
     )
     p.add_argument("--no-store", action="store_true", help="do not save into the model store")
+    p.add_argument("--no-moods", action="store_true", help="do not retrain musicnn's mood heads")
     args = p.parse_args(argv)
     check_models(p, args)
     return args
@@ -75,6 +81,9 @@ def ship(run: Path, cards: dict[str, dict], models: Path = REPO / "models") -> N
         export_onnx(dest / "model.keras", dest / ONNX_FILE, settings)
         if (run / f"{name}.head.npz").exists():
             shutil.copyfile(run / f"{name}.head.npz", dest / HEAD_FILE)
+        if (run / f"{name}.moods.npz").exists():  # musicnn's mood heads and their card
+            shutil.copyfile(run / f"{name}.moods.npz", dest / "moods.npz")
+            shutil.copyfile(run / "moods_card.json", dest / "moods_card.json")
         (dest / "card.json").write_text(json.dumps(metadata, indent=1) + "\n")
     if (run / "calibration.json").exists():
         shutil.copyfile(run / "calibration.json", models / "calibration.json")
@@ -94,6 +103,11 @@ def main(argv=None) -> int:
     from train.report import write_report
     from train.trainer import Corpus, train_family
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["moods"]:
+        from train.moods import main as moods_main
+
+        return moods_main(argv[1:])
     args = parse_args(argv)
     t_start = time.time()
     corpus = Corpus(load_tracks(args), args.workers).drop_undecodable(
@@ -136,7 +150,12 @@ def main(argv=None) -> int:
         metadata = _card(
             name, args, cfg, tr, labels, y, metrics, train_metrics, collapsed, fingerprint
         )
-        tag = "" if args.no_store or collapsed else save_to_store(model_file, metadata, head_file)
+        moods_file = _moods(name, out, args)
+        tag = (
+            ""
+            if args.no_store or collapsed
+            else save_to_store(model_file, metadata, head_file, moods_file=moods_file)
+        )
         stored[name] = tag
         results[name] = {
             "val": metrics,
@@ -178,6 +197,19 @@ def main(argv=None) -> int:
     js, md = write_report(out, report)
     _finish(report, js, md, out, cards, stored, failed, args.ship)
     return 1 if failed else 0
+
+
+def _moods(name: str, out: Path, args) -> Path | None:
+    """musicnn's mood heads for the run (train/moods.py), or the shipped ones with
+    --no-moods; None for the other families."""
+    if name != "musicnn":
+        return None
+    if args.no_moods:
+        shipped = REPO / "models" / "musicnn" / "moods.npz"
+        return shipped if shipped.exists() else None
+    from train.moods import train_and_write
+
+    return train_and_write(out / "musicnn.moods.npz")
 
 
 def _card(name, args, cfg, tr, labels, y, metrics, train_metrics, collapsed, fingerprint) -> dict:

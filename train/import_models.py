@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from genre_detector.models.mood_heads import MOODS_FILE
 from genre_detector.models.projection import PROJECTION_FILE
 from genre_detector.models.track_head import HEAD_FILE
 from genre_detector.runtime.store import (
@@ -42,9 +43,12 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
         head_file = card.parent / HEAD_FILE if (card.parent / HEAD_FILE).exists() else None
         projection = card.parent / PROJECTION_FILE
         projection = projection if projection.exists() else None
+        moods = card.parent / MOODS_FILE
+        moods = moods if moods.exists() else None
         sha = file_sha(model_file)
         head_sha = file_sha(head_file) if head_file else None
         projection_sha = file_sha(projection) if projection else None
+        moods_sha = file_sha(moods) if moods else None
         try:
             stored = bentoml.models.list(store_name(metadata["architecture"]))
         except bentoml.exceptions.NotFound:
@@ -55,6 +59,7 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
             if m.info.metadata.get("model_sha256") == sha
             and m.info.metadata.get("head_sha256") == head_sha
             and m.info.metadata.get("projection_sha256") == projection_sha
+            and m.info.metadata.get("moods_sha256") == moods_sha
         ]
         if existing:
             # entries imported before the ONNX export existed get their model.onnx now
@@ -63,7 +68,7 @@ def import_models(folder: Path = SHIPPED) -> list[tuple[str, bool]]:
         else:
             onnx_file = card.parent / ONNX_FILE  # shipped beside model.keras: no TensorFlow
             onnx_file = onnx_file if onnx_file.exists() else None
-            tag = save_to_store(model_file, metadata, head_file, onnx_file, projection)
+            tag = save_to_store(model_file, metadata, head_file, onnx_file, projection, moods)
             results.append((tag, True))
     calibration = folder / "calibration.json"
     if calibration.exists():

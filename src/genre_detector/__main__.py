@@ -344,7 +344,9 @@ def _catalog_parser(sub) -> None:
     cd.add_argument("--workers", type=int, default=None, help="decoding processes")
     cd.set_defaults(run=_catalog_demo)
     csub.add_parser(
-        "reindex", help="re-embed tracks made by another projection than the stored musicnn model's"
+        "reindex",
+        help="re-embed tracks made by another projection than the stored musicnn model's, "
+        "and fill the mood, GEMS, voice and instruments of tracks stored without them",
     ).set_defaults(run=_catalog_reindex)
 
 
@@ -384,15 +386,19 @@ def _catalog_reindex(args) -> int:
 
     url = _db_url()
     try:
-        projection = ModelInfo.from_entry(resolve("musicnn")).projection
+        info = ModelInfo.from_entry(resolve("musicnn"))
+        projection = info.projection
         if projection is None:
             print("error: the stored musicnn model has no projection", file=sys.stderr)
             return 2
-        n = tracks.reindex(Catalog.open(url, dim=projection.dim), projection)
+        db = Catalog.open(url, dim=projection.dim)
+        n = tracks.reindex(db, projection)
+        filled = tracks.fill_moods(db, info.moods) if info.moods is not None else 0
     except (CatalogUnavailable, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"re-embedded {n} tracks with projection {projection.version} ({url})")
+    print(f"filled mood, GEMS, voice and instruments of {filled} tracks")
     return 0
 
 

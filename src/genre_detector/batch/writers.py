@@ -21,7 +21,18 @@ import os
 import re
 from pathlib import Path
 
-# The row's `descriptors` block (docs/api.md), one column per field: <block>_<field>.
+from genre_detector.models.mood_heads import GEMS, INSTRUMENTS, QUADRANTS, VOICE_FIELDS
+
+# The row's `descriptors` block (docs/api.md), one column per field: <block>_<field> (the
+# mood's quadrant probabilities: mood_Q1 ... mood_Q4).
+_MOOD_FLOATS = (
+    *(f"mood_{q}" for q in QUADRANTS),
+    "mood_arousal",
+    "mood_valence",
+    *(f"gems_{g}" for g in GEMS),
+    *(f"voice_{v}" for v in VOICE_FIELDS),
+    *(f"instruments_{i}" for i in INSTRUMENTS),
+)
 DESCRIPTOR_COLUMNS = (
     "tempo_bpm",
     "tempo_confidence",
@@ -30,8 +41,28 @@ DESCRIPTOR_COLUMNS = (
     "key_mode",
     "key_camelot",
     "key_confidence",
+    "mood_quadrant",
+    *_MOOD_FLOATS,
 )
-_FLOAT_DESCRIPTORS = {"tempo_bpm", "tempo_confidence", "tempo_alternative_bpm", "key_confidence"}
+_FLOAT_DESCRIPTORS = {
+    "tempo_bpm",
+    "tempo_confidence",
+    "tempo_alternative_bpm",
+    "key_confidence",
+    *_MOOD_FLOATS,
+}
+
+
+def descriptor_cells(block: dict | None) -> dict:
+    """The descriptors block as <block>_<field> cells (nested fields flattened one level)."""
+    out = {}
+    for name, fields in (block or {}).items():
+        for k, v in (fields or {}).items():
+            if isinstance(v, dict):
+                out.update({f"{name}_{kk}": vv for kk, vv in v.items()})
+            else:
+                out[f"{name}_{k}"] = v
+    return out
 
 
 def columns(model_names: list[str], labels: list[str]) -> list[str]:
@@ -46,8 +77,7 @@ def flat_row(row: dict, cols: list[str]) -> dict:
     """A row as CSV and Parquet hold it: the probabilities as p_<genre> columns, the model
     tags as one space-separated string; a value the row lacks (and an empty error) is None."""
     flat = {**row, **{f"p_{g}": p for g, p in (row.get("probabilities") or {}).items()}}
-    for block, fields in (row.get("descriptors") or {}).items():
-        flat.update({f"{block}_{k}": v for k, v in (fields or {}).items()})
+    flat.update(descriptor_cells(row.get("descriptors")))
     flat["model_tags"] = " ".join(row["model_tags"].values()) if row.get("model_tags") else None
     flat["error"] = row.get("error") or None
     return {c: flat.get(c) for c in cols}

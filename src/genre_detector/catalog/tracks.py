@@ -51,27 +51,37 @@ def existing(conn, owner: str, shas: list[str]) -> set[str]:
 
 
 def fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
-    """A track stored before tempo and key (null) gets them from a new scoring of its
-    audio (the tagger tagging its file again); anything else stays as stored."""
-    if existing.get("descriptors") is not None or record.descriptors is None:
+    """A track stored before tempo and key (null), or before mood and voice (those entries
+    null), gets them from a new scoring of its audio (the tagger tagging its file again);
+    an entry already stored is never overwritten."""
+    if _filled(existing.get("descriptors"), record.descriptors) is None:
         return existing
     with db.begin() as conn:
         set_missing_descriptors(conn, existing["owner"], record)
     return by_sha256(db, existing["owner"], record.sha256) or existing
 
 
+def _filled(stored: dict | None, new: dict | None) -> dict | None:
+    """`stored` with its null entries taken from `new`; None when that changes nothing."""
+    if new is None:
+        return None
+    if stored is None:
+        return dict(new)
+    merged = {**stored, **{k: v for k, v in new.items() if stored.get(k) is None}}
+    return merged if merged != stored else None
+
+
 def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     if record.descriptors is None:
         return
-    conn.execute(
-        tracks.update()
-        .where(
-            tracks.c.owner == owner,
-            tracks.c.sha256 == record.sha256,
-            tracks.c.descriptors.is_(None),
+    row = conn.execute(
+        sa.select(tracks.c.pk, tracks.c.descriptors).where(
+            tracks.c.owner == owner, tracks.c.sha256 == record.sha256
         )
-        .values(descriptors=record.descriptors)
-    )
+    ).first()
+    merged = _filled(row.descriptors, record.descriptors) if row is not None else None
+    if merged is not None:
+        conn.execute(tracks.update().where(tracks.c.pk == row.pk).values(descriptors=merged))
 
 
 def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) -> tuple[int, dict]:
@@ -287,6 +297,37 @@ def set_notify(conn, pk: int, notify: bool) -> dict:
         .values(consent_notify=notify, consented_at=clock.now())
     )
     return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
+
+
+MOOD_BLOCKS = ("mood", "gems", "voice", "instruments")
+
+
+def fill_moods(db, heads, batch: int = 500) -> int:
+    """Mood, GEMS, voice and instruments (models.mood_heads.MoodHeads) for every track
+    stored without them, from its stored pooled features: the heads are linear in those, so
+    the track gets what scoring its audio would give. Returns the number of tracks filled."""
+    done, after = 0, 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(tracks.c.pk, tracks.c.features, tracks.c.descriptors)
+                .where(tracks.c.pk > after)
+                .order_by(tracks.c.pk)
+                .limit(batch)
+            ).fetchall()
+            for r in rows:
+                stored = dict(r.descriptors or {})
+                if all(stored.get(b) is not None for b in MOOD_BLOCKS):
+                    continue
+                features = np.frombuffer(r.features, dtype=np.float32)
+                if features.shape[0] != heads.kernel.shape[0]:
+                    continue  # features of another backbone: tag the audio again
+                blocks = {"tempo": None, "key": None, **stored, **heads.track(features)}
+                conn.execute(tracks.update().where(tracks.c.pk == r.pk).values(descriptors=blocks))
+                done += 1
+        if len(rows) < batch:
+            return done
+        after = rows[-1].pk
 
 
 def reindex(db, projection, batch: int = 500) -> int:

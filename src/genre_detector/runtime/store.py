@@ -58,6 +58,8 @@ class ModelInfo:
     # projection.Projection: the track's pooled features -> its search embedding (None: no
     # catalog embedding from this model)
     projection: object = field(default=None, compare=False, repr=False)
+    # mood_heads.MoodHeads: window features -> mood, GEMS, voice, instruments (None: none)
+    moods: object = field(default=None, compare=False, repr=False)
 
     @property
     def output_width(self) -> int:
@@ -84,6 +86,14 @@ class ModelInfo:
                 raise ValueError(
                     f"{info.tag}: its track head has {len(info.head.bias)} classes for "
                     f"{len(info.labels)} labels"
+                )
+        if info.metadata.get("mood_heads"):
+            from genre_detector.models.mood_heads import MoodHeads
+
+            info.moods = MoodHeads.load(entry.path_of(info.metadata["mood_heads"]))
+            if info.head is None or info.moods.n_features != info.head.n_features:
+                raise ValueError(
+                    f"{info.tag}: its mood heads do not read its track head's features"
                 )
         if info.metadata.get("projection"):
             from genre_detector.models.projection import Projection
@@ -125,15 +135,18 @@ def save_to_store(
     head_file: str | Path | None = None,
     onnx_file: str | Path | None = None,
     projection_file: str | Path | None = None,
+    moods_file: str | Path | None = None,
 ) -> str:
     """Copy a saved .keras file (and the family's track head, when it has one) into the
     store under genre-<architecture>; return the tag. `onnx_file`: its ONNX export, copied
     as it is (no TensorFlow needed); without one the .keras file is exported (add_onnx).
-    `projection_file`: the search embedding's projection (models.projection), kept beside."""
+    `projection_file`: the search embedding's projection (models.projection), kept beside;
+    `moods_file`: the mood heads (models.mood_heads), likewise."""
     import shutil
 
     import bentoml
 
+    from genre_detector.models.mood_heads import MOODS_FILE
     from genre_detector.models.projection import PROJECTION_FILE
     from genre_detector.models.track_head import HEAD_FILE
 
@@ -142,6 +155,8 @@ def save_to_store(
         md.update(track_head=HEAD_FILE, head_sha256=file_sha(head_file))
     if projection_file is not None:
         md.update(projection=PROJECTION_FILE, projection_sha256=file_sha(projection_file))
+    if moods_file is not None:
+        md.update(mood_heads=MOODS_FILE, moods_sha256=file_sha(moods_file))
     with bentoml.models.create(
         store_name(md["architecture"]),
         metadata=md,
@@ -152,6 +167,8 @@ def save_to_store(
             shutil.copyfile(head_file, bento_model.path_of(HEAD_FILE))
         if projection_file is not None:
             shutil.copyfile(projection_file, bento_model.path_of(PROJECTION_FILE))
+        if moods_file is not None:
+            shutil.copyfile(moods_file, bento_model.path_of(MOODS_FILE))
         if onnx_file is not None:
             shutil.copyfile(onnx_file, bento_model.path_of(ONNX_FILE))
         else:

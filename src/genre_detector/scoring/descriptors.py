@@ -1,9 +1,13 @@
-"""Tempo and key of a track and of each timeline window, from audio.analysis' blocks.
+"""Tempo and key of a track and of each timeline window, from audio.analysis' blocks; mood,
+GEMS emotions, voice and instruments from musicnn's window features (models.mood_heads).
 
-    d = describe(analysis)                 # Descriptors (tempo, key), or None without audio
+    d = describe(analysis, moods)          # Descriptors, or None with neither
     d.as_dict()   # {"tempo": {"bpm", "confidence", "alternative_bpm"},
-                  #  "key": {"tonic", "mode", "camelot", "confidence"}}
+                  #  "key": {"tonic", "mode", "camelot", "confidence"},
+                  #  "mood": {"quadrant", "probabilities", "arousal", "valence"},
+                  #  "gems": {...nine emotions}, "voice": {...}, "instruments": {...}}
     window_values(analysis, d, start_s, end_s)   # [(bpm, "A minor"), ...] per window
+    moods = MoodInput(heads, features, stats, start_s, end_s)   # what describe reads
 
 The track's value is the one held longest: the tempo curves and key correlations of all
 blocks (each BLOCK_S seconds, every BLOCK_HOP_S) are averaged, so a tempo or key that lasts
@@ -62,29 +66,68 @@ class Key:
         }
 
 
+BLOCKS = ("tempo", "key", "mood", "gems", "voice", "instruments")
+
+
+@dataclass(frozen=True)
+class MoodInput:
+    """musicnn's outputs for one track, with the heads that read them (models.mood_heads)."""
+
+    heads: object  # MoodHeads
+    features: np.ndarray  # (n_windows, n_features) window outputs
+    stats: np.ndarray  # the track's pooled [mean, spread] (TrackResult.embedding)
+    start_s: np.ndarray
+    end_s: np.ndarray
+
+
 @dataclass(frozen=True)
 class Descriptors:
-    tempo: Tempo
-    key: Key
+    tempo: Tempo | None  # None (with key) where the windows came without audio.analysis
+    key: Key | None
+    mood: dict | None = None  # None (with gems, voice, instruments) without musicnn
+    gems: dict | None = None
+    voice: dict | None = None
+    instruments: dict | None = None
 
     def as_dict(self) -> dict:
-        return {"tempo": self.tempo.as_dict(), "key": self.key.as_dict()}
+        return {
+            "tempo": self.tempo.as_dict() if self.tempo is not None else None,
+            "key": self.key.as_dict() if self.key is not None else None,
+            "mood": self.mood,
+            "gems": self.gems,
+            "voice": self.voice,
+            "instruments": self.instruments,
+        }
 
 
 def as_block(d: Descriptors | None) -> dict:
     """The `descriptors` block every rendering shows (docs/api.md); nulls without audio."""
-    return d.as_dict() if d is not None else {"tempo": None, "key": None}
+    return d.as_dict() if d is not None else dict.fromkeys(BLOCKS)
 
 
 def _round1(x: float | None) -> float | None:
     return None if x is None else round(float(x), 1)
 
 
-def describe(analysis: TrackAnalysis | None) -> Descriptors | None:
-    """The track's tempo and key (None when no analysis came with the windows)."""
-    if analysis is None:
+def describe(analysis: TrackAnalysis | None, moods: MoodInput | None = None) -> Descriptors | None:
+    """The track's tempo and key (None when no analysis came with the windows), and its mood,
+    GEMS, voice and instruments (None unless musicnn scored it with its mood heads)."""
+    if analysis is None and moods is None:
         return None
-    return Descriptors(track_tempo(analysis), track_key(analysis))
+    tempo = track_tempo(analysis) if analysis is not None else None
+    key = track_key(analysis) if analysis is not None else None
+    blocks = moods.heads.track(moods.stats) if moods is not None else {}
+    return Descriptors(tempo, key, **blocks)
+
+
+def window_moods(moods: MoodInput | None, start_s, end_s) -> list[tuple]:
+    """(quadrant, arousal, valence) of each timeline window: those of the musicnn window
+    centred nearest to it; (None, None, None) without musicnn."""
+    if moods is None or not len(moods.features):
+        return [(None, None, None)] * len(start_s)
+    per = moods.heads.windows(moods.features, moods.stats)
+    centres = (np.asarray(moods.start_s) + np.asarray(moods.end_s)) / 2
+    return [per[int(np.argmin(np.abs(centres - (s + e) / 2)))] for s, e in zip(start_s, end_s)]
 
 
 def track_tempo(a: TrackAnalysis) -> Tempo:
@@ -129,7 +172,7 @@ def window_values(
 ) -> list[tuple[float | None, str | None]]:
     """(bpm, key name) of each window: those of the block centred nearest to the window's
     centre (the block's own estimate, under the same prior as the track's)."""
-    if a is None or d is None:
+    if a is None or d is None or d.tempo is None:
         return [(None, None)] * len(start_s)
     centres = (np.asarray(a.start_s) + np.asarray(a.end_s)) / 2
     out = []

@@ -3,7 +3,8 @@
     result = score_track(batches, outputs, infos, calibration)
     result.ensemble.top_genre, result.models["cnn"].verdict.top3, result.timeline
     result.embedding            # the track's pooled musicnn backbone features (or None)
-    result.descriptors          # tempo and key (scoring.descriptors), whatever the models
+    result.descriptors          # tempo and key (scoring.descriptors), whatever the models;
+                                # mood, GEMS, voice and instruments when musicnn scored it
 
 Every place that turns audio into a result calls it: the service (serve.replies renders the
 HTTP reply), the batch tagger in-process and on Ray (batch.library renders a row), and
@@ -21,7 +22,13 @@ import numpy as np
 from genre_detector.audio.features import FeatureSettings, WindowBatch
 from genre_detector.models.calibration import Calibration
 from genre_detector.models.track_head import statistics
-from genre_detector.scoring.descriptors import Descriptors, describe, window_values
+from genre_detector.scoring.descriptors import (
+    Descriptors,
+    MoodInput,
+    describe,
+    window_moods,
+    window_values,
+)
 from genre_detector.scoring.pooling import between_genres, timeline, track_probabilities
 
 TOP_K = 3
@@ -84,6 +91,9 @@ class TimelineWindow:
     probability: float
     bpm: float | None = None  # the window's tempo (scoring.descriptors.window_values)
     key: str | None = None  # its key, "A minor"
+    mood: str | None = None  # its arousal-valence quadrant (Q1-Q4), when musicnn scored it
+    arousal: float | None = None
+    valence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +112,9 @@ class TrackResult:
     # over its windows, float32; None when no model with a track head scored the track.
     embedding: np.ndarray | None = field(default=None, compare=False)
     embedding_model: str | None = None
-    # Tempo and key of the track (None where the batches carry no audio.analysis, e.g.
-    # windows cut from stored log-mels).
+    # Tempo and key of the track (null where the batches carry no audio.analysis, e.g.
+    # windows cut from stored log-mels), mood, GEMS, voice and instruments (null without
+    # musicnn's mood heads); None with neither.
     descriptors: Descriptors | None = None
 
     @property
@@ -125,7 +136,7 @@ def score_track(
     labels = list(infos[next(iter(outputs))].labels)
     cal = calibration or Calibration(labels)
     spans, window_probs, models = {}, {}, {}
-    embedding = embedding_model = None
+    embedding = embedding_model = moods = None
     for name, out in outputs.items():
         info, batch = infos[name], batches[infos[name].settings]
         spans[name] = (batch.start_s, batch.end_s)
@@ -139,15 +150,17 @@ def score_track(
             embedding = statistics(
                 out, info.head.std_fallback, batch.start_s, info.settings.window_seconds
             ).astype(np.float32)
+            if info.moods is not None:
+                moods = MoodInput(info.moods, out, embedding, batch.start_s, batch.end_s)
     ensemble = Verdict.of(cal.ensemble({n: m.raw for n, m in models.items()}), labels)
     finest = max(outputs, key=lambda n: len(batches[infos[n].settings].windows))
     first = batches[infos[next(iter(outputs))].settings]
     found = next((b.analysis for b in batches.values() if b.analysis is not None), None)
-    descriptors = describe(found)
+    descriptors = describe(found, moods)
     windows = timeline(window_probs, spans, cal.ensemble, labels)
-    per_window = window_values(
-        found, descriptors, [w["start_s"] for w in windows], [w["end_s"] for w in windows]
-    )
+    starts, ends = [w["start_s"] for w in windows], [w["end_s"] for w in windows]
+    per_window = window_values(found, descriptors, starts, ends)
+    mood_windows = window_moods(moods, starts, ends)
     return TrackResult(
         labels=labels,
         duration_s=float(first.duration_s),
@@ -158,7 +171,10 @@ def score_track(
         agreeing_models=sum(m.verdict.top_genre == ensemble.top_genre for m in models.values()),
         between_genres=between_genres(ensemble.probabilities, labels),
         calibrated=bool(cal.weights) and cal.covers(models),
-        timeline=[TimelineWindow(**w, bpm=b, key=k) for w, (b, k) in zip(windows, per_window)],
+        timeline=[
+            TimelineWindow(**w, bpm=b, key=k, mood=m, arousal=a, valence=v)
+            for w, (b, k), (m, a, v) in zip(windows, per_window, mood_windows)
+        ],
         embedding=embedding,
         embedding_model=embedding_model,
         descriptors=descriptors,
