@@ -388,11 +388,14 @@ def _catalog_reindex(args) -> int:
         if projection is None:
             print("error: the stored musicnn model has no projection", file=sys.stderr)
             return 2
-        n = tracks.reindex(Catalog.open(url, dim=projection.dim), projection)
+        db = Catalog.open(url, dim=projection.dim)
+        n = tracks.reindex(db, projection)
+        filled = tracks.refill_descriptor_columns(db)
     except (CatalogUnavailable, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"re-embedded {n} tracks with projection {projection.version} ({url})")
+    print(f"filter columns (tempo, key, mood, voice) rewritten for {filled} tracks")
     return 0
 
 

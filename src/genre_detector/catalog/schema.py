@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from genre_detector.catalog.records import GEMS, QUADRANTS
+
 metadata = sa.MetaData()
 
 api_keys = sa.Table(
@@ -48,6 +50,19 @@ tracks = sa.Table(
     sa.Column("embedding_version", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("artist_id", sa.String(32), index=True),  # its account_artists.id (or null)
+    # The descriptors as columns search and watches filter on (migration 0005; filled from
+    # `descriptors` by catalog.records.descriptor_columns; null where a block is null)
+    sa.Column("bpm", sa.Float, index=True),
+    sa.Column("camelot", sa.String(3), index=True),
+    sa.Column("quadrant", sa.String(2), index=True),
+    *(sa.Column(f"mood_{q.lower()}", sa.Float) for q in QUADRANTS),
+    sa.Column("arousal", sa.Float, index=True),
+    sa.Column("valence", sa.Float, index=True),
+    *(sa.Column(f"gems_{g}", sa.Float) for g in GEMS),
+    sa.Column("voice_instrumental", sa.Float, index=True),
+    sa.Column("voice_female", sa.Float),
+    sa.Column("voice_male", sa.Float),
+    sa.Column("instruments", sa.Text),  # ",piano,strings,": names scoring >= 0.5
     sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
 )
 
@@ -91,6 +106,7 @@ watches = sa.Table(
     sa.Column("like_vectors", sa.LargeBinary),
     sa.Column("min_similarity", sa.Float, nullable=False),
     sa.Column("exclude_artists", sa.JSON, nullable=False),
+    sa.Column("conditions", sa.JSON(none_as_null=True)),  # mood, bpm, key, voice (0005)
     sa.Column("webhook_url", sa.Text, nullable=False),
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("previous_secret", sa.Text),

@@ -24,7 +24,12 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from genre_detector.catalog import clock, cursors, vectors
-from genre_detector.catalog.records import Consent, TrackRecord
+from genre_detector.catalog.records import (
+    DESCRIPTOR_COLUMNS,
+    Consent,
+    TrackRecord,
+    descriptor_columns,
+)
 from genre_detector.catalog.schema import account_artists, artists, tracks
 from genre_detector.errors import GenreError
 
@@ -35,6 +40,8 @@ def _row(r) -> dict:
     d = dict(r._mapping)
     d.pop("pk", None)
     d.pop("features", None)
+    for name in DESCRIPTOR_COLUMNS:  # a copy of `descriptors`, for filtering only
+        d.pop(name, None)
     d["consent"] = [s for s in ("search", "notify") if d.pop(f"consent_{s}")]
     for k in ("consented_at", "created_at"):
         if isinstance(d.get(k), dt.datetime):
@@ -70,7 +77,7 @@ def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
             tracks.c.sha256 == record.sha256,
             tracks.c.descriptors.is_(None),
         )
-        .values(descriptors=record.descriptors)
+        .values(descriptors=record.descriptors, **descriptor_columns(record.descriptors))
     )
 
 
@@ -101,6 +108,7 @@ def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) 
             timeline=record.timeline,
             model_tags=record.model_tags,
             descriptors=record.descriptors,
+            **descriptor_columns(record.descriptors),
             features=np.asarray(record.features, np.float32).tobytes(),
             embedding_version=record.embedding_version,
             created_at=now,
@@ -184,8 +192,12 @@ def listing(
     genre: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    where: list | tuple = (),
+    listing: str = "tracks",
 ) -> tuple[list[dict], str | None]:
-    """The owner's tracks, oldest first, `limit` at a time; (rows, next cursor or None)."""
+    """The owner's tracks, oldest first, `limit` at a time; (rows, next cursor or None).
+    `where`: more conditions (search.conditions of descriptor filters), with a `listing`
+    name of their own so a cursor is not carried from one filter to another."""
     from genre_detector.catalog.records import artist_key
 
     if not 1 <= limit <= MAX_LIMIT:
@@ -195,13 +207,15 @@ def listing(
         q = q.where(tracks.c.artist_key == artist_key(artist))
     if genre:
         q = q.where(tracks.c.top_genre == genre)
+    if where:
+        q = q.where(*where)
     if cursor:
-        q = q.where(tracks.c.pk > cursors.decode(db, owner, "tracks", cursor))
+        q = q.where(tracks.c.pk > cursors.decode(db, owner, listing, cursor))
     with db.connect() as conn:
         rows = conn.execute(q.order_by(tracks.c.pk).limit(limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = cursors.encode(db, owner, "tracks", rows[-1].pk) if more and rows else None
+    nxt = cursors.encode(db, owner, listing, rows[-1].pk) if more and rows else None
     return [_row(r) for r in rows], nxt
 
 
@@ -287,6 +301,31 @@ def set_notify(conn, pk: int, notify: bool) -> dict:
         .values(consent_notify=notify, consented_at=clock.now())
     )
     return _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
+
+
+def refill_descriptor_columns(db, batch: int = 1000) -> int:
+    """The filter columns (bpm, camelot, mood, GEMS, voice, instruments) of every track
+    rewritten from its stored `descriptors` (`catalog reindex` runs it: after a change of
+    catalog.records.descriptor_columns, or descriptors written by another tool). Returns the
+    number of tracks whose columns changed."""
+    names = [tracks.c[n] for n in descriptor_columns(None)]
+    changed, last = 0, 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(tracks.c.pk, tracks.c.descriptors, *names)
+                .where(tracks.c.pk > last)
+                .order_by(tracks.c.pk)
+                .limit(batch)
+            ).fetchall()
+            for r in rows:
+                values = descriptor_columns(r.descriptors)
+                if any(getattr(r, k) != v for k, v in values.items()):
+                    conn.execute(tracks.update().where(tracks.c.pk == r.pk).values(**values))
+                    changed += 1
+        if len(rows) < batch:
+            return changed
+        last = rows[-1].pk
 
 
 def reindex(db, projection, batch: int = 500) -> int:
