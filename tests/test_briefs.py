@@ -147,7 +147,9 @@ def test_camelot_follows_the_wheel():
 
 
 def test_the_shipped_vocabulary_is_what_the_data_says(data_dir):
-    words, gems = briefs.build(data_dir / "moods" / "4q.csv", data_dir / "moods" / "emotify_gems.csv")
+    words, gems = briefs.build(
+        data_dir / "moods" / "4q.csv", data_dir / "moods" / "emotify_gems.csv"
+    )
     assert words == brief_vocabulary.MOOD_WORDS and gems == brief_vocabulary.GEMS_MINIMUM
     assert words["calm"]["quadrants"] == {"Q4": 1.0} and words["angry"]["quadrants"] == {"Q2": 1.0}
     assert all(w["clips"] >= briefs.MIN_CLIPS for w in words.values())
