@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from genre_detector.catalog import cursors, ingest, keys, search, tracks, vectors, watches
 from genre_detector.catalog.db import Catalog, CatalogUnavailable
-from genre_detector.catalog.records import DESCRIPTOR_COLUMNS, Consent
+from genre_detector.catalog.records import Consent
 from genre_detector.catalog.schema import account_artists
 from genre_detector.catalog.schema import tracks as tracks_table
 from genre_detector.errors import GenreError
@@ -675,7 +675,7 @@ def test_migration_splits_global_artists_per_account(catalog_url):
         *(
             sa.column(c.name, c.type)
             for c in tracks_table.c
-            if c.name not in ("artist_id", "descriptors", *DESCRIPTOR_COLUMNS)
+            if c.name not in ("artist_id", "descriptors")
         ),
     )
     old_artists = sa.table(

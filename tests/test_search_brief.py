@@ -19,8 +19,8 @@ from genre_detector.catalog import briefs, ingest, search, tracks, watches
 from genre_detector.catalog import filters as F
 from genre_detector.catalog.db import Catalog
 from genre_detector.catalog.records import DESCRIPTOR_COLUMNS, Consent, descriptor_columns
+from genre_detector.catalog.schema import track_filters, watch_matches
 from genre_detector.catalog.schema import tracks as tracks_table
-from genre_detector.catalog.schema import watch_matches
 from tests.catalog_helpers import descriptors, record
 
 DIM = 16
@@ -185,7 +185,8 @@ def test_the_owner_list_takes_the_same_filters(filled):
 def test_reindex_refills_the_columns_from_the_descriptors(filled):
     db, stored = filled
     with db.begin() as conn:
-        conn.execute(tracks_table.update().values(bpm=None, quadrant=None, camelot=None))
+        conn.execute(track_filters.update().values(bpm=None, quadrant=None, camelot=None))
+        conn.execute(track_filters.delete().where(track_filters.c.track_pk <= 3))
     assert tracks.refill_descriptor_columns(db) == len(stored)
     assert tracks.refill_descriptor_columns(db) == 0
     page, _, _ = search.by_filters(db, "x", F.from_params({"bpm": "85-95"}, LABELS), 100)
@@ -205,10 +206,7 @@ def test_migration_0005_fills_the_columns_of_a_catalog_filled_before_it(catalog_
     with engine.begin() as conn:
         cfg.attributes["connection"], cfg.attributes["embedding_dim"] = conn, DIM
         command.upgrade(cfg, "0004")
-    old = sa.table(
-        "tracks",
-        *(sa.column(c.name, c.type) for c in tracks_table.c if c.name not in DESCRIPTOR_COLUMNS),
-    )
+    old = tracks_table  # its columns are those of 0004: 0005 adds a table
     made = {}
     now = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
@@ -231,15 +229,20 @@ def test_migration_0005_fills_the_columns_of_a_catalog_filled_before_it(catalog_
     engine.dispose()
     db = Catalog.open(catalog_url, dim=DIM)  # migrates to head
     with db.connect() as conn:
-        rows = conn.execute(sa.select(tracks_table)).fetchall()
-        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("tracks")}
+        rows = conn.execute(
+            sa.select(
+                tracks_table.c.id, tracks_table.c.top_genre.label("genre"), track_filters
+            ).select_from(tracks_table.outerjoin(track_filters))
+        ).fetchall()
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("track_filters")}
     assert len(rows) == 12
     for r in rows:
         want = descriptor_columns(made[r.id])
         assert {c: getattr(r, c) for c in DESCRIPTOR_COLUMNS} == pytest.approx(want), r.id
+        assert r.top_genre == r.genre and r.top_probability == 0.7
     filled = [r for r in rows if r.quadrant is not None]
     assert filled and all(r.bpm is not None for r in filled)
-    assert {"ix_tracks_bpm", "ix_tracks_camelot", "ix_tracks_quadrant"} <= indexes
+    assert {"ix_track_filters_bpm", "ix_track_filters_quadrant"} <= indexes
     page, _, _ = search.by_filters(db, "x", F.from_params({"mood": "Q1"}, LABELS), 50)
     assert {p["id"] for p in page} == {
         t for t, d in made.items() if d and d["mood"] and d["mood"]["quadrant"] == "Q1"

@@ -50,8 +50,20 @@ tracks = sa.Table(
     sa.Column("embedding_version", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("artist_id", sa.String(32), index=True),  # its account_artists.id (or null)
-    # The descriptors as columns search and watches filter on (migration 0005; filled from
-    # `descriptors` by catalog.records.descriptor_columns; null where a block is null)
+    sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
+)
+
+# What search and watches filter on, one narrow row per track (migration 0005): the top genre
+# and its probability, and the descriptors as columns (catalog.records.descriptor_columns;
+# null where a block is null), so a filtered search reads these rows and not the wide
+# tracks rows (features, timeline, JSON), then fetches only the page's tracks.
+track_filters = sa.Table(
+    "track_filters",
+    metadata,
+    sa.Column("track_pk", sa.Integer, sa.ForeignKey("tracks.pk", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("top_genre", sa.String(32), nullable=False, index=True),
+    sa.Column("top_probability", sa.Float, nullable=False),
     sa.Column("bpm", sa.Float, index=True),
     sa.Column("camelot", sa.String(3), index=True),
     sa.Column("quadrant", sa.String(2), index=True),
@@ -63,8 +75,7 @@ tracks = sa.Table(
     sa.Column("voice_female", sa.Float),
     sa.Column("voice_male", sa.Float),
     sa.Column("instruments", sa.Text),  # ",piano,strings,": names scoring >= 0.5
-    sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
-)
+)  # fmt: skip
 
 # Performers: one row per normalised name across accounts, whose pk is track_vectors'
 # artist_pk (exclude_same_artist removes a performer whoever uploaded it). Its name and

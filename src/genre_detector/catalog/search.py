@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from genre_detector.catalog import cursors, vectors
 from genre_detector.catalog.filters import VOICE_MIN, Filters
 from genre_detector.catalog.records import artist_key
-from genre_detector.catalog.schema import account_artists, artists, tracks
+from genre_detector.catalog.schema import account_artists, artists, track_filters, tracks
 from genre_detector.errors import GenreError
 
 MAX_K = 100
@@ -56,12 +56,14 @@ def similar_tracks(
     extra = 5 if exclude_sha256 is not None else 1
     with db.connect() as conn:  # one transaction (PostgreSQL's scan settings are per one)
         if filters is not None and not filters.empty():
-            where = [tracks.c.consent_search.is_(True), *conditions(filters)]
+            tf = track_filters
+            where, joined = conditions(filters), tf
             if genre:
-                where.append(tracks.c.top_genre == genre)
+                where.append(tf.c.top_genre == genre)
             if key:
+                joined = tf.join(tracks, tracks.c.pk == tf.c.track_pk)
                 where.append(tracks.c.artist_key != key)
-            hits = vectors.nearest_filtered(db, conn, vector, k + extra, tracks, where)
+            hits = vectors.nearest_filtered(db, conn, vector, k + extra, joined, tf, where)
         else:
             excluded = None
             if key:  # the artist's integer id (no tracks in the catalog: nothing to exclude)
@@ -216,9 +218,10 @@ def similar_artists(
 # ---------------------------------------------------------------- search by brief
 
 
-def conditions(f: Filters, t=tracks) -> list:
-    """The SQL conditions of the filters on the tracks table (bound parameters only; a null
-    column meets no condition on it)."""
+def conditions(f: Filters, t=track_filters) -> list:
+    """The SQL conditions of the filters on schema.track_filters (bound parameters only; a
+    null column meets no condition on it). Every stored track has consented to search (a
+    withdrawal of search is an erasure), so none is needed for consent."""
     out = []
     if f.genres:
         out.append(t.c.top_genre.in_(list(f.genres)))
@@ -241,7 +244,7 @@ def conditions(f: Filters, t=tracks) -> list:
     return out
 
 
-def fit(f: Filters, t=tracks):
+def fit(f: Filters, t=track_filters):
     """How well a track meets the filters, in [0, 1] (catalog.filters says how): an SQL
     expression, the mean of one score per filter given."""
     terms = []
@@ -297,22 +300,31 @@ def by_filters(
         raise GenreError("bad_parameter", f"limit: 1 to {MAX_LIMIT}, not {limit}")
     listing = "search:" + listing_key(f)
     offset = cursors.decode(db, owner, listing, cursor) if cursor else 0
+    tf = track_filters
     score = fit(f).label("fit")
-    where = [tracks.c.consent_search.is_(True), *conditions(f)]
-    q = (
-        sa.select(*(tracks.c[c] for c in PUBLIC), score)
-        .where(*where)
-        .order_by(score.desc(), tracks.c.pk.desc())
+    q = (  # the narrow rows only: the page's tracks are fetched after
+        sa.select(tf.c.track_pk, score)
+        .where(*conditions(f))
+        .order_by(score.desc(), tf.c.track_pk.desc())
         .offset(offset)
         .limit(limit + 1)
     )
     with db.connect() as conn:
-        rows = conn.execute(q).fetchall()
+        ranked = conn.execute(q).fetchall()
         why = None
-        if not rows and offset == 0:
+        if not ranked and offset == 0:
             why = _why_empty(conn, f)
-    more = len(rows) > limit
-    rows = rows[:limit]
+        found = {
+            r.pk: r
+            for r in conn.execute(
+                sa.select(tracks.c.pk, *(tracks.c[c] for c in PUBLIC)).where(
+                    tracks.c.pk.in_([r.track_pk for r in ranked[:limit]]),
+                    tracks.c.consent_search.is_(True),
+                )
+            )
+        }
+    rows = [(found[r.track_pk], r.fit) for r in ranked if r.track_pk in found]
+    more = len(ranked) > limit
     nxt = cursors.encode(db, owner, listing, offset + limit) if more else None
     out = [
         {
@@ -322,9 +334,9 @@ def by_filters(
             "genre": r.top_genre,
             "top3": r.top3,
             "descriptors": r.descriptors,
-            "fit": round(float(r.fit), 4) if r.fit is not None else None,
+            "fit": round(float(score), 4) if score is not None else None,
         }
-        for r in rows
+        for r, score in rows[:limit]
     ]
     return out, nxt, why
 
@@ -332,7 +344,7 @@ def by_filters(
 def _why_empty(conn, f: Filters) -> dict:
     """Why a search found nothing: how many searchable tracks meet each filter alone, and
     how many have no value for it (stored before mood and voice were tagged)."""
-    base = tracks.c.consent_search.is_(True)
+    tf = track_filters
     alone = {}
     parts = {
         "genre": Filters(genres=f.genres),
@@ -346,12 +358,12 @@ def _why_empty(conn, f: Filters) -> dict:
         if part.empty():
             continue
         n = conn.execute(
-            sa.select(sa.func.count()).select_from(tracks).where(base, *conditions(part))
+            sa.select(sa.func.count()).select_from(tf).where(*conditions(part))
         ).scalar_one()
         alone[name] = n
-    total = conn.execute(sa.select(sa.func.count()).select_from(tracks).where(base)).scalar_one()
+    total = conn.execute(sa.select(sa.func.count()).select_from(tf)).scalar_one()
     no_mood = conn.execute(
-        sa.select(sa.func.count()).select_from(tracks).where(base, tracks.c.quadrant.is_(None))
+        sa.select(sa.func.count()).select_from(tf).where(tf.c.quadrant.is_(None))
     ).scalar_one()
     zero = [n for n, c in alone.items() if c == 0]
     if zero:

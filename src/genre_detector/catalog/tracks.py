@@ -24,13 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from genre_detector.catalog import clock, cursors, vectors
-from genre_detector.catalog.records import (
-    DESCRIPTOR_COLUMNS,
-    Consent,
-    TrackRecord,
-    descriptor_columns,
-)
-from genre_detector.catalog.schema import account_artists, artists, tracks
+from genre_detector.catalog.records import Consent, TrackRecord, descriptor_columns
+from genre_detector.catalog.schema import account_artists, artists, track_filters, tracks
 from genre_detector.errors import GenreError
 
 MAX_LIMIT = 100
@@ -40,8 +35,6 @@ def _row(r) -> dict:
     d = dict(r._mapping)
     d.pop("pk", None)
     d.pop("features", None)
-    for name in DESCRIPTOR_COLUMNS:  # a copy of `descriptors`, for filtering only
-        d.pop(name, None)
     d["consent"] = [s for s in ("search", "notify") if d.pop(f"consent_{s}")]
     for k in ("consented_at", "created_at"):
         if isinstance(d.get(k), dt.datetime):
@@ -70,14 +63,20 @@ def fill_descriptors(db, existing: dict, record: TrackRecord) -> dict:
 def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     if record.descriptors is None:
         return
-    conn.execute(
-        tracks.update()
-        .where(
+    pk = conn.execute(
+        sa.select(tracks.c.pk).where(
             tracks.c.owner == owner,
             tracks.c.sha256 == record.sha256,
             tracks.c.descriptors.is_(None),
         )
-        .values(descriptors=record.descriptors, **descriptor_columns(record.descriptors))
+    ).scalar()
+    if pk is None:
+        return
+    conn.execute(tracks.update().where(tracks.c.pk == pk).values(descriptors=record.descriptors))
+    conn.execute(
+        track_filters.update()
+        .where(track_filters.c.track_pk == pk)
+        .values(**descriptor_columns(record.descriptors))
     )
 
 
@@ -108,13 +107,20 @@ def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) 
             timeline=record.timeline,
             model_tags=record.model_tags,
             descriptors=record.descriptors,
-            **descriptor_columns(record.descriptors),
             features=np.asarray(record.features, np.float32).tobytes(),
             embedding_version=record.embedding_version,
             created_at=now,
         )
         .returning(tracks.c.pk)
     ).scalar_one()
+    conn.execute(  # what search and watches filter on (schema.track_filters)
+        track_filters.insert().values(
+            track_pk=pk,
+            top_genre=record.top_genre,
+            top_probability=record.top_probability,
+            **descriptor_columns(record.descriptors),
+        )
+    )
     return pk, _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
 
 
@@ -180,6 +186,7 @@ def remove(db, conn, owner: str, found) -> None:
     vector = vectors.track_vector(db, conn, found.pk)
     artist = account_artist(db, conn, owner, found.artist_key, found.artist, create=False)
     vectors.delete_track(conn, found.pk)
+    conn.execute(track_filters.delete().where(track_filters.c.track_pk == found.pk))
     conn.execute(tracks.delete().where(tracks.c.pk == found.pk))
     if artist is not None and vector is not None:
         _shift_artist(db, conn, artist, vector, -1)
@@ -207,8 +214,10 @@ def listing(
         q = q.where(tracks.c.artist_key == artist_key(artist))
     if genre:
         q = q.where(tracks.c.top_genre == genre)
-    if where:
-        q = q.where(*where)
+    if where:  # on schema.track_filters
+        q = q.select_from(
+            tracks.join(track_filters, track_filters.c.track_pk == tracks.c.pk)
+        ).where(*where)
     if cursor:
         q = q.where(tracks.c.pk > cursors.decode(db, owner, listing, cursor))
     with db.connect() as conn:
@@ -304,25 +313,42 @@ def set_notify(conn, pk: int, notify: bool) -> dict:
 
 
 def refill_descriptor_columns(db, batch: int = 1000) -> int:
-    """The filter columns (bpm, camelot, mood, GEMS, voice, instruments) of every track
-    rewritten from its stored `descriptors` (`catalog reindex` runs it: after a change of
-    catalog.records.descriptor_columns, or descriptors written by another tool). Returns the
-    number of tracks whose columns changed."""
-    names = [tracks.c[n] for n in descriptor_columns(None)]
+    """Every track's filter row (schema.track_filters: top genre, bpm, camelot, mood, GEMS,
+    voice, instruments) rewritten from its stored fields where it differs or is missing
+    (`catalog reindex` runs it: after a change of catalog.records.descriptor_columns, or
+    descriptors written by another tool). Returns the number of rows written."""
+    tf = track_filters
+    names = ["top_genre", "top_probability", *descriptor_columns(None)]
     changed, last = 0, 0
     while True:
         with db.begin() as conn:
             rows = conn.execute(
-                sa.select(tracks.c.pk, tracks.c.descriptors, *names)
+                sa.select(
+                    tracks.c.pk,
+                    tracks.c.top_genre.label("t_genre"),
+                    tracks.c.top_probability.label("t_probability"),
+                    tracks.c.descriptors,
+                    tf.c.track_pk,
+                    *(tf.c[n] for n in names),
+                )
+                .select_from(tracks.outerjoin(tf, tf.c.track_pk == tracks.c.pk))
                 .where(tracks.c.pk > last)
                 .order_by(tracks.c.pk)
                 .limit(batch)
             ).fetchall()
             for r in rows:
-                values = descriptor_columns(r.descriptors)
-                if any(getattr(r, k) != v for k, v in values.items()):
-                    conn.execute(tracks.update().where(tracks.c.pk == r.pk).values(**values))
-                    changed += 1
+                values = {
+                    "top_genre": r.t_genre,
+                    "top_probability": r.t_probability,
+                    **descriptor_columns(r.descriptors),
+                }
+                if r.track_pk is None:
+                    conn.execute(tf.insert().values(track_pk=r.pk, **values))
+                elif any(getattr(r, k) != v for k, v in values.items()):
+                    conn.execute(tf.update().where(tf.c.track_pk == r.pk).values(**values))
+                else:
+                    continue
+                changed += 1
         if len(rows) < batch:
             return changed
         last = rows[-1].pk

@@ -109,11 +109,13 @@ class _VectorType(sa.types.UserDefinedType):
 _track_vectors = sa.table("track_vectors", sa.column("track_pk"), sa.column("embedding"))
 
 
-def nearest_filtered(db, conn, vector, k: int, tracks, where: list) -> list[tuple[int, float]]:
+def nearest_filtered(
+    db, conn, vector, k: int, joined, filters_table, where: list
+) -> list[tuple[int, float]]:
     """[(track_pk, cosine distance)] of the k nearest among the tracks meeting `where`
-    (clauses on the `tracks` table): an exact search over those tracks (the attribute
-    filters narrow the candidates through their b-tree indexes, then every candidate's
-    distance is computed), best first."""
+    (clauses on `joined`: schema.track_filters, `filters_table`, perhaps joined to tracks):
+    an exact search over those tracks (the filters narrow the candidates through their
+    b-tree indexes, then every candidate's distance is computed), best first."""
     tv = _track_vectors
     if db.dialect == "sqlite":
         value = sa.bindparam("v", as_param(db, vector), type_=sa.LargeBinary)
@@ -123,7 +125,7 @@ def nearest_filtered(db, conn, vector, k: int, tracks, where: list) -> list[tupl
         distance = tv.c.embedding.op("<=>", return_type=sa.Float)(sa.cast(value, _VectorType()))
     q = (
         sa.select(tv.c.track_pk, distance.label("distance"))
-        .select_from(tv.join(tracks, tracks.c.pk == tv.c.track_pk))
+        .select_from(tv.join(joined, filters_table.c.track_pk == tv.c.track_pk))
         .where(*where)
         .order_by(distance + 0.0)  # `+ 0`: an exact sort, never the HNSW index
         .limit(int(k))

@@ -5,11 +5,15 @@ Revision ID: 0005
 Revises: 0004 (artists per account)
 Create Date: 2026-12-06
 
-* `tracks`: bpm, camelot, quadrant, mood_q1..mood_q4, arousal, valence, gems_<emotion> (the
-  nine GEMS), voice_instrumental, voice_female, voice_male, instruments (",piano,strings,":
-  the names scoring >= 0.5); b-tree indexes on bpm, camelot, quadrant, arousal, valence and
-  voice_instrumental. Filled here from each stored `descriptors` JSON (null where a block is
-  null: tracks stored before mood and voice), then by every insert and by `catalog reindex`.
+* `track_filters`: one narrow row per track (track_pk, top_genre, top_probability, bpm,
+  camelot, quadrant, mood_q1..mood_q4, arousal, valence, gems_<emotion> (the nine GEMS),
+  voice_instrumental, voice_female, voice_male, instruments (",piano,strings,": the names
+  scoring >= 0.5)), with b-tree indexes on top_genre, bpm, camelot, quadrant, arousal, valence
+  and voice_instrumental; filled here for every track from its stored `descriptors` JSON
+  (null where a block is null: tracks stored before mood and voice), then by every insert and
+  by `catalog reindex`. A separate table, not columns on `tracks`: SQLite keeps a row's
+  columns in order and columns added last would sit behind the 4 KB features blob, in
+  overflow pages every filtered scan would read.
 * `watches.conditions`: a watch's mood, bpm, key and voice conditions (JSON, null for none).
 
 The columns are filled by the rule the application uses for new tracks
@@ -26,7 +30,7 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-INDEXED = ("bpm", "camelot", "quadrant", "arousal", "valence", "voice_instrumental")
+INDEXED = ("top_genre", "bpm", "camelot", "quadrant", "arousal", "valence", "voice_instrumental")
 BATCH = 1000
 
 
@@ -41,32 +45,55 @@ def _type(name: str):
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tracks") as batch:
-        for name in DESCRIPTOR_COLUMNS:
-            batch.add_column(sa.Column(name, _type(name), nullable=True))
+    op.create_table(
+        "track_filters",
+        sa.Column(
+            "track_pk",
+            sa.Integer,
+            sa.ForeignKey("tracks.pk", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("top_genre", sa.String(32), nullable=False),
+        sa.Column("top_probability", sa.Float, nullable=False),
+        *(sa.Column(name, _type(name), nullable=True) for name in DESCRIPTOR_COLUMNS),
+    )
     for name in INDEXED:
-        op.create_index(f"ix_tracks_{name}", "tracks", [name])
+        op.create_index(f"ix_track_filters_{name}", "track_filters", [name])
     with op.batch_alter_table("watches") as batch:
         batch.add_column(sa.Column("conditions", sa.JSON, nullable=True))
     bind = op.get_bind()
-    table = sa.table(
+    tracks = sa.table(
         "tracks",
         sa.column("pk"),
+        sa.column("top_genre"),
+        sa.column("top_probability"),
         sa.column("descriptors", sa.JSON),
+    )
+    filters = sa.table(
+        "track_filters",
+        sa.column("track_pk"),
+        sa.column("top_genre"),
+        sa.column("top_probability"),
         *(sa.column(n) for n in DESCRIPTOR_COLUMNS),
     )
     last = 0
     while True:  # by primary key, BATCH rows at a time
         rows = bind.execute(
-            sa.select(table.c.pk, table.c.descriptors)
-            .where(table.c.pk > last, table.c.descriptors.is_not(None))
-            .order_by(table.c.pk)
-            .limit(BATCH)
+            sa.select(tracks).where(tracks.c.pk > last).order_by(tracks.c.pk).limit(BATCH)
         ).fetchall()
-        for r in rows:
-            values = descriptor_columns(r.descriptors)
-            if any(v is not None for v in values.values()):
-                bind.execute(table.update().where(table.c.pk == r.pk).values(**values))
+        if rows:
+            bind.execute(
+                filters.insert(),
+                [
+                    {
+                        "track_pk": r.pk,
+                        "top_genre": r.top_genre,
+                        "top_probability": r.top_probability,
+                        **descriptor_columns(r.descriptors),
+                    }
+                    for r in rows
+                ],
+            )
         if len(rows) < BATCH:
             break
         last = rows[-1].pk
@@ -75,8 +102,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("watches") as batch:
         batch.drop_column("conditions")
-    for name in INDEXED:
-        op.drop_index(f"ix_tracks_{name}", "tracks")
-    with op.batch_alter_table("tracks") as batch:
-        for name in DESCRIPTOR_COLUMNS:
-            batch.drop_column(name)
+    op.drop_table("track_filters")
