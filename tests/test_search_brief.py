@@ -242,7 +242,11 @@ def test_migration_0005_fills_the_columns_of_a_catalog_filled_before_it(catalog_
         assert r.top_genre == r.genre and r.top_probability == 0.7
     filled = [r for r in rows if r.quadrant is not None]
     assert filled and all(r.bpm is not None for r in filled)
-    assert {"ix_track_filters_bpm", "ix_track_filters_quadrant"} <= indexes
+    assert {
+        "ix_track_filters_bpm",
+        "ix_track_filters_mood_q4",
+        "ix_track_filters_top_genre",
+    } <= indexes
     page, _, _ = search.by_filters(db, "x", F.from_params({"mood": "Q1"}, LABELS), 50)
     assert {p["id"] for p in page} == {
         t for t, d in made.items() if d and d["mood"] and d["mood"]["quadrant"] == "Q1"

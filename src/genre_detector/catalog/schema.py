@@ -60,22 +60,23 @@ tracks = sa.Table(
 track_filters = sa.Table(
     "track_filters",
     metadata,
-    sa.Column("track_pk", sa.Integer, sa.ForeignKey("tracks.pk", ondelete="CASCADE"),
-              primary_key=True),
-    sa.Column("top_genre", sa.String(32), nullable=False, index=True),
+    sa.Column(
+        "track_pk", sa.Integer, sa.ForeignKey("tracks.pk", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("top_genre", sa.String(32), nullable=False),
     sa.Column("top_probability", sa.Float, nullable=False),
-    sa.Column("bpm", sa.Float, index=True),
-    sa.Column("camelot", sa.String(3), index=True),
-    sa.Column("quadrant", sa.String(2), index=True),
+    sa.Column("bpm", sa.Float),
+    sa.Column("camelot", sa.String(3)),
+    sa.Column("quadrant", sa.String(2)),
     *(sa.Column(f"mood_{q.lower()}", sa.Float) for q in QUADRANTS),
-    sa.Column("arousal", sa.Float, index=True),
-    sa.Column("valence", sa.Float, index=True),
+    sa.Column("arousal", sa.Float),
+    sa.Column("valence", sa.Float),
     *(sa.Column(f"gems_{g}", sa.Float) for g in GEMS),
-    sa.Column("voice_instrumental", sa.Float, index=True),
+    sa.Column("voice_instrumental", sa.Float),
     sa.Column("voice_female", sa.Float),
     sa.Column("voice_male", sa.Float),
     sa.Column("instruments", sa.Text),  # ",piano,strings,": names scoring >= 0.5
-)  # fmt: skip
+)  # fmt: skip  (its indexes: migration 0005's INDEXED)
 
 # Performers: one row per normalised name across accounts, whose pk is track_vectors'
 # artist_pk (exclude_same_artist removes a performer whoever uploaded it). Its name and

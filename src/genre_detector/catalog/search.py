@@ -250,7 +250,9 @@ def fit(f: Filters, t=track_filters):
     terms = []
     if f.genres:
         terms.append(t.c.top_probability)
-    if f.quadrants:
+    if len(f.quadrants) == 1:  # the bare column: its index gives the order
+        terms.append(t.c[f"mood_{f.quadrants[0][0].lower()}"])
+    elif f.quadrants:
         total = sum(w for _, w in f.quadrants) or 1.0
         terms.append(
             sum(
@@ -277,6 +279,8 @@ def fit(f: Filters, t=track_filters):
             terms.append(t.c[f"voice_{v}"])
     if not terms:
         return t.c.top_probability
+    if len(terms) == 1:  # one column (genre, one quadrant, one emotion, one voice): indexed
+        return terms[0]
     return sum(terms[1:], terms[0]) / float(len(terms))
 
 
@@ -302,28 +306,25 @@ def by_filters(
     offset = cursors.decode(db, owner, listing, cursor) if cursor else 0
     tf = track_filters
     score = fit(f).label("fit")
-    q = (  # the narrow rows only: the page's tracks are fetched after
+    ranked = (  # ranked on the narrow rows; only the page's tracks rows are read
         sa.select(tf.c.track_pk, score)
         .where(*conditions(f))
         .order_by(score.desc(), tf.c.track_pk.desc())
         .offset(offset)
         .limit(limit + 1)
+        .subquery()
+    )
+    q = (
+        sa.select(ranked.c.fit, *(tracks.c[c] for c in PUBLIC))
+        .join_from(ranked, tracks, tracks.c.pk == ranked.c.track_pk)
+        .order_by(ranked.c.fit.desc(), ranked.c.track_pk.desc())
     )
     with db.connect() as conn:
         ranked = conn.execute(q).fetchall()
         why = None
         if not ranked and offset == 0:
             why = _why_empty(conn, f)
-        found = {
-            r.pk: r
-            for r in conn.execute(
-                sa.select(tracks.c.pk, *(tracks.c[c] for c in PUBLIC)).where(
-                    tracks.c.pk.in_([r.track_pk for r in ranked[:limit]]),
-                    tracks.c.consent_search.is_(True),
-                )
-            )
-        }
-    rows = [(found[r.track_pk], r.fit) for r in ranked if r.track_pk in found]
+    rows = [(r, r.fit) for r in ranked]
     more = len(ranked) > limit
     nxt = cursors.encode(db, owner, listing, offset + limit) if more else None
     out = [

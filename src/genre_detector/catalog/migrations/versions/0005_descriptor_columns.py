@@ -8,12 +8,11 @@ Create Date: 2026-12-06
 * `track_filters`: one narrow row per track (track_pk, top_genre, top_probability, bpm,
   camelot, quadrant, mood_q1..mood_q4, arousal, valence, gems_<emotion> (the nine GEMS),
   voice_instrumental, voice_female, voice_male, instruments (",piano,strings,": the names
-  scoring >= 0.5)), with b-tree indexes on top_genre, bpm, camelot, quadrant, arousal, valence
-  and voice_instrumental; filled here for every track from its stored `descriptors` JSON
-  (null where a block is null: tracks stored before mood and voice), then by every insert and
-  by `catalog reindex`. A separate table, not columns on `tracks`: SQLite keeps a row's
-  columns in order and columns added last would sit behind the 4 KB features blob, in
-  overflow pages every filtered scan would read.
+  scoring >= 0.5)), with b-tree indexes (INDEXED below); filled here for every track from
+  its stored `descriptors` JSON (null where a block is null: tracks stored before mood and
+  voice), then by every insert and by `catalog reindex`. A separate table, not columns on
+  `tracks`: SQLite keeps a row's columns in order and columns added last would sit behind
+  the 4 KB features blob, in overflow pages every filtered scan would read.
 * `watches.conditions`: a watch's mood, bpm, key and voice conditions (JSON, null for none).
 
 The columns are filled by the rule the application uses for new tracks
@@ -30,7 +29,22 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-INDEXED = ("top_genre", "bpm", "camelot", "quadrant", "arousal", "valence", "voice_instrumental")
+# One-column filters rank by one column (catalog.search.fit): (column, track_pk) indexes give
+# those answers in index order (best first, ties newest first) without sorting every match.
+INDEXED = {
+    "top_genre": ("top_genre", "top_probability", "track_pk"),
+    "bpm": ("bpm",),
+    "camelot": ("camelot",),
+    "quadrant": ("quadrant",),
+    "arousal": ("arousal",),
+    "valence": ("valence",),
+    **{f"mood_q{k}": (f"mood_q{k}", "track_pk") for k in range(1, 5)},
+    **{f"voice_{v}": (f"voice_{v}", "track_pk") for v in ("instrumental", "female", "male")},
+    **{
+        f"gems_{g}": (f"gems_{g}", "track_pk")
+        for g in ("tenderness", "calmness", "power", "joyful_activation")
+    },
+}
 BATCH = 1000
 
 
@@ -57,8 +71,8 @@ def upgrade() -> None:
         sa.Column("top_probability", sa.Float, nullable=False),
         *(sa.Column(name, _type(name), nullable=True) for name in DESCRIPTOR_COLUMNS),
     )
-    for name in INDEXED:
-        op.create_index(f"ix_track_filters_{name}", "track_filters", [name])
+    for name, columns in INDEXED.items():
+        op.create_index(f"ix_track_filters_{name}", "track_filters", list(columns))
     with op.batch_alter_table("watches") as batch:
         batch.add_column(sa.Column("conditions", sa.JSON, nullable=True))
     bind = op.get_bind()
