@@ -144,7 +144,9 @@ class Synthetic:
         """A full descriptors block (issue 32's shape), drawn at random."""
         from genre_detector.catalog.records import GEMS
 
-        r = self.rng
+        if not hasattr(self, "desc_rng"):  # its own stream: the other draws stay as they were
+            self.desc_rng = np.random.default_rng(int(self.rng.bit_generator.seed_seq.entropy))
+        r = self.desc_rng
         q = r.dirichlet(np.ones(4))
         tonic = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"][r.integers(12)]
         mode = "minor" if r.random() < 0.5 else "major"
@@ -207,12 +209,13 @@ def watch_specs(
     seed: int = 0,
     rates=(0.001, 0.01),
     per_owner=PER_OWNER,
-    conditions: float = 0.5,
+    conditions: float = 0.0,
 ) -> list[dict]:
     """n watch bodies (as POST /watches takes them, plus the owner) whose thresholds make
     each match a share of arriving tracks drawn log-uniformly from `rates` (default 0.1-1 %).
     `refs`: base track id -> its vector."""
     rng = np.random.default_rng(seed + 1)
+    cond_rng = np.random.default_rng(seed + 33)
     sample = [syn.draw() for _ in range(2000)]
     svec = np.stack([s[2] for s in sample])
     sprob = np.stack([s[3] for s in sample])
@@ -237,8 +240,8 @@ def watch_specs(
             body["exclude_artists"] = [
                 f"Artist {a}" for a in rng.integers(0, syn.artists, int(rng.integers(1, 6)))
             ]
-        if rng.random() < conditions:
-            for j in rng.choice(len(CONDITION_KINDS), int(rng.integers(1, 3)), False):
+        if conditions and cond_rng.random() < conditions:  # its own stream, as above
+            for j in cond_rng.choice(len(CONDITION_KINDS), int(cond_rng.integers(1, 3)), False):
                 body.update(CONDITION_KINDS[j])
         body["owner"] = f"scout-{i // per_owner:04d}"
         specs.append(body)
