@@ -1149,7 +1149,9 @@ def brief_fill(db, data: BriefData, chunk: int = 5000) -> float:
             conn.execute(tracks_table.insert(), rows)
             conn.execute(track_filters.insert(), filters)
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE")
+        # PostgreSQL: VACUUM sets the visibility map (as autovacuum does after a bulk load),
+        # without which no index-only scan is possible
+        conn.exec_driver_sql("VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE")
     if db.dialect == "postgresql":
         with db.engine.connect() as conn:
             conn.exec_driver_sql("SELECT setval('tracks_pk_seq', (SELECT max(pk) FROM tracks))")

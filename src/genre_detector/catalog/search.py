@@ -304,16 +304,7 @@ def by_filters(
         raise GenreError("bad_parameter", f"limit: 1 to {MAX_LIMIT}, not {limit}")
     listing = "search:" + listing_key(f)
     offset = cursors.decode(db, owner, listing, cursor) if cursor else 0
-    tf = track_filters
-    score = fit(f).label("fit")
-    ranked = (  # ranked on the narrow rows; only the page's tracks rows are read
-        sa.select(tf.c.track_pk, score)
-        .where(*conditions(f))
-        .order_by(score.desc(), tf.c.track_pk.desc())
-        .offset(offset)
-        .limit(limit + 1)
-        .subquery()
-    )
+    ranked = _ranked(f, offset, limit + 1).subquery()
     q = (
         sa.select(ranked.c.fit, *(tracks.c[c] for c in PUBLIC))
         .join_from(ranked, tracks, tracks.c.pk == ranked.c.track_pk)
@@ -340,6 +331,54 @@ def by_filters(
         for r, score in rows[:limit]
     ]
     return out, nxt, why
+
+
+def _ranked(f: Filters, offset: int, n: int):
+    """(track_pk, fit) of the matches ranked offset..offset+n, on the narrow rows. A tempo
+    range alone (narrower than an octave) or a key alone is ranked by index order: the n
+    nearest tempos above and below the centre of each window, or the n newest of each
+    Camelot code, then the best of those; anything else sorts every match by its fit."""
+    tf = track_filters
+    score = fit(f).label("fit")
+    need = offset + n
+    parts = []
+    if f == Filters(bpm=f.bpm, bpm_octave=f.bpm_octave) and f.bpm and f.bpm[1] < 2 * f.bpm[0]:
+        centre = (f.bpm[0] + f.bpm[1]) / 2
+        for lo, hi, factor in f.bpm_windows():
+            mid = centre * factor
+            parts += [
+                sa.select(tf.c.track_pk, score)
+                .where(tf.c.bpm >= mid, tf.c.bpm <= hi)
+                .order_by(tf.c.bpm.asc(), tf.c.track_pk.desc())
+                .limit(need),
+                sa.select(tf.c.track_pk, score)
+                .where(tf.c.bpm >= lo, tf.c.bpm < mid)
+                .order_by(tf.c.bpm.desc(), tf.c.track_pk.desc())
+                .limit(need),
+            ]
+    elif f == Filters(key=f.key, compatible=f.compatible) and f.key:
+        parts = [
+            sa.select(tf.c.track_pk, score)
+            .where(tf.c.camelot == code)
+            .order_by(tf.c.track_pk.desc())
+            .limit(need)
+            for code in f.camelot_codes
+        ]
+    if parts:
+        best = sa.union(*(sa.select(p.subquery()) for p in parts)).subquery()
+        return (
+            sa.select(best.c.track_pk, best.c.fit)
+            .order_by(best.c.fit.desc(), best.c.track_pk.desc())
+            .offset(offset)
+            .limit(n)
+        )
+    return (
+        sa.select(tf.c.track_pk, score)
+        .where(*conditions(f))
+        .order_by(score.desc(), tf.c.track_pk.desc())
+        .offset(offset)
+        .limit(n)
+    )
 
 
 def _why_empty(conn, f: Filters) -> dict:

@@ -33,8 +33,8 @@ depends_on = None
 # those answers in index order (best first, ties newest first) without sorting every match.
 INDEXED = {
     "top_genre": ("top_genre", "top_probability", "track_pk"),
-    "bpm": ("bpm",),
-    "camelot": ("camelot",),
+    "bpm": ("bpm", "track_pk"),  # with track_pk: an index-only scan ranks a tempo or key
+    "camelot": ("camelot", "track_pk"),  # filter on PostgreSQL (SQLite's carry the rowid)
     "quadrant": ("quadrant",),
     "arousal": ("arousal",),
     "valence": ("valence",),
