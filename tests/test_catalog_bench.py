@@ -70,3 +70,33 @@ def test_catalog_bench_runs_on_both_engines(postgres_url, tmp_path):
     assert pg["halfvec"]["bytes"] > 0
     assert pg["extrapolated"]["tracks"] == 1_000_000
     assert isinstance(r["missed"], list)
+
+
+def test_catalog_bench_brief_modes_run_and_find_the_exact_answer(postgres_url, tmp_path):
+    """--brief: the one- and three-filter modes on both engines; recall@20 against NumPy's
+    exact answer is 1 (the search is exact: a miss is a bug in the SQL or the fit)."""
+    out = tmp_path / "brief.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "loadtests" / "catalog_bench.py"),
+            *("--brief", "--n", "1500", "--queries", "6", "--warmup", "1", "--dim", "16"),
+            *("--features-dim", "8", "--postgres-url", postgres_url),
+            *("--workdir", str(tmp_path / "work"), "--out", str(out)),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, report
+    r = json.loads(out.read_text())
+    assert r["n"] == 1500 and set(r["engines"]) == {"sqlite", "postgresql"}
+    for e in r["engines"].values():
+        assert set(e["modes"]) == {
+            *("mood", "bpm", "genre", "key_compatible", "voice"),
+            *("mood+bpm+voice", "genre+mood+key"),
+        }
+        for m in e["modes"].values():
+            assert m["recall_at_20"] == 1.0 and m["p50_ms"] > 0, r

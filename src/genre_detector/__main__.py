@@ -394,11 +394,13 @@ def _catalog_reindex(args) -> int:
         db = Catalog.open(url, dim=projection.dim)
         n = tracks.reindex(db, projection)
         filled = tracks.fill_moods(db, info.moods) if info.moods is not None else 0
+        rewritten = tracks.refill_descriptor_columns(db)
     except (CatalogUnavailable, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"re-embedded {n} tracks with projection {projection.version} ({url})")
     print(f"filled mood, GEMS, voice and instruments of {filled} tracks")
+    print(f"filter columns (tempo, key, mood, voice) rewritten for {rewritten} tracks")
     return 0
 
 

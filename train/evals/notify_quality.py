@@ -67,8 +67,8 @@ SOURCES = ("emotify", "4q")
 # What match_new_track reads of each watch (the columns it selects).
 ProbeWatch = namedtuple(
     "ProbeWatch",
-    "pk id genres like_vectors min_similarity exclude_artists owner like_ids",
-    defaults=((),),
+    "pk id genres like_vectors min_similarity exclude_artists owner like_ids conditions",
+    defaults=((), None),
 )
 
 

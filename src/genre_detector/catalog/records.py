@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from genre_detector.errors import GenreError
+from genre_detector.models import mood_heads
 from genre_detector.scoring.track_result import TrackResult
 
 CONSENT_SCOPES = ("search", "notify")
@@ -68,6 +69,65 @@ class TrackRecord:
     @property
     def artist_key(self) -> str:
         return artist_key(self.artist)
+
+
+# The mood heads' names (models.mood_heads: one place for them): the descriptors' blocks.
+GEMS, QUADRANTS, VOICES = mood_heads.GEMS, mood_heads.QUADRANTS, mood_heads.VOICE_FIELDS
+# The columns a track's descriptors fill (migration 0005): what search and watches filter on.
+DESCRIPTOR_COLUMNS = (
+    "bpm",
+    "camelot",
+    "quadrant",
+    *(f"mood_{q.lower()}" for q in QUADRANTS),
+    "arousal",
+    "valence",
+    *(f"gems_{g}" for g in GEMS),
+    *(f"voice_{v}" for v in VOICES),
+    "instruments",
+)
+INSTRUMENT_MIN = 0.5  # an instrument is listed in the `instruments` column from this score
+
+
+def _number(block, name: str) -> float | None:
+    value = (block or {}).get(name) if isinstance(block, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def descriptor_columns(descriptors: dict | None) -> dict:
+    """The filter columns of a track from its stored `descriptors` block: None where a block
+    (tempo, key, mood, gems, voice, instruments) or a value is missing. `instruments`: the
+    names scoring >= INSTRUMENT_MIN, as ",piano,strings," (a LIKE finds one), or None."""
+    d = descriptors if isinstance(descriptors, dict) else {}
+    key, mood = d.get("key") or {}, d.get("mood") or {}
+    probabilities = mood.get("probabilities") if isinstance(mood, dict) else None
+    out = {
+        "bpm": _number(d.get("tempo"), "bpm"),
+        "camelot": key.get("camelot") if isinstance(key, dict) else None,
+        "quadrant": mood.get("quadrant") if mood.get("quadrant") in QUADRANTS else None,
+        "arousal": _number(mood, "arousal"),
+        "valence": _number(mood, "valence"),
+    }
+    for q in QUADRANTS:
+        out[f"mood_{q.lower()}"] = _number(probabilities, q)
+    for g in GEMS:
+        out[f"gems_{g}"] = _number(d.get("gems"), g)
+    for v in VOICES:
+        out[f"voice_{v}"] = _number(d.get("voice"), v)
+    instruments = d.get("instruments")
+    if isinstance(instruments, dict):
+        names = sorted(
+            str(n).casefold()
+            for n, s in instruments.items()
+            if (_number(instruments, n) or 0.0) >= INSTRUMENT_MIN and "," not in str(n)
+        )
+        out["instruments"] = "," + ",".join(names) + "," if names else ","
+    else:
+        out["instruments"] = None
+    if not isinstance(out["camelot"], str):
+        out["camelot"] = None
+    return out
 
 
 def artist_key(name: str) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from genre_detector.catalog.records import GEMS, QUADRANTS
+
 metadata = sa.MetaData()
 
 api_keys = sa.Table(
@@ -51,6 +53,31 @@ tracks = sa.Table(
     sa.UniqueConstraint("owner", "sha256", name="uq_tracks_owner_sha256"),
 )
 
+# What search and watches filter on, one narrow row per track (migration 0005): the top genre
+# and its probability, and the descriptors as columns (catalog.records.descriptor_columns;
+# null where a block is null), so a filtered search reads these rows and not the wide
+# tracks rows (features, timeline, JSON), then fetches only the page's tracks.
+track_filters = sa.Table(
+    "track_filters",
+    metadata,
+    sa.Column(
+        "track_pk", sa.Integer, sa.ForeignKey("tracks.pk", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("top_genre", sa.String(32), nullable=False),
+    sa.Column("top_probability", sa.Float, nullable=False),
+    sa.Column("bpm", sa.Float),
+    sa.Column("camelot", sa.String(3)),
+    sa.Column("quadrant", sa.String(2)),
+    *(sa.Column(f"mood_{q.lower()}", sa.Float) for q in QUADRANTS),
+    sa.Column("arousal", sa.Float),
+    sa.Column("valence", sa.Float),
+    *(sa.Column(f"gems_{g}", sa.Float) for g in GEMS),
+    sa.Column("voice_instrumental", sa.Float),
+    sa.Column("voice_female", sa.Float),
+    sa.Column("voice_male", sa.Float),
+    sa.Column("instruments", sa.Text),  # ",piano,strings,": names scoring >= 0.5
+)  # fmt: skip  (its indexes: migration 0005's INDEXED)
+
 # Performers: one row per normalised name across accounts, whose pk is track_vectors'
 # artist_pk (exclude_same_artist removes a performer whoever uploaded it). Its name and
 # n_tracks are no longer kept up to date (migration 0003): account_artists holds those.
@@ -91,6 +118,7 @@ watches = sa.Table(
     sa.Column("like_vectors", sa.LargeBinary),
     sa.Column("min_similarity", sa.Float, nullable=False),
     sa.Column("exclude_artists", sa.JSON, nullable=False),
+    sa.Column("conditions", sa.JSON(none_as_null=True)),  # mood, bpm, key, voice (0005)
     sa.Column("webhook_url", sa.Text, nullable=False),
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("previous_secret", sa.Text),

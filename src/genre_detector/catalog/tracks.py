@@ -24,8 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from genre_detector.catalog import clock, cursors, vectors
-from genre_detector.catalog.records import Consent, TrackRecord
-from genre_detector.catalog.schema import account_artists, artists, tracks
+from genre_detector.catalog.records import Consent, TrackRecord, descriptor_columns
+from genre_detector.catalog.schema import account_artists, artists, track_filters, tracks
 from genre_detector.errors import GenreError
 
 MAX_LIMIT = 100
@@ -82,6 +82,11 @@ def set_missing_descriptors(conn, owner: str, record: TrackRecord) -> None:
     merged = _filled(row.descriptors, record.descriptors) if row is not None else None
     if merged is not None:
         conn.execute(tracks.update().where(tracks.c.pk == row.pk).values(descriptors=merged))
+        conn.execute(
+            track_filters.update()
+            .where(track_filters.c.track_pk == row.pk)
+            .values(**descriptor_columns(merged))
+        )
 
 
 def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) -> tuple[int, dict]:
@@ -117,6 +122,14 @@ def insert_row(conn, owner: str, record: TrackRecord, consent: Consent, artist) 
         )
         .returning(tracks.c.pk)
     ).scalar_one()
+    conn.execute(  # what search and watches filter on (schema.track_filters)
+        track_filters.insert().values(
+            track_pk=pk,
+            top_genre=record.top_genre,
+            top_probability=record.top_probability,
+            **descriptor_columns(record.descriptors),
+        )
+    )
     return pk, _row(conn.execute(sa.select(tracks).where(tracks.c.pk == pk)).one())
 
 
@@ -182,6 +195,7 @@ def remove(db, conn, owner: str, found) -> None:
     vector = vectors.track_vector(db, conn, found.pk)
     artist = account_artist(db, conn, owner, found.artist_key, found.artist, create=False)
     vectors.delete_track(conn, found.pk)
+    conn.execute(track_filters.delete().where(track_filters.c.track_pk == found.pk))
     conn.execute(tracks.delete().where(tracks.c.pk == found.pk))
     if artist is not None and vector is not None:
         _shift_artist(db, conn, artist, vector, -1)
@@ -194,8 +208,12 @@ def listing(
     genre: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    where: list | tuple = (),
+    listing: str = "tracks",
 ) -> tuple[list[dict], str | None]:
-    """The owner's tracks, oldest first, `limit` at a time; (rows, next cursor or None)."""
+    """The owner's tracks, oldest first, `limit` at a time; (rows, next cursor or None).
+    `where`: more conditions (search.conditions of descriptor filters), with a `listing`
+    name of their own so a cursor is not carried from one filter to another."""
     from genre_detector.catalog.records import artist_key
 
     if not 1 <= limit <= MAX_LIMIT:
@@ -205,13 +223,17 @@ def listing(
         q = q.where(tracks.c.artist_key == artist_key(artist))
     if genre:
         q = q.where(tracks.c.top_genre == genre)
+    if where:  # on schema.track_filters
+        q = q.select_from(
+            tracks.join(track_filters, track_filters.c.track_pk == tracks.c.pk)
+        ).where(*where)
     if cursor:
-        q = q.where(tracks.c.pk > cursors.decode(db, owner, "tracks", cursor))
+        q = q.where(tracks.c.pk > cursors.decode(db, owner, listing, cursor))
     with db.connect() as conn:
         rows = conn.execute(q.order_by(tracks.c.pk).limit(limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = cursors.encode(db, owner, "tracks", rows[-1].pk) if more and rows else None
+    nxt = cursors.encode(db, owner, listing, rows[-1].pk) if more and rows else None
     return [_row(r) for r in rows], nxt
 
 
@@ -324,10 +346,57 @@ def fill_moods(db, heads, batch: int = 500) -> int:
                     continue  # features of another backbone: tag the audio again
                 blocks = {"tempo": None, "key": None, **stored, **heads.track(features)}
                 conn.execute(tracks.update().where(tracks.c.pk == r.pk).values(descriptors=blocks))
+                conn.execute(
+                    track_filters.update()
+                    .where(track_filters.c.track_pk == r.pk)
+                    .values(**descriptor_columns(blocks))
+                )
                 done += 1
         if len(rows) < batch:
             return done
         after = rows[-1].pk
+
+
+def refill_descriptor_columns(db, batch: int = 1000) -> int:
+    """Every track's filter row (schema.track_filters: top genre, bpm, camelot, mood, GEMS,
+    voice, instruments) rewritten from its stored fields where it differs or is missing
+    (`catalog reindex` runs it: after a change of catalog.records.descriptor_columns, or
+    descriptors written by another tool). Returns the number of rows written."""
+    tf = track_filters
+    names = ["top_genre", "top_probability", *descriptor_columns(None)]
+    changed, last = 0, 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(
+                    tracks.c.pk,
+                    tracks.c.top_genre.label("t_genre"),
+                    tracks.c.top_probability.label("t_probability"),
+                    tracks.c.descriptors,
+                    tf.c.track_pk,
+                    *(tf.c[n] for n in names),
+                )
+                .select_from(tracks.outerjoin(tf, tf.c.track_pk == tracks.c.pk))
+                .where(tracks.c.pk > last)
+                .order_by(tracks.c.pk)
+                .limit(batch)
+            ).fetchall()
+            for r in rows:
+                values = {
+                    "top_genre": r.t_genre,
+                    "top_probability": r.t_probability,
+                    **descriptor_columns(r.descriptors),
+                }
+                if r.track_pk is None:
+                    conn.execute(tf.insert().values(track_pk=r.pk, **values))
+                elif any(getattr(r, k) != v for k, v in values.items()):
+                    conn.execute(tf.update().where(tf.c.track_pk == r.pk).values(**values))
+                else:
+                    continue
+                changed += 1
+        if len(rows) < batch:
+            return changed
+        last = rows[-1].pk
 
 
 def reindex(db, projection, batch: int = 500) -> int:

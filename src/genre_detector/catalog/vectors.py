@@ -99,6 +99,40 @@ def nearest_tracks(
     return sorted(rows, key=lambda r: r[1])  # relaxed_order: re-sort by exact distance
 
 
+class _VectorType(sa.types.UserDefinedType):
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "vector"
+
+
+_track_vectors = sa.table("track_vectors", sa.column("track_pk"), sa.column("embedding"))
+
+
+def nearest_filtered(
+    db, conn, vector, k: int, joined, filters_table, where: list
+) -> list[tuple[int, float]]:
+    """[(track_pk, cosine distance)] of the k nearest among the tracks meeting `where`
+    (clauses on `joined`: schema.track_filters, `filters_table`, perhaps joined to tracks):
+    an exact search over those tracks (the filters narrow the candidates through their
+    b-tree indexes, then every candidate's distance is computed), best first."""
+    tv = _track_vectors
+    if db.dialect == "sqlite":
+        value = sa.bindparam("v", as_param(db, vector), type_=sa.LargeBinary)
+        distance = sa.func.vec_distance_cosine(tv.c.embedding, value)
+    else:
+        value = sa.bindparam("v", as_param(db, vector), type_=sa.String)
+        distance = tv.c.embedding.op("<=>", return_type=sa.Float)(sa.cast(value, _VectorType()))
+    q = (
+        sa.select(tv.c.track_pk, distance.label("distance"))
+        .select_from(tv.join(joined, filters_table.c.track_pk == tv.c.track_pk))
+        .where(*where)
+        .order_by(distance + 0.0)  # `+ 0`: an exact sort, never the HNSW index
+        .limit(int(k))
+    )
+    return [(int(pk), float(d)) for pk, d in conn.execute(q)]
+
+
 def _hnsw_settings(conn, k: int) -> None:
     """Per transaction: keep scanning the HNSW graph until filtered queries have k rows."""
     conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))

@@ -8,8 +8,11 @@
 
 A watch matches a new track (added with the `notify` consent, by another account) when the
 track is not by an excluded artist, when any watched genre's calibrated probability reaches
-its minimum (if genres are given), and when its cosine similarity to the nearest reference
-track reaches min_similarity (if `like` is given). Each match writes a row and its delivery
+its minimum (if genres are given), when its cosine similarity to the nearest reference
+track reaches min_similarity (if `like` is given), and when its descriptors meet the
+watch's conditions (if `mood`, `bpm`, `key` or `voice` are given: the filters of
+catalog.filters, e.g. {"mood": "Q4", "bpm": "85-95", "voice": "instrumental"}; a track
+without mood or voice meets no condition on them). Each match writes a row and its delivery
 (the outbox) in the transaction that adds the track; a track matches a watch at most once.
 """
 
@@ -24,7 +27,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from genre_detector.catalog import clock, cursors, vectors, webhooks
-from genre_detector.catalog.records import artist_key, clean_name
+from genre_detector.catalog import filters as descriptor_filters
+from genre_detector.catalog.records import (
+    GEMS,
+    QUADRANTS,
+    VOICES,
+    artist_key,
+    clean_name,
+    descriptor_columns,
+)
 from genre_detector.catalog.schema import (
     deliveries,
     delivery_attempts,
@@ -39,7 +50,18 @@ MAX_LIKE = 20  # reference tracks per watch
 MAX_EXCLUDED = 100
 DEFAULT_MIN_SIMILARITY = 0.8
 ROTATION_OVERLAP = dt.timedelta(hours=24)
-FIELDS = {"name", "genres", "like", "min_similarity", "exclude_artists", "webhook_url", "active"}
+CONDITIONS = ("mood", "bpm", "bpm_octave", "key", "compatible", "voice")
+FIELDS = {
+    "name",
+    "genres",
+    "like",
+    "min_similarity",
+    "exclude_artists",
+    "webhook_url",
+    "active",
+    *CONDITIONS,
+}
+NEEDS = "a watch needs genres, like, a condition (mood, bpm, key, voice), or several"
 
 
 def _bad(detail: str) -> GenreError:
@@ -93,6 +115,16 @@ def validate(db, body: dict, labels: list[str], partial: bool = False) -> dict:
         if len(ex) > MAX_EXCLUDED:
             raise _bad(f"exclude_artists: at most {MAX_EXCLUDED}")
         out["exclude_artists"] = sorted({artist_key(a) for a in ex if a.strip()})
+    if any(c in body for c in CONDITIONS) or not partial:
+        given = {c: body[c] for c in CONDITIONS if c in body and body[c] is not None}
+        for c, v in given.items():
+            if c in ("bpm_octave", "compatible"):
+                if not isinstance(v, bool):
+                    raise _bad(f"{c}: true or false")
+            elif not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise _bad(f"{c}: a text, as the search's {c} parameter")
+        found = descriptor_filters.from_params(given, labels, genre=False)
+        out["conditions"] = None if found.empty() else found.as_dict()
     if "webhook_url" in body or not partial:
         out["webhook_url"] = webhooks.check_url(body.get("webhook_url"))
     if "active" in body:
@@ -140,6 +172,7 @@ def public(row) -> dict:
             "webhook_url",
             "active",
             "disabled_reason",
+            "conditions",
         )
     }
     out["like"] = d["like_ids"]
@@ -155,8 +188,8 @@ def create(
     (fields, webhook URL, quota, reference tracks) in a transaction rolled back at the end:
     (the watch as it would be, without id, None)."""
     fields = validate(db, body, labels)
-    if not fields["genres"] and not fields["like_ids"]:
-        raise _bad("a watch needs genres, like, or both")
+    if not fields["genres"] and not fields["like_ids"] and not fields["conditions"]:
+        raise _bad(NEEDS)
     limit = settings().watch_limit
     secret, now = webhooks.new_secret(), clock.now()
     with _writing(db, dry_run) as conn:
@@ -245,8 +278,9 @@ def update(db, owner: str, watch_id: str, body: dict, labels: list[str]) -> dict
         row = _own(conn, owner, watch_id)
         genres = fields.get("genres", row.genres)
         like = fields.get("like_ids", row.like_ids)
-        if not genres and not like:
-            raise _bad("a watch needs genres, like, or both")
+        conditions = fields.get("conditions", row.conditions)
+        if not genres and not like and not conditions:
+            raise _bad(NEEDS)
         if fields.get("active") is True:  # re-enabled by its owner: a fresh start
             fields.update(disabled_reason=None, failing_since=None)
         conn.execute(
@@ -304,6 +338,119 @@ def rotate_secret(db, owner: str, watch_id: str) -> str:
 # ---------------------------------------------------------------- matching (the outbox)
 
 
+def _camelot_index(code) -> int:
+    """0..23 for '1A'..'12B' (-1 for none)."""
+    if not isinstance(code, str) or len(code) < 2 or code[-1] not in "AB":
+        return -1
+    try:
+        n = int(code[:-1])
+    except ValueError:
+        return -1
+    return (n - 1) * 2 + (code[-1] == "B") if 1 <= n <= 12 else -1
+
+
+class _Conditions:
+    """Every watch's descriptor conditions as arrays: a track's mood, tempo, key and voice
+    are checked against all watches in a few vector operations (no Python loop per watch).
+    A value the track lacks (NaN) meets no condition on it. The fit (the score of a watch
+    with conditions only) is the mean of the asked quadrants' probability, the GEMS shares
+    asked, the tempo's closeness to the range's centre and the voice scores asked."""
+
+    def __init__(self, conditions: list):
+        n = len(conditions)
+        self.has = np.zeros(n, bool)
+        self.quadrant_w = np.zeros((n, len(QUADRANTS)))
+        self.gems_min = np.full((n, len(GEMS)), -np.inf)
+        self.bpm = np.full((n, 3, 3), np.nan)  # (lo, hi, factor) of up to 3 windows
+        self.bpm_centre = np.full((n, 2), np.nan)  # centre, half-width
+        self.keys = np.zeros((n, 24), bool)
+        self.has_key = np.zeros(n, bool)
+        self.voice_min = np.full((n, len(VOICES)), -np.inf)
+        self.instrumental_below = np.full(n, np.inf)  # vocal: instrumental < 0.5
+        for i, c in enumerate(conditions):
+            if not c:
+                continue
+            f = descriptor_filters.Filters.from_dict(c)
+            self.has[i] = True
+            total = sum(w for _, w in f.quadrants) or 1.0
+            for q, w in f.quadrants:
+                self.quadrant_w[i, QUADRANTS.index(q)] = w / total
+            for g, lo in f.gems:
+                self.gems_min[i, GEMS.index(g)] = lo
+            for j, window in enumerate(f.bpm_windows()):
+                self.bpm[i, j] = window
+            if f.bpm:
+                lo, hi = f.bpm
+                self.bpm_centre[i] = ((lo + hi) / 2, max((hi - lo) / 2, 1.0))
+            for code in f.camelot_codes:
+                self.keys[i, _camelot_index(code)] = True
+                self.has_key[i] = True
+            for v in f.voice:
+                if v == "vocal":
+                    self.instrumental_below[i] = descriptor_filters.VOICE_MIN
+                else:
+                    self.voice_min[i, VOICES.index(v)] = descriptor_filters.VOICE_MIN
+        self.has_quadrant = self.quadrant_w.sum(axis=1) > 0
+        self.has_gems = np.isfinite(self.gems_min).any(axis=1)
+        self.has_bpm = ~np.isnan(self.bpm_centre[:, 0])
+        self.has_voice = np.isfinite(self.voice_min).any(axis=1) | np.isfinite(
+            self.instrumental_below
+        )
+
+    def meet(self, values: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(which watches' conditions the track meets, their fit in [0, 1])."""
+        n = len(self.has)
+        if not self.has.any():
+            return np.ones(n, bool), np.ones(n)
+
+        def num(name):
+            v = values.get(name)
+            return np.nan if v is None else float(v)
+
+        ok = np.ones(n, bool)
+        terms, count = np.zeros(n), np.zeros(n)
+        quadrant = values.get("quadrant")
+        probs = np.array([num(f"mood_{q.lower()}") for q in QUADRANTS])
+        if quadrant in QUADRANTS:
+            ok &= ~self.has_quadrant | (self.quadrant_w[:, QUADRANTS.index(quadrant)] > 0)
+            terms += np.where(self.has_quadrant, self.quadrant_w @ np.nan_to_num(probs), 0.0)
+        else:
+            ok &= ~self.has_quadrant
+        count += self.has_quadrant
+        gems = np.array([num(f"gems_{g}") for g in GEMS])
+        asked = np.isfinite(self.gems_min)
+        with np.errstate(invalid="ignore"):
+            ok &= ~(asked & ~(gems[None, :] >= self.gems_min)).any(axis=1)
+        terms += np.where(asked, np.nan_to_num(gems)[None, :], 0.0).sum(axis=1)
+        count += asked.sum(axis=1)
+        bpm = num("bpm")
+        lo, hi, factor = self.bpm[:, :, 0], self.bpm[:, :, 1], self.bpm[:, :, 2]
+        with np.errstate(invalid="ignore"):
+            inside = (lo <= bpm) & (bpm <= hi)  # NaN windows and a NaN tempo: False
+        ok &= ~self.has_bpm | inside.any(axis=1)
+        first = np.argmax(inside, axis=1)
+        f_used = np.take_along_axis(factor, first[:, None], axis=1)[:, 0]
+        with np.errstate(invalid="ignore"):
+            closeness = 1.0 - np.abs(bpm / f_used - self.bpm_centre[:, 0]) / self.bpm_centre[:, 1]
+        terms += np.where(self.has_bpm & inside.any(axis=1), closeness, 0.0)
+        count += self.has_bpm
+        k = _camelot_index(values.get("camelot"))
+        ok &= ~self.has_key | (self.keys[:, k] if k >= 0 else False)
+        terms += self.has_key
+        count += self.has_key
+        voice = np.array([num(f"voice_{v}") for v in VOICES])
+        vasked = np.isfinite(self.voice_min)
+        with np.errstate(invalid="ignore"):
+            ok &= ~(vasked & ~(voice[None, :] >= self.voice_min)).any(axis=1)
+            below = np.isfinite(self.instrumental_below)
+            ok &= ~below | (voice[0] < self.instrumental_below)
+        terms += np.where(vasked, np.nan_to_num(voice)[None, :], 0.0).sum(axis=1)
+        terms += np.where(below, 1.0 - np.nan_to_num(voice[0]), 0.0)
+        count += vasked.sum(axis=1) + below
+        fit = np.where(count > 0, terms / np.maximum(count, 1), 1.0)
+        return ok | ~self.has, fit
+
+
 class _Compiled:
     """Every active watch decoded once into arrays (genre minimums as a matrix, reference
     vectors stacked), so matching a new track is a few vector operations instead of a JSON
@@ -334,9 +481,13 @@ class _Compiled:
         # `like` given, its vectors or not: a watch never widens to genres-only or to anything
         self.has_like = np.array([bool(r.like_ids) for r in rows], dtype=bool)
         self.has_like[self.ref_watch] = True
+        self.conditions = _Conditions([r.conditions for r in rows])
 
-    def match(self, probs: np.ndarray, vector: np.ndarray, owner: str, artist_key: str):
-        """[(watch index, score)] of the watches this track matches."""
+    def match(
+        self, probs: np.ndarray, vector: np.ndarray, owner: str, artist_key: str, values=None
+    ):
+        """[(watch index, score)] of the watches this track matches (`values`: the track's
+        descriptor columns, catalog.records.descriptor_columns)."""
         ok = self.owners != owner
         reached = probs[None, :] >= self.genre_min
         genre_score = np.where(reached, probs[None, :], -np.inf).max(axis=1)
@@ -345,8 +496,12 @@ class _Compiled:
         if len(self.refs):
             np.maximum.at(similarity, self.ref_watch, self.refs @ vector)
         ok &= ~self.has_like | (similarity >= self.min_similarity)
-        ok &= self.has_genres | self.has_like  # no criteria: matches nothing, never everything
-        score = np.where(self.has_like, similarity, genre_score)
+        met, fit = self.conditions.meet(values or {})
+        ok &= met
+        has_conditions = self.conditions.has
+        # no criteria: matches nothing, never everything
+        ok &= self.has_genres | self.has_like | has_conditions
+        score = np.where(self.has_like, similarity, np.where(self.has_genres, genre_score, fit))
         ok &= np.isfinite(score)
         return [
             (int(i), float(score[i]))
@@ -384,6 +539,7 @@ def _compiled(db, conn, labels: list[str]) -> _Compiled:
                 watches.c.like_vectors,
                 watches.c.min_similarity,
                 watches.c.exclude_artists,
+                watches.c.conditions,
             ).where(watches.c.active.is_(True))
         ).fetchall()
         found = _COMPILED[key] = _Compiled(rows, labels, db.dim, signature)
@@ -401,7 +557,8 @@ def match(db, conn, row: dict, vector) -> list[tuple[int, str, float]]:
         return []
     probs = np.array([row["probabilities"][g] for g in labels])
     v = np.asarray(vector, dtype=np.float32)
-    hits = compiled.match(probs, v, row["owner"], row["artist_key"])
+    values = descriptor_columns(row.get("descriptors"))
+    hits = compiled.match(probs, v, row["owner"], row["artist_key"], values)
     return [(compiled.pks[i], compiled.ids[i], score) for i, score in hits]
 
 

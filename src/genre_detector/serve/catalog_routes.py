@@ -4,10 +4,11 @@ serve/service.py that read admit -> score -> store: `admit_upload` / `admit_sear
 the service's own scoring, then `store_upload` / `search_upload` here. The rest are the
 module-level handlers below, mounted by `catalog_app` (the catalog is in the app's state):
 
-    GET    /tracks?artist=&genre=&limit=&cursor=     the key's own tracks
+    GET    /tracks?artist=&genre=&limit=&cursor=     the key's own tracks (+ the filters)
+    GET    /tracks/search?q=&genre=&mood=&bpm=&bpm_octave=&key=&compatible=&voice=&limit=&cursor=
     GET    /tracks/{id}                              one of them, every stored field
     DELETE /tracks/{id}                              erase it (row, vector, artist share)
-    GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=
+    GET    /tracks/{id}/similar?k=&genre=&exclude_same_artist=&min_score=  (+ the filters)
     GET    /artists/similar?artist=NAME|artist_id=ID&k=
     PATCH  /tracks/{id}          {"consent": "search" | "search,notify"}: withdraw or give notify
     POST   /watches[?dry_run=true]   GET /watches   GET|PATCH|DELETE /watches/{id}
@@ -36,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from genre_detector.catalog import ingest, keys, search, tracks, watches
+from genre_detector.catalog import briefs, filters, ingest, keys, search, tracks, watches
 from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
@@ -204,13 +205,40 @@ def genre_param(params, labels: list[str]) -> str | None:
 
 
 def search_options(params, labels: list[str]) -> dict:
-    """k, genre, exclude_same_artist, min_score from query parameters (or form fields)."""
-    return {
+    """k, genre, exclude_same_artist, min_score, and the descriptor filters (mood, bpm, key,
+    voice, q: `filters`, `brief`) from query parameters (or form fields)."""
+    opts = {
         "k": int_param(params, "k", 10, 1, search.MAX_K),
         "genre": genre_param(params, labels),
         "exclude_same_artist": bool_param(params, "exclude_same_artist", True),
         "min_score": float_param(params, "min_score", -1.0, 1.0),
     }
+    found, reading = brief_filters(params, labels, genre=False)
+    return {**opts, "filters": found, "brief": reading}
+
+
+def brief_filters(params, labels: list[str], genre: bool = True):
+    """(Filters, the brief's reading or None) from the filter parameters and `q` merged: 400
+    bad_parameter for a value out of the vocabulary, a brief over 500 characters, a brief
+    of which no word was understood, or filters no track could meet at once."""
+    found = filters.from_params(params, labels, genre=genre)
+    q = params.get("q")
+    reading = None
+    if q is not None and q.strip():
+        reading = briefs.parse(q, labels)
+        if not reading.understood:
+            words = ", ".join(reading.not_understood[:10]) or "only filler words"
+            raise GenreError(
+                "bad_parameter",
+                f"q: no word of the brief was understood ({words}); the vocabulary: genre "
+                "names, AllMusic mood words, tempo words or '90 bpm', key names, voice and "
+                "instrument words (docs/api.md#search)",
+            )
+        if not genre and reading.filters.genres:  # similar: the genre option is single
+            if len(reading.filters.genres) > 1:
+                raise GenreError("bad_parameter", "q: one genre at most for similar tracks")
+        found = found.merge(reading.filters)
+    return found, reading
 
 
 @dataclass(frozen=True)
@@ -289,18 +317,34 @@ async def search_upload(handle: CatalogHandle, opts: dict, data: bytes, result, 
 
     artist = read_tags(data)[1] if opts["exclude_same_artist"] else ""
     db = await run_in_threadpool(handle.get)
+    genre, found = _similar_args(opts)
     results = await run_in_threadpool(
         search.similar_tracks,
         db,
         projection.apply(result.embedding),
         opts["k"],
-        opts["genre"],
+        genre,
         artist or None,
         opts["min_score"],
         None,
         sha256_of(data),
+        found,
     )
     return {"results": results, "query": query_reply(opts, artist=artist, **_verdict(result))}
+
+
+def _similar_args(opts: dict) -> tuple[str | None, object]:
+    """(the genre filter, the descriptor filters) of similar-track options: a genre named in
+    the brief joins the `genre` option."""
+    found = opts["filters"]
+    genre = opts["genre"]
+    if found.genres:
+        if genre and genre not in found.genres:
+            raise GenreError(
+                "bad_parameter", f"contradictory filters: genre {genre} and {found.genres[0]}"
+            )
+        genre = genre or found.genres[0]
+    return genre, found
 
 
 def _verdict(result) -> dict:
@@ -309,9 +353,14 @@ def _verdict(result) -> dict:
 
 def query_reply(opts: dict, **query) -> dict:
     """A search's `query`: what was searched with (the track's or clip's own `genre`) and
-    the options (the genre filter as `genre_filter`)."""
-    options = {k: v for k, v in opts.items() if k != "genre"}
-    return {**query, **options, "genre_filter": opts["genre"]}
+    the options (the genre filter as `genre_filter`, the descriptor filters as `filters`, the
+    brief's reading as `brief`)."""
+    options = {k: v for k, v in opts.items() if k not in ("genre", "filters", "brief")}
+    out = {**query, **options, "genre_filter": opts["genre"]}
+    if "filters" in opts:
+        out["filters"] = opts["filters"].as_dict()
+        out["brief"] = opts["brief"].as_dict() if opts["brief"] is not None else None
+    return out
 
 
 # ---------------------------------------------------------------- the routes
@@ -337,15 +386,50 @@ def _not_found(what: str, ident: str) -> GenreError:
 
 def list_tracks(request):
     owner, p = _owner(request), request.query_params
+    found, reading = brief_filters(p, _labels(request))
     rows, cursor = tracks.listing(
         _db(request),
         owner,
         artist=p.get("artist") or None,
-        genre=genre_param(p, _labels(request)),
         limit=int_param(p, "limit", 50, 1, tracks.MAX_LIMIT),
         cursor=p.get("cursor") or None,
+        where=search.conditions(found),
+        listing="tracks:" + search.listing_key(found) if not found.empty() else "tracks",
     )
-    return JSONResponse({"tracks": rows, "next_cursor": cursor})
+    reply = {"tracks": rows, "next_cursor": cursor}
+    if not found.empty():
+        reply["filters"] = found.as_dict()
+        reply["brief"] = reading.as_dict() if reading is not None else None
+    return JSONResponse(reply)
+
+
+def search_tracks(request):
+    """GET /tracks/search: every search-consented track meeting the filters, best fit first."""
+    p = request.query_params
+    found, reading = brief_filters(p, _labels(request))
+    if found.empty():
+        raise GenreError(
+            "bad_parameter",
+            "a search needs a brief (q) or a filter: genre, mood, bpm, key or voice "
+            "(docs/api.md#search)",
+        )
+    limit = int_param(p, "limit", 20, 1, search.MAX_LIMIT)
+    results, nxt, why = search.by_filters(
+        _db(request), _owner(request), found, limit, p.get("cursor") or None
+    )
+    reply = {
+        "results": results,
+        "next_cursor": nxt,
+        "query": {
+            "filters": found.as_dict(),
+            "brief": reading.as_dict() if reading is not None else None,
+            "ranking": "fit: the mean of one score in [0, 1] per filter (docs/api.md#search)",
+            "limit": limit,
+        },
+    }
+    if why is not None:
+        reply["why"] = why
+    return JSONResponse(reply)
 
 
 def get_track(request):
@@ -385,7 +469,16 @@ def patch_track(request, body):
 
 def similar_to_track(request):
     opts = search_options(request.query_params, _labels(request))
-    query, results = search.similar_to_track(_db(request), request.path_params["track_id"], **opts)
+    genre, found = _similar_args(opts)
+    query, results = search.similar_to_track(
+        _db(request),
+        request.path_params["track_id"],
+        opts["k"],
+        genre,
+        opts["exclude_same_artist"],
+        opts["min_score"],
+        filters=found,
+    )
     return JSONResponse({"results": results, "query": query_reply(opts, **query)})
 
 
@@ -559,6 +652,7 @@ SEARCH, UPLOADS, WATCHES = "search", "uploads", "watch_changes"
 ROUTES = [
     _route("/me", me, "GET"),
     _route("/tracks", list_tracks, "GET"),
+    _route("/tracks/search", search_tracks, "GET", bucket=SEARCH),  # before /tracks/{id}
     _route("/tracks/{track_id}", get_track, "GET"),
     _route("/tracks/{track_id}", delete_track, "DELETE", bucket=UPLOADS),
     _route("/tracks/{track_id}", patch_track, "PATCH", with_body=True, bucket=UPLOADS),
