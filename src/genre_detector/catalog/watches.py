@@ -262,7 +262,8 @@ def delete(db, owner: str, watch_id: str) -> None:
 
 def rotate_secret(db, owner: str, watch_id: str) -> str:
     """A new signing secret (returned once); the old one keeps signing beside it for 24 h
-    (then erased by `forget_expired_secrets`, which the service runs every minute)."""
+    (then erased by `forget_expired_secrets`, which every delivery worker's housekeeping runs
+    every minute)."""
     secret = webhooks.new_secret()
     with db.begin() as conn:
         row = _own(conn, owner, watch_id)
@@ -520,8 +521,8 @@ def send_test(db, owner: str, watch_id: str) -> str:
 
 
 def forget_expired_secrets(db) -> int:
-    """Erase every previous signing secret whose overlap has ended (run by the delivery
-    service's housekeeping thread); returns how many were erased."""
+    """Erase every previous signing secret whose overlap has ended (run by every delivery
+    worker's housekeeping, catalog.delivery.housekeeping); returns how many were erased."""
     now = clock.now()
     with db.begin() as conn:
         done = conn.execute(

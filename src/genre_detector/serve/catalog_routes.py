@@ -17,7 +17,7 @@ module-level handlers below, mounted by `catalog_app` (the catalog is in the app
 
 Writes and owner reads need `Authorization: Bearer KEY` (401 with `WWW-Authenticate: Bearer`
 without); another account's track is 404, never 403. Every bad input is a 4xx JSON error
-naming the field: JSON bodies are cut at MAX_JSON_BYTES while they stream, texts a
+naming the field: JSON bodies are cut at GENRE_MAX_JSON_BYTES while they stream, texts a
 database cannot store (NUL, lone surrogates) are refused, cursors are opaque and per account
 (catalog.cursors). Search answers only consented tracks with public fields. The
 database unreachable or locked: 503 db_unavailable with Retry-After, never a 500. Blocking
@@ -45,7 +45,6 @@ from genre_detector.serve.budgets import BUDGETS, RateLimited, client_address
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
-MAX_JSON_BYTES = 16 * 1024  # a watch's JSON body
 
 
 class CatalogHandle:
@@ -75,13 +74,10 @@ class CatalogHandle:
         return self._db
 
 
-HOUSEKEEPING_EVERY_S = 60
-
-
 def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
     """The service's own webhook delivery worker (GENRE_DELIVER_IN_SERVICE): a daemon
-    thread; what it has not sent when the process ends waits in the outbox. A second daemon
-    thread erases expired previous signing secrets every minute."""
+    thread; what it has not sent when the process ends waits in the outbox. It runs the
+    catalog's housekeeping (catalog.delivery.housekeeping), as `deliver` does."""
     from genre_detector.catalog.delivery import Worker
 
     stop = threading.Event()
@@ -100,16 +96,6 @@ def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
                 worker = None
                 stop.wait(RETRY_AFTER_S)
 
-    def housekeeping():
-        while not stop.wait(HOUSEKEEPING_EVERY_S):
-            try:
-                watches.forget_expired_secrets(handle.get())
-            except CatalogUnavailable:
-                pass
-            except Exception:  # noqa: BLE001  logged; tried again next time
-                logger.exception("housekeeping failed")
-
-    threading.Thread(target=housekeeping, name="catalog-housekeeping", daemon=True).start()
     thread = threading.Thread(target=loop, name="webhook-delivery", daemon=True)
     thread.start()
     return thread
@@ -258,24 +244,26 @@ async def store_upload(handle: CatalogHandle, admitted: Admitted, result, projec
     artist = admitted.fields.get("artist") or tag_artist
     record = record_from_result(result, projection, admitted.sha256, title, artist)
     db = await run_in_threadpool(handle.get)
-    row, created = await run_in_threadpool(ingest.add, db, admitted.owner, record, admitted.consent)
+    quota = settings().track_quota  # checked again in the insert's transaction: exact
+    row, created = await run_in_threadpool(
+        ingest.add, db, admitted.owner, record, admitted.consent, quota
+    )
     return (201 if created else 200), {**row, "created": created}
-
-
-ANONYMOUS_MAX_K = 10
 
 
 async def admit_search(handle: CatalogHandle, params, labels, authorization, scope):
     """POST /similar, before any model time: the options checked, the database up, and a
     token of the key's search budget, or without a key (the page's "Tracks like this") of
-    the client address's small anonymous one (k <= 10). (options, the bucket's verdict)."""
+    the client address's small anonymous one (k <= GENRE_ANONYMOUS_MAX_K). (options, the
+    bucket's verdict)."""
     opts = search_options(params, labels)
     db = await run_in_threadpool(handle.get)
     if authorization:
         who = await run_in_threadpool(keys.identify, db, authorization)
         return opts, spend(BUDGETS.take("search", who.key_id))
-    if opts["k"] > ANONYMOUS_MAX_K:
-        raise GenreError("bad_parameter", f"k: at most {ANONYMOUS_MAX_K} without an API key")
+    max_k = settings().anonymous_max_k
+    if opts["k"] > max_k:
+        raise GenreError("bad_parameter", f"k: at most {max_k} without an API key")
     verdict = spend(BUDGETS.take("anonymous", client_address(scope)))
     await run_in_threadpool(db.ping)
     return opts, verdict
@@ -496,16 +484,18 @@ def _check_request_texts(request) -> None:
 
 async def read_json(request):
     """The JSON body, read while it streams: 413 payload_too_large as soon as it passes
-    MAX_JSON_BYTES (or its Content-Length says it will), 400 bad_request when it is not
-    JSON (NaN and Infinity included), 400 bad_parameter for text a database cannot store."""
-    too_large = GenreError("payload_too_large", f"the JSON body: at most {MAX_JSON_BYTES} bytes")
+    GENRE_MAX_JSON_BYTES (or its Content-Length says it will: then nothing is read), 400
+    bad_request when it is not JSON (NaN and Infinity included), 400 bad_parameter for
+    text a database cannot store."""
+    limit = request.app.state.max_json_bytes
+    too_large = GenreError("payload_too_large", f"the JSON body: at most {limit} bytes")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_JSON_BYTES:
+    if length.isdigit() and int(length) > limit:
         raise too_large
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
-        if len(data) > MAX_JSON_BYTES:
+        if len(data) > limit:  # stop reading: the rest of the body is never buffered
             raise too_large
     try:
         body = json.loads(bytes(data) or b"{}", parse_constant=_no_constant)
@@ -578,6 +568,7 @@ def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
     in its state."""
     app = Starlette(routes=ROUTES)
     app.state.catalog, app.state.labels = handle, labels
+    app.state.max_json_bytes = settings().max_json_bytes
     return app
 
 
