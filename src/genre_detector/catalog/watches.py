@@ -402,6 +402,7 @@ def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, n
     summary = {
         "title": row["title"],
         "artist": row["artist"],
+        "artist_id": row.get("artist_id"),
         "genres": {g: round(p, 4) for g, p in row["probabilities"].items()},
         "top3": row["top3"],
         "descriptors": row.get("descriptors"),
@@ -572,6 +573,7 @@ def matches_page(
         {
             "track_id": r.track_id,
             "score": r.score,
+            "artist_id": None,  # matches recorded before artist ids were listed
             **r.summary,
             "created_at": clock.aware(r.created_at).isoformat(),
         }
