@@ -560,6 +560,31 @@ def tight(store_with_models, tmp_path_factory):
         svc.stop()
 
 
+def _unfinished_body_reply(served, path: str, headers: dict) -> bytes:
+    """POST `path` with a multipart body whose first 1 KB of audio is sent and the rest never
+    is: the reply the service sends without reading the body (a route that reads it would
+    wait for the rest, and the socket times out)."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    part = b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
+    chunk = part + b"x" * 1024
+    with socket.create_connection(("127.0.0.1", served.svc.port), timeout=20) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: t\r\n{head}".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode()
+            + chunk
+            + b"\r\n"
+        )
+        reply = b""
+        while b"}" not in reply:
+            got = s.recv(65536)
+            if not got:
+                break
+            reply += got
+    return reply
+
+
 def _assert_429(r, policy: str):
     _assert_error(r, 429, "rate_limited", policy)
     assert int(r.headers["Retry-After"]) >= 1
@@ -600,6 +625,9 @@ def test_anonymous_similar_has_a_small_budget_per_client(tight, wav_clip):
         assert r.status_code == 200, r.text
         assert r.headers["RateLimit-Policy"] == '"anonymous";q=2;w=60'
     _assert_429(similar("203.0.113.5"), "anonymous")
+    headers = {"X-Forwarded-For": "203.0.113.5"}
+    reply = _unfinished_body_reply(tight, "/similar", headers)  # refused before the upload
+    assert reply.startswith(b"HTTP/1.1 429") and b'"anonymous";r=0' in reply, reply[:300]
     assert similar("203.0.113.6").status_code == 200  # another client behind the proxy
     with open(wav_clip, "rb") as f:  # with a key: the key's search budget, any k
         r = tight.call("POST", "/similar?k=50", "label-b", files={"audio": f})
@@ -612,6 +640,11 @@ def test_uploads_watch_changes_quotas_and_me(tight, gtzan_dir, wav_clip):
     r = tight.upload(gtzan_dir / "blues.00000.wav", "label-a", consent="search")
     _assert_error(r, 403, "quota_exceeded", "tracks")
     _assert_429(tight.upload(gtzan_dir / "pop.00000.wav", "label-a", consent="search"), "uploads")
+    # an identified key's empty bucket is answered from the headers: the body is never read
+    auth = {"Authorization": f"Bearer {tight.keys['label-a']}"}
+    reply = _unfinished_body_reply(tight, "/tracks", auth)
+    assert reply.startswith(b"HTTP/1.1 429") and b"rate_limited" in reply, reply[:300]
+    assert b"retry-after" in reply.lower() and b'"uploads";r=0' in reply
     body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
     for _ in range(2):
         assert tight.call("POST", "/watches", "label-a", json=body).status_code == 201

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
 from genre_detector.errors import GenreError
-from genre_detector.serve.budgets import BUDGETS, RateLimited, client_address
+from genre_detector.serve.budgets import BUDGETS, GateRule, RateLimited, client_address
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
@@ -199,6 +200,13 @@ def search_options(params, labels: list[str]) -> dict:
     }
 
 
+def identify(db, authorization) -> keys.Identity:
+    """keys.identify, remembered by this replica's budgets (for BudgetGate's early 429)."""
+    who = keys.identify(db, authorization)
+    BUDGETS.remember(authorization, who.key_id)
+    return who
+
+
 @dataclass(frozen=True)
 class Admitted:
     """An upload to POST /tracks that may be scored: its owner, consent and hash, checked."""
@@ -214,7 +222,7 @@ async def admit_upload(handle: CatalogHandle, authorization, fields: dict, data:
     """POST /tracks, before any model time: the key, the consent and whether the owner has
     this audio already. (Admitted, None) to score and store, or (None, (200, the track))."""
     db = await run_in_threadpool(handle.get)
-    who = await run_in_threadpool(keys.identify, db, authorization)
+    who = await run_in_threadpool(identify, db, authorization)
     spend(BUDGETS.take("uploads", who.key_id))
     owner = who.owner
     consent = Consent.parse(fields.get("consent"))
@@ -259,7 +267,7 @@ async def admit_search(handle: CatalogHandle, params, labels, authorization, sco
     opts = search_options(params, labels)
     db = await run_in_threadpool(handle.get)
     if authorization:
-        who = await run_in_threadpool(keys.identify, db, authorization)
+        who = await run_in_threadpool(identify, db, authorization)
         return opts, spend(BUDGETS.take("search", who.key_id))
     max_k = settings().anonymous_max_k
     if opts["k"] > max_k:
@@ -515,7 +523,7 @@ def _endpoint(handler, with_body: bool, bucket: str | None):
         try:
             _check_request_texts(request)
             db = await run_in_threadpool(request.app.state.catalog.get)
-            request.state.identity = await run_in_threadpool(keys.identify, db, auth)
+            request.state.identity = await run_in_threadpool(identify, db, auth)
             if bucket is not None:
                 verdict = spend(BUDGETS.take(bucket, request.state.identity.key_id))
             args = (request, await read_json(request)) if with_body else (request,)
@@ -535,7 +543,9 @@ def _route(
     path: str, handler, method: str, with_body: bool = False, bucket: str | None = None
 ) -> Route:
     """A route that needs a key; `bucket`: the key's budget one request spends."""
-    return Route(path, _endpoint(handler, with_body, bucket), methods=[method])
+    route = Route(path, _endpoint(handler, with_body, bucket), methods=[method])
+    route.bucket, route.method = bucket, method
+    return route
 
 
 SEARCH, UPLOADS, WATCHES = "search", "uploads", "watch_changes"
@@ -562,6 +572,21 @@ ROUTES = [
 ]
 
 
+def _exactly(path: str) -> re.Pattern:
+    return re.compile(f"^{re.escape(path)}$")
+
+
+# What BudgetGate checks before anything runs: every metered route of the catalog, and the
+# BentoML APIs of serve/service.py (uploads and POST /similar: before their body is read).
+GATE_RULES = [
+    *(GateRule(r.method, r.path_regex, r.bucket) for r in ROUTES if r.bucket),
+    GateRule("POST", _exactly("/tracks"), UPLOADS),
+    GateRule("POST", _exactly("/similar"), SEARCH, "anonymous"),
+    GateRule("POST", _exactly("/predict"), None, "predict"),
+    GateRule("POST", _exactly("/"), None, "predict"),
+]
+
+
 def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
     """The Starlette app of the catalog's JSON routes, mounted at the root (BentoML mounts it
     passively: it answers only the paths it has); the handlers find `handle` and `labels`
@@ -573,6 +598,7 @@ def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
 
 
 __all__ = [
+    "GATE_RULES",
     "CatalogHandle",
     "CatalogUnavailable",
     "admit_search",
