@@ -13,6 +13,16 @@ requests and stay within their budget, the greedy ones wait --greedy-wait (0.1 s
 requests/s from 4 users, ten times the search budget; 0: a flood at full speed). Printed per
 account and run: the share of 429s and the p50/p95 of its answered requests; then the polite
 account's p95 with the greedy one beside it over its p95 alone (target: at most 1.2).
+
+Client and server share this machine's CPUs, so the greedy account's own load generator
+competes with the service and the polite client. By default the greedy users run in a
+process of their own (one gevent loop each: before, the greedy greenlets delayed the polite
+ones' reading of their replies inside one loop, which counted as latency), the CPU time of
+that process and of the service are measured in each phase, and a third phase runs the
+polite account alone beside an idle CPU-bound process burning what the greedy client
+burned (`polite alone + burner`): its p95 separates what the flood costs the service from
+what generating it costs the machine. `--one-process` runs both accounts in one Locust, as
+before.
 """
 
 from __future__ import annotations
@@ -20,8 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -116,6 +129,51 @@ def run(host: str, accounts: list[tuple[Account, object, int]], seconds: float) 
     runner.greenlet.join()
 
 
+def _greedy_only(args) -> None:
+    """The greedy users alone, in this process (started by main): its summary and the CPU
+    seconds this process used, as JSON on the last line of stdout."""
+    spec = json.loads(args.greedy_only)
+    account = Account("greedy", spec["key"], spec["ids"], [Path(c) for c in spec["clips"]])
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    run(spec["host"], [(account, constant(spec["wait"]), spec["users"])], spec["seconds"])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(json.dumps({"summary": account.summary(), "cpu_s": cpu}), flush=True)
+
+
+def _burner(share: float) -> subprocess.Popen:
+    """A process that keeps `share` of one CPU busy (10 ms periods), doing nothing useful."""
+    code = (
+        "import time\n"
+        f"busy = 0.01 * {min(max(share, 0.0), 1.0)}\n"
+        "while True:\n"
+        "    t = time.perf_counter()\n"
+        "    while time.perf_counter() - t < busy:\n"
+        "        pass\n"
+        "    time.sleep(max(0.0, 0.01 - busy))\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds used so far by the service's processes (bentoml serve and its workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60)
@@ -131,7 +189,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--search-per-min", type=int, default=SEARCH_PER_MIN)
     ap.add_argument("--writes-per-min", type=int, default=WRITES_PER_MIN)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--one-process",
+        action="store_true",
+        help="both accounts' users in this one Locust process (no burner phase)",
+    )
+    ap.add_argument("--greedy-only", help=argparse.SUPPRESS)  # the greedy process (internal)
     args = ap.parse_args(argv)
+    if args.greedy_only:
+        return _greedy_only(args)
     data = Path(os.environ.get("GENRE_DATA", REPO.parent / "shared" / "data"))
     clips = sorted((data / "gtzan-samples").glob("*.wav"))[: 2 * args.clips]
     db = Path(tempfile.mkdtemp(prefix="accounts-load-")) / "catalog.sqlite3"
@@ -141,8 +207,6 @@ def main(argv=None) -> dict:
         "GENRE_WRITES_PER_MIN": str(args.writes_per_min),
         "GENRE_DELIVER_IN_SERVICE": "0",
     }
-    import subprocess
-
     svc = ServedService(env)
     try:
         keys = {}
@@ -179,18 +243,63 @@ def main(argv=None) -> dict:
 
         polite_wait = between(0.5, 1.5)
         together = {"polite": fresh("polite"), "greedy": fresh("greedy")}
+        server_cpu, greedy_cpu, greedy_summary = {}, None, None
         print(f"both accounts, {args.seconds:g} s ...", flush=True)
-        run(
-            svc.url,
-            [
-                (together["polite"], polite_wait, args.polite_users),
-                (together["greedy"], constant(args.greedy_wait), args.greedy_users),
-            ],
-            args.seconds,
-        )
+        cpu0 = _server_cpu(svc.proc.pid)
+        if args.one_process:
+            run(
+                svc.url,
+                [
+                    (together["polite"], polite_wait, args.polite_users),
+                    (together["greedy"], constant(args.greedy_wait), args.greedy_users),
+                ],
+                args.seconds,
+            )
+        else:
+            spec = {
+                "host": svc.url,
+                "key": keys["greedy"],
+                "ids": accounts["greedy"][1],
+                "clips": [str(c) for c in accounts["greedy"][2]],
+                "wait": args.greedy_wait,
+                "users": args.greedy_users,
+                "seconds": args.seconds,
+            }
+            greedy = subprocess.Popen(
+                [sys.executable, __file__, "--greedy-only", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+            time.sleep(0.5)  # its users spawned: both phases overlap fully
+            run(svc.url, [(together["polite"], polite_wait, args.polite_users)], args.seconds)
+            out, _ = greedy.communicate(timeout=args.seconds + 120)
+            got = json.loads(out.strip().splitlines()[-1])
+            greedy_cpu = got["cpu_s"]
+            greedy_summary = got["summary"]
+        server_cpu["together"] = _server_cpu(svc.proc.pid) - cpu0
         alone = fresh("polite")
         print(f"the polite account alone, {args.seconds:g} s ...", flush=True)
+        cpu0 = _server_cpu(svc.proc.pid)
         run(svc.url, [(alone, polite_wait, args.polite_users)], args.seconds)
+        server_cpu["polite_alone"] = _server_cpu(svc.proc.pid) - cpu0
+        burned = None
+        if greedy_cpu is not None:
+            burned = fresh("polite")
+            share = greedy_cpu / args.seconds
+            print(
+                f"the polite account alone beside a burner of {share:.2f} CPU, "
+                f"{args.seconds:g} s ...",
+                flush=True,
+            )
+            burner = _burner(share)
+            try:
+                cpu0 = _server_cpu(svc.proc.pid)
+                run(svc.url, [(burned, polite_wait, args.polite_users)], args.seconds)
+                server_cpu["polite_alone_burner"] = _server_cpu(svc.proc.pid) - cpu0
+            finally:
+                burner.kill()
+                burner.wait()
     finally:
         svc.stop()
     report = {
@@ -198,23 +307,43 @@ def main(argv=None) -> dict:
         "seconds": args.seconds,
         "users": {"polite": args.polite_users, "greedy": args.greedy_users},
         "greedy_wait_s": args.greedy_wait,
-        "together": {n: a.summary() for n, a in together.items()},
+        "greedy_in_own_process": not args.one_process,
+        "together": {
+            "polite": together["polite"].summary(),
+            "greedy": greedy_summary or together["greedy"].summary(),
+        },
         "polite_alone": alone.summary(),
+        "server_cpu_s": {k: round(v, 2) for k, v in server_cpu.items()},
+        "greedy_client_cpu_s": None if greedy_cpu is None else round(greedy_cpu, 2),
     }
     ratio = report["together"]["polite"]["p95_ms"] / report["polite_alone"]["p95_ms"]
     report["polite_p95_ratio"] = round(ratio, 3)
     report["within_target"] = bool(ratio <= TARGET_RATIO)
+    runs = [(f"together: {n}", s) for n, s in report["together"].items()]
+    runs.append(("polite alone", report["polite_alone"]))
+    if burned is not None:
+        report["polite_alone_burner"] = burned.summary()
+        runs.append(("polite alone + burner", report["polite_alone_burner"]))
+        r2 = report["together"]["polite"]["p95_ms"] / report["polite_alone_burner"]["p95_ms"]
+        report["polite_p95_ratio_vs_burner"] = round(r2, 3)
     print(f"{'run':<24} {'requests':>8} {'429 share':>9} {'p50 ms':>8} {'p95 ms':>8}")
-    rows = [(f"together: {n}", s) for n, s in report["together"].items()]
-    for label, s in [*rows, ("polite alone", report["polite_alone"])]:
+    for label, s in runs:
         print(
             f"{label:<24} {s['requests']:>8} {s['share_429']!s:>9} {s['p50_ms']:>8} "
             f"{s['p95_ms']:>8}"
         )
+    print(f"service CPU seconds per phase: {report['server_cpu_s']}")
+    if greedy_cpu is not None:
+        print(f"greedy client CPU seconds: {greedy_cpu:.1f} over {args.seconds:g} s")
     print(
         f"polite p95 beside the greedy account / alone: {ratio:.2f} "
         f"(target <= {TARGET_RATIO}: {'met' if report['within_target'] else 'MISSED'})"
     )
+    if burned is not None:
+        print(
+            "polite p95 beside the greedy account / alone beside a burner of the greedy "
+            f"client's CPU: {report['polite_p95_ratio_vs_burner']:.2f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

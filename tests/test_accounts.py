@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from tests.catalog_helpers import cli_key, new_database
 from tests.test_catalog_db import DIM, _record, _unit
 
 WATCH_LIMIT = 3
+TRACK_QUOTA = 3
 OPEN_BUDGETS = {f"GENRE_{b}_PER_MIN": "1000000" for b in ("SEARCH", "WRITES", "ANONYMOUS")}
 NOTIFY = Consent(True, True)
 LABELS = ["blues", "jazz", "pop-rock"]
@@ -75,12 +77,13 @@ def served(request, store_with_models, tmp_path_factory, gtzan_dir):
         "GENRE_DB_URL": url,
         "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
         "GENRE_WATCH_LIMIT": str(WATCH_LIMIT),
+        "GENRE_TRACK_QUOTA": str(TRACK_QUOTA),  # label-b's three fill it
         "GENRE_DELIVER_IN_SERVICE": "0",  # deliveries stay pending: listed, not sent
         **OPEN_BUDGETS,  # the odd requests below are many: budgets are tested on their own
     }
     svc = ServedService(env)
     try:
-        made = {o: _key(env, o) for o in ("label-a", "label-b", "scout")}
+        made = {o: _key(env, o) for o in ("label-a", "label-b", "scout", "crowd")}
         svc.wait_ready()
         s = Served(svc, made, request.param)
         # label-b's three tracks with notify; scout watches everything they could be
@@ -337,6 +340,24 @@ def test_concurrent_watch_creates_stop_at_the_quota(served):
     assert len(listed) == WATCH_LIMIT
 
 
+def test_concurrent_uploads_stop_at_the_track_quota(served, gtzan_dir):
+    """Six different clips uploaded at once by one key whose quota is three: all six pass
+    the check before scoring (none is stored yet), and the count in the insert's
+    transaction lets exactly three in (before, all six were stored)."""
+    clips = sorted(gtzan_dir.glob("*.wav"))[:6]
+    assert len(clips) == 6
+    with ThreadPoolExecutor(len(clips)) as pool:
+        replies = list(pool.map(lambda c: served.upload(c, "crowd", consent="search"), clips))
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [201] * TRACK_QUOTA + [403] * (6 - TRACK_QUOTA), [r.text for r in replies]
+    for r in replies:
+        if r.status_code == 403:
+            _assert_error(r, 403, "quota_exceeded", "tracks")
+    listed = served.call("GET", "/tracks", "crowd").json()["tracks"]
+    assert len(listed) == TRACK_QUOTA
+    assert served.call("GET", "/me", "crowd").json()["quotas"]["tracks"]["left"] == 0
+
+
 def test_post_similar_checks_the_database_before_the_models(store_with_models, wav_clip):
     svc = ServedService({"GENRE_DB_URL": "postgresql://nobody@127.0.0.1:1/c?connect_timeout=2"})
     try:
@@ -403,6 +424,38 @@ def test_expired_previous_secrets_are_erased(db, monkeypatch):
     assert row == (None, None)
 
 
+def test_the_standalone_worker_erases_expired_previous_secrets(db, monkeypatch):
+    """`python -m genre_detector deliver --once` (the worker a deployment runs with
+    GENRE_DELIVER_IN_SERVICE=0) runs the same housekeeping as the service's worker: before,
+    only the service's own thread erased expired previous secrets."""
+    monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    from genre_detector.catalog.schema import watches as table
+
+    ids = [watches.create(db, "scout", body, LABELS)[0]["id"] for _ in range(2)]
+    for wid in ids:
+        watches.rotate_secret(db, "scout", wid)
+    with db.begin() as conn:  # the first one's 24 h have passed, the second's not
+        conn.execute(
+            table.update()
+            .where(table.c.id == ids[0])
+            .values(previous_secret_until=dt.datetime(2000, 1, 1))
+        )
+    env = {**os.environ, "GENRE_DB_URL": db.engine.url.render_as_string(hide_password=False)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "genre_detector", "deliver", "--once"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with db.connect() as conn:
+        rows = dict(conn.execute(sa.select(table.c.id, table.c.previous_secret)).fetchall())
+    assert rows[ids[0]] is None and rows[ids[1]] is not None
+
+
 def test_watch_quota_holds_under_concurrent_creates(db, monkeypatch):
     monkeypatch.setenv("GENRE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
     monkeypatch.setenv("GENRE_WATCH_LIMIT", "2")
@@ -424,6 +477,35 @@ def test_watch_quota_holds_under_concurrent_creates(db, monkeypatch):
         t.join()
     assert sorted(results) == ["ok", "ok"] + ["quota_exceeded"] * 4
     assert len(watches.listing(db, "scout")) == 2
+
+
+def test_track_quota_holds_under_concurrent_adds(db):
+    """ingest.add with a quota from eight threads at once (quota 3), each track of its own
+    artist (no artist row lock to serialise them): three stored, five refused, nothing
+    half-written. Without the per-account lock PostgreSQL stored more than three."""
+    results, barrier = [], threading.Barrier(8)
+
+    def add(i):
+        barrier.wait()
+        try:
+            record = _record(100 + i, "jazz", f"C{i}", _unit(np.ones(DIM)))  # no shared artist
+            ingest.add(db, "crowd", record, NOTIFY, 3)
+            results.append("ok")
+        except GenreError as exc:
+            results.append(exc.code)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok"] * 3 + ["quota_exceeded"] * 5
+    assert tracks.count(db, "crowd") == 3
+    with db.connect() as conn:  # the refused tracks' artists were rolled back with them
+        n = conn.execute(
+            sa.select(sa.func.count()).where(account_artists.c.owner == "crowd")
+        ).scalar_one()
+    assert n == 3
 
 
 def test_pool_exhaustion_is_db_unavailable(postgres_url, monkeypatch):
@@ -458,6 +540,8 @@ TIGHT = {
     "GENRE_ANONYMOUS_PER_MIN": "2",
     "GENRE_PREDICT_PER_MIN": "2",
     "GENRE_TRACK_QUOTA": "1",
+    "GENRE_ANONYMOUS_MAX_K": "3",  # the defaults (10, 16 KB) are tested by `served`
+    "GENRE_MAX_JSON_BYTES": "1024",
     "GENRE_TRUSTED_PROXIES": "127.0.0.1",  # the tests' requests come "through a proxy"
     "GENRE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "GENRE_DELIVER_IN_SERVICE": "0",
@@ -469,11 +553,36 @@ def tight(store_with_models, tmp_path_factory):
     env = {"GENRE_DB_URL": f"sqlite:///{tmp_path_factory.mktemp('tight') / 'c.sqlite3'}", **TIGHT}
     svc = ServedService(env)
     try:
-        made = {o: _key(env, o) for o in ("label-a", "label-b")}
+        made = {o: _key(env, o) for o in ("label-a", "label-b", "label-c", "label-d")}
         svc.wait_ready()
         yield Served(svc, made, "sqlite")
     finally:
         svc.stop()
+
+
+def _unfinished_body_reply(served, path: str, headers: dict) -> bytes:
+    """POST `path` with a multipart body whose first 1 KB of audio is sent and the rest never
+    is: the reply the service sends without reading the body (a route that reads it would
+    wait for the rest, and the socket times out)."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    part = b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
+    chunk = part + b"x" * 1024
+    with socket.create_connection(("127.0.0.1", served.svc.port), timeout=20) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: t\r\n{head}".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode()
+            + chunk
+            + b"\r\n"
+        )
+        reply = b""
+        while b"}" not in reply:
+            got = s.recv(65536)
+            if not got:
+                break
+            reply += got
+    return reply
 
 
 def _assert_429(r, policy: str):
@@ -500,7 +609,7 @@ def test_search_routes_need_a_key_and_spend_its_own_bucket(tight):
 
 
 def test_anonymous_similar_has_a_small_budget_per_client(tight, wav_clip):
-    def similar(client: str, k: int = 5):
+    def similar(client: str, k: int = 3):
         with open(wav_clip, "rb") as f:
             return tight.call(
                 "POST",
@@ -510,12 +619,15 @@ def test_anonymous_similar_has_a_small_budget_per_client(tight, wav_clip):
                 headers={"X-Forwarded-For": f"{client}, 10.0.0.1"},
             )
 
-    _assert_error(similar("203.0.113.5", k=11), 400, "bad_parameter", "k")
+    _assert_error(similar("203.0.113.5", k=4), 400, "bad_parameter", "k: at most 3")
     for _ in range(2):
         r = similar("203.0.113.5")
         assert r.status_code == 200, r.text
         assert r.headers["RateLimit-Policy"] == '"anonymous";q=2;w=60'
     _assert_429(similar("203.0.113.5"), "anonymous")
+    headers = {"X-Forwarded-For": "203.0.113.5"}
+    reply = _unfinished_body_reply(tight, "/similar", headers)  # refused before the upload
+    assert reply.startswith(b"HTTP/1.1 429") and b'"anonymous";r=0' in reply, reply[:300]
     assert similar("203.0.113.6").status_code == 200  # another client behind the proxy
     with open(wav_clip, "rb") as f:  # with a key: the key's search budget, any k
         r = tight.call("POST", "/similar?k=50", "label-b", files={"audio": f})
@@ -528,6 +640,11 @@ def test_uploads_watch_changes_quotas_and_me(tight, gtzan_dir, wav_clip):
     r = tight.upload(gtzan_dir / "blues.00000.wav", "label-a", consent="search")
     _assert_error(r, 403, "quota_exceeded", "tracks")
     _assert_429(tight.upload(gtzan_dir / "pop.00000.wav", "label-a", consent="search"), "uploads")
+    # an identified key's empty bucket is answered from the headers: the body is never read
+    auth = {"Authorization": f"Bearer {tight.keys['label-a']}"}
+    reply = _unfinished_body_reply(tight, "/tracks", auth)
+    assert reply.startswith(b"HTTP/1.1 429") and b"rate_limited" in reply, reply[:300]
+    assert b"retry-after" in reply.lower() and b'"uploads";r=0' in reply
     body = {"name": "w", "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
     for _ in range(2):
         assert tight.call("POST", "/watches", "label-a", json=body).status_code == 201
@@ -549,6 +666,21 @@ def test_uploads_watch_changes_quotas_and_me(tight, gtzan_dir, wav_clip):
     replies = [tight.call("POST", "/predict", None, files={"audio": clip}) for _ in "abc"]
     assert [r.status_code for r in replies[:2]] == [200, 200]
     _assert_429(replies[2], "predict")
+
+
+def test_json_body_limit_is_a_setting(tight):
+    """GENRE_MAX_JSON_BYTES=1024: a body just over it is 413 naming the limit, whether its
+    Content-Length says so or it streams without one; one under it is read."""
+    body = {"name": "n" * 900, "genres": {"jazz": 0.5}, "webhook_url": "http://127.0.0.1:9/h"}
+    small = json.dumps(body)
+    assert len(small) < 1024
+    r = tight.call("POST", "/watches", "label-c", data=small)
+    assert r.status_code == 201, r.text
+    big = json.dumps({**body, "name": "n" * 1024})
+    r = tight.call("POST", "/watches", "label-c", data=big)
+    _assert_error(r, 413, "payload_too_large", "1024 bytes")
+    r = tight.call("POST", "/watches", "label-d", data=iter([big.encode()]))  # chunked
+    _assert_error(r, 413, "payload_too_large", "1024 bytes")
 
 
 def test_token_bucket_refills_at_its_rate(monkeypatch):

@@ -108,7 +108,7 @@ def test_owner_reads_others_get_404(served, gtzan_dir):
 
 def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
     svc, keys = served
-    ids, artist_of = {}, {}
+    ids, artist_of, artist_id = {}, {}, {}
     for i, name in enumerate(CLIPS):
         artist = artist_of[name] = "Band A" if i % 2 else "Band B"
         r = _post_track(
@@ -116,6 +116,8 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
         )
         assert r.status_code in (200, 201), r.text
         ids[name] = r.json()["id"]
+        artist_id[r.json()["id"]] = r.json()["artist_id"]
+    assert len(set(artist_id.values())) == 2  # label-b's Band A and Band B
     q = ids["classical"]
     scout = _auth(keys["scout"])  # search needs a key
     assert requests.get(f"{svc.url}/tracks/{q}/similar", timeout=30).status_code == 401
@@ -127,8 +129,11 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
     assert body["query"]["id"] == q and len(body["results"]) == 3
     assert q not in {x["id"] for x in body["results"]}
     assert set(body["results"][0]) == {
-        *("id", "title", "artist", "score", "genre", "top3", "descriptors")
+        *("id", "title", "artist", "artist_id", "score", "genre", "top3", "descriptors")
     }
+    assert body["query"]["artist_id"] == artist_id[q]
+    known = [x for x in body["results"] if x["id"] in artist_id]  # label-b's, with artists
+    assert known and all(x["artist_id"] == artist_id[x["id"]] for x in known)
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     same = requests.get(f"{svc.url}/tracks/{q}/similar?k=20", headers=scout, timeout=30).json()[
@@ -143,6 +148,8 @@ def test_similar_by_id_by_upload_and_artists_then_erasure(served, gtzan_dir):
         up = requests.post(f"{svc.url}/similar?k=5", files={"audio": f}, timeout=120)
     assert up.status_code == 200, up.text
     assert q not in {x["id"] for x in up.json()["results"]}  # the same audio is the query
+    known = [x for x in up.json()["results"] if x["id"] in artist_id]
+    assert known and all(x["artist_id"] == artist_id[x["id"]] for x in known)
     artists = requests.get(
         f"{svc.url}/artists/similar?artist=band%20a&k=5", headers=scout, timeout=30
     )

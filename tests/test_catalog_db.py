@@ -123,7 +123,11 @@ def test_search_is_exact_and_filtered(db, filled):
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert abs(scores[0] - float(exact[0][1].embedding @ rec.embedding)) < 1e-4
-    assert set(results[0]) == {"id", "title", "artist", "score", "genre", "top3", "descriptors"}
+    assert set(results[0]) == {
+        *("id", "title", "artist", "artist_id", "score", "genre", "top3", "descriptors")
+    }
+    stored = {r["id"]: r["artist_id"] for r, _, _ in filled}
+    assert all(r["artist_id"] == stored[r["id"]] and r["artist_id"] for r in results)
     # filters applied inside the search still give k rows
     jazz = search.similar_tracks(db, rec.embedding, k=10, genre="jazz")
     assert len(jazz) == 10 and {r["genre"] for r in jazz} == {"jazz"}

@@ -130,3 +130,27 @@ def test_upload_overhead_script_runs(store_with_models, tmp_path):
     result = json.loads(out.read_text())
     assert result["clips"] == 2 and result["tracks_median_ms"] > 0
     assert "storing adds" in r.stdout
+
+
+@pytest.mark.slow
+def test_refusal_cost_script_measures_429s_and_an_answered_request(store_with_models, tmp_path):
+    """loadtests/refusal_cost.py against a real service: every request of a spent budget is
+    429, every GET /me 200, and the service's CPU per request is reported for each kind."""
+    import json
+
+    out = tmp_path / "refusals.json"
+    r = subprocess.run(
+        [sys.executable, "loadtests/refusal_cost.py", "--requests", "20", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["search_429"]["statuses"] == {"429": 20}
+    assert result["upload_429"]["statuses"] == {"429": 4}
+    assert result["me_200"]["statuses"] == {"200": 20}
+    for kind in ("search_429", "upload_429", "me_200"):
+        assert result[kind]["service_cpu_ms_per_request"] >= 0
+        assert result[kind]["client_wall_p50_ms"] > 0

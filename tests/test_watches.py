@@ -91,12 +91,13 @@ def test_match_on_ingest_is_signed_verified_and_once(db, receiver):
     data = got.payload["data"]
     assert data["watch_id"] == w["id"] and data["track_id"] == row["id"]
     assert data["title"] == "track 1" and data["artist"] == "Somebody"
+    assert data["artist_id"] == row["artist_id"] and row["artist_id"]
     assert data["genres"]["jazz"] == pytest.approx(0.7) and data["top3"][0]["genre"] == "jazz"
     assert data["catalog_url"] == f"https://genres.example/tracks/{row['id']}/similar"
     assert "descriptors" in data and data["descriptors"] == row["descriptors"]
     assert got.id.startswith("msg_") and got.headers["webhook-id"] == got.id
     (m,) = watches.matches(db, "scout", w["id"])
-    assert m["track_id"] == row["id"]
+    assert m["track_id"] == row["id"] and m["artist_id"] == row["artist_id"]
     (d,) = watches.delivery_log(db, "scout", w["id"])
     assert d["status"] == "delivered" and d["attempts"][0]["status_code"] == 200
 

@@ -38,6 +38,9 @@ class Settings:
     max_upload_bytes: int = _setting(
         "GENRE_MAX_UPLOAD_BYTES", 50 * 2**20, "upload limit (413 above it)"
     )
+    max_json_bytes: int = _setting(
+        "GENRE_MAX_JSON_BYTES", 16 * 1024, "catalog JSON body limit (413 as the body passes it)"
+    )
     max_batch: int = _setting(
         "GENRE_MAX_BATCH",
         80,
@@ -133,7 +136,10 @@ class Settings:
         "GENRE_WRITES_PER_MIN", 30, "per key per minute: uploads and track changes; watch changes"
     )
     anonymous_per_min: int = _setting(
-        "GENRE_ANONYMOUS_PER_MIN", 5, "keyless `POST /similar` (k <= 10) per client per minute"
+        "GENRE_ANONYMOUS_PER_MIN", 5, "keyless `POST /similar` per client per minute"
+    )
+    anonymous_max_k: int = _setting(
+        "GENRE_ANONYMOUS_MAX_K", 10, "keyless `POST /similar`: most results (`k`) it may ask for"
     )
     predict_per_min: int = _setting(
         "GENRE_PREDICT_PER_MIN", 0, "`/predict` and `POST /` per client per minute (0: no limit)"

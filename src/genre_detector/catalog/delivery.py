@@ -3,6 +3,7 @@
     worker = Worker(db)
     worker.run_once()             # claim due deliveries, send them concurrently, record
     worker.run(stop_event)        # until stopped
+    housekeeping(db)              # every worker runs it each HOUSEKEEPING_EVERY_S
 
 At least once, nothing lost: deliveries wait in the database (the outbox) until a worker
 runs, so scale to zero loses nothing. A worker claims deliveries by setting a lease
@@ -45,7 +46,15 @@ from genre_detector.errors import GenreError
 
 logger = logging.getLogger("genre_detector.delivery")
 LEASE_S = 30.0  # a claimed delivery is another worker's after this unless renewed
+HOUSEKEEPING_EVERY_S = 60.0  # how often a worker runs `housekeeping`
 MAX_DELAY_S = 30 * 86400.0  # no next attempt is scheduled further out than this
+
+
+def housekeeping(db) -> dict:
+    """The catalog's periodic chores, run by every delivery worker (the service's thread and
+    `python -m genre_detector deliver` alike, through Worker.housekeep): today, erasing the
+    previous signing secrets whose overlap has ended. Returns what each chore did."""
+    return {"expired_secrets_erased": watch_rules.forget_expired_secrets(db)}
 
 
 class Worker:
@@ -61,6 +70,7 @@ class Worker:
         self._inflight: dict[int, str] = {}  # delivery pk -> its account
         self._changed = threading.Event()  # a send finished
         self._closed = threading.Event()
+        self._housekept_at: float | None = None  # monotonic time of the last housekeeping
         self._beat = threading.Thread(target=self._heartbeat, name="webhook-lease", daemon=True)
         self._beat.start()
 
@@ -387,8 +397,22 @@ class Worker:
 
     # ------------------------------------------------------------ loops
 
+    def housekeep(self) -> dict | None:
+        """`housekeeping(db)` when HOUSEKEEPING_EVERY_S have passed since this worker last
+        ran it (at once for a new worker); None when it was not due."""
+        now = time.monotonic()
+        if self._housekept_at is not None and now - self._housekept_at < HOUSEKEEPING_EVERY_S:
+            return None
+        self._housekept_at = now
+        done = housekeeping(self.db)
+        if any(done.values()):
+            logger.info("housekeeping: %s", done)
+        return done
+
     def run_once(self) -> int:
-        """Claim one batch, send it concurrently, record; returns how many were claimed."""
+        """Housekeeping when due, then claim one batch, send it concurrently, record;
+        returns how many were claimed."""
+        self.housekeep()
         claimed = self.claim(self.batch)
         for f in self._submit(claimed):
             f.result()
@@ -448,6 +472,7 @@ class Worker:
         and waited out, any other error logged); then waits for the sends in flight."""
         while not stop.is_set():
             try:
+                self.housekeep()
                 n = self.fill()
             except CatalogUnavailable as exc:
                 logger.warning("delivery worker: %s", exc.detail)

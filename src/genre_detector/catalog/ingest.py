@@ -4,7 +4,7 @@ track is its row, its vector, its artist's running centroid, its matches against
 watch and their deliveries (the outbox), written in that order in one transaction; an
 erasure or a withdrawn notify consent cancels what was not sent, in the same transaction.
 
-    row, created = ingest.add(db, owner, record, consent)
+    row, created = ingest.add(db, owner, record, consent, quota=10000)   # 403 past it
     ingest.add_many(db, owner, records, consent)      # the tagger's batches
     ingest.erase(db, owner, track_id)                 # DELETE /tracks/{id}
     ingest.set_notify(db, owner, track_id, False)     # withdraw the notify consent
@@ -23,10 +23,14 @@ def _needs_search(consent) -> None:
         raise GenreError("consent_required", "a track needs consent to search to be stored")
 
 
-def _store(db, conn, owner: str, record, consent) -> dict:
+def _store(db, conn, owner: str, record, consent, quota: int | None = None) -> dict:
     """One new track, in the caller's transaction, step by step."""
+    if quota is not None:
+        tracks.lock_account(db, conn, owner)  # PostgreSQL: an account's uploads take turns
     artist = tracks.account_artist(db, conn, owner, record.artist_key, record.artist)
     pk, row = tracks.insert_row(conn, owner, record, consent, artist)  # the track
+    if quota is not None and tracks.count_in(conn, owner) > quota:  # rolled back with it
+        raise GenreError("quota_exceeded", f"tracks: an account has at most {quota}")
     tracks.put_vector(db, conn, pk, record)  # its vector
     tracks.add_to_artist(db, conn, artist, record.embedding)  # its artist's centroid
     matched = watches.match(db, conn, row, record.embedding)  # every watch it matches
@@ -34,16 +38,18 @@ def _store(db, conn, owner: str, record, consent) -> dict:
     return row
 
 
-def add(db, owner: str, record, consent) -> tuple[dict, bool]:
+def add(db, owner: str, record, consent, quota: int | None = None) -> tuple[dict, bool]:
     """(the stored track, whether this call created it). The same audio (sha256) from the
-    same owner is one track: later uploads return it unchanged."""
+    same owner is one track: later uploads return it unchanged. `quota`: the most tracks
+    the owner may have (403 quota_exceeded past it), counted in the insert's transaction
+    under the write lock, so concurrent uploads cannot pass it."""
     _needs_search(consent)
     existing = tracks.by_sha256(db, owner, record.sha256)
     if existing is not None:
         return tracks.fill_descriptors(db, existing, record), False
     try:
         with db.begin() as conn:
-            row = _store(db, conn, owner, record, consent)
+            row = _store(db, conn, owner, record, consent, quota)
     except sa.exc.IntegrityError:
         # the same audio arrived concurrently: the other transaction's row is the track
         existing = tracks.by_sha256(db, owner, record.sha256)

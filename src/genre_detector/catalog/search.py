@@ -6,8 +6,9 @@ and tracks whose descriptors meet filters (catalog.filters), ranked by how well 
     search.similar_artists(db, owner, "Artist name", k=10)    # or artist_id="..."
     search.by_filters(db, owner, filters, limit=20, cursor=None)   # GET /tracks/search
 
-Results carry only what any caller may see of a consented track: id, title, artist, score,
-genre and top-3, never its owner or other stored fields.
+Results carry only what any caller may see of a consented track: id, title, artist, its
+artist's id (`artist_id`, the uploading account's artist: GET /artists/similar?artist_id=),
+score, genre, top-3 and descriptors, never its owner or other stored fields.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def similar_tracks(
     exclude_sha256: str | None = None,
     filters: Filters | None = None,
 ) -> list[dict]:
-    """The k most similar searchable tracks, best first: [{id, title, artist, score, genre,
-    top3}], score = cosine similarity in [-1, 1]; never `exclude_id` nor a track of the
-    audio `exclude_sha256` (the query itself), nor (given) any track of `exclude_artist`
-    (compared case-insensitively). `filters` (catalog.filters): only tracks meeting them
-    (an exact search over those tracks)."""
+    """The k most similar searchable tracks, best first: [{id, title, artist, artist_id,
+    score, genre, top3, descriptors}], score = cosine similarity in [-1, 1]; never
+    `exclude_id` nor a track of the audio `exclude_sha256` (the query itself), nor (given)
+    any track of `exclude_artist` (compared case-insensitively). `filters`
+    (catalog.filters): only tracks meeting them (an exact search over those tracks)."""
     check_k(k)
     key = artist_key(exclude_artist) if exclude_artist else None
     # room for the query itself: one row, or the same audio held by up to 5 accounts
@@ -79,6 +80,7 @@ def similar_tracks(
                 tracks.c.id,
                 tracks.c.title,
                 tracks.c.artist,
+                tracks.c.artist_id,
                 tracks.c.top_genre,
                 tracks.c.top3,
                 tracks.c.descriptors,
@@ -99,6 +101,7 @@ def similar_tracks(
                 "id": r.id,
                 "title": r.title,
                 "artist": r.artist,
+                "artist_id": r.artist_id,
                 "score": score,
                 "genre": r.top_genre,
                 "top3": r.top3,
@@ -139,7 +142,7 @@ def similar_to_track(
         exclude_id=track_id,
         filters=filters,
     )
-    query = {k_: track[k_] for k_ in ("id", "title", "artist")}
+    query = {k_: track[k_] for k_ in ("id", "title", "artist", "artist_id")}
     query.update(genre=track["top_genre"], top3=track["top3"], descriptors=track["descriptors"])
     return query, results
 

@@ -156,9 +156,26 @@ def by_sha256(db, owner: str, sha256: str) -> dict | None:
 def count(db, owner: str) -> int:
     """How many tracks the owner has (its quota's use)."""
     with db.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).select_from(tracks).where(tracks.c.owner == owner)
-        ).scalar_one()
+        return count_in(conn, owner)
+
+
+def count_in(conn, owner: str) -> int:
+    """count(), in the caller's transaction."""
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(tracks).where(tracks.c.owner == owner)
+    ).scalar_one()
+
+
+def lock_account(db, conn, owner: str) -> None:
+    """The owner's uploads take turns until this transaction ends, so its count of tracks
+    is exact when checked against its quota. PostgreSQL: a transaction-scoped advisory lock
+    per account (there is no account row to lock FOR UPDATE). SQLite: nothing to do, the
+    transaction's first write (the artist or the track) takes the database's write lock,
+    and the count comes after it."""
+    if db.dialect == "postgresql":
+        conn.execute(
+            sa.text("select pg_advisory_xact_lock(hashtext(:k))"), {"k": "tracks:" + owner}
+        )
 
 
 def get(db, owner: str, track_id: str) -> dict | None:

@@ -318,7 +318,8 @@ def delete(db, owner: str, watch_id: str) -> None:
 
 def rotate_secret(db, owner: str, watch_id: str) -> str:
     """A new signing secret (returned once); the old one keeps signing beside it for 24 h
-    (then erased by `forget_expired_secrets`, which the service runs every minute)."""
+    (then erased by `forget_expired_secrets`, which every delivery worker's housekeeping runs
+    every minute)."""
     secret = webhooks.new_secret()
     with db.begin() as conn:
         row = _own(conn, owner, watch_id)
@@ -580,6 +581,7 @@ def _record_match(conn, watch_pk: int, watch_id: str, row: dict, score: float, n
     summary = {
         "title": row["title"],
         "artist": row["artist"],
+        "artist_id": row.get("artist_id"),
         "genres": {g: round(p, 4) for g, p in row["probabilities"].items()},
         "top3": row["top3"],
         "descriptors": row.get("descriptors"),
@@ -699,8 +701,8 @@ def send_test(db, owner: str, watch_id: str) -> str:
 
 
 def forget_expired_secrets(db) -> int:
-    """Erase every previous signing secret whose overlap has ended (run by the delivery
-    service's housekeeping thread); returns how many were erased."""
+    """Erase every previous signing secret whose overlap has ended (run by every delivery
+    worker's housekeeping, catalog.delivery.housekeeping); returns how many were erased."""
     now = clock.now()
     with db.begin() as conn:
         done = conn.execute(
@@ -750,6 +752,7 @@ def matches_page(
         {
             "track_id": r.track_id,
             "score": r.score,
+            "artist_id": None,  # matches recorded before artist ids were listed
             **r.summary,
             "created_at": clock.aware(r.created_at).isoformat(),
         }

@@ -11,6 +11,12 @@ N replicas a key can use up to N times its budget at once (requests are spread b
 platform, so in practice close to one). A store built for counters (Redis) would make the
 bound exact; the service has none today. Quotas (tracks, watches) are counted in the catalog.
 
+A refusal should cost next to nothing, so BudgetGate (an ASGI middleware, outside BentoML's
+metrics, tracing and access log) answers 429 from a header check when a request's bucket is
+already empty: its key (the Authorization header's digest) identified before by this
+replica, or its client address for the keyless buckets. No body is read, no database
+asked, no route run. A request the gate lets through takes its token in the route as before.
+
 Hand-written rather than a library: the headers need a bucket's level and its time to the
 next token, which the rate-limit libraries at hand (pyrate-limiter, limits) do not expose in
 their public APIs; the bucket itself is a few lines.
@@ -18,8 +24,11 @@ their public APIs; the bucket itself is a few lines.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +38,7 @@ from genre_detector.errors import GenreError
 
 WINDOW_S = 60
 MAX_BUCKETS = 100_000  # past this, full (idle) buckets are dropped: they carry nothing
+MAX_KNOWN_KEYS = 10_000  # identified keys remembered for the gate (oldest forgotten first)
 
 
 def per_minute(name: str) -> int:
@@ -92,6 +102,7 @@ class Budgets:
         self.clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # -> (tokens, at)
+        self._known: dict[bytes, str] = {}  # Authorization digest -> key id
 
     def _level(self, name: str, subject: str, limit: int, now: float) -> float:
         tokens, at = self._buckets.get((name, subject), (float(limit), now))
@@ -132,6 +143,18 @@ class Budgets:
             tokens = self._level(name, subject, limit, self.clock())
         return self._verdict(name, tokens >= 1, limit, tokens)
 
+    def remember(self, authorization: str, key_id: str) -> None:
+        """This Authorization header identified key `key_id` (kept as a digest, for the gate)."""
+        digest = _digest(authorization.encode("latin-1", "replace"))
+        with self._lock:
+            if digest not in self._known and len(self._known) >= MAX_KNOWN_KEYS:
+                del self._known[next(iter(self._known))]
+            self._known[digest] = key_id
+
+    def known_key(self, authorization: bytes) -> str | None:
+        """The key id this Authorization header identified before, if it did."""
+        return self._known.get(_digest(authorization))
+
     def _prune(self, now: float) -> None:
         for (name, subject), (tokens, at) in list(self._buckets.items()):
             limit = per_minute(name)
@@ -140,6 +163,74 @@ class Budgets:
 
 
 BUDGETS = Budgets()
+
+
+def _digest(authorization: bytes) -> bytes:
+    return hashlib.blake2b(authorization, digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """Requests of `method` on a path matching `path` spend `bucket` with a key, or
+    `keyless` (a client address's bucket) without one; None: not gated that way."""
+
+    method: str
+    path: re.Pattern
+    bucket: str | None
+    keyless: str | None = None
+
+
+class BudgetGate:
+    """ASGI middleware: 429 rate_limited (with Retry-After and the RateLimit headers) before
+    anything else runs, for a request whose bucket is already empty. Peeks, never takes: the
+    route takes the token of a request let through. A key this replica has not identified
+    yet goes through (the route identifies it). A revoked key whose bucket is empty is told
+    429 until its next token, then 401."""
+
+    def __init__(self, app, rules: list[GateRule], budgets: Budgets | None = None):
+        self.app, self.rules, self.budgets = app, rules, budgets or BUDGETS
+
+    def verdict(self, scope) -> Verdict | None:
+        """The refusal of this request, or None to let it through."""
+        method, path = scope.get("method"), scope.get("path", "")
+        rule = next((r for r in self.rules if r.method == method and r.path.match(path)), None)
+        if rule is None:
+            return None
+        authorization = None
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                authorization = value
+                break
+        if authorization:
+            key_id = self.budgets.known_key(authorization) if rule.bucket else None
+            verdict = None if key_id is None else self.budgets.peek(rule.bucket, key_id)
+        elif rule.keyless:
+            verdict = self.budgets.peek(rule.keyless, client_address(scope))
+        else:
+            return None
+        return None if verdict is None or verdict.ok else verdict
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        verdict = self.verdict(scope)
+        if verdict is None:
+            return await self.app(scope, receive, send)
+        error = verdict.error()
+        data = json.dumps(error.body()).encode()
+        headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
 
 
 def client_address(scope) -> str:

@@ -18,7 +18,7 @@ module-level handlers below, mounted by `catalog_app` (the catalog is in the app
 
 Writes and owner reads need `Authorization: Bearer KEY` (401 with `WWW-Authenticate: Bearer`
 without); another account's track is 404, never 403. Every bad input is a 4xx JSON error
-naming the field: JSON bodies are cut at MAX_JSON_BYTES while they stream, texts a
+naming the field: JSON bodies are cut at GENRE_MAX_JSON_BYTES while they stream, texts a
 database cannot store (NUL, lone surrogates) are refused, cursors are opaque and per account
 (catalog.cursors). Search answers only consented tracks with public fields. The
 database unreachable or locked: 503 db_unavailable with Retry-After, never a 500. Blocking
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -42,11 +43,10 @@ from genre_detector.catalog.db import Catalog, CatalogUnavailable
 from genre_detector.catalog.records import Consent, record_from_result, sha256_of
 from genre_detector.config import settings
 from genre_detector.errors import GenreError
-from genre_detector.serve.budgets import BUDGETS, RateLimited, client_address
+from genre_detector.serve.budgets import BUDGETS, GateRule, RateLimited, client_address
 
 logger = logging.getLogger("bentoml.genre_detector")
 RETRY_AFTER_S = 5
-MAX_JSON_BYTES = 16 * 1024  # a watch's JSON body
 
 
 class CatalogHandle:
@@ -76,13 +76,10 @@ class CatalogHandle:
         return self._db
 
 
-HOUSEKEEPING_EVERY_S = 60
-
-
 def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
     """The service's own webhook delivery worker (GENRE_DELIVER_IN_SERVICE): a daemon
-    thread; what it has not sent when the process ends waits in the outbox. A second daemon
-    thread erases expired previous signing secrets every minute."""
+    thread; what it has not sent when the process ends waits in the outbox. It runs the
+    catalog's housekeeping (catalog.delivery.housekeeping), as `deliver` does."""
     from genre_detector.catalog.delivery import Worker
 
     stop = threading.Event()
@@ -101,16 +98,6 @@ def start_delivery_thread(handle: CatalogHandle) -> threading.Thread:
                 worker = None
                 stop.wait(RETRY_AFTER_S)
 
-    def housekeeping():
-        while not stop.wait(HOUSEKEEPING_EVERY_S):
-            try:
-                watches.forget_expired_secrets(handle.get())
-            except CatalogUnavailable:
-                pass
-            except Exception:  # noqa: BLE001  logged; tried again next time
-                logger.exception("housekeeping failed")
-
-    threading.Thread(target=housekeeping, name="catalog-housekeeping", daemon=True).start()
     thread = threading.Thread(target=loop, name="webhook-delivery", daemon=True)
     thread.start()
     return thread
@@ -241,6 +228,13 @@ def brief_filters(params, labels: list[str], genre: bool = True):
     return found, reading
 
 
+def identify(db, authorization) -> keys.Identity:
+    """keys.identify, remembered by this replica's budgets (for BudgetGate's early 429)."""
+    who = keys.identify(db, authorization)
+    BUDGETS.remember(authorization, who.key_id)
+    return who
+
+
 @dataclass(frozen=True)
 class Admitted:
     """An upload to POST /tracks that may be scored: its owner, consent and hash, checked."""
@@ -256,7 +250,7 @@ async def admit_upload(handle: CatalogHandle, authorization, fields: dict, data:
     """POST /tracks, before any model time: the key, the consent and whether the owner has
     this audio already. (Admitted, None) to score and store, or (None, (200, the track))."""
     db = await run_in_threadpool(handle.get)
-    who = await run_in_threadpool(keys.identify, db, authorization)
+    who = await run_in_threadpool(identify, db, authorization)
     spend(BUDGETS.take("uploads", who.key_id))
     owner = who.owner
     consent = Consent.parse(fields.get("consent"))
@@ -286,24 +280,26 @@ async def store_upload(handle: CatalogHandle, admitted: Admitted, result, projec
     artist = admitted.fields.get("artist") or tag_artist
     record = record_from_result(result, projection, admitted.sha256, title, artist)
     db = await run_in_threadpool(handle.get)
-    row, created = await run_in_threadpool(ingest.add, db, admitted.owner, record, admitted.consent)
+    quota = settings().track_quota  # checked again in the insert's transaction: exact
+    row, created = await run_in_threadpool(
+        ingest.add, db, admitted.owner, record, admitted.consent, quota
+    )
     return (201 if created else 200), {**row, "created": created}
-
-
-ANONYMOUS_MAX_K = 10
 
 
 async def admit_search(handle: CatalogHandle, params, labels, authorization, scope):
     """POST /similar, before any model time: the options checked, the database up, and a
     token of the key's search budget, or without a key (the page's "Tracks like this") of
-    the client address's small anonymous one (k <= 10). (options, the bucket's verdict)."""
+    the client address's small anonymous one (k <= GENRE_ANONYMOUS_MAX_K). (options, the
+    bucket's verdict)."""
     opts = search_options(params, labels)
     db = await run_in_threadpool(handle.get)
     if authorization:
-        who = await run_in_threadpool(keys.identify, db, authorization)
+        who = await run_in_threadpool(identify, db, authorization)
         return opts, spend(BUDGETS.take("search", who.key_id))
-    if opts["k"] > ANONYMOUS_MAX_K:
-        raise GenreError("bad_parameter", f"k: at most {ANONYMOUS_MAX_K} without an API key")
+    max_k = settings().anonymous_max_k
+    if opts["k"] > max_k:
+        raise GenreError("bad_parameter", f"k: at most {max_k} without an API key")
     verdict = spend(BUDGETS.take("anonymous", client_address(scope)))
     await run_in_threadpool(db.ping)
     return opts, verdict
@@ -596,16 +592,18 @@ def _check_request_texts(request) -> None:
 
 async def read_json(request):
     """The JSON body, read while it streams: 413 payload_too_large as soon as it passes
-    MAX_JSON_BYTES (or its Content-Length says it will), 400 bad_request when it is not
-    JSON (NaN and Infinity included), 400 bad_parameter for text a database cannot store."""
-    too_large = GenreError("payload_too_large", f"the JSON body: at most {MAX_JSON_BYTES} bytes")
+    GENRE_MAX_JSON_BYTES (or its Content-Length says it will: then nothing is read), 400
+    bad_request when it is not JSON (NaN and Infinity included), 400 bad_parameter for
+    text a database cannot store."""
+    limit = request.app.state.max_json_bytes
+    too_large = GenreError("payload_too_large", f"the JSON body: at most {limit} bytes")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_JSON_BYTES:
+    if length.isdigit() and int(length) > limit:
         raise too_large
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
-        if len(data) > MAX_JSON_BYTES:
+        if len(data) > limit:  # stop reading: the rest of the body is never buffered
             raise too_large
     try:
         body = json.loads(bytes(data) or b"{}", parse_constant=_no_constant)
@@ -625,7 +623,7 @@ def _endpoint(handler, with_body: bool, bucket: str | None):
         try:
             _check_request_texts(request)
             db = await run_in_threadpool(request.app.state.catalog.get)
-            request.state.identity = await run_in_threadpool(keys.identify, db, auth)
+            request.state.identity = await run_in_threadpool(identify, db, auth)
             if bucket is not None:
                 verdict = spend(BUDGETS.take(bucket, request.state.identity.key_id))
             args = (request, await read_json(request)) if with_body else (request,)
@@ -645,7 +643,9 @@ def _route(
     path: str, handler, method: str, with_body: bool = False, bucket: str | None = None
 ) -> Route:
     """A route that needs a key; `bucket`: the key's budget one request spends."""
-    return Route(path, _endpoint(handler, with_body, bucket), methods=[method])
+    route = Route(path, _endpoint(handler, with_body, bucket), methods=[method])
+    route.bucket, route.method = bucket, method
+    return route
 
 
 SEARCH, UPLOADS, WATCHES = "search", "uploads", "watch_changes"
@@ -673,16 +673,33 @@ ROUTES = [
 ]
 
 
+def _exactly(path: str) -> re.Pattern:
+    return re.compile(f"^{re.escape(path)}$")
+
+
+# What BudgetGate checks before anything runs: every metered route of the catalog, and the
+# BentoML APIs of serve/service.py (uploads and POST /similar: before their body is read).
+GATE_RULES = [
+    *(GateRule(r.method, r.path_regex, r.bucket) for r in ROUTES if r.bucket),
+    GateRule("POST", _exactly("/tracks"), UPLOADS),
+    GateRule("POST", _exactly("/similar"), SEARCH, "anonymous"),
+    GateRule("POST", _exactly("/predict"), None, "predict"),
+    GateRule("POST", _exactly("/"), None, "predict"),
+]
+
+
 def catalog_app(handle: CatalogHandle, labels: list[str]) -> Starlette:
     """The Starlette app of the catalog's JSON routes, mounted at the root (BentoML mounts it
     passively: it answers only the paths it has); the handlers find `handle` and `labels`
     in its state."""
     app = Starlette(routes=ROUTES)
     app.state.catalog, app.state.labels = handle, labels
+    app.state.max_json_bytes = settings().max_json_bytes
     return app
 
 
 __all__ = [
+    "GATE_RULES",
     "CatalogHandle",
     "CatalogUnavailable",
     "admit_search",

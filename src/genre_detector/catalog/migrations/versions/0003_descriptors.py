@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-12-06
 
 Nullable: tracks stored before stay null (their audio was never stored) until the tagger
-tags their file again (catalog.tracks.add fills a null block from a new record).
+tags their file again (catalog.ingest.add fills a null block from a new record).
 """
 
 import sqlalchemy as sa
