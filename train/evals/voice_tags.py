@@ -5,7 +5,7 @@ claims nothing beyond these clips.
     python -m train.evals.voice_tags
 
 "instrumental" is I / (I + V), the strongest no-vocal tag against the strongest vocal tag;
-female and male are raw tag scores (typically 0.05-0.3 on clips with singing).
+female and male split the sung share (1 - instrumental) by the raw female and male tags.
 
 Known: Emotify's classical clips are instrumental (the classical excerpts; a few may hold
 voices); its pop and rock clips mostly have vocals (not annotated: a share, not a truth);

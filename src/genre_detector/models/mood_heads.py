@@ -133,9 +133,19 @@ class MoodHeads:
         }
 
     def _voices(self, mean: np.ndarray) -> dict:
+        """instrumental, female, male: shares of one whole. The sung share (1 - instrumental)
+        is split by the strongest female and male tags, f / (f + m): the raw tags stay at
+        0.05-0.3 on singing, so as scores no clip would ever reach 0.5 (the filters' and
+        watches' threshold) and "male voice" would find nothing."""
         no, yes = (float(mean[self._sung[k]].max()) for k in ("no", "yes"))
-        out = {"instrumental": round(no / max(no + yes, 1e-9), 3)}
-        return out | {k: round(float(mean[c].max()), 3) for k, c in self._voice.items()}
+        instrumental = no / max(no + yes, 1e-9)
+        f, m = (float(mean[self._voice[k]].max()) for k in ("female", "male"))
+        sung = (1.0 - instrumental) / max(f + m, 1e-9)
+        return {
+            "instrumental": round(instrumental, 3),
+            "female": round(sung * f, 3),
+            "male": round(sung * m, 3),
+        }
 
     def windows(self, features, stats) -> list[tuple[str, float, float]]:
         """(quadrant, arousal, valence) of each window: its own features, the track's spread."""
