@@ -64,6 +64,14 @@ def test_gems_names_ask_for_their_75th_percentile():
         "nostalgia": brief_vocabulary.GEMS_MINIMUM["nostalgia"],
     }
     assert r.ignored == ["and"]
+    # their adjectives too, where the AllMusic data has no reading of its own
+    tender = _read("tender solemn piano")
+    assert dict(tender.filters.gems) == {
+        g: brief_vocabulary.GEMS_MINIMUM[g] for g in ("tenderness", "solemnity")
+    }
+    assert tender.not_understood == []
+    # "nostalgic" is an AllMusic word: the data's quadrants, not the GEMS emotion
+    assert not _read("nostalgic").filters.gems and _read("nostalgic").filters.quadrants
 
 
 def test_several_mood_words_pool_their_clips():

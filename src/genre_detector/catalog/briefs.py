@@ -99,6 +99,16 @@ VOICE_WORDS = {
 }
 INSTRUMENTS = tuple(mood_heads.INSTRUMENTS)  # the tagger's instrument names
 GEMS_WORDS = {g.replace("_", " "): g for g in GEMS}
+# The GEMS names' adjectives, for words the AllMusic data does not already map to quadrants
+# (those keep the data's reading: "calm", "sad", "tense" are mood words).
+GEMS_ADJECTIVES = {
+    "tender": "tenderness",
+    "nostalgic": "nostalgia",
+    "powerful": "power",
+    "joyful": "joyful_activation",
+    "solemn": "solemnity",
+    "amazing": "amazement",
+}
 COMPATIBLE_WORDS = {"compatible", "harmonic", "harmonically"}
 FILLER = set(
     "a an the and or with some of in on for to by at music track tracks song songs piece "
@@ -212,7 +222,7 @@ def parse(brief: str, labels: list[str]) -> Reading:
 def _phrases(labels: list[str]) -> dict:
     """Every word or phrase of the vocabulary -> (filter, value)."""
     vocab = _vocabulary()
-    out: dict = {}
+    out: dict = {word: ("gems", g) for word, g in GEMS_ADJECTIVES.items()}
     for word in vocab.MOOD_WORDS:
         out[word] = ("mood", word)
     for word, g in GEMS_WORDS.items():
