@@ -88,7 +88,16 @@ def test_search_by_brief_reads_the_brief_and_ranks_by_fit(served):
         d = x["descriptors"]
         assert x["genre"] == "jazz" and d["mood"]["quadrant"] == "Q4"
         assert 85 <= d["tempo"]["bpm"] <= 95 and d["voice"]["instrumental"] >= 0.5
-        assert set(x) == {"id", "title", "artist", "genre", "top3", "descriptors", "fit"}
+        assert set(x) == {
+            "id",
+            "title",
+            "artist",
+            "artist_id",
+            "genre",
+            "top3",
+            "descriptors",
+            "fit",
+        }
     expected = [
         i
         for i, rec in served.ids.items()
@@ -151,6 +160,10 @@ def test_a_brief_no_track_meets_is_an_empty_list_that_says_why(served):
     assert body["results"] == [] and body["next_cursor"] is None
     assert body["why"]["tracks_meeting_each_filter_alone"]["bpm"] == 0
     assert "bpm" in body["why"]["message"]
+    # the closest fits: calm (Q4) tracks, each naming the filter it misses
+    closest = body["why"]["closest"]
+    assert closest and all(c["unmet"] == ["bpm"] for c in closest)
+    assert all(c["descriptors"]["mood"]["quadrant"] == "Q4" and c["artist_id"] for c in closest)
 
 
 def test_similar_takes_the_same_filters(served, gtzan_dir):

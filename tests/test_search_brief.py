@@ -136,6 +136,16 @@ def test_ranking_is_by_fit_and_an_empty_answer_says_why(filled):
     assert why["tracks_without_mood"] == sum(
         1 for _, rec in stored if rec.descriptors["mood"] is None
     )
+    # the closest: tracks meeting the most filters (here mood alone), best fit first, each
+    # naming what it misses; an empty search with one filter has nothing to relax
+    mood_only = _brute(stored, F.from_params({"mood": "Q4"}, LABELS))
+    closest = why["closest"]
+    assert len(closest) == min(10, len(mood_only)) > 0
+    assert {c["id"] for c in closest} <= mood_only
+    assert all(c["unmet"] == ["bpm"] and c["artist_id"] for c in closest)
+    assert [c["fit"] for c in closest] == sorted((c["fit"] for c in closest), reverse=True)
+    _, _, alone = search.by_filters(db, "scout", F.from_params({"bpm": "300-310"}, LABELS), 10)
+    assert "closest" not in alone
 
 
 def test_a_cursor_is_bound_to_its_filters_and_account(filled):

@@ -292,7 +292,7 @@ def listing_key(f: Filters) -> str:
     return hashlib.sha256(json.dumps(f.as_dict(), sort_keys=True).encode()).hexdigest()[:24]
 
 
-PUBLIC = ("id", "title", "artist", "top_genre", "top3", "descriptors")
+PUBLIC = ("id", "title", "artist", "artist_id", "top_genre", "top3", "descriptors")
 
 
 def by_filters(
@@ -318,22 +318,62 @@ def by_filters(
         why = None
         if not ranked and offset == 0:
             why = _why_empty(conn, f)
-    rows = [(r, r.fit) for r in ranked]
+        if why is not None and len(_groups(f)) > 1:
+            why["closest"] = _closest(conn, f, limit)
     more = len(ranked) > limit
     nxt = cursors.encode(db, owner, listing, offset + limit) if more else None
-    out = [
-        {
-            "id": r.id,
-            "title": r.title,
-            "artist": r.artist,
-            "genre": r.top_genre,
-            "top3": r.top3,
-            "descriptors": r.descriptors,
-            "fit": round(float(score), 4) if score is not None else None,
-        }
-        for r, score in rows[:limit]
-    ]
-    return out, nxt, why
+    return [_public(r) for r in ranked[:limit]], nxt, why
+
+
+def _public(r, **more) -> dict:
+    return {
+        "id": r.id,
+        "title": r.title,
+        "artist": r.artist,
+        "artist_id": r.artist_id,
+        "genre": r.top_genre,
+        "top3": r.top3,
+        "descriptors": r.descriptors,
+        "fit": round(float(r.fit), 4) if r.fit is not None else None,
+        **more,
+    }
+
+
+def _groups(f: Filters) -> dict[str, Filters]:
+    """The filters given, one per kind (what `why` counts and `closest` relaxes)."""
+    parts = {
+        "genre": Filters(genres=f.genres),
+        "mood": Filters(quadrants=f.quadrants, gems=f.gems),
+        "bpm": Filters(bpm=f.bpm, bpm_octave=f.bpm_octave),
+        "key": Filters(key=f.key, compatible=f.compatible),
+        "voice": Filters(voice=f.voice),
+        "instruments": Filters(instruments=f.instruments),
+    }
+    return {name: part for name, part in parts.items() if not part.empty()}
+
+
+def _closest(conn, f: Filters, limit: int) -> list[dict]:
+    """When no track meets every filter: the tracks meeting the most of them (at least one),
+    then the best fit, each naming the filters it does not meet (`unmet`). A scan of the
+    narrow filter rows, run only for an empty first page."""
+    tf = track_filters
+    groups = _groups(f)
+    met = {name: sa.case((sa.and_(*conditions(part)), 1), else_=0) for name, part in groups.items()}
+    n_met = sum(met.values(), sa.literal(0)).label("n_met")
+    score = sa.func.coalesce(fit(f), 0.0).label("fit")
+    ranked = (
+        sa.select(tf.c.track_pk, n_met, score, *(m.label(f"met_{k}") for k, m in met.items()))
+        .where(n_met > 0)
+        .order_by(n_met.desc(), score.desc(), tf.c.track_pk.desc())
+        .limit(limit)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(ranked, *(tracks.c[c] for c in PUBLIC))
+        .join_from(ranked, tracks, tracks.c.pk == ranked.c.track_pk)
+        .order_by(ranked.c.n_met.desc(), ranked.c.fit.desc(), ranked.c.track_pk.desc())
+    ).fetchall()
+    return [_public(r, unmet=[k for k in groups if not getattr(r, f"met_{k}")]) for r in rows]
 
 
 def _ranked(f: Filters, offset: int, n: int):
@@ -389,17 +429,7 @@ def _why_empty(conn, f: Filters) -> dict:
     how many have no value for it (stored before mood and voice were tagged)."""
     tf = track_filters
     alone = {}
-    parts = {
-        "genre": Filters(genres=f.genres),
-        "mood": Filters(quadrants=f.quadrants, gems=f.gems),
-        "bpm": Filters(bpm=f.bpm, bpm_octave=f.bpm_octave),
-        "key": Filters(key=f.key, compatible=f.compatible),
-        "voice": Filters(voice=f.voice),
-        "instruments": Filters(instruments=f.instruments),
-    }
-    for name, part in parts.items():
-        if part.empty():
-            continue
+    for name, part in _groups(f).items():
         n = conn.execute(
             sa.select(sa.func.count()).select_from(tf).where(*conditions(part))
         ).scalar_one()
