@@ -178,22 +178,35 @@ def test_workspace_end_to_end(world, browser, gtzan_dir, emotify_dir):
     assert "duplicate: already in my catalog" in dup and len(a.json("tracks")["tracks"]) == 3
     assert page.eval_on_selector("#ws-upload-lines li", "e => e.dataset.id") == ids[0]
 
-    # 3. find by a brief: the page shows what GET /tracks/search answers, results or error
+    # 3. find by a brief: the page shows how GET /tracks/search read it and what it found
+    # (the exact answers, or when none, why and the closest fits with what each misses)
     page.click("#ws-tab-find")
-    brief = "calm instrumental jazz around 90 BPM"
+    brief = "calm instrumental jazz around 90 BPM blorp"
     page.fill("#ws-brief", brief)
     page.click("#ws-find button[type=submit]")
     api = a.get("tracks/search", q=brief)
-    if api.status_code == 200:
-        page.wait_for_selector("#ws-brief-terms li")
-        want = [r["id"] for r in api.json().get("results", api.json().get("tracks", []))]
-        shown = page.eval_on_selector_all(
-            "#ws-find-results li[data-id]", "r => r.map(e => e.dataset.id)"
-        )
-        assert shown == want
-    else:  # the search of issue 33 not in this service yet: its error, in words
-        page.wait_for_selector("#ws-find-error:not([hidden])")
-        assert page.inner_text("#ws-find-error") == api.json()["detail"]
+    assert api.status_code == 200, api.text
+    body = api.json()
+    page.wait_for_selector("#ws-brief-terms li")
+    terms = page.eval_on_selector_all(
+        "#ws-brief-terms li", "r => r.map(e => [e.dataset.term, e.innerText])"
+    )
+    read = body["query"]["brief"]
+    assert [t for t, _ in terms] == [u["filter"] for u in read["understood"]] + ["not_understood"]
+    assert all(f"“{u['words']}”" in text for u, (_, text) in zip(read["understood"], terms))
+    assert "blorp" in terms[-1][1]
+    want = body["results"] or body["why"]["closest"]
+    page.wait_for_function(
+        "n => document.querySelectorAll('#ws-find-results li[data-id]').length === n", arg=len(want)
+    )
+    shown = page.eval_on_selector_all(
+        "#ws-find-results li[data-id]", "r => r.map(e => e.dataset.id)"
+    )
+    assert shown == [r["id"] for r in want]
+    if not body["results"]:
+        assert body["why"]["message"] in page.inner_text("#ws-why")
+        misses = page.eval_on_selector_all(".ws-r-unmet", "r => r.map(e => e.innerText)")
+        assert misses == [f" · misses {', '.join(r['unmet'])}" for r in want if r["unmet"]]
 
     # "Sounds like" one of my tracks: GET /tracks/{id}/similar, in its order (my own
     # artist's tracks included: the form's "leave out the same artist" unticked)

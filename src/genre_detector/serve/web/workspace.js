@@ -773,27 +773,31 @@ async function onFind(e) {
     return showError(where, res);
   }
   renderBriefRead(res.data);
-  renderResults(res.data.results || res.data.tracks || []);
+  const closest = (res.data.why && res.data.why.closest) || [];
+  renderResults(res.data.results.length ? res.data.results : closest);
   refreshMe(); // the search budget the header shows
 }
 
-// How the service read the brief, in words, whatever shape its reply gives it.
+// How the service read the brief (query.brief: understood, not_understood), in words, and,
+// when nothing met every filter, why (why.message) and the closest fits (why.closest).
 function renderBriefRead(data) {
-  const read = data.brief || data.read || data.interpretation || data.query || {};
+  const read = (data.query && data.query.brief) || {};
   const out = [h("h4", { text: "How the brief was read" })];
   const list = h("ul", { id: "ws-brief-terms" });
-  const words = (v) => (Array.isArray(v) ? v.join(", ") : typeof v === "object" && v ? JSON.stringify(v) : String(v));
-  if (typeof read === "string") {
-    list.append(h("li", { text: read }));
-  } else {
-    for (const [k, v] of Object.entries(read)) {
-      if (v == null || v === "" || (Array.isArray(v) && !v.length)) continue;
-      list.append(h("li", { "data-term": k }, h("b", { text: k.replace(/_/g, " ") + ": " }), words(v)));
-    }
+  const value = (v) => (Array.isArray(v) ? v.join("-") : typeof v === "object" && v ? Object.keys(v).join(" or ") : String(v));
+  for (const u of read.understood || []) {
+    list.append(
+      h("li", { "data-term": u.filter }, h("b", { text: `“${u.words}”` }), ` → ${u.filter} ${value(u.value)}` + (u.note ? ` (${u.note})` : "")),
+    );
+  }
+  if ((read.not_understood || []).length) {
+    list.append(h("li", { "data-term": "not_understood" }, h("b", { text: "not understood: " }), read.not_understood.join(", ")));
   }
   if (!list.children.length) list.append(h("li", { text: "no filter was taken from the brief" }));
   out.push(list);
-  if (data.note || data.why || data.reason) out.push(h("p", { text: data.note || data.why || data.reason }));
+  const why = data.why;
+  if (why && why.message) out.push(h("p", { id: "ws-why", text: `Nothing meets every filter: ${why.message}.` }));
+  if (why && (why.closest || []).length) out.push(h("p", { class: "ws-muted", text: "Closest fits, with what each misses:" }));
   $("ws-brief-read").replaceChildren(...out);
 }
 
@@ -844,7 +848,8 @@ function renderResults(results) {
       " — ",
       h("span", { class: "ws-r-artist", text: r.artist || "unknown artist" }),
       " · ",
-      h("span", { class: "ws-r-score", text: `score ${Number(r.score).toFixed(2)}` }),
+      h("span", { class: "ws-r-score", text: r.score != null ? `score ${Number(r.score).toFixed(2)}` : `fit ${Number(r.fit).toFixed(2)}` }),
+      r.unmet && r.unmet.length ? h("span", { class: "ws-r-unmet", text: ` · misses ${r.unmet.join(", ")}` }) : null,
       " · ",
       h("span", { class: "ws-r-genre", text: r.genre || r.top_genre || "" }),
       descriptorsText(r) ? h("span", { class: "ws-r-desc", text: " · " + descriptorsText(r) }) : null,
