@@ -1,7 +1,7 @@
 """Every setting of the package in one place: each `GENRE_*` environment variable, its type,
 its default and what it means. Read through `settings()`; nothing else reads os.environ for a
-GENRE_* variable. The README's configuration table is `python -m genre_detector settings`
-(tests/test_config.py keeps the two equal).
+GENRE_* variable. The configuration table (docs/configuration.md) is `python -m
+genre_detector settings` (tests/test_config.py keeps the two equal).
 
     from genre_detector.config import settings
     settings().max_upload_bytes        # 52428800 unless GENRE_MAX_UPLOAD_BYTES says otherwise
@@ -223,7 +223,7 @@ MODEL_REF_ROW = (
 
 
 def markdown_table() -> str:
-    """The README's configuration table."""
+    """The configuration table of docs/configuration.md."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(Settings):
         d = f.default
