@@ -79,7 +79,7 @@ def test_mood_heads_beat_chance_on_held_out_artists():
     """Trained here as `python -m train moods` trains them (train/moods.py, 4Q only: no
     Emotify to decode) on half of 48 real 4Q clips (12 per quadrant, every artist once) and
     scored on the other half, other artists: arousal and the quadrants well above chance."""
-    from train.mood_data import QUADRANTS as Q
+    from genre_detector.models.mood_heads import QUADRANTS as Q
     from train.mood_data import clip_features, read_4q
     from train.moods import DEFAULT, fit_calibrated, selector, track_stats
 

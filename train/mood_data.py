@@ -18,23 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from genre_detector.models.mood_heads import GEMS  # one place for the names
 from train.cache import CACHE, disk_cached, file_key
 from train.options import REPO
 
 DATA = REPO.parent / "shared" / "data"
 MUSICNN = REPO / "models" / "musicnn"
-QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
-GEMS = (
-    "amazement",
-    "solemnity",
-    "tenderness",
-    "nostalgia",
-    "calmness",
-    "power",
-    "joyful_activation",
-    "tension",
-    "sadness",
-)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.mood_data import GEMS, MUSICNN, QUADRANTS, clip_features, read_4q, read_emotify
+from genre_detector.models.mood_heads import GEMS, QUADRANTS
+from train.mood_data import MUSICNN, clip_features, read_4q, read_emotify
 
 RELIABLE_GEMS = ("tenderness", "calmness", "power", "joyful_activation")
 NOTICE = (
