@@ -155,25 +155,6 @@ def _burner(share: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _server_cpu(pid: int) -> float:
-    """CPU seconds used so far by the service's processes (bentoml serve and its workers)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60)
@@ -245,7 +226,7 @@ def main(argv=None) -> dict:
         together = {"polite": fresh("polite"), "greedy": fresh("greedy")}
         server_cpu, greedy_cpu, greedy_summary = {}, None, None
         print(f"both accounts, {args.seconds:g} s ...", flush=True)
-        cpu0 = _server_cpu(svc.proc.pid)
+        cpu0 = svc.cpu_seconds()
         if args.one_process:
             run(
                 svc.url,
@@ -277,12 +258,12 @@ def main(argv=None) -> dict:
             got = json.loads(out.strip().splitlines()[-1])
             greedy_cpu = got["cpu_s"]
             greedy_summary = got["summary"]
-        server_cpu["together"] = _server_cpu(svc.proc.pid) - cpu0
+        server_cpu["together"] = svc.cpu_seconds() - cpu0
         alone = fresh("polite")
         print(f"the polite account alone, {args.seconds:g} s ...", flush=True)
-        cpu0 = _server_cpu(svc.proc.pid)
+        cpu0 = svc.cpu_seconds()
         run(svc.url, [(alone, polite_wait, args.polite_users)], args.seconds)
-        server_cpu["polite_alone"] = _server_cpu(svc.proc.pid) - cpu0
+        server_cpu["polite_alone"] = svc.cpu_seconds() - cpu0
         burned = None
         if greedy_cpu is not None:
             burned = fresh("polite")
@@ -294,9 +275,9 @@ def main(argv=None) -> dict:
             )
             burner = _burner(share)
             try:
-                cpu0 = _server_cpu(svc.proc.pid)
+                cpu0 = svc.cpu_seconds()
                 run(svc.url, [(burned, polite_wait, args.polite_users)], args.seconds)
-                server_cpu["polite_alone_burner"] = _server_cpu(svc.proc.pid) - cpu0
+                server_cpu["polite_alone_burner"] = svc.cpu_seconds() - cpu0
             finally:
                 burner.kill()
                 burner.wait()

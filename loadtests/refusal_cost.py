@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,29 +32,16 @@ sys.path.insert(0, str(REPO))
 from loadtests.service_process import ServedService  # noqa: E402
 
 
-def service_cpu(pid: int) -> float:
-    """CPU seconds used so far by `bentoml serve` (pid) and its workers."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(svc, send, n: int) -> dict:
     walls, statuses = [], {}
-    cpu0 = service_cpu(svc.proc.pid)
+    cpu0 = svc.cpu_seconds()
     for _ in range(n):
         t = time.perf_counter()
         status = send()
         walls.append((time.perf_counter() - t) * 1000)
         statuses[status] = statuses.get(status, 0) + 1
     time.sleep(0.5)  # the access log's last lines
-    cpu = service_cpu(svc.proc.pid) - cpu0
+    cpu = svc.cpu_seconds() - cpu0
     return {
         "requests": n,
         "statuses": statuses,

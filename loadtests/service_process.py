@@ -65,6 +65,25 @@ class ServedService:
             start_new_session=True,
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by `bentoml serve` and its workers; 0 once
+        it is gone."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def wait_ready(self, timeout: float = 180) -> float:
         return wait_http_ready(self.proc, f"{self.url}/readyz", timeout, "bentoml serve", self.logs)
 
