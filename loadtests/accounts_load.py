@@ -1,7 +1,7 @@
 """Two accounts on one service, one of them over its budget (issue 30): does the polite one
 notice?
 
-    python loadtests/accounts_load.py --seconds 60 [--json loadtests/results/accounts.json]
+    python loadtests/accounts_load.py --seconds 60 [--rounds 3] [--json FILE.json]
 
 Starts `bentoml serve` with a fresh SQLite catalog and tight budgets (GENRE_SEARCH_PER_MIN,
 GENRE_WRITES_PER_MIN below), makes two keys, `polite` and `greedy`, each uploading a few
@@ -12,7 +12,12 @@ the duplicate check runs, the models do not); the polite users wait 0.5-1.5 s be
 requests and stay within their budget, the greedy ones wait --greedy-wait (0.1 s: 40
 requests/s from 4 users, ten times the search budget; 0: a flood at full speed). Printed per
 account and run: the share of 429s and the p50/p95 of its answered requests; then the polite
-account's p95 with the greedy one beside it over its p95 alone (target: at most 1.2).
+account's p95 with the greedy one beside it over its p95 alone (target: at most 1.2), with a
+95 % bootstrap interval (the p95 of a few hundred requests moves by more than the target's
+20 % between runs). With --rounds N the phases take turns N times and each condition's
+requests are pooled, so drift on the machine falls on every condition alike. Search and
+upload latencies are also given apart: the uploads (1 in 11 requests, each a 1.3 MB body)
+are the slowest tenth, so the overall p95 sits among them.
 
 Client and server share this machine's CPUs, so the greedy account's own load generator
 competes with the service and the polite client. By default the greedy users run in a
@@ -64,11 +69,23 @@ class Account:
         self.name, self.key, self.track_ids, self.clips = name, key, track_ids, clips
         self.status: Counter = Counter()
         self.ms: list[float] = []
+        self.by_kind: dict[str, list[float]] = {"search": [], "upload": []}
 
-    def record(self, status: int, ms: float) -> None:
+    def record(self, status: int, ms: float, kind: str = "search") -> None:
         self.status[status] += 1
         if status < 400:
             self.ms.append(ms)
+            self.by_kind[kind].append(ms)
+
+    def raw(self) -> dict:
+        """What the greedy process sends back: its statuses and answered latencies."""
+        return {"status": dict(self.status), "ms": self.ms, "by_kind": self.by_kind}
+
+    def add_raw(self, raw: dict) -> None:
+        self.status.update({int(k): v for k, v in raw["status"].items()})
+        self.ms += raw["ms"]
+        for kind, v in raw["by_kind"].items():
+            self.by_kind[kind] += v
 
     def summary(self) -> dict:
         n = sum(self.status.values())
@@ -79,6 +96,11 @@ class Account:
             "other_errors": sum(c for s, c in self.status.items() if s >= 400 and s != 429),
             "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            **{
+                f"{kind}_p{q}_ms": round(float(np.percentile(v or [np.nan], q)), 1)
+                for kind, v in self.by_kind.items()
+                for q in (50, 95)
+            },
         }
 
 
@@ -86,7 +108,7 @@ def user_class(account: Account, wait):
     class AccountUser(HttpUser):
         wait_time = wait
 
-        def _send(self, method: str, path: str, **kw):
+        def _send(self, method: str, path: str, kind: str, **kw):
             with self.client.request(
                 method,
                 path,
@@ -95,7 +117,7 @@ def user_class(account: Account, wait):
                 catch_response=True,
                 **kw,
             ) as r:
-                account.record(r.status_code, r.elapsed.total_seconds() * 1000)
+                account.record(r.status_code, r.elapsed.total_seconds() * 1000, kind)
                 if r.status_code in (200, 201, 429):
                     r.success()  # a 429 is the budget working, not a failure
                 else:
@@ -104,13 +126,15 @@ def user_class(account: Account, wait):
         @task(10)
         def search(self):
             tid = account.track_ids[np.random.randint(len(account.track_ids))]
-            self._send("GET", f"/tracks/{tid}/similar?k=10")
+            self._send("GET", f"/tracks/{tid}/similar?k=10", "search")
 
         @task(1)
         def upload(self):
             clip = account.clips[np.random.randint(len(account.clips))]
             with open(clip, "rb") as f:
-                self._send("POST", "/tracks", files={"audio": f}, data={"consent": "search"})
+                self._send(
+                    "POST", "/tracks", "upload", files={"audio": f}, data={"consent": "search"}
+                )
 
     AccountUser.__name__ = f"{account.name.title()}User"
     return AccountUser
@@ -130,15 +154,15 @@ def run(host: str, accounts: list[tuple[Account, object, int]], seconds: float) 
 
 
 def _greedy_only(args) -> None:
-    """The greedy users alone, in this process (started by main): its summary and the CPU
-    seconds this process used, as JSON on the last line of stdout."""
+    """The greedy users alone, in this process (started by main): their statuses and
+    latencies and the CPU seconds this process used, as JSON on the last line of stdout."""
     spec = json.loads(args.greedy_only)
     account = Account("greedy", spec["key"], spec["ids"], [Path(c) for c in spec["clips"]])
     before = resource.getrusage(resource.RUSAGE_SELF)
     run(spec["host"], [(account, constant(spec["wait"]), spec["users"])], spec["seconds"])
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(json.dumps({"summary": account.summary(), "cpu_s": cpu}), flush=True)
+    print(json.dumps({"raw": account.raw(), "cpu_s": cpu}), flush=True)
 
 
 def _burner(share: float) -> subprocess.Popen:
@@ -155,9 +179,67 @@ def _burner(share: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+def _greedy_beside(args, url: str, key: str, greedy, one: dict) -> dict:
+    """The greedy users in a process of their own while the polite ones run here; what the
+    greedy process reports (its raw samples and CPU seconds)."""
+    ids, clips = greedy[1], greedy[2]
+    spec = {
+        "host": url,
+        "key": key,
+        "ids": ids,
+        "clips": [str(c) for c in clips],
+        "wait": args.greedy_wait,
+        "users": args.greedy_users,
+        "seconds": args.seconds,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--greedy-only", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    time.sleep(0.5)  # its users spawned: both phases overlap fully
+    run(url, [(one["together"], between(0.5, 1.5), args.polite_users)], args.seconds)
+    out, _ = proc.communicate(timeout=args.seconds + 120)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _add(totals: dict, name: str, value: float) -> None:
+    totals[name] = totals.get(name, 0.0) + value
+
+
+def _p95(ms) -> float:
+    return float(np.percentile(ms, 95))
+
+
+def _ratio(a: Account, b: Account | None) -> float | None:
+    """a's p95 of answered requests over b's."""
+    if b is None or not a.ms or not b.ms:
+        return None
+    return round(_p95(a.ms) / _p95(b.ms), 3)
+
+
+def _ratio_interval(a: Account, b: Account, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the p95 ratio (each side's requests resampled)."""
+    if not a.ms or not b.ms:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(a.ms), np.asarray(b.ms)
+    px = np.percentile(rng.choice(x, (n, len(x))), 95, axis=1)
+    py = np.percentile(rng.choice(y, (n, len(y))), 95, axis=1)
+    lo, hi = np.percentile(px / py, [2.5, 97.5])
+    return round(float(lo), 3), round(float(hi), 3)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=60, help="seconds per phase")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of the phases, taking turns; the samples of each condition are pooled",
+    )
     ap.add_argument("--polite-users", type=int, default=2)
     ap.add_argument("--greedy-users", type=int, default=4)
     ap.add_argument("--clips", type=int, default=3, help="clips each account uploads first")
@@ -169,11 +251,22 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--search-per-min", type=int, default=SEARCH_PER_MIN)
     ap.add_argument("--writes-per-min", type=int, default=WRITES_PER_MIN)
+    ap.add_argument(
+        "--burst-seconds",
+        type=float,
+        default=10,
+        help="GENRE_BURST_SECONDS of the service (the service's default is 60)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument(
         "--one-process",
         action="store_true",
         help="both accounts' users in this one Locust process (no burner phase)",
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the service on CPU 0, the load generators (and a burner) on the others (Linux)",
     )
     ap.add_argument("--greedy-only", help=argparse.SUPPRESS)  # the greedy process (internal)
     args = ap.parse_args(argv)
@@ -186,6 +279,7 @@ def main(argv=None) -> dict:
         "GENRE_DB_URL": f"sqlite:///{db}",
         "GENRE_SEARCH_PER_MIN": str(args.search_per_min),
         "GENRE_WRITES_PER_MIN": str(args.writes_per_min),
+        "GENRE_BURST_SECONDS": str(args.burst_seconds),
         "GENRE_DELIVER_IN_SERVICE": "0",
     }
     svc = ServedService(env)
@@ -202,6 +296,15 @@ def main(argv=None) -> dict:
             )
             keys[name] = out.stdout.strip().splitlines()[-1]
         svc.wait_ready()
+        if args.pin:
+            cpus = os.sched_getaffinity(0)
+            clients = cpus - {min(cpus)} or cpus
+            print(
+                f"service on CPU {min(cpus)} ({svc.pin({min(cpus)})} threads), "
+                f"load generators on {sorted(clients)}",
+                flush=True,
+            )
+            os.sched_setaffinity(0, clients)  # this process; the greedy one and the burner inherit
         accounts = {}
         for i, name in enumerate(("polite", "greedy")):
             mine = clips[i * args.clips : (i + 1) * args.clips]
@@ -223,104 +326,116 @@ def main(argv=None) -> dict:
             return Account(name, *accounts[name])
 
         polite_wait = between(0.5, 1.5)
+        # One Account per condition, its samples pooled over the rounds; the conditions take
+        # turns (together, alone, alone + burner) so that drift over time (other jobs, a
+        # warming cache) falls on all of them alike rather than on whichever ran first.
         together = {"polite": fresh("polite"), "greedy": fresh("greedy")}
-        server_cpu, greedy_cpu, greedy_summary = {}, None, None
-        print(f"both accounts, {args.seconds:g} s ...", flush=True)
-        cpu0 = svc.cpu_seconds()
-        if args.one_process:
-            run(
-                svc.url,
-                [
-                    (together["polite"], polite_wait, args.polite_users),
-                    (together["greedy"], constant(args.greedy_wait), args.greedy_users),
-                ],
-                args.seconds,
+        alone, burned = fresh("polite"), fresh("polite")
+        server_cpu: dict[str, float] = {}
+        greedy_cpu, rounds = 0.0, []
+        for i in range(args.rounds):
+            tag = f"round {i + 1}/{args.rounds}: " if args.rounds > 1 else ""
+            one = {"together": fresh("polite"), "alone": fresh("polite")}
+            print(f"{tag}both accounts, {args.seconds:g} s ...", flush=True)
+            cpu0 = svc.cpu_seconds()
+            if args.one_process:
+                run(
+                    svc.url,
+                    [
+                        (one["together"], polite_wait, args.polite_users),
+                        (together["greedy"], constant(args.greedy_wait), args.greedy_users),
+                    ],
+                    args.seconds,
+                )
+                cpu = None
+            else:
+                cpu = _greedy_beside(args, svc.url, keys["greedy"], accounts["greedy"], one)
+                together["greedy"].add_raw(cpu["raw"])
+                cpu = cpu["cpu_s"]
+                greedy_cpu += cpu
+            _add(server_cpu, "together", svc.cpu_seconds() - cpu0)
+            print(f"{tag}the polite account alone, {args.seconds:g} s ...", flush=True)
+            cpu0 = svc.cpu_seconds()
+            run(svc.url, [(one["alone"], polite_wait, args.polite_users)], args.seconds)
+            _add(server_cpu, "polite_alone", svc.cpu_seconds() - cpu0)
+            if cpu is not None:
+                one["burner"] = fresh("polite")
+                share = cpu / args.seconds
+                print(
+                    f"{tag}the polite account alone beside a burner of {share:.2f} CPU, "
+                    f"{args.seconds:g} s ...",
+                    flush=True,
+                )
+                burner = _burner(share)
+                try:
+                    cpu0 = svc.cpu_seconds()
+                    run(svc.url, [(one["burner"], polite_wait, args.polite_users)], args.seconds)
+                    _add(server_cpu, "polite_alone_burner", svc.cpu_seconds() - cpu0)
+                finally:
+                    burner.kill()
+                    burner.wait()
+            together["polite"].add_raw(one["together"].raw())
+            alone.add_raw(one["alone"].raw())
+            if "burner" in one:
+                burned.add_raw(one["burner"].raw())
+            rounds.append(
+                {
+                    "polite_p95_ratio": _ratio(one["together"], one["alone"]),
+                    "polite_p95_ratio_vs_burner": _ratio(one["together"], one.get("burner")),
+                }
             )
-        else:
-            spec = {
-                "host": svc.url,
-                "key": keys["greedy"],
-                "ids": accounts["greedy"][1],
-                "clips": [str(c) for c in accounts["greedy"][2]],
-                "wait": args.greedy_wait,
-                "users": args.greedy_users,
-                "seconds": args.seconds,
-            }
-            greedy = subprocess.Popen(
-                [sys.executable, __file__, "--greedy-only", json.dumps(spec)],
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=REPO,
-            )
-            time.sleep(0.5)  # its users spawned: both phases overlap fully
-            run(svc.url, [(together["polite"], polite_wait, args.polite_users)], args.seconds)
-            out, _ = greedy.communicate(timeout=args.seconds + 120)
-            got = json.loads(out.strip().splitlines()[-1])
-            greedy_cpu = got["cpu_s"]
-            greedy_summary = got["summary"]
-        server_cpu["together"] = svc.cpu_seconds() - cpu0
-        alone = fresh("polite")
-        print(f"the polite account alone, {args.seconds:g} s ...", flush=True)
-        cpu0 = svc.cpu_seconds()
-        run(svc.url, [(alone, polite_wait, args.polite_users)], args.seconds)
-        server_cpu["polite_alone"] = svc.cpu_seconds() - cpu0
-        burned = None
-        if greedy_cpu is not None:
-            burned = fresh("polite")
-            share = greedy_cpu / args.seconds
-            print(
-                f"the polite account alone beside a burner of {share:.2f} CPU, "
-                f"{args.seconds:g} s ...",
-                flush=True,
-            )
-            burner = _burner(share)
-            try:
-                cpu0 = svc.cpu_seconds()
-                run(svc.url, [(burned, polite_wait, args.polite_users)], args.seconds)
-                server_cpu["polite_alone_burner"] = svc.cpu_seconds() - cpu0
-            finally:
-                burner.kill()
-                burner.wait()
     finally:
         svc.stop()
     report = {
-        "budgets": {"search_per_min": args.search_per_min, "writes_per_min": args.writes_per_min},
+        "budgets": {
+            "search_per_min": args.search_per_min,
+            "writes_per_min": args.writes_per_min,
+            "burst_seconds": args.burst_seconds,
+        },
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "users": {"polite": args.polite_users, "greedy": args.greedy_users},
         "greedy_wait_s": args.greedy_wait,
         "greedy_in_own_process": not args.one_process,
-        "together": {
-            "polite": together["polite"].summary(),
-            "greedy": greedy_summary or together["greedy"].summary(),
-        },
+        "service_pinned": args.pin,
+        "together": {n: a.summary() for n, a in together.items()},
         "polite_alone": alone.summary(),
         "server_cpu_s": {k: round(v, 2) for k, v in server_cpu.items()},
-        "greedy_client_cpu_s": None if greedy_cpu is None else round(greedy_cpu, 2),
+        "greedy_client_cpu_s": None if args.one_process else round(greedy_cpu, 2),
+        "per_round": rounds,
     }
-    ratio = report["together"]["polite"]["p95_ms"] / report["polite_alone"]["p95_ms"]
-    report["polite_p95_ratio"] = round(ratio, 3)
+    ratio = _ratio(together["polite"], alone)
+    lo, hi = _ratio_interval(together["polite"], alone)
+    report["polite_p95_ratio"] = ratio
+    report["polite_p95_ratio_95ci"] = [lo, hi]
     report["within_target"] = bool(ratio <= TARGET_RATIO)
     runs = [(f"together: {n}", s) for n, s in report["together"].items()]
     runs.append(("polite alone", report["polite_alone"]))
-    if burned is not None:
+    if burned.status:
         report["polite_alone_burner"] = burned.summary()
         runs.append(("polite alone + burner", report["polite_alone_burner"]))
-        r2 = report["together"]["polite"]["p95_ms"] / report["polite_alone_burner"]["p95_ms"]
-        report["polite_p95_ratio_vs_burner"] = round(r2, 3)
-    print(f"{'run':<24} {'requests':>8} {'429 share':>9} {'p50 ms':>8} {'p95 ms':>8}")
+        report["polite_p95_ratio_vs_burner"] = _ratio(together["polite"], burned)
+    print(
+        f"{'run':<24} {'requests':>8} {'429 share':>9} {'p50 ms':>8} {'p95 ms':>8}"
+        f" {'search p50/p95':>15} {'upload p50/p95':>15}"
+    )
     for label, s in runs:
         print(
             f"{label:<24} {s['requests']:>8} {s['share_429']!s:>9} {s['p50_ms']:>8} "
-            f"{s['p95_ms']:>8}"
+            f"{s['p95_ms']:>8} {s['search_p50_ms']:>7}/{s['search_p95_ms']:<7} "
+            f"{s['upload_p50_ms']:>7}/{s['upload_p95_ms']:<7}"
         )
-    print(f"service CPU seconds per phase: {report['server_cpu_s']}")
-    if greedy_cpu is not None:
-        print(f"greedy client CPU seconds: {greedy_cpu:.1f} over {args.seconds:g} s")
+    print(f"service CPU seconds per condition: {report['server_cpu_s']}")
+    if not args.one_process:
+        print(f"greedy client CPU seconds: {greedy_cpu:.1f} over {args.rounds * args.seconds:g} s")
+    if args.rounds > 1:
+        print(f"per round, polite p95 ratio (alone / beside a burner): {rounds}")
     print(
         f"polite p95 beside the greedy account / alone: {ratio:.2f} "
+        f"[95 % bootstrap interval {lo:.2f}, {hi:.2f}] "
         f"(target <= {TARGET_RATIO}: {'met' if report['within_target'] else 'MISSED'})"
     )
-    if burned is not None:
+    if burned.status:
         print(
             "polite p95 beside the greedy account / alone beside a burner of the greedy "
             f"client's CPU: {report['polite_p95_ratio_vs_burner']:.2f}"

@@ -699,6 +699,30 @@ def test_token_bucket_refills_at_its_rate(monkeypatch):
     assert b.peek("search", "k").remaining == 6  # never more than the burst
 
 
+def test_a_bucket_holds_burst_seconds_of_its_budget(monkeypatch):
+    """GENRE_BURST_SECONDS=10: a key idle for an hour with 600 a minute may send 100 at once,
+    then 10 a second; small budgets keep their whole minute (at least 10 tokens); the
+    default (60) holds the whole minute."""
+    from genre_detector.serve.budgets import Budgets
+
+    monkeypatch.setenv("GENRE_SEARCH_PER_MIN", "600")
+    monkeypatch.setenv("GENRE_BURST_SECONDS", "10")
+    now = [1000.0]
+    b = Budgets(clock=lambda: now[0])
+    assert sum(b.take("search", "k").ok for _ in range(150)) == 100
+    verdict = b.peek("search", "k")
+    assert verdict.as_dict()["burst"] == 100 and verdict.as_dict()["limit"] == 600
+    now[0] += 1.0
+    assert sum(b.take("search", "k").ok for _ in range(50)) == 10
+    now[0] += 3600
+    assert b.peek("search", "k").remaining == 100 and b.peek("search", "k").reset_s == 0
+    monkeypatch.delenv("GENRE_BURST_SECONDS")  # the default: the whole minute at once
+    assert sum(b.take("search", "fresh").ok for _ in range(700)) == 600
+    monkeypatch.setenv("GENRE_BURST_SECONDS", "10")
+    monkeypatch.setenv("GENRE_SEARCH_PER_MIN", "30")  # 5 s of it is 5: MIN_BURST holds 10
+    assert sum(b.take("search", "small").ok for _ in range(40)) == 10
+
+
 # ---------------------------------------------------------------- artists per account
 
 
@@ -975,10 +999,10 @@ def test_accounts_load_script_reports_each_accounts_429_share_and_p95(store_with
             "--clips",
             "1",
             "--search-per-min",
-            # the polite key's ~24 searches over both 6 s phases fit a 60-token bucket with
-            # room to spare (20 left them borderline: 7.7 % refused under load); the greedy
-            # users' hundreds do not
-            "60",
+            # the polite key's ~2 searches a second fit 4 a second with room to spare (60 a
+            # minute refused 15 % of them once buckets held 10 s, GENRE_BURST_SECONDS); the
+            # greedy users' ~40 a second do not
+            "240",
             "--json",
             str(out),
         ],

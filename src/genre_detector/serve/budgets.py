@@ -5,11 +5,17 @@ address (keyless POST /similar, /predict), kept in this process's memory.
     verdict.ok, verdict.headers()                 # RateLimit-Policy / RateLimit (+ Retry-After)
     BUDGETS.peek("search", key_id)                # what is left, for GET /me
 
-A bucket holds `per_min` tokens (the burst) and refills at per_min / 60 per second. Buckets
-are in memory per replica, never in the catalog, so a search costs no database write: with
-N replicas a key can use up to N times its budget at once (requests are spread by the
-platform, so in practice close to one). A store built for counters (Redis) would make the
-bound exact; the service has none today. Quotas (tracks, watches) are counted in the catalog.
+A bucket refills at per_min / 60 per second and holds at most GENRE_BURST_SECONDS of that
+(never fewer than MIN_BURST tokens, nor more than per_min). The default, 60 s, lets a key that
+rested spend its whole minute at once: the workspace uploads a folder of files in one go.
+Lower values smooth such bursts for the other accounts of a replica; 10 s made no difference
+to the polite account's p95 in loadtests/accounts_load.py, would refuse a 12-file upload's
+11th file (10 tokens) and failed four tests that write more than 10 times at once, so it is
+not the default. Buckets are in memory per replica, never in the catalog, so a search costs
+no database write: with N replicas a key can use up to N times its budget at once (requests
+are spread by the platform, so in practice close to one). A store built for counters (Redis)
+would make the bound exact; the service has none today. Quotas (tracks, watches) are counted
+in the catalog.
 
 A refusal should cost next to nothing, so BudgetGate (an ASGI middleware, outside BentoML's
 metrics, tracing and access log) answers 429 from a header check when a request's bucket is
@@ -37,6 +43,7 @@ from genre_detector.config import settings
 from genre_detector.errors import GenreError
 
 WINDOW_S = 60
+MIN_BURST = 10  # tokens a bucket always holds when full (a page's few requests at once)
 MAX_BUCKETS = 100_000  # past this, full (idle) buckets are dropped: they carry nothing
 MAX_KNOWN_KEYS = 10_000  # identified keys remembered for the gate (oldest forgotten first)
 
@@ -51,6 +58,12 @@ def per_minute(name: str) -> int:
         "anonymous": s.anonymous_per_min,
         "predict": s.predict_per_min,
     }[name]
+
+
+def capacity(limit: int) -> float:
+    """The most tokens a bucket of `limit` per minute holds."""
+    burst = limit * settings().burst_seconds / WINDOW_S
+    return float(min(limit, max(MIN_BURST, burst)))
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,7 @@ class Verdict:
         return {
             "limit": self.limit or None,
             "window_s": WINDOW_S,
+            "burst": int(capacity(self.limit)) if self.limit else None,
             "remaining": self.remaining if self.limit else None,
             "reset_s": self.reset_s,
         }
@@ -105,8 +119,9 @@ class Budgets:
         self._known: dict[bytes, str] = {}  # Authorization digest -> key id
 
     def _level(self, name: str, subject: str, limit: int, now: float) -> float:
-        tokens, at = self._buckets.get((name, subject), (float(limit), now))
-        return min(float(limit), tokens + (now - at) * limit / WINDOW_S)
+        full = capacity(limit)
+        tokens, at = self._buckets.get((name, subject), (full, now))
+        return min(full, tokens + (now - at) * limit / WINDOW_S)
 
     def _verdict(self, name: str, ok: bool, limit: int, tokens: float) -> Verdict:
         rate = limit / WINDOW_S
@@ -115,7 +130,7 @@ class Budgets:
             ok,
             limit,
             int(tokens),
-            math.ceil((limit - tokens) / rate),
+            math.ceil((capacity(limit) - tokens) / rate),
             0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate)),
         )
 
@@ -158,7 +173,7 @@ class Budgets:
     def _prune(self, now: float) -> None:
         for (name, subject), (tokens, at) in list(self._buckets.items()):
             limit = per_minute(name)
-            if limit <= 0 or tokens + (now - at) * limit / WINDOW_S >= limit:
+            if limit <= 0 or tokens + (now - at) * limit / WINDOW_S >= capacity(limit):
                 del self._buckets[(name, subject)]
 
 

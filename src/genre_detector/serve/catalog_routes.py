@@ -248,18 +248,23 @@ class Admitted:
 
 async def admit_upload(handle: CatalogHandle, authorization, fields: dict, data: bytes):
     """POST /tracks, before any model time: the key, the consent and whether the owner has
-    this audio already. (Admitted, None) to score and store, or (None, (200, the track))."""
-    db = await run_in_threadpool(handle.get)
-    who = await run_in_threadpool(identify, db, authorization)
+    this audio already. (Admitted, None) to score and store, or (None, (200, the track)).
+    One trip to the thread pool (hashing releases the GIL there)."""
+    return await run_in_threadpool(_admit_upload, handle, authorization, fields, data)
+
+
+def _admit_upload(handle: CatalogHandle, authorization, fields: dict, data: bytes):
+    db = handle.get()
+    who = identify(db, authorization)
     spend(BUDGETS.take("uploads", who.key_id))
     owner = who.owner
     consent = Consent.parse(fields.get("consent"))
     sha = sha256_of(data)
-    existing = await run_in_threadpool(tracks.by_sha256, db, owner, sha)
+    existing = tracks.by_sha256(db, owner, sha)
     if existing is not None:
         return None, (200, {**existing, "created": False})
     quota = settings().track_quota
-    if await run_in_threadpool(tracks.count, db, owner) >= quota:
+    if tracks.count(db, owner) >= quota:
         raise GenreError("quota_exceeded", f"tracks: an account has at most {quota}")
     return Admitted(owner, consent, sha, fields, data), None
 
@@ -617,17 +622,37 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _admit(request, auth, bucket: str | None):
+    """The key of a request (identified in the catalog) and the token it spends, or None."""
+    request.state.identity = identify(request.app.state.catalog.get(), auth)
+    return None if bucket is None else spend(BUDGETS.take(bucket, request.state.identity.key_id))
+
+
+def _admit_and_handle(request, auth, bucket: str | None, handler):
+    """_admit, then the handler, in one trip to the thread pool (a route without a body)."""
+    verdict = _admit(request, auth, bucket)
+    try:
+        return verdict, handler(request)
+    except GenreError as exc:  # a 404 or a bad parameter still reports the bucket spent
+        return verdict, error_response(exc, auth)
+
+
 def _endpoint(handler, with_body: bool, bucket: str | None):
+    """A request of a keyed route: one trip to the thread pool for a route without a body
+    (each trip queues the request behind whatever else the event loop has ready, other
+    accounts' requests included); with a body, the key is checked before the body is read."""
+
     async def endpoint(request):
         auth, verdict = request.headers.get("authorization"), None
         try:
             _check_request_texts(request)
-            db = await run_in_threadpool(request.app.state.catalog.get)
-            request.state.identity = await run_in_threadpool(identify, db, auth)
-            if bucket is not None:
-                verdict = spend(BUDGETS.take(bucket, request.state.identity.key_id))
-            args = (request, await read_json(request)) if with_body else (request,)
-            response = await run_in_threadpool(handler, *args)
+            if with_body:
+                verdict = await run_in_threadpool(_admit, request, auth, bucket)
+                response = await run_in_threadpool(handler, request, await read_json(request))
+            else:
+                verdict, response = await run_in_threadpool(
+                    _admit_and_handle, request, auth, bucket, handler
+                )
         except GenreError as exc:  # CatalogUnavailable, Unauthorized, bad parameters, ...
             response = error_response(exc, auth)
         if verdict is not None:

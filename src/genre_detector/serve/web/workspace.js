@@ -383,7 +383,7 @@ function renderMe(me) {
       h(
         "li",
         { "data-budget": name },
-        `${words[name] || name} left: ${fmt(b.remaining)} of ${fmt(b.limit)} a ${b.window_s === 60 ? "minute" : b.window_s + " s"}`,
+        `${words[name] || name} left: ${fmt(b.remaining)} at once (${fmt(b.limit)} a ${b.window_s === 60 ? "minute" : b.window_s + " s"})`,
       ),
     );
   }
