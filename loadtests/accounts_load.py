@@ -179,10 +179,10 @@ def _burner(share: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _greedy_beside(args, url: str, key: str, greedy, one: dict) -> dict:
+def _greedy_beside(args, url: str, greedy: tuple, polite: Account, polite_wait) -> dict:
     """The greedy users in a process of their own while the polite ones run here; what the
     greedy process reports (its raw samples and CPU seconds)."""
-    ids, clips = greedy[1], greedy[2]
+    key, ids, clips = greedy
     spec = {
         "host": url,
         "key": key,
@@ -199,7 +199,7 @@ def _greedy_beside(args, url: str, key: str, greedy, one: dict) -> dict:
         cwd=REPO,
     )
     time.sleep(0.5)  # its users spawned: both phases overlap fully
-    run(url, [(one["together"], between(0.5, 1.5), args.polite_users)], args.seconds)
+    run(url, [(polite, polite_wait, args.polite_users)], args.seconds)
     out, _ = proc.communicate(timeout=args.seconds + 120)
     return json.loads(out.strip().splitlines()[-1])
 
@@ -349,9 +349,11 @@ def main(argv=None) -> dict:
                 )
                 cpu = None
             else:
-                cpu = _greedy_beside(args, svc.url, keys["greedy"], accounts["greedy"], one)
-                together["greedy"].add_raw(cpu["raw"])
-                cpu = cpu["cpu_s"]
+                got = _greedy_beside(
+                    args, svc.url, accounts["greedy"], one["together"], polite_wait
+                )
+                together["greedy"].add_raw(got["raw"])
+                cpu = got["cpu_s"]
                 greedy_cpu += cpu
             _add(server_cpu, "together", svc.cpu_seconds() - cpu0)
             print(f"{tag}the polite account alone, {args.seconds:g} s ...", flush=True)

@@ -34,22 +34,6 @@ def test_defaults_and_parsing():
     assert Settings.model_ref("cnn", "x", {"GENRE_MODEL_CNN": "genre-cnn:abc"}) == "genre-cnn:abc"
 
 
-def test_settings_from_the_environment_are_parsed_again_only_when_a_variable_changes(
-    monkeypatch,
-):
-    """The service reads settings() on every request: the same parsed Settings while no
-    GENRE_* variable changes, new ones as soon as one does (set, changed or removed)."""
-    monkeypatch.delenv("GENRE_SEARCH_PER_MIN", raising=False)
-    first = settings()
-    assert settings() is first and first.search_per_min == 60
-    monkeypatch.setenv("GENRE_SEARCH_PER_MIN", "7")
-    changed = settings()
-    assert changed is not first and changed.search_per_min == 7
-    assert settings() is changed
-    monkeypatch.delenv("GENRE_SEARCH_PER_MIN")
-    assert settings().search_per_min == 60
-
-
 @pytest.mark.parametrize(
     "env, named",
     [

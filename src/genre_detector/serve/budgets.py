@@ -48,22 +48,18 @@ MAX_BUCKETS = 100_000  # past this, full (idle) buckets are dropped: they carry 
 MAX_KNOWN_KEYS = 10_000  # identified keys remembered for the gate (oldest forgotten first)
 
 
-def per_minute(name: str) -> int:
-    """The budget of one bucket kind, from config.Settings (0: unlimited)."""
+def policy(name: str) -> tuple[int, float]:
+    """(the budget per minute, 0: unlimited; the most tokens its bucket holds) of one bucket
+    kind, from one reading of config.Settings."""
     s = settings()
-    return {
+    limit = {
         "search": s.search_per_min,
         "uploads": s.writes_per_min,  # two buckets of one size
         "watch_changes": s.writes_per_min,
         "anonymous": s.anonymous_per_min,
         "predict": s.predict_per_min,
     }[name]
-
-
-def capacity(limit: int) -> float:
-    """The most tokens a bucket of `limit` per minute holds."""
-    burst = limit * settings().burst_seconds / WINDOW_S
-    return float(min(limit, max(MIN_BURST, burst)))
+    return limit, float(min(limit, max(MIN_BURST, limit * s.burst_seconds / WINDOW_S)))
 
 
 @dataclass(frozen=True)
@@ -74,6 +70,7 @@ class Verdict:
     remaining: int
     reset_s: int  # seconds until the bucket is full again
     retry_after_s: int  # seconds until the next token (0 when one is left)
+    burst: int = 0  # the most tokens the bucket holds
 
     def headers(self) -> dict:
         """The IETF draft's fields (draft-ietf-httpapi-ratelimit-headers), plus Retry-After
@@ -95,7 +92,7 @@ class Verdict:
         return {
             "limit": self.limit or None,
             "window_s": WINDOW_S,
-            "burst": int(capacity(self.limit)) if self.limit else None,
+            "burst": self.burst if self.limit else None,
             "remaining": self.remaining if self.limit else None,
             "reset_s": self.reset_s,
         }
@@ -118,45 +115,45 @@ class Budgets:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # -> (tokens, at)
         self._known: dict[bytes, str] = {}  # Authorization digest -> key id
 
-    def _level(self, name: str, subject: str, limit: int, now: float) -> float:
-        full = capacity(limit)
+    def _level(self, name: str, subject: str, limit: int, full: float, now: float) -> float:
         tokens, at = self._buckets.get((name, subject), (full, now))
         return min(full, tokens + (now - at) * limit / WINDOW_S)
 
-    def _verdict(self, name: str, ok: bool, limit: int, tokens: float) -> Verdict:
+    def _verdict(self, name: str, ok: bool, limit: int, full: float, tokens: float) -> Verdict:
         rate = limit / WINDOW_S
         return Verdict(
             name,
             ok,
             limit,
             int(tokens),
-            math.ceil((capacity(limit) - tokens) / rate),
+            math.ceil((full - tokens) / rate),
             0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate)),
+            int(full),
         )
 
     def take(self, name: str, subject: str) -> Verdict:
         """One token of `subject`'s bucket `name`, if there is one."""
-        limit = per_minute(name)
+        limit, full = policy(name)
         if limit <= 0:
             return Verdict(name, True, 0, 0, 0, 0)
         with self._lock:
             now = self.clock()
-            tokens = self._level(name, subject, limit, now)
+            tokens = self._level(name, subject, limit, full, now)
             ok = tokens >= 1
             if ok:
                 tokens -= 1
             if len(self._buckets) >= MAX_BUCKETS:
                 self._prune(now)
             self._buckets[(name, subject)] = (tokens, now)
-        return self._verdict(name, ok, limit, tokens)
+        return self._verdict(name, ok, limit, full, tokens)
 
     def peek(self, name: str, subject: str) -> Verdict:
-        limit = per_minute(name)
+        limit, full = policy(name)
         if limit <= 0:
             return Verdict(name, True, 0, 0, 0, 0)
         with self._lock:
-            tokens = self._level(name, subject, limit, self.clock())
-        return self._verdict(name, tokens >= 1, limit, tokens)
+            tokens = self._level(name, subject, limit, full, self.clock())
+        return self._verdict(name, tokens >= 1, limit, full, tokens)
 
     def remember(self, authorization: str, key_id: str) -> None:
         """This Authorization header identified key `key_id` (kept as a digest, for the gate)."""
@@ -171,9 +168,10 @@ class Budgets:
         return self._known.get(_digest(authorization))
 
     def _prune(self, now: float) -> None:
+        policies = {name: policy(name) for name in {name for name, _ in self._buckets}}
         for (name, subject), (tokens, at) in list(self._buckets.items()):
-            limit = per_minute(name)
-            if limit <= 0 or tokens + (now - at) * limit / WINDOW_S >= capacity(limit):
+            limit, full = policies[name]
+            if limit <= 0 or tokens + (now - at) * limit / WINDOW_S >= full:
                 del self._buckets[(name, subject)]
 
 
