@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -681,6 +682,67 @@ def test_json_body_limit_is_a_setting(tight):
     _assert_error(r, 413, "payload_too_large", "1024 bytes")
     r = tight.call("POST", "/watches", "label-d", data=iter([big.encode()]))  # chunked
     _assert_error(r, 413, "payload_too_large", "1024 bytes")
+
+
+def test_a_spent_budget_is_answered_outside_bentoml_and_logged_a_line_a_minute(tight):
+    """The gate's 429s never reach BentoML's middlewares (none of them is in its access
+    log, where the requests let through are) and are logged once per bucket, not once per
+    request."""
+    key_id = tight.call("GET", "/me", "label-d").json()["key"]["id"]
+    path = "/tracks/gate-check/similar"
+    statuses = [tight.call("GET", path, "label-d").status_code for _ in range(13)]
+    assert statuses == [404] * 3 + [429] * 10  # GENRE_SEARCH_PER_MIN=3
+    logged = [line for line in tight.svc.logs().splitlines() if f"path={path}," in line]
+    assert len(logged) == 3 and all("status=404" in line for line in logged), logged
+    assert tight.svc.logs().count(f"429 rate_limited: {key_id}'s search bucket is empty") == 1
+
+
+def test_the_gate_adds_cors_to_the_research_page_and_steps_aside_while_draining(caplog):
+    import asyncio
+
+    from genre_detector.serve.budgets import Budgets, BudgetGate, GateRule
+    from genre_detector.serve.http_boundary import DRAIN
+
+    budgets, now = Budgets(), [0.0]
+    rules = [GateRule("POST", re.compile("^/$"), None, "anonymous")]
+    gate = BudgetGate(None, rules, budgets, clock=lambda: now[0])
+    for _ in range(10):  # GENRE_ANONYMOUS_PER_MIN's default bucket (5 a minute, 10 at once)
+        budgets.take("anonymous", "198.51.100.7")
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def call(path="/"):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+        scope["client"] = ("198.51.100.7", 5000)
+        asyncio.run(gate(scope, None, send))
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    gate.app = app
+    caplog.set_level("INFO", logger="bentoml.genre_detector")
+    status, headers = call()
+    assert status == 429 and headers[b"access-control-allow-origin"] == b"*"
+    assert headers[b"retry-after"] and headers[b"ratelimit"].startswith(b'"anonymous";r=0')
+    for _ in range(4):
+        call()
+    now[0] += 61
+    call()
+    lines = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    assert lines == [
+        "429 rate_limited: 198.51.100.7's anonymous bucket is empty",
+        "429 rate_limited: 5 requests of 198.51.100.7 refused by its anonymous bucket in 61 s",
+    ]
+    DRAIN.draining = True
+    try:
+        assert call()[0] == 200  # the HTTP boundary answers 503 shutting_down instead
+    finally:
+        DRAIN.draining = False
 
 
 def test_token_bucket_refills_at_its_rate(monkeypatch):

@@ -1,7 +1,8 @@
 """Every place the service leans on BentoML (1.4) or uvicorn internals, in one module.
 
 Each is needed for a measured behaviour (no temp folder left per request, a drain that
-answers every accepted request, the front reaching the model service while it drains) and
+answers every accepted request, the front reaching the model service while it drains, a
+429 that costs a third of what it did) and
 each depends on something BentoML does not promise to keep. `broken_assumptions()` lists
 the ones a new BentoML no longer meets; tests/test_bentoml_internals.py asserts it is empty,
 so an upgrade that breaks one fails loudly instead of silently losing the behaviour.
@@ -49,6 +50,42 @@ def _request_tempdir_pool():
         return None
 
 
+_OUTERMOST: dict[str, list] = {}  # service name -> [(middleware class, options)], outermost first
+
+
+def add_outermost_middleware(service_name: str, middleware_cls, **options) -> None:
+    """Wrap the ASGI app of the service named `service_name` in `middleware_cls` outside
+    everything BentoML puts around it (its request metrics, tracing, access log, timeout,
+    concurrency limit and Starlette's error middleware). `Service.add_asgi_middleware`
+    puts a middleware inside all of those, so a reply the middleware sends itself still
+    pays for each of them: BudgetGate's 429s cost the service 1.1-1.3 ms of CPU there and
+    0.34-0.41 ms outside (loadtests/refusal_cost.py). BentoML 1.4 builds a service's app in
+    ServiceAppFactory.__call__ (`Service.to_asgi`), which this wraps once per process."""
+    _OUTERMOST.setdefault(service_name, []).append((middleware_cls, options))
+    factory = _service_app_factory()
+    if factory is None or getattr(factory.__call__, "_genre_outermost", False):
+        return
+    build = factory.__call__
+
+    def call(self):
+        app = build(self)
+        for cls, opts in reversed(_OUTERMOST.get(getattr(self.service, "name", None), [])):
+            app = cls(app, **opts)
+        return app
+
+    call._genre_outermost = True
+    factory.__call__ = call
+
+
+def _service_app_factory():
+    try:
+        from _bentoml_impl.server.app import ServiceAppFactory
+
+        return ServiceAppFactory
+    except ImportError:
+        return None
+
+
 def uvicorn_server():
     """The uvicorn Server whose bound method is this process's SIGTERM handler (how a
     BentoML worker runs), or None: what the drain tells to exit once it is done."""
@@ -75,6 +112,11 @@ def broken_assumptions() -> list[str]:
         from bentoml._internal.utils.circus import Arbiter  # noqa: F401
     except ImportError:
         broken.append("bentoml._internal.utils.circus.Arbiter (the UDS folder removal)")
+    import inspect
+
+    factory = _service_app_factory()
+    if factory is None or "service" not in inspect.signature(factory.__init__).parameters:
+        broken.append("_bentoml_impl.server.app.ServiceAppFactory(service).__call__")
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app=None))

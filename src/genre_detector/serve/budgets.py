@@ -17,11 +17,12 @@ are spread by the platform, so in practice close to one). A store built for coun
 would make the bound exact; the service has none today. Quotas (tracks, watches) are counted
 in the catalog.
 
-A refusal should cost next to nothing, so BudgetGate (an ASGI middleware, outside BentoML's
-metrics, tracing and access log) answers 429 from a header check when a request's bucket is
-already empty: its key (the Authorization header's digest) identified before by this
-replica, or its client address for the keyless buckets. No body is read, no database
-asked, no route run. A request the gate lets through takes its token in the route as before.
+A refusal should cost next to nothing, so BudgetGate (an ASGI middleware wrapped around
+everything else, BentoML's metrics, tracing and access log included) answers 429 from a
+header check when a request's bucket is already empty: its key (the Authorization header's
+digest) identified before by this replica, or its client address for the keyless buckets.
+No body is read, no database asked, no route run, no settings parsed but the two a bucket
+needs. A request the gate lets through takes its token in the route as before.
 
 Hand-written rather than a library: the headers need a bucket's level and its time to the
 next token, which the rate-limit libraries at hand (pyrate-limiter, limits) do not expose in
@@ -33,14 +34,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass
 
-from genre_detector.config import settings
+from genre_detector.config import setting
 from genre_detector.errors import GenreError
+from genre_detector.serve.http_boundary import CORS_HEADERS, DRAIN
+
+logger = logging.getLogger("bentoml.genre_detector")
 
 WINDOW_S = 60
 MIN_BURST = 10  # tokens a bucket always holds when full (a page's few requests at once)
@@ -48,18 +53,20 @@ MAX_BUCKETS = 100_000  # past this, full (idle) buckets are dropped: they carry 
 MAX_KNOWN_KEYS = 10_000  # identified keys remembered for the gate (oldest forgotten first)
 
 
+LIMITS = {  # each bucket kind's budget per minute, a field of config.Settings
+    "search": "search_per_min",
+    "uploads": "writes_per_min",  # two buckets of one size
+    "watch_changes": "writes_per_min",
+    "anonymous": "anonymous_per_min",
+    "predict": "predict_per_min",
+}
+
+
 def policy(name: str) -> tuple[int, float]:
     """(the budget per minute, 0: unlimited; the most tokens its bucket holds) of one bucket
-    kind, from one reading of config.Settings."""
-    s = settings()
-    limit = {
-        "search": s.search_per_min,
-        "uploads": s.writes_per_min,  # two buckets of one size
-        "watch_changes": s.writes_per_min,
-        "anonymous": s.anonymous_per_min,
-        "predict": s.predict_per_min,
-    }[name]
-    return limit, float(min(limit, max(MIN_BURST, limit * s.burst_seconds / WINDOW_S)))
+    kind, from the two settings it depends on."""
+    limit = setting(LIMITS[name])
+    return limit, float(min(limit, max(MIN_BURST, limit * setting("burst_seconds") / WINDOW_S)))
 
 
 @dataclass(frozen=True)
@@ -194,20 +201,33 @@ class GateRule:
 
 
 class BudgetGate:
-    """ASGI middleware: 429 rate_limited (with Retry-After and the RateLimit headers) before
-    anything else runs, for a request whose bucket is already empty. Peeks, never takes: the
-    route takes the token of a request let through. A key this replica has not identified
-    yet goes through (the route identifies it). A revoked key whose bucket is empty is told
-    429 until its next token, then 401."""
+    """ASGI middleware, the outermost of the front (serve.bentoml_internals): 429
+    rate_limited (with Retry-After and the RateLimit headers) before anything else runs,
+    for a request whose bucket is already empty. Peeks, never takes: the route takes the
+    token of a request let through. A key this replica has not identified yet goes through
+    (the route identifies it). A revoked key whose bucket is empty is told 429 until its
+    next token, then 401. While the service drains, everything goes through (the HTTP
+    boundary answers 503 shutting_down). Its refusals are not in BentoML's request metrics
+    or access log: each bucket that refuses is logged once a minute with its count."""
 
-    def __init__(self, app, rules: list[GateRule], budgets: Budgets | None = None):
+    def __init__(
+        self,
+        app,
+        rules: list[GateRule],
+        budgets: Budgets | None = None,
+        cors_paths: tuple[str, ...] = ("/",),
+        clock=time.monotonic,
+    ):
         self.app, self.rules, self.budgets = app, rules, budgets or BUDGETS
+        self.cors_paths, self.clock = cors_paths, clock
+        self._refused: dict[tuple[str, str], list] = {}  # (bucket, subject) -> [count, since]
 
-    def verdict(self, scope) -> Verdict | None:
-        """The refusal of this request, or None to let it through."""
+    def verdict(self, scope) -> tuple[Verdict, str] | None:
+        """The refusal of this request and whose bucket refused it, or None to let it
+        through."""
         method, path = scope.get("method"), scope.get("path", "")
         rule = next((r for r in self.rules if r.method == method and r.path.match(path)), None)
-        if rule is None:
+        if rule is None or DRAIN.draining:
             return None
         authorization = None
         for name, value in scope.get("headers") or []:
@@ -215,23 +235,28 @@ class BudgetGate:
                 authorization = value
                 break
         if authorization:
-            key_id = self.budgets.known_key(authorization) if rule.bucket else None
-            verdict = None if key_id is None else self.budgets.peek(rule.bucket, key_id)
+            subject = self.budgets.known_key(authorization) if rule.bucket else None
+            verdict = None if subject is None else self.budgets.peek(rule.bucket, subject)
         elif rule.keyless:
-            verdict = self.budgets.peek(rule.keyless, client_address(scope))
+            subject = client_address(scope)
+            verdict = self.budgets.peek(rule.keyless, subject)
         else:
             return None
-        return None if verdict is None or verdict.ok else verdict
+        return None if verdict is None or verdict.ok else (verdict, subject)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        verdict = self.verdict(scope)
-        if verdict is None:
+        refusal = self.verdict(scope)
+        if refusal is None:
             return await self.app(scope, receive, send)
+        verdict, subject = refusal
+        self._tally(verdict.name, subject)
         error = verdict.error()
         data = json.dumps(error.body()).encode()
         headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+        if scope["path"] in self.cors_paths:
+            headers += CORS_HEADERS
         await send(
             {
                 "type": "http.response.start",
@@ -245,13 +270,34 @@ class BudgetGate:
         )
         await send({"type": "http.response.body", "body": data})
 
+    def _tally(self, bucket: str, subject: str) -> None:
+        """Count a refusal; log a bucket's count once it has refused for a minute (and its
+        first refusal), so a flood is a line a minute, not a line a request."""
+        now = self.clock()
+        entry = self._refused.get((bucket, subject))
+        if entry is None or now - entry[1] >= WINDOW_S:
+            if entry is not None and entry[0]:
+                logger.info(
+                    "429 rate_limited: %d requests of %s refused by its %s bucket in %.0f s",
+                    entry[0],
+                    subject,
+                    bucket,
+                    now - entry[1],
+                )
+            if entry is None:
+                logger.info("429 rate_limited: %s's %s bucket is empty", subject, bucket)
+            if len(self._refused) >= MAX_KNOWN_KEYS:
+                self._refused.clear()
+            entry = self._refused[(bucket, subject)] = [0, now]
+        entry[0] += 1
+
 
 def client_address(scope) -> str:
     """The client of a request: the peer, or, when the peer is a trusted proxy
     (GENRE_TRUSTED_PROXIES: behind Knative every request comes from the queue-proxy), the
     first hop of its X-Forwarded-For."""
     peer = (scope.get("client") or ("unknown", 0))[0]
-    proxies = settings().trusted_proxies
+    proxies = setting("trusted_proxies")
     if not proxies or not _is_trusted(peer, proxies):
         return peer
     for name, value in scope.get("headers") or []:

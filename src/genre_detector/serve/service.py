@@ -39,7 +39,11 @@ from genre_detector.runtime.store import (
     store_name,
 )
 from genre_detector.scoring.track_result import score_track
-from genre_detector.serve.bentoml_internals import unpooled_request_dirs, use_loopback_tcp
+from genre_detector.serve.bentoml_internals import (
+    add_outermost_middleware,
+    unpooled_request_dirs,
+    use_loopback_tcp,
+)
 from genre_detector.serve.budgets import BUDGETS, BudgetGate, client_address
 from genre_detector.serve.catalog_routes import (
     GATE_RULES,
@@ -483,6 +487,6 @@ GenreDetector.add_asgi_middleware(
     HttpBoundary,
     file_fields={"/predict": "audio", "/": "audio_file", "/tracks": "audio", "/similar": "audio"},
 )
-# Inside the boundary (drain, error shape), outside BentoML's metrics, tracing and access log:
-# a request whose budget is already spent is answered 429 from its headers alone.
-GenreDetector.add_asgi_middleware(BudgetGate, rules=GATE_RULES)
+# Outside everything, BentoML's metrics, tracing and access log included: a request whose
+# budget is already spent is answered 429 from its headers alone.
+add_outermost_middleware(GenreDetector.name, BudgetGate, rules=GATE_RULES)
