@@ -700,7 +700,7 @@ def test_a_spent_budget_is_answered_outside_bentoml_and_logged_a_line_a_minute(t
 def test_the_gate_adds_cors_to_the_research_page_and_steps_aside_while_draining(caplog):
     import asyncio
 
-    from genre_detector.serve.budgets import Budgets, BudgetGate, GateRule
+    from genre_detector.serve.budgets import BudgetGate, Budgets, GateRule
     from genre_detector.serve.http_boundary import DRAIN
 
     budgets, now = Budgets(), [0.0]
