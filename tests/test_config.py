@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from genre_detector.config import Settings, markdown_table, settings
+from genre_detector.config import Settings, markdown_table, setting, settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,17 @@ def test_defaults_and_parsing():
     assert (s.runtime, s.drain_seconds, s.feature_threads) == ("onnx", 2.5, 2)
     assert Settings.model_ref("cnn", "genre-cnn:latest", {}) == "genre-cnn:latest"
     assert Settings.model_ref("cnn", "x", {"GENRE_MODEL_CNN": "genre-cnn:abc"}) == "genre-cnn:abc"
+
+
+def test_one_setting_read_alone_is_what_settings_reads():
+    env = {"GENRE_SEARCH_PER_MIN": " 240 ", "GENRE_BURST_SECONDS": "10", "GENRE_DB_URL": "X"}
+    env["GENRE_TRUSTED_PROXIES"] = "10.0.0.0/8, 127.0.0.1"
+    for f in dataclasses.fields(Settings):
+        assert setting(f.name, env) == getattr(settings(env), f.name), f.name
+        assert setting(f.name, {}) == getattr(settings({}), f.name), f.name
+    assert setting("search_per_min", env) == 240 and setting("db_url", env) == "X"
+    with pytest.raises(ValueError, match="GENRE_BURST_SECONDS"):
+        setting("burst_seconds", {"GENRE_BURST_SECONDS": "soon"})
 
 
 @pytest.mark.parametrize(
