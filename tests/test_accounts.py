@@ -694,7 +694,11 @@ def test_a_spent_budget_is_answered_outside_bentoml_and_logged_a_line_a_minute(t
     assert statuses == [404] * 3 + [429] * 10  # GENRE_SEARCH_PER_MIN=3
     logged = [line for line in tight.svc.logs().splitlines() if f"path={path}," in line]
     assert len(logged) == 3 and all("status=404" in line for line in logged), logged
-    assert tight.svc.logs().count(f"429 rate_limited: {key_id}'s search bucket is empty") == 1
+    assert tight.svc.logs().count(f"the search bucket of '{key_id}' is empty") == 1
+    assert "BudgetGate is not around the app" not in tight.svc.logs()
+    metrics = requests.get(f"{tight.svc.url}/metrics", timeout=30).text
+    counted = re.search(r'^genre_rate_limited_total\{bucket="search"\} (\S+)$', metrics, re.M)
+    assert counted and float(counted.group(1)) >= 10, metrics[-2000:]
 
 
 def test_the_gate_adds_cors_to_the_research_page_and_steps_aside_while_draining(caplog):
@@ -729,20 +733,38 @@ def test_the_gate_adds_cors_to_the_research_page_and_steps_aside_while_draining(
     status, headers = call()
     assert status == 429 and headers[b"access-control-allow-origin"] == b"*"
     assert headers[b"retry-after"] and headers[b"ratelimit"].startswith(b'"anonymous";r=0')
-    for _ in range(4):
+    for t in (0, 0, 0, 0, 30, 61, 200):  # one line when it starts, then a line a minute
+        now[0] = t
         call()
-    now[0] += 61
-    call()
-    lines = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    mine = [r for r in caplog.records if r.name == "bentoml.genre_detector"]
+    lines = [r.getMessage()[len("429 rate_limited: ") :] for r in mine]
+    empty = "the anonymous bucket of '198.51.100.7' is empty"
     assert lines == [
-        "429 rate_limited: 198.51.100.7's anonymous bucket is empty",
-        "429 rate_limited: 5 requests of 198.51.100.7 refused by its anonymous bucket in 61 s",
+        empty,
+        "the anonymous bucket of '198.51.100.7' refused 6 requests in 61 s",
+        "the anonymous bucket of '198.51.100.7' refused 1 requests in 139 s",
+        empty,  # a minute without a refusal ended the episode
     ]
     DRAIN.draining = True
     try:
         assert call()[0] == 200  # the HTTP boundary answers 503 shutting_down instead
     finally:
         DRAIN.draining = False
+
+
+def test_a_forwarded_address_with_a_zone_is_not_a_client(monkeypatch):
+    """An IPv6 zone ("%...") is free text: it would name a fresh bucket per request and
+    reach the log, so such a first hop counts as the proxy itself."""
+    from genre_detector.serve.budgets import client_address
+
+    monkeypatch.setenv("GENRE_TRUSTED_PROXIES", "127.0.0.1")
+
+    def scope(hop: str) -> dict:
+        return {"client": ("127.0.0.1", 1), "headers": [(b"x-forwarded-for", hop.encode())]}
+
+    assert client_address(scope("2001:db8::7, 127.0.0.1")) == "2001:db8::7"
+    assert client_address(scope("fe80::1%x's bucket; admin")) == "127.0.0.1"
+    assert client_address(scope("not an address")) == "127.0.0.1"
 
 
 def test_token_bucket_refills_at_its_rate(monkeypatch):

@@ -51,6 +51,13 @@ def _request_tempdir_pool():
 
 
 _OUTERMOST: dict[str, list] = {}  # service name -> [(middleware class, options)], outermost first
+_WRAPPED: set[str] = set()  # the services whose app this process wrapped
+
+
+def outermost_applied(service_name: str) -> bool:
+    """Whether this process built `service_name`'s app with its outermost middleware (a
+    BentoML that builds its apps another way would silently skip them: the service warns)."""
+    return service_name in _WRAPPED
 
 
 def add_outermost_middleware(service_name: str, middleware_cls, **options) -> None:
@@ -61,7 +68,9 @@ def add_outermost_middleware(service_name: str, middleware_cls, **options) -> No
     pays for each of them: BudgetGate's 429s cost the service 1.1-1.3 ms of CPU there and
     0.34-0.41 ms outside (loadtests/refusal_cost.py). BentoML 1.4 builds a service's app in
     ServiceAppFactory.__call__ (`Service.to_asgi`), which this wraps once per process."""
-    _OUTERMOST.setdefault(service_name, []).append((middleware_cls, options))
+    mine = _OUTERMOST.setdefault(service_name, [])
+    if all(cls is not middleware_cls for cls, _ in mine):  # a second import adds nothing
+        mine.append((middleware_cls, options))
     factory = _service_app_factory()
     if factory is None or getattr(factory.__call__, "_genre_outermost", False):
         return
@@ -69,8 +78,10 @@ def add_outermost_middleware(service_name: str, middleware_cls, **options) -> No
 
     def call(self):
         app = build(self)
-        for cls, opts in reversed(_OUTERMOST.get(getattr(self.service, "name", None), [])):
+        name = getattr(self.service, "name", None)
+        for cls, opts in reversed(_OUTERMOST.get(name, [])):
             app = cls(app, **opts)
+            _WRAPPED.add(name)
         return app
 
     call._genre_outermost = True
@@ -114,9 +125,15 @@ def broken_assumptions() -> list[str]:
         broken.append("bentoml._internal.utils.circus.Arbiter (the UDS folder removal)")
     import inspect
 
+    import bentoml
+
     factory = _service_app_factory()
-    if factory is None or "service" not in inspect.signature(factory.__init__).parameters:
-        broken.append("_bentoml_impl.server.app.ServiceAppFactory(service).__call__")
+    if (
+        factory is None
+        or "service" not in inspect.signature(factory.__init__).parameters
+        or "ServiceAppFactory" not in inspect.getsource(bentoml.Service.to_asgi)
+    ):
+        broken.append("Service.to_asgi -> _bentoml_impl.server.app.ServiceAppFactory(service)()")
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app=None))

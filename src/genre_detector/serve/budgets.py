@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from genre_detector.config import setting
 from genre_detector.errors import GenreError
-from genre_detector.serve.http_boundary import CORS_HEADERS, DRAIN
+from genre_detector.serve.http_boundary import CORS_HEADERS, CORS_PATHS, DRAIN
 
 logger = logging.getLogger("bentoml.genre_detector")
 
@@ -208,19 +208,23 @@ class BudgetGate:
     (the route identifies it). A revoked key whose bucket is empty is told 429 until its
     next token, then 401. While the service drains, everything goes through (the HTTP
     boundary answers 503 shutting_down). Its refusals are not in BentoML's request metrics
-    or access log: each bucket that refuses is logged once a minute with its count."""
+    or access log: they are counted in genre_rate_limited_total{bucket} at /metrics, and
+    each bucket that refuses is logged when it starts and then once a minute with its
+    count."""
 
     def __init__(
         self,
         app,
         rules: list[GateRule],
         budgets: Budgets | None = None,
-        cors_paths: tuple[str, ...] = ("/",),
+        cors_paths: tuple[str, ...] = CORS_PATHS,
         clock=time.monotonic,
     ):
         self.app, self.rules, self.budgets = app, rules, budgets or BUDGETS
         self.cors_paths, self.clock = cors_paths, clock
-        self._refused: dict[tuple[str, str], list] = {}  # (bucket, subject) -> [count, since]
+        # (bucket, subject) -> [refusals not logged yet, since, the last refusal]
+        self._refused: dict[tuple[str, str], list] = {}
+        self._flushed = clock()
 
     def verdict(self, scope) -> tuple[Verdict, str] | None:
         """The refusal of this request and whose bucket refused it, or None to let it
@@ -247,11 +251,14 @@ class BudgetGate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        now = self.clock()
+        if now - self._flushed >= 1 and self._refused:
+            self._flush(now)
         refusal = self.verdict(scope)
         if refusal is None:
             return await self.app(scope, receive, send)
         verdict, subject = refusal
-        self._tally(verdict.name, subject)
+        self._tally(verdict.name, subject, now)
         error = verdict.error()
         data = json.dumps(error.body()).encode()
         headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
@@ -270,26 +277,59 @@ class BudgetGate:
         )
         await send({"type": "http.response.body", "body": data})
 
-    def _tally(self, bucket: str, subject: str) -> None:
-        """Count a refusal; log a bucket's count once it has refused for a minute (and its
-        first refusal), so a flood is a line a minute, not a line a request."""
-        now = self.clock()
+    def _tally(self, bucket: str, subject: str, now: float) -> None:
+        """Count a refusal: the first of an episode is logged at once, the rest a line a
+        minute per bucket (_flush), so a flood is a line a minute, not a line a request."""
+        _refusals().labels(bucket).inc()
         entry = self._refused.get((bucket, subject))
-        if entry is None or now - entry[1] >= WINDOW_S:
-            if entry is not None and entry[0]:
-                logger.info(
-                    "429 rate_limited: %d requests of %s refused by its %s bucket in %.0f s",
-                    entry[0],
-                    subject,
-                    bucket,
-                    now - entry[1],
-                )
-            if entry is None:
-                logger.info("429 rate_limited: %s's %s bucket is empty", subject, bucket)
-            if len(self._refused) >= MAX_KNOWN_KEYS:
-                self._refused.clear()
-            entry = self._refused[(bucket, subject)] = [0, now]
+        if entry is None:
+            logger.info("429 rate_limited: the %s bucket of %r is empty", bucket, subject)
+            if len(self._refused) >= MAX_KNOWN_KEYS:  # the oldest episode, logged and dropped
+                self._log(*next(iter(self._refused.items())), now)
+                del self._refused[next(iter(self._refused))]
+            entry = self._refused[(bucket, subject)] = [0, now, now]
         entry[0] += 1
+        entry[2] = now
+
+    def _flush(self, now: float) -> None:
+        """Log each bucket's refusals of the minute gone by; an episode with none for a
+        minute is over (its next refusal is logged as the first again)."""
+        self._flushed = now
+        for key, entry in list(self._refused.items()):
+            count, since, last = entry
+            if now - since < WINDOW_S:
+                continue
+            self._log(key, entry, now)
+            if now - last >= WINDOW_S:
+                del self._refused[key]
+            else:
+                entry[0], entry[1] = 0, now
+
+    @staticmethod
+    def _log(key: tuple[str, str], entry: list, now: float) -> None:
+        if entry[0]:
+            logger.info(
+                "429 rate_limited: the %s bucket of %r refused %d requests in %.0f s",
+                key[0],
+                key[1],
+                entry[0],
+                now - entry[1],
+            )
+
+
+_REFUSALS = []  # the process's one Counter, made on first use
+
+
+def _refusals():
+    """genre_rate_limited_total{bucket}, shown at /metrics: made on the first refusal, in the
+    worker, after BentoML has set up prometheus_client's multiprocess mode."""
+    if not _REFUSALS:
+        from prometheus_client import Counter
+
+        _REFUSALS.append(
+            Counter("genre_rate_limited", "requests the budget gate answered 429", ["bucket"])
+        )
+    return _REFUSALS[0]
 
 
 def client_address(scope) -> str:
@@ -304,9 +344,10 @@ def client_address(scope) -> str:
         if name == b"x-forwarded-for":
             first = value.decode("latin-1").split(",")[0].strip()
             try:
-                return str(ipaddress.ip_address(first))
+                addr = ipaddress.ip_address(first)
             except ValueError:
                 return peer
+            return peer if getattr(addr, "scope_id", None) else str(addr)  # no "%any text"
     return peer
 
 

@@ -28,6 +28,7 @@ PROBE_PATHS = ("/readyz", "/livez", "/healthz", "/metrics")
 # within the p95 target. deploy/ reads these (tests/test_deploy.py checks it).
 MAX_CONCURRENCY = 64
 TARGET_CONCURRENCY = 8
+CORS_PATHS = ("/",)  # the research's React page posts here from another origin
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"POST, OPTIONS"),
@@ -196,7 +197,7 @@ class HttpBoundary:
         self,
         app,
         max_bytes: int | None = None,
-        cors_paths: tuple[str, ...] = ("/",),
+        cors_paths: tuple[str, ...] = CORS_PATHS,
         file_fields: dict[str, str] | None = None,
     ):
         self.app = app

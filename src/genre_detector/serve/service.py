@@ -41,6 +41,7 @@ from genre_detector.runtime.store import (
 from genre_detector.scoring.track_result import score_track
 from genre_detector.serve.bentoml_internals import (
     add_outermost_middleware,
+    outermost_applied,
     unpooled_request_dirs,
     use_loopback_tcp,
 )
@@ -318,6 +319,8 @@ class GenreDetector:
         install_drain_handler("front", MODEL_SERVICE_NAME)
         if not unpooled_request_dirs():
             logger.warning("BentoML's request folder pool not found: folders may stay in TMPDIR")
+        if not outermost_applied(GenreDetector.name):
+            logger.warning("BudgetGate is not around the app: a 429 costs what a request does")
         freeze_startup_heap()
 
     async def _run_models(self, windows: dict, models: list[str]) -> dict[str, np.ndarray]:
