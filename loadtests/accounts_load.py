@@ -26,8 +26,12 @@ ones' reading of their replies inside one loop, which counted as latency), the C
 that process and of the service are measured in each phase, and a third phase runs the
 polite account alone beside an idle CPU-bound process burning what the greedy client
 burned (`polite alone + burner`): its p95 separates what the flood costs the service from
-what generating it costs the machine. `--one-process` runs both accounts in one Locust, as
-before.
+what generating it costs the machine. A fourth phase runs the polite account beside the
+other account's users sending about its whole budget and no more (`--full-budget-wait`, 1 s:
+4 users, ~220 searches and ~20 uploads a minute against 240 and 30): the polite p95 beside
+the flood over the one beside that is what going over the budget adds, and the one beside
+that over alone is what the other account's allowed traffic costs. `--one-process` runs
+both accounts in one Locust, as before (no burner or full-budget phase).
 """
 
 from __future__ import annotations
@@ -179,16 +183,19 @@ def _burner(share: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _greedy_beside(args, url: str, greedy: tuple, polite: Account, polite_wait) -> dict:
-    """The greedy users in a process of their own while the polite ones run here; what the
-    greedy process reports (its raw samples and CPU seconds)."""
+def _greedy_beside(
+    args, url: str, greedy: tuple, polite: Account, polite_wait, wait: float
+) -> dict:
+    """The greedy users (waiting `wait` s between requests) in a process of their own while
+    the polite ones run here; what the greedy process reports (its raw samples and CPU
+    seconds)."""
     key, ids, clips = greedy
     spec = {
         "host": url,
         "key": key,
         "ids": ids,
         "clips": [str(c) for c in clips],
-        "wait": args.greedy_wait,
+        "wait": wait,
         "users": args.greedy_users,
         "seconds": args.seconds,
     }
@@ -248,6 +255,14 @@ def main(argv=None) -> dict:
         type=float,
         default=0.1,
         help="seconds each greedy user waits between requests (0: a flood at full speed)",
+    )
+    ap.add_argument(
+        "--full-budget-wait",
+        type=float,
+        default=1.0,
+        help="a fourth phase: the polite account beside the other one's users waiting this "
+        "long (its whole budget, not more: 4 users at 1 s send ~220 searches and ~20 uploads "
+        "a minute); 0: no such phase (not with --one-process)",
     )
     ap.add_argument("--search-per-min", type=int, default=SEARCH_PER_MIN)
     ap.add_argument("--writes-per-min", type=int, default=WRITES_PER_MIN)
@@ -330,7 +345,8 @@ def main(argv=None) -> dict:
         # turns (together, alone, alone + burner) so that drift over time (other jobs, a
         # warming cache) falls on all of them alike rather than on whichever ran first.
         together = {"polite": fresh("polite"), "greedy": fresh("greedy")}
-        alone, burned = fresh("polite"), fresh("polite")
+        alone, burned, full = fresh("polite"), fresh("polite"), fresh("polite")
+        full_greedy = fresh("greedy")  # the other account within its budget
         server_cpu: dict[str, float] = {}
         greedy_cpu, rounds = 0.0, []
         for i in range(args.rounds):
@@ -350,7 +366,12 @@ def main(argv=None) -> dict:
                 cpu = None
             else:
                 got = _greedy_beside(
-                    args, svc.url, accounts["greedy"], one["together"], polite_wait
+                    args,
+                    svc.url,
+                    accounts["greedy"],
+                    one["together"],
+                    polite_wait,
+                    args.greedy_wait,
                 )
                 together["greedy"].add_raw(got["raw"])
                 cpu = got["cpu_s"]
@@ -376,14 +397,35 @@ def main(argv=None) -> dict:
                 finally:
                     burner.kill()
                     burner.wait()
+            if args.full_budget_wait > 0 and not args.one_process:
+                print(
+                    f"{tag}the polite account beside the other one within its budget "
+                    f"(users waiting {args.full_budget_wait:g} s), {args.seconds:g} s ...",
+                    flush=True,
+                )
+                one["full"] = fresh("polite")
+                cpu0 = svc.cpu_seconds()
+                got = _greedy_beside(
+                    args,
+                    svc.url,
+                    accounts["greedy"],
+                    one["full"],
+                    polite_wait,
+                    args.full_budget_wait,
+                )
+                full_greedy.add_raw(got["raw"])
+                _add(server_cpu, "beside_full_budget", svc.cpu_seconds() - cpu0)
             together["polite"].add_raw(one["together"].raw())
             alone.add_raw(one["alone"].raw())
             if "burner" in one:
                 burned.add_raw(one["burner"].raw())
+            if "full" in one:
+                full.add_raw(one["full"].raw())
             rounds.append(
                 {
                     "polite_p95_ratio": _ratio(one["together"], one["alone"]),
                     "polite_p95_ratio_vs_burner": _ratio(one["together"], one.get("burner")),
+                    "polite_p95_ratio_vs_full_budget": _ratio(one["together"], one.get("full")),
                 }
             )
     finally:
@@ -398,6 +440,7 @@ def main(argv=None) -> dict:
         "rounds": args.rounds,
         "users": {"polite": args.polite_users, "greedy": args.greedy_users},
         "greedy_wait_s": args.greedy_wait,
+        "full_budget_wait_s": args.full_budget_wait,
         "greedy_in_own_process": not args.one_process,
         "service_pinned": args.pin,
         "together": {n: a.summary() for n, a in together.items()},
@@ -417,6 +460,18 @@ def main(argv=None) -> dict:
         report["polite_alone_burner"] = burned.summary()
         runs.append(("polite alone + burner", report["polite_alone_burner"]))
         report["polite_p95_ratio_vs_burner"] = _ratio(together["polite"], burned)
+    if full.status:
+        report["beside_full_budget"] = {"polite": full.summary(), "other": full_greedy.summary()}
+        runs.append(("beside full: polite", report["beside_full_budget"]["polite"]))
+        runs.append(("beside full: other", report["beside_full_budget"]["other"]))
+        over = _ratio(together["polite"], full)
+        allowed = _ratio(full, alone)
+        report["polite_p95_ratio_over_vs_full_budget"] = over
+        report["polite_p95_ratio_over_vs_full_budget_95ci"] = list(
+            _ratio_interval(together["polite"], full)
+        )
+        report["polite_p95_ratio_full_budget_vs_alone"] = allowed
+        report["polite_p95_ratio_full_budget_vs_alone_95ci"] = list(_ratio_interval(full, alone))
     print(
         f"{'run':<24} {'requests':>8} {'429 share':>9} {'p50 ms':>8} {'p95 ms':>8}"
         f" {'search p50/p95':>15} {'upload p50/p95':>15}"
@@ -441,6 +496,16 @@ def main(argv=None) -> dict:
         print(
             "polite p95 beside the greedy account / alone beside a burner of the greedy "
             f"client's CPU: {report['polite_p95_ratio_vs_burner']:.2f}"
+        )
+    if full.status:
+        lo2, hi2 = report["polite_p95_ratio_over_vs_full_budget_95ci"]
+        lo3, hi3 = report["polite_p95_ratio_full_budget_vs_alone_95ci"]
+        print(
+            "polite p95 beside the account over its budget / beside it within its budget "
+            f"(what going over adds): {report['polite_p95_ratio_over_vs_full_budget']:.2f} "
+            f"[{lo2:.2f}, {hi2:.2f}]; beside it within its budget / alone (what its allowed "
+            f"traffic costs): {report['polite_p95_ratio_full_budget_vs_alone']:.2f} "
+            f"[{lo3:.2f}, {hi3:.2f}]"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

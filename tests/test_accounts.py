@@ -1103,3 +1103,7 @@ def test_accounts_load_script_reports_each_accounts_429_share_and_p95(store_with
     for s in (r["together"]["polite"], r["together"]["greedy"], r["polite_alone"]):
         assert s["requests"] > 0 and s["other_errors"] == 0 and s["p95_ms"] > 0
     assert r["polite_p95_ratio"] > 0
+    beside = r["beside_full_budget"]  # the other account within its budget: hardly refused
+    assert beside["polite"]["share_429"] == 0 and beside["other"]["share_429"] < 0.2
+    assert beside["other"]["requests"] > 0 and r["polite_p95_ratio_over_vs_full_budget"] > 0
+    assert "what going over adds" in proc.stdout
