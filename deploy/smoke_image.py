@@ -217,6 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         assert r.status_code == 200, f"similar {r.status_code}: {r.text[:500]}"
         print(f"POST /tracks 201 ({track['id']}); GET /tracks/{{id}}/similar 200")
+        # a spent search budget: answered 429 by the gate around the app, counted at /metrics
+        statuses = [
+            requests.get(f"{smoke.url}/tracks/x/similar", headers=auth(scout), timeout=30)
+            for _ in range(70)
+        ]
+        assert {r.status_code for r in statuses[-5:]} == {429}, statuses[-1].text[:300]
+        metrics = requests.get(f"{smoke.url}/metrics", timeout=30).text
+        assert 'genre_rate_limited_total{bucket="search"}' in metrics, metrics[-1500:]
+        log = subprocess.run(
+            [*PODMAN, "logs", "genre-detector-smoke"], capture_output=True, text=True
+        )
+        assert "BudgetGate is not around the app" not in log.stdout + log.stderr
+        print("a spent search budget: 429 from the gate, genre_rate_limited_total at /metrics")
         time.sleep(2)
         assert receiver.received == [], "the service delivered although its worker is off"
 
