@@ -464,14 +464,12 @@ def main(argv=None) -> dict:
         report["beside_full_budget"] = {"polite": full.summary(), "other": full_greedy.summary()}
         runs.append(("beside full: polite", report["beside_full_budget"]["polite"]))
         runs.append(("beside full: other", report["beside_full_budget"]["other"]))
-        over = _ratio(together["polite"], full)
-        allowed = _ratio(full, alone)
-        report["polite_p95_ratio_over_vs_full_budget"] = over
-        report["polite_p95_ratio_over_vs_full_budget_95ci"] = list(
-            _ratio_interval(together["polite"], full)
-        )
-        report["polite_p95_ratio_full_budget_vs_alone"] = allowed
-        report["polite_p95_ratio_full_budget_vs_alone_95ci"] = list(_ratio_interval(full, alone))
+        for name, a, b in (
+            ("over_vs_full_budget", together["polite"], full),
+            ("full_budget_vs_alone", full, alone),
+        ):
+            report[f"polite_p95_ratio_{name}"] = _ratio(a, b)
+            report[f"polite_p95_ratio_{name}_95ci"] = list(_ratio_interval(a, b))
     print(
         f"{'run':<24} {'requests':>8} {'429 share':>9} {'p50 ms':>8} {'p95 ms':>8}"
         f" {'search p50/p95':>15} {'upload p50/p95':>15}"

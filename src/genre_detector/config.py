@@ -163,12 +163,7 @@ class Settings:
     @classmethod
     def from_env(cls, env=None) -> "Settings":
         env = os.environ if env is None else env
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = _raw(f, env)
-            if raw is not None:
-                values[f.name] = _parse(f.metadata["env"], raw, f.default, f.metadata["keep_case"])
-        s = cls(**values)
+        s = cls(**{f.name: _value(f, env) for f in dataclasses.fields(cls)})
         if s.runtime not in {"auto", "onnx", "keras"}:
             raise ValueError(f"GENRE_RUNTIME={s.runtime!r}: use onnx, keras or auto")
         return s
@@ -226,17 +221,13 @@ def setting(name: str, env=None):
     """One field of settings(), read and parsed alone: for a path every request takes
     (serve.budgets), where reading all of them (0.08 ms) was a fifth of what a refused
     request costs the service."""
-    f = _FIELDS[name]
-    raw = _raw(f, os.environ if env is None else env)
-    if raw is None:
-        return f.default
-    return _parse(f.metadata["env"], raw, f.default, f.metadata["keep_case"])
+    return _value(_FIELDS[name], os.environ if env is None else env)
 
 
-def _raw(f: dataclasses.Field, env) -> str | None:
-    """A field's variable, stripped; None when unset or blank (the default applies)."""
-    raw = env.get(f.metadata["env"])
-    return None if raw is None or raw.strip() == "" else raw.strip()
+def _value(f: dataclasses.Field, env):
+    """A field's value: its variable parsed, or its default when unset or blank."""
+    raw = (env.get(f.metadata["env"]) or "").strip()
+    return _parse(f.metadata["env"], raw, f.default, f.metadata["keep_case"]) if raw else f.default
 
 
 # GENRE_MODEL_<NAME> is one row of the table, not a field.

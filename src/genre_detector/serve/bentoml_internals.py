@@ -79,8 +79,9 @@ def add_outermost_middleware(service_name: str, middleware_cls, **options) -> No
     def call(self):
         app = build(self)
         name = getattr(self.service, "name", None)
-        for cls, opts in reversed(_OUTERMOST.get(name, [])):
-            app = cls(app, **opts)
+        if name in _OUTERMOST:
+            for cls, opts in reversed(_OUTERMOST[name]):
+                app = cls(app, **opts)
             _WRAPPED.add(name)
         return app
 

@@ -31,6 +31,7 @@ their public APIs; the bucket itself is a few lines.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -285,8 +286,8 @@ class BudgetGate:
         if entry is None:
             logger.info("429 rate_limited: the %s bucket of %r is empty", bucket, subject)
             if len(self._refused) >= MAX_KNOWN_KEYS:  # the oldest episode, logged and dropped
-                self._log(*next(iter(self._refused.items())), now)
-                del self._refused[next(iter(self._refused))]
+                oldest = next(iter(self._refused))
+                self._log(oldest, self._refused.pop(oldest), now)
             entry = self._refused[(bucket, subject)] = [0, now, now]
         entry[0] += 1
         entry[2] = now
@@ -317,19 +318,14 @@ class BudgetGate:
             )
 
 
-_REFUSALS = []  # the process's one Counter, made on first use
-
-
+@functools.cache
 def _refusals():
-    """genre_rate_limited_total{bucket}, shown at /metrics: made on the first refusal, in the
-    worker, after BentoML has set up prometheus_client's multiprocess mode."""
-    if not _REFUSALS:
-        from prometheus_client import Counter
+    """genre_rate_limited_total{bucket}, shown at /metrics: the process's one Counter, made
+    on the first refusal, in the worker, after BentoML has set up prometheus_client's
+    multiprocess mode."""
+    from prometheus_client import Counter
 
-        _REFUSALS.append(
-            Counter("genre_rate_limited", "requests the budget gate answered 429", ["bucket"])
-        )
-    return _REFUSALS[0]
+    return Counter("genre_rate_limited", "requests the budget gate answered 429", ["bucket"])
 
 
 def client_address(scope) -> str:
